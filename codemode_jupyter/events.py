@@ -1,0 +1,60 @@
+"""Events a run emits while it goes, for live views and other consumers.
+
+Pass `on_event=callback` to `CodeMode.run`; the callback is called on the engine's I/O
+thread for output events and on the calling thread for tool events, so it must be quick
+and thread-safe (the Jupyter live view only appends to buffers and coalesces).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+from .result import Preview, RunError, RunResult
+
+
+@dataclass
+class RunStarted:
+    backend: str
+    isolation: str
+    fresh_runtime: bool
+
+
+@dataclass
+class Output:
+    """A chunk of the program's stdout or stderr, as it was written."""
+
+    stream: str  # "stdout" | "stderr"
+    text: str
+
+
+@dataclass
+class ToolCallStarted:
+    id: int
+    name: str
+    args: dict[str, Any]
+    round: int
+
+
+@dataclass
+class ToolCallFinished:
+    id: int
+    name: str
+    round: int
+    result: Any
+    error: RunError | None
+    duration: float
+
+
+@dataclass
+class PreviewAnnounced:
+    preview: Preview
+
+
+@dataclass
+class RunFinished:
+    result: RunResult
+
+
+Event = Union[RunStarted, Output, ToolCallStarted, ToolCallFinished, PreviewAnnounced, RunFinished]
+EventCallback = Callable[[Event], None]

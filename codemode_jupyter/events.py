@@ -7,8 +7,9 @@ and thread-safe (the Jupyter live view only appends to buffers and coalesces).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from .result import Preview, RunError, RunResult
 
@@ -56,5 +57,7 @@ class RunFinished:
     result: RunResult
 
 
-Event = Union[RunStarted, Output, ToolCallStarted, ToolCallFinished, PreviewAnnounced, RunFinished]
+Event = Union[  # noqa: UP007 - a runtime alias, usable in isinstance() on Python 3.10 too
+    RunStarted, Output, ToolCallStarted, ToolCallFinished, PreviewAnnounced, RunFinished
+]
 EventCallback = Callable[[Event], None]

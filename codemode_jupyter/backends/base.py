@@ -83,5 +83,5 @@ class Backend(ABC):
     def status(self) -> BackendStatus:
         """Backend name, isolation level and whatever else a user would want to see."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most backends have nothing to release
         """Release the sandbox. Idempotent."""

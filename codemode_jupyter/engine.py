@@ -1,0 +1,402 @@
+"""The engine: run a program once in a sandbox runtime and serve its tool calls on the host.
+
+`CodeMode.run` is called on the thread that should execute sync tools (the kernel's main
+thread in Jupyter, so `breakpoint()` in a tool works). The runtime's frames are read on an I/O
+thread of their own, which also forwards output, so a slow tool never stalls streaming. Async
+tools run on a private event loop and may overlap. The engine knows neither Jupyter nor which
+backend it drives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import events as ev
+from .backends import Backend, Transport, create_backend
+from .calls import AsyncRunner, CallOutcome, encode_result, finish_call, prepare_call
+from .output import CappedText
+from .result import Preview, RunError, RunResult, ToolCall
+from .runtime import codemode_protocol as P
+from .tools import ToolRegistry
+
+_POLL = 0.25  # how often a waiting run looks up from its inbox for cancel and Ctrl-C
+_GRACE = 0.5  # how long an interrupted program may take to stop before its runtime is killed
+HISTORY = 20
+
+
+class RuntimeConnection:
+    """One live runtime: its transport and the I/O thread that routes its frames."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.alive = True
+        self.info: dict[str, Any] = {}
+        self.sink: _Run | None = None
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._late: list[tuple[int, str]] = []
+        self._reader = threading.Thread(target=self._read_loop, name="codemode-io", daemon=True)
+        self._reader.start()
+
+    def send(self, frame: dict) -> None:
+        self.transport.write(P.encode(frame))
+
+    def _read_loop(self) -> None:
+        splitter = P.LineSplitter()
+        while True:
+            data = self.transport.read()
+            if not data:
+                break
+            for line in splitter.feed(data):
+                self._route(line)
+        self.alive = False
+        self.inbox.put(("eof", None))
+
+    def _route(self, line: bytes) -> None:
+        try:
+            frame = P.decode(line)
+        except ValueError:
+            return  # not a frame: a hostile or broken runtime gets no say
+        kind = frame["t"]
+        if kind == P.OUT:
+            sink = self.sink
+            text = frame.get("d", "")
+            stream = 2 if frame.get("s") == P.STDERR else 1
+            if sink is None:
+                self._late.append((stream, text))
+            else:
+                sink.output(stream, text)
+        elif kind == P.READY:
+            self.info = frame
+        else:
+            self.inbox.put((kind, frame))
+
+    def take_late_output(self) -> list[tuple[int, str]]:
+        """Output that arrived between runs (background threads), for the next run to show."""
+        late, self._late = self._late, []
+        return late
+
+    def close(self) -> None:
+        self.transport.kill()
+        self.alive = False
+
+
+class _Run:
+    """The state of one run while it goes."""
+
+    def __init__(self, run_id: int, on_event: ev.EventCallback | None, max_output: int) -> None:
+        self.id = run_id
+        self.on_event = on_event
+        self.stdout = CappedText(max_output)
+        self.stderr = CappedText(max_output)
+        self.calls: list[ToolCall] = []
+        self.in_flight: set[int] = set()
+        self.unsent: list[bytes] = []
+        self.rounds = 0
+        self.previews: list[Preview] = []
+        self.started = time.perf_counter()
+
+    def emit(self, event: ev.Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def output(self, stream: int, text: str) -> None:
+        (self.stderr if stream == 2 else self.stdout).append(text)
+        self.emit(ev.Output("stderr" if stream == 2 else "stdout", text))
+
+
+class CodeMode:
+    """A Code Mode session: one sandbox runtime, its tools, and the programs run in it."""
+
+    def __init__(self, tools: Iterable[Callable[..., Any]] = (), backend: str | Backend = "local",
+                 *, protocol: str = "session", timeout: float = 60.0, max_tool_calls: int = 1000,
+                 max_output: int = 1_000_000, network: bool = False,
+                 mounts: Iterable[Any] | None = None, memory_mb: int = 1024,
+                 sandbox: Any = None, **backend_options: Any) -> None:
+        if protocol not in ("session", "replay"):
+            raise ValueError("protocol must be 'session' or 'replay'")
+        self.protocol = protocol
+        self.timeout = timeout
+        self.max_tool_calls = max_tool_calls
+        self.max_output = max_output
+        self._registry = ToolRegistry(tools)
+        self._backend_arg = backend
+        self._backend_options = self._options_for(backend, network, mounts, memory_mb, sandbox,
+                                                  backend_options)
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._conn: RuntimeConnection | None = None
+        self._run_ids = itertools.count(1)
+        self._run_lock = threading.Lock()
+        self._current: _Run | None = None
+        self._async = AsyncRunner()
+        self.last_result: RunResult | None = None
+        self.history: deque[RunResult] = deque(maxlen=HISTORY)
+        self._closed = False
+
+    @staticmethod
+    def _options_for(backend: str | Backend, network: bool, mounts: Iterable[Any] | None,
+                     memory_mb: int, sandbox: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        if backend == "local":
+            return {"network": network, "mounts": list(mounts or ()), "memory_mb": memory_mb,
+                    **extra}
+        if backend == "daytona" and sandbox is not None:
+            return {"sandbox": sandbox, **extra}
+        return dict(extra)
+
+    # --- public API ---------------------------------------------------------------------
+
+    @property
+    def tools(self) -> ToolRegistry:
+        return self._registry
+
+    def set_tools(self, tools: Iterable[Callable[..., Any]]) -> None:
+        self._registry = ToolRegistry(tools)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = create_backend(str(self._backend_arg), **self._backend_options)
+        return self._backend
+
+    def system_prompt(self) -> str:
+        """The tools as Python stubs, with how to call them: the prompt for an LLM."""
+        return self._registry.system_prompt()
+
+    def status(self) -> dict[str, Any]:
+        """Backend, isolation, whether a runtime is alive, and how many runs it has served."""
+        backend = self.backend.status()
+        return {"backend": backend.backend, "isolation": backend.isolation,
+                "protocol": self.protocol,
+                "runtime_alive": bool(self._conn and self._conn.alive),
+                "runs": len(self.history), "tools": self._registry.names(), **backend.details}
+
+    def run(self, code: str, *, timeout: float | None = None, max_tool_calls: int | None = None,
+            on_event: ev.EventCallback | None = None, tools: Iterable[Any] | None = None,
+            fresh: bool = False) -> RunResult:
+        """Run `code` once in the sandbox and return what happened.
+
+        Sync tools run on this thread. A KeyboardInterrupt while waiting stops the program,
+        records the interrupted result in `last_result`, and is raised again.
+        """
+        if self._closed:
+            raise RuntimeError("this CodeMode is closed")
+        registry = ToolRegistry(tools) if tools is not None else self._registry
+        limits = (timeout if timeout is not None else self.timeout,
+                  max_tool_calls if max_tool_calls is not None else self.max_tool_calls)
+        if not self._run_lock.acquire(blocking=False):
+            raise RuntimeError("a program is already running in this CodeMode session")
+        try:
+            if self.protocol == "replay":
+                from .replay import run_replay
+
+                result = run_replay(self.backend, code, registry, limits, on_event,
+                                    self.max_output, self._async)
+            else:
+                result = self._run_session(code, registry, limits, on_event, fresh)
+        finally:
+            self._run_lock.release()
+        return result
+
+    def cancel(self) -> None:
+        """Stop the running program (from any thread); it ends within about a second."""
+        run, conn = self._current, self._conn
+        if run is not None and conn is not None:
+            conn.inbox.put(("cancel", None))
+
+    def reset(self) -> None:
+        """A fresh namespace for the next run (the runtime restarts if it will not reset)."""
+        conn = self._conn
+        if conn is None or not conn.alive:
+            return
+        conn.send({"t": P.RESET})
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                kind, _ = conn.inbox.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            if kind == P.RESET_DONE:
+                return
+            if kind == "eof":
+                break
+        self._drop_runtime()
+
+    def close(self) -> None:
+        """Stop the runtime and release the sandbox. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_runtime()
+        self._async.close()
+        if self._backend is not None:
+            self._backend.close()
+
+    def __enter__(self) -> CodeMode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one run -----------------------------------------------------------------------
+
+    def _drop_runtime(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self, fresh: bool) -> tuple[RuntimeConnection, bool]:
+        if fresh or (self._conn is not None and not self._conn.alive):
+            self._drop_runtime()
+        if self._conn is None:
+            self._conn = RuntimeConnection(self.backend.start_runtime())
+            return self._conn, True
+        return self._conn, False
+
+    def _run_session(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
+                     on_event: ev.EventCallback | None, fresh: bool) -> RunResult:
+        timeout, max_calls = limits
+        run = _Run(next(self._run_ids), on_event, self.max_output)
+        status = self.backend.status()
+        conn, started = self._connection(fresh)
+        run.emit(ev.RunStarted(status.backend, status.isolation, started))
+        for stream, text in conn.take_late_output():
+            run.output(stream, text)
+        self._current = run
+        conn.sink = run
+        try:
+            conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs()})
+            outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
+        except KeyboardInterrupt:
+            outcome = self._halt(conn, run, "interrupted", "the program was interrupted")
+            self._finish(run, outcome, status)
+            raise
+        finally:
+            self._current = None
+            conn.sink = None
+        return self._finish(run, outcome, status)
+
+    def _serve(self, conn: RuntimeConnection, run: _Run, registry: ToolRegistry,
+               deadline: float, max_calls: int) -> dict:
+        """Answer the runtime's frames until the program is done; return the outcome."""
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return self._halt(conn, run, "timeout",
+                                  f"the program ran past its {deadline - run.started:g} s timeout")
+            try:
+                kind, frame = conn.inbox.get(timeout=min(remaining, _POLL))
+            except queue.Empty:
+                continue
+            if kind == P.CALL:
+                if len(run.calls) >= max_calls:
+                    return self._halt(conn, run, "limit",
+                                      f"the program made more than {max_calls} tool calls")
+                self._start_call(conn, run, registry, frame)
+            elif kind == "async_done":
+                self._end_call(conn, run, *frame)
+            elif kind == P.PREVIEW:
+                self._preview(run, frame)
+            elif kind == P.DONE and frame.get("id") == run.id:
+                return {"status": "ok" if frame.get("ok") else "error", "frame": frame}
+            elif kind == "eof":
+                return self._crashed(conn)
+            elif kind == "cancel":
+                return self._halt(conn, run, "interrupted", "the program was cancelled")
+
+    def _start_call(self, conn: RuntimeConnection, run: _Run, registry: ToolRegistry,
+                    frame: dict) -> None:
+        if not run.in_flight:
+            run.rounds += 1
+        prepared = prepare_call(registry, frame, run.rounds)
+        run.calls.append(prepared.call)
+        run.in_flight.add(prepared.call.id)
+        run.emit(ev.ToolCallStarted(prepared.call.id, prepared.call.name, prepared.call.args,
+                                    prepared.call.round))
+        if prepared.error is not None or not prepared.tool.is_async:
+            self._end_call(conn, run, prepared.call, prepared.run_sync())
+            return
+        inbox = conn.inbox
+        self._async.submit(prepared, lambda outcome: inbox.put(
+            ("async_done", (prepared.call, outcome))))
+
+    def _end_call(self, conn: RuntimeConnection, run: _Run, call: ToolCall,
+                  outcome: CallOutcome) -> None:
+        finish_call(call, outcome)
+        run.in_flight.discard(call.id)
+        run.unsent.append(encode_result(call))
+        if not conn.transport.batch_results or not run.in_flight:
+            data, run.unsent = b"".join(run.unsent), []
+            conn.transport.write(data)
+        run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error,
+                                     call.duration))
+
+    def _preview(self, run: _Run, frame: dict) -> None:
+        port = int(frame.get("port", 0))
+        if any(p.port == port for p in run.previews):
+            return
+        preview = Preview(port, self.backend.preview_url(port))
+        run.previews.append(preview)
+        run.emit(ev.PreviewAnnounced(preview))
+
+    def preview(self, port: int, on_event: ev.EventCallback | None = None) -> Preview:
+        """A preview link for `port`, announced to the current run's listeners if any."""
+        preview = Preview(port, self.backend.preview_url(port))
+        if on_event is not None:
+            on_event(ev.PreviewAnnounced(preview))
+        return preview
+
+    def _crashed(self, conn: RuntimeConnection) -> dict:
+        info = conn.transport.exit_info()
+        self._drop_runtime()
+        message = f"{info}; its state was lost, and the next run starts a fresh runtime"
+        return {"status": "crashed", "error": RunError("RuntimeCrashed", message),
+                "state_lost": True}
+
+    def _halt(self, conn: RuntimeConnection, run: _Run, status: str, why: str) -> dict:
+        """Interrupt the program; if it does not stop within _GRACE, replace the runtime."""
+        kinds = {"timeout": "Timeout", "interrupted": "Interrupted", "limit": "ToolCallLimit"}
+        conn.send({"t": P.INTERRUPT, "id": run.id})
+        deadline = time.perf_counter() + _GRACE
+        while True:
+            try:
+                kind, frame = conn.inbox.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except (queue.Empty, KeyboardInterrupt):
+                break
+            if kind == P.DONE and frame.get("id") == run.id:
+                trace = (frame.get("error") or {}).get("traceback", "")
+                return {"status": status, "error": RunError(kinds[status], why, trace)}
+            if kind == "eof":
+                break
+            if kind == P.CALL:  # a stopping program gets no more tool results
+                conn.transport.write(P.encode({"t": P.RESULT, "id": frame["id"], "ok": False,
+                    "error": {"type": "RuntimeError", "message": "the run was stopped"}}))
+        self._drop_runtime()
+        return {"status": status, "state_lost": True,
+                "error": RunError(kinds[status], f"{why}; it did not stop, so its runtime was "
+                                  "replaced and its state was lost")}
+
+    def _finish(self, run: _Run, outcome: dict, status: Any) -> RunResult:
+        frame = outcome.get("frame") or {}
+        error = outcome.get("error")
+        if outcome["status"] == "error":
+            raw = frame.get("error") or {}
+            error = RunError(raw.get("type", "Error"), raw.get("message", ""),
+                             raw.get("traceback", ""))
+        result = RunResult(
+            ok=outcome["status"] == "ok", status=outcome["status"],
+            stdout=run.stdout.text(), stderr=run.stderr.text(),
+            value=frame.get("value"), value_repr=frame.get("repr"), error=error,
+            tool_calls=run.calls, rounds=run.rounds, previews=run.previews,
+            duration=time.perf_counter() - run.started,
+            state_lost=outcome.get("state_lost", False),
+            stdout_dropped=run.stdout.dropped, stderr_dropped=run.stderr.dropped,
+            backend=status.backend, isolation=status.isolation)
+        self.last_result = result
+        self.history.append(result)
+        run.emit(ev.RunFinished(result))
+        return result

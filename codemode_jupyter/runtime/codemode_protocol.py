@@ -1,0 +1,72 @@
+"""Frames between the host and the sandbox runtime: one JSON object per line.
+
+Standard library only: this file is shipped into the sandbox next to codemode_runtime.py, and
+the host imports it too, so both sides share one definition.
+
+Host -> runtime (the runtime's stdin):
+    run        {"t": "run", "id": int, "code": str, "tools": [{"name", "signature", "doc"}]}
+    result     {"t": "result", "id": int, "ok": true, "value": any}
+               {"t": "result", "id": int, "ok": false, "error": {"type", "message"}}
+    interrupt  {"t": "interrupt"}
+    reset      {"t": "reset"}
+
+Runtime -> host (the runtime's stdout; the program's own output never goes there raw):
+    ready      {"t": "ready", "pid": int, "python": str}
+    out        {"t": "out", "s": 1 | 2, "d": str}
+    call       {"t": "call", "id": int, "name": str, "args": list, "kwargs": dict}
+    preview    {"t": "preview", "port": int}
+    done       {"t": "done", "id": int, "ok": true, "value": any, "repr": str | null}
+               {"t": "done", "id": int, "ok": false, "error": {"type", "message", "traceback"}}
+    reset_done {"t": "reset_done"}
+"""
+
+from __future__ import annotations
+
+import json
+
+RUN = "run"
+RESULT = "result"
+INTERRUPT = "interrupt"
+RESET = "reset"
+
+READY = "ready"
+OUT = "out"
+CALL = "call"
+PREVIEW = "preview"
+DONE = "done"
+RESET_DONE = "reset_done"
+
+STDOUT = 1
+STDERR = 2
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_decode = json.JSONDecoder().decode
+
+
+def encode(frame: dict) -> bytes:
+    """One frame as a line of UTF-8 JSON. Raises ValueError/TypeError if it is not JSON-able."""
+    return (_encoder.encode(frame) + "\n").encode("utf-8", "surrogatepass")
+
+
+def decode(line: bytes) -> dict:
+    """Parse one line; raises ValueError on anything that is not a JSON object frame."""
+    frame = _decode(line.decode("utf-8", "replace"))
+    if not isinstance(frame, dict) or "t" not in frame:
+        raise ValueError("not a frame")
+    return frame
+
+
+class LineSplitter:
+    """Turns a byte stream into complete lines, keeping the unfinished tail for later."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._tail:
+            data = self._tail + data
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
+        return lines

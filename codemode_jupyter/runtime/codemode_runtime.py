@@ -1,0 +1,609 @@
+"""The Code Mode runtime: runs inside the sandbox, executes programs, forwards tool calls.
+
+Standard library only, so it starts in any image with a python3. Started as
+`python3 -I -u codemode_runtime.py`; it speaks frames (codemode_protocol.py) on its own
+stdin/stdout and gives the program a clean fd 0 (/dev/null) and fd 1/2 (pipes it reads), so
+nothing the program writes can reach the control channel unwrapped.
+
+`python3 -I -u codemode_runtime.py --replay` is the one-shot variant for the replay fallback:
+it reads a JSON request from stdin, or from the CODEMODE_REPLAY_B64 variable the host embeds.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import builtins
+import codecs
+import inspect
+import io
+import itertools
+import linecache
+import os
+import select
+import signal
+import sys
+import threading
+import traceback
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import codemode_protocol as P
+
+del sys.path[0]
+
+CELL = "<cell>"
+_HIDDEN_FILES = {os.path.abspath(__file__), os.path.abspath(P.__file__)}
+_FLUSH_AT = 8192
+_FLUSH_DELAY = 0.01
+
+
+class ToolError(Exception):
+    """A host tool failed; `tool` names it and `remote_type` is the exception type there."""
+
+    tool = ""
+    remote_type = ""
+
+
+class ToolArgumentError(ToolError, TypeError):
+    """The host rejected the arguments of a tool call."""
+
+
+class UnknownToolError(ToolError, NameError):
+    """The program called a tool the host does not have."""
+
+
+_SPECIAL_ERRORS = {"ToolArgumentError": ToolArgumentError, "UnknownToolError": UnknownToolError}
+_error_classes: dict[str, type] = {}
+
+
+def tool_error(name: str, error: dict) -> ToolError:
+    """The exception a failed call raises in the program: a ToolError that is also the
+    builtin type the tool raised (so `except ValueError` works as it would in plain Python)."""
+    kind = str(error.get("type", "Exception"))
+    message = f"{name}: {error.get('message', '')}"
+    cls = _SPECIAL_ERRORS.get(kind) or _error_class(kind)
+    try:
+        exc = cls(message)
+    except Exception:
+        exc = ToolError(message)
+    exc.tool, exc.remote_type = name, kind
+    return exc
+
+
+def _error_class(kind: str) -> type:
+    if kind not in _error_classes:
+        base = getattr(builtins, kind, None)
+        usable = isinstance(base, type) and issubclass(base, Exception) and base is not Exception
+        try:
+            _error_classes[kind] = type(kind, (ToolError, base), {}) if usable else ToolError
+        except TypeError:
+            _error_classes[kind] = ToolError
+    return _error_classes[kind]
+
+
+class Channel:
+    """The runtime's end of the control channel: frame writes, serialised by a lock."""
+
+    def __init__(self, out_fd: int) -> None:
+        self._fd = out_fd
+        self._lock = threading.Lock()
+
+    def send(self, frame: dict) -> None:
+        self.send_bytes(P.encode(frame))
+
+    def send_bytes(self, data: bytes) -> None:
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+
+class TextStream(io.TextIOBase):
+    """sys.stdout / sys.stderr for the program: text becomes `out` frames.
+
+    Lines go out at once; a partial line waits at most _FLUSH_DELAY for the flusher.
+    """
+
+    def __init__(self, channel: Channel, stream: int, fd: int, flusher: Flusher) -> None:
+        self._channel = channel
+        self._stream = stream
+        self._fd = fd
+        self._flusher = flusher
+        self._lock = threading.RLock()
+        self._pending: list[str] = []
+        self._size = 0
+        self.buffer = BinaryStream(self)
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            self._pending.append(text)
+            self._size += len(text)
+            if self._size >= _FLUSH_AT or "\n" in text:
+                self._flush_locked()
+            else:
+                self._flusher.wake(self)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+            self._channel.send({"t": P.OUT, "s": self._stream, "d": text})
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+
+class BinaryStream(io.RawIOBase):
+    """sys.stdout.buffer: bytes are decoded (UTF-8, replacing bad bytes) into the text stream."""
+
+    def __init__(self, text: TextStream) -> None:
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, data: bytes) -> int:
+        self._text.write(self._decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        self._text.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._text.fileno()
+
+
+class Flusher(threading.Thread):
+    """Sends partial lines that have waited _FLUSH_DELAY, so `print(end="")` still streams."""
+
+    def __init__(self) -> None:
+        super().__init__(name="codemode-flusher", daemon=True)
+        self._dirty: set[TextStream] = set()
+        self._event = threading.Event()
+
+    def wake(self, stream: TextStream) -> None:
+        self._dirty.add(stream)
+        self._event.set()
+
+    def run(self) -> None:
+        while True:
+            self._event.wait()
+            self._event.clear()
+            threading.Event().wait(_FLUSH_DELAY)
+            while self._dirty:
+                self._dirty.pop().flush()
+
+
+class FdPump:
+    """Forwards what lands on the program's fd 1/2 pipes (subprocesses, os.write, C code)."""
+
+    def __init__(self, channel: Channel, stream: int, read_fd: int) -> None:
+        self._channel = channel
+        self._stream = stream
+        self._fd = read_fd
+        self._lock = threading.Lock()
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        os.set_blocking(read_fd, False)
+        threading.Thread(target=self._run, name=f"codemode-fd{stream}", daemon=True).start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while True:
+            poller.poll()
+            self.drain()
+
+    def drain(self) -> None:
+        """Forward everything readable now; a sync point before call and done frames."""
+        with self._lock:
+            chunks = []
+            while True:
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            if chunks:
+                text = self._decoder.decode(b"".join(chunks))
+                if text:
+                    self._channel.send({"t": P.OUT, "s": self._stream, "d": text})
+
+
+class Runtime:
+    """The persistent interpreter: a namespace, the tool stubs, and the calls in flight."""
+
+    def __init__(self, channel: Channel, in_fd: int) -> None:
+        self.channel = channel
+        self._in_fd = in_fd
+        self._inbox: list[dict] = []
+        self._inbox_ready = threading.Condition()
+        self._pending: dict[int, list] = {}
+        self._ids = itertools.count(1)
+        self._running: int | None = None
+        self._main_ident = threading.get_ident()
+        self._tool_names: list[str] = []
+        self.streams: list[TextStream] = []
+        self.pumps: list[FdPump] = []
+        self.namespace = self._fresh_namespace()
+
+    # --- the control channel ---------------------------------------------------------------
+
+    def read_control(self) -> None:
+        """Reader thread: results wake their callers; run/reset go to the main loop."""
+        splitter = P.LineSplitter()
+        while True:
+            try:
+                data = os.read(self._in_fd, 65536)
+            except InterruptedError:
+                continue
+            if not data:
+                os._exit(0)  # the host has gone: nothing left to serve
+            for line in splitter.feed(data):
+                if line.strip():
+                    self._dispatch(P.decode(line))
+
+    def _dispatch(self, frame: dict) -> None:
+        kind = frame["t"]
+        if kind == P.RESULT:
+            waiter = self._pending.pop(frame["id"], None)
+            if waiter is not None:
+                waiter[1] = frame
+                waiter[0]()
+        elif kind == P.INTERRUPT:
+            if self._running is not None and frame.get("id") in (None, self._running):
+                signal.pthread_kill(self._main_ident, signal.SIGINT)
+        else:
+            with self._inbox_ready:
+                self._inbox.append(frame)
+                self._inbox_ready.notify()
+
+    def next_request(self) -> dict:
+        with self._inbox_ready:
+            while not self._inbox:
+                self._inbox_ready.wait()
+            return self._inbox.pop(0)
+
+    def sync_output(self) -> None:
+        """Everything the program wrote so far goes out before the next control frame."""
+        for stream in self.streams:
+            stream.flush()
+        for pump in self.pumps:
+            pump.drain()
+
+    # --- tool calls --------------------------------------------------------------------------
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> object:
+        # A bare lock is the cheapest way to park this thread until the reader thread
+        # releases it with the result: this is the hot path of every sync tool call.
+        lock = threading.Lock()
+        lock.acquire()
+        waiter = [lock.release, None]
+        call_id = self._start_call(name, args, kwargs, waiter)
+        try:
+            lock.acquire()
+        except BaseException:
+            self._pending.pop(call_id, None)
+            raise
+        return self._finish_call(name, waiter)
+
+    async def call_async(self, name: str, args: tuple, kwargs: dict) -> object:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(_resolve, future)
+
+        waiter = [wake, None]
+        call_id = self._start_call(name, args, kwargs, waiter)
+        try:
+            await future
+        except BaseException:
+            self._pending.pop(call_id, None)
+            raise
+        return self._finish_call(name, waiter)
+
+    def _start_call(self, name: str, args: tuple, kwargs: dict, waiter: list) -> int:
+        call_id = next(self._ids)
+        frame = {"t": P.CALL, "id": call_id, "name": name, "args": list(args), "kwargs": kwargs}
+        try:
+            data = P.encode(frame)
+        except (TypeError, ValueError) as exc:
+            raise ToolArgumentError(f"{name}: arguments must be JSON values ({exc})") from None
+        self._pending[call_id] = waiter
+        self.sync_output()
+        self.channel.send_bytes(data)
+        return call_id
+
+    @staticmethod
+    def _finish_call(name: str, waiter: list) -> object:
+        reply = waiter[1]
+        if reply.get("ok"):
+            return reply.get("value")
+        raise tool_error(name, reply.get("error") or {})
+
+    def install_tools(self, tools: list[dict]) -> None:
+        """Bind a stub for each tool: `name`, `external_name`, and their `_async` variants."""
+        for old in self._tool_names:
+            self.namespace.pop(old, None)
+        self._tool_names = []
+        for spec in tools:
+            for alias, stub in self._stubs(spec).items():
+                self.namespace[alias] = stub
+                self._tool_names.append(alias)
+
+    def _stubs(self, spec: dict) -> dict:
+        name = spec["name"]
+        runtime = self
+
+        def stub(*args: object, **kwargs: object) -> object:
+            return runtime.call(name, args, kwargs)
+
+        async def stub_async(*args: object, **kwargs: object) -> object:
+            return await runtime.call_async(name, args, kwargs)
+
+        for fn, suffix in ((stub, ""), (stub_async, "_async")):
+            fn.__name__ = fn.__qualname__ = name + suffix
+            fn.__doc__ = f"{name}{spec.get('signature', '(...)')}\n\n{spec.get('doc') or ''}"
+        return {
+            name: stub,
+            f"external_{name}": stub,
+            f"{name}_async": stub_async,
+            f"external_{name}_async": stub_async,
+        }
+
+    # --- running programs -------------------------------------------------------------------
+
+    def _fresh_namespace(self) -> dict:
+        namespace = {"__name__": "__main__", "__builtins__": builtins}
+        namespace.update(ToolError=ToolError, ToolArgumentError=ToolArgumentError,
+                         UnknownToolError=UnknownToolError, codemode=self._codemode_module())
+        return namespace
+
+    def _codemode_module(self) -> types.ModuleType:
+        module = types.ModuleType("codemode", "Talk to the Code Mode host from the program.")
+        channel = self.channel
+
+        def preview(port: int) -> None:
+            """Announce that the program serves HTTP on `port`; the host shows a link to it."""
+            channel.send({"t": P.PREVIEW, "port": int(port)})
+
+        module.preview = preview
+        module.ToolError = ToolError
+        sys.modules["codemode"] = module
+        return module
+
+    def reset(self) -> None:
+        self.namespace = self._fresh_namespace()
+        self._tool_names = []
+        self.channel.send({"t": P.RESET_DONE})
+
+    def execute(self, frame: dict) -> None:
+        run_id = frame["id"]
+        self.install_tools(frame.get("tools", []))
+        reply = {"t": P.DONE, "id": run_id}
+        self._running = run_id
+        try:
+            value = run_program(frame["code"], self.namespace)
+            reply.update(ok=True, **encode_value(value))
+        except BaseException as exc:  # the program's failure is data, whatever it raised
+            reply.update(ok=False, error=describe_error(exc))
+        finally:
+            self._running = None
+        self.sync_output()
+        try:
+            self.channel.send(reply)
+        except (TypeError, ValueError):
+            reply.update(value=None)
+            self.channel.send(reply)
+
+    def serve(self) -> None:
+        threading.Thread(target=self.read_control, name="codemode-control", daemon=True).start()
+        while True:
+            try:
+                frame = self.next_request()
+                if frame["t"] == P.RUN:
+                    self.execute(frame)
+                elif frame["t"] == P.RESET:
+                    self.reset()
+            except KeyboardInterrupt:
+                continue  # an interrupt that arrived just after its run ended
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def compile_program(code: str) -> tuple[types.CodeType, types.CodeType | None]:
+    """The program's body, and its last expression separately (its value is the result)."""
+    linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
+    tree = ast.parse(code, CELL, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    body = compile(tree, CELL, "exec", flags=flags, dont_inherit=True)
+    expr = compile(last, CELL, "eval", flags=flags, dont_inherit=True) if last else None
+    return body, expr
+
+
+def run_program(code: str, namespace: dict) -> object:
+    body, expr = compile_program(code)
+    is_async = any(c is not None and c.co_flags & inspect.CO_COROUTINE for c in (body, expr))
+    if not is_async:
+        exec(body, namespace)
+        return eval(expr, namespace) if expr is not None else None
+
+    async def main() -> object:
+        result = eval(body, namespace)
+        if inspect.iscoroutine(result):
+            await result
+        if expr is None:
+            return None
+        value = eval(expr, namespace)
+        return await value if inspect.iscoroutine(value) else value
+
+    return asyncio.run(main())
+
+
+def encode_value(value: object) -> dict:
+    if value is None:
+        return {"value": None, "repr": None}
+    text = repr(value)
+    if len(text) > 10000:
+        text = text[:10000] + "..."
+    try:
+        P.encode({"v": value})
+    except (TypeError, ValueError, RecursionError):
+        return {"value": None, "repr": text}
+    return {"value": value, "repr": text}
+
+
+def describe_error(exc: BaseException) -> dict:
+    """Type, message and a traceback trimmed to the program's own frames and line numbers."""
+    if isinstance(exc, SyntaxError):  # where the parser stopped is the whole story
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+        return {"type": type(exc).__name__, "message": f"{exc.msg} (line {exc.lineno})",
+                "traceback": text}
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in _HIDDEN_FILES:
+        tb = tb.tb_next
+    tb_exc = traceback.TracebackException(type(exc), exc, tb, compact=True)
+    tb_exc.stack = traceback.StackSummary.from_list(
+        [f for f in tb_exc.stack if os.path.abspath(f.filename) not in _HIDDEN_FILES]
+    )
+    kind = type(exc).__name__
+    if isinstance(exc, ToolError) and exc.remote_type:
+        kind = exc.remote_type if type(exc).__name__ == exc.remote_type else kind
+    message = str(exc)
+    return {"type": kind, "message": message, "traceback": "".join(tb_exc.format())}
+
+
+def take_standard_fds() -> tuple[int, int, list[tuple[int, int]]]:
+    """Move the control channel off fd 0/1 and give the program /dev/null and two pipes."""
+    in_fd, out_fd = os.dup(0), os.dup(1)  # dup'd fds are not inherited by subprocesses
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    pipes = []
+    for fd in (1, 2):
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        pipes.append((fd, read_end))
+    return in_fd, out_fd, pipes
+
+
+def apply_limits(argv: list[str]) -> None:
+    """`--limits MEM_MB,PROCS,CPU_S,FSIZE_MB` (0 = leave as is): set before any program runs,
+    so the program and everything it starts inherit them."""
+    if "--limits" not in argv:
+        return
+    import resource
+
+    values = [int(v) for v in argv[argv.index("--limits") + 1].split(",")]
+    kinds = (resource.RLIMIT_AS, resource.RLIMIT_NPROC, resource.RLIMIT_CPU, resource.RLIMIT_FSIZE)
+    scales = (1 << 20, 1, 1, 1 << 20)
+    for kind, value, scale in zip(kinds, values, scales, strict=False):
+        if value > 0:
+            _soft, hard = resource.getrlimit(kind)
+            limit = value * scale if hard == resource.RLIM_INFINITY else min(value * scale, hard)
+            resource.setrlimit(kind, (limit, limit))
+
+
+def serve_session() -> None:
+    in_fd, out_fd, pipes = take_standard_fds()
+    channel = Channel(out_fd)
+    flusher = Flusher()
+    flusher.start()
+    runtime = Runtime(channel, in_fd)
+    for fd, read_end in pipes:
+        runtime.pumps.append(FdPump(channel, fd, read_end))
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout = TextStream(channel, P.STDOUT, 1, flusher)
+    sys.stderr = TextStream(channel, P.STDERR, 2, flusher)
+    runtime.streams = [sys.stdout, sys.stderr]
+    channel.send({"t": P.READY, "pid": os.getpid(), "python": sys.version.split()[0]})
+    runtime.serve()
+
+
+class NeedTools(BaseException):
+    """Replay mode: the program reached a call whose result is not known yet.
+
+    A BaseException, so the program's `except Exception` cannot swallow it.
+    """
+
+
+def serve_replay() -> None:
+    """One execution of the replay protocol: known results are replayed, the first unknown
+    call stops the program, and the last line (after the marker) says what happened."""
+    encoded = os.environ.pop("CODEMODE_REPLAY_B64", None)
+    raw = base64.b64decode(encoded) if encoded else sys.stdin.buffer.read()
+    request = P.decode(raw)
+    known, marker = request["results"], request["marker"]
+    wanted: list[dict] = []
+    counter = itertools.count()
+
+    def stub_for(name: str):
+        def stub(*args: object, **kwargs: object) -> object:
+            index = next(counter)
+            if index < len(known):
+                reply = known[index]
+                if reply.get("ok"):
+                    return reply.get("value")
+                raise tool_error(name, reply.get("error") or {})
+            wanted.append({"name": name, "args": list(args), "kwargs": kwargs})
+            raise NeedTools
+
+        stub.__name__ = name
+        return stub
+
+    namespace = {"__name__": "__main__", "__builtins__": builtins, "ToolError": ToolError}
+    for spec in request["tools"]:
+        namespace[spec["name"]] = namespace["external_" + spec["name"]] = stub_for(spec["name"])
+    outcome: dict = {"t": P.DONE, "id": 0}
+    try:
+        outcome.update(ok=True, **encode_value(run_program(request["code"], namespace)))
+    except NeedTools:
+        outcome = {"t": "need_tools", "calls": wanted}
+    except BaseException as exc:
+        if wanted:  # NeedTools was caught and replaced by the program's own error handling
+            outcome = {"t": "need_tools", "calls": wanted}
+        else:
+            outcome.update(ok=False, error=describe_error(exc))
+    sys.stdout.flush()
+    sys.stdout.write("\n" + marker + P.encode(outcome).decode("utf-8"))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    apply_limits(sys.argv)
+    if "--replay" in sys.argv:
+        serve_replay()
+    else:
+        serve_session()

@@ -1,0 +1,375 @@
+"""Plain Python callables as Code Mode tools: signatures, validation, stubs and the prompt.
+
+Pydantic builds the argument model from each function's signature, so what the sandbox sends
+is validated exactly as the annotations say before the function ever runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import inspect
+import keyword
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import typing_extensions
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+_MARK = "__codemode_tool__"
+
+
+class ToolArgumentError(TypeError):
+    """The arguments of a tool call do not fit the tool's signature."""
+
+
+class UnknownToolError(NameError):
+    """A call named a tool that is not registered."""
+
+
+def tool(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None
+) -> Any:
+    """Mark a function as a Code Mode tool, optionally renaming or re-describing it.
+
+    Usable bare (`@tool`) or with options (`@tool(name="search")`). The function is returned
+    unchanged, so it stays callable as before.
+    """
+
+    def mark(target: Callable[..., Any]) -> Callable[..., Any]:
+        if name is not None:
+            _check_name(name)
+        setattr(target, _MARK, {"name": name, "description": description})
+        return target
+
+    return mark(fn) if fn is not None else mark
+
+
+def is_tool_marked(obj: object) -> bool:
+    """True for functions decorated with `@tool`."""
+    return callable(obj) and isinstance(getattr(obj, _MARK, None), dict)
+
+
+def _check_name(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ValueError(f"tool name {name!r} is not a valid Python identifier")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Param:
+    name: str
+    kind: inspect._ParameterKind
+    field: str
+
+
+class Tool:
+    """One host function the sandboxed program may call."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None,
+                 description: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        _check_name(self.name)
+        self.description = inspect.cleandoc(description or fn.__doc__ or "")
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature = _signature(fn)
+        self._hints = _type_hints(fn)
+        self._params, self._model = self._build_model()
+
+    @classmethod
+    def from_callable(cls, fn: Callable[..., Any] | Tool) -> Tool:
+        """A Tool for `fn`, honouring `@tool(name=..., description=...)` if present."""
+        if isinstance(fn, Tool):
+            return fn
+        mark = getattr(fn, _MARK, None) or {}
+        return cls(fn, name=mark.get("name"), description=mark.get("description"))
+
+    # --- the signature -----------------------------------------------------------------
+
+    def _build_model(self) -> tuple[list[_Param], type[BaseModel]]:
+        params, fields = [], {}
+        for index, param in enumerate(self._signature.parameters.values()):
+            annotation = _validatable(self._hints.get(param.name, Any))
+            if param.kind is param.VAR_POSITIONAL:
+                annotation = list[annotation]
+            elif param.kind is param.VAR_KEYWORD:
+                annotation = dict[str, annotation]
+            if param.kind is param.VAR_POSITIONAL:
+                info = Field(default_factory=list, alias=param.name)
+            elif param.kind is param.VAR_KEYWORD:
+                info = Field(default_factory=dict, alias=param.name)
+            else:
+                default = param.default if param.default is not param.empty else ...
+                info = Field(default, alias=param.name)
+            field = f"p{index}"  # aliases keep names like `_x` or `model_config` legal
+            fields[field] = (annotation, info)
+            params.append(_Param(param.name, param.kind, field))
+        config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=False, extra="forbid")
+        model = create_model(f"{self.name}_args", __config__=config, **fields)
+        return params, model
+
+    @property
+    def signature(self) -> str:
+        """The signature as the stub shows it, e.g. `(a: int, b: int = 1) -> int`."""
+        return _format_signature(self._signature, self._hints)
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """JSON schema of the arguments (pydantic's, by parameter name)."""
+        return self._model.model_json_schema(by_alias=True)
+
+    def stub(self) -> str:
+        """A Python stub: `def name(params) -> ret:` with the docstring, as the prompt shows it."""
+        prefix = "async def" if self.is_async else "def"
+        head = f"{prefix} {self.name}{self.signature}:"
+        doc = self.description or "(no description)"
+        body = textwrap.indent(f'"""{doc}"""' if "\n" not in doc else f'"""\n{doc}\n"""', "    ")
+        return f"{head}\n{body}"
+
+    def referenced_types(self) -> list[type]:
+        """Models, TypedDicts, dataclasses and enums the signature mentions, for the prompt."""
+        found: list[type] = []
+        for hint in self._hints.values():
+            _collect_types(hint, found)
+        return found
+
+    # --- calls -----------------------------------------------------------------------
+
+    def validate(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Check a call's arguments against the signature; return (args, kwargs) to call with.
+
+        Raises ToolArgumentError with a message naming the tool and the argument.
+        """
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ToolArgumentError(f"{exc}; expected {self.name}{self.signature}") from None
+        by_alias = {}
+        for param in self._params:
+            if param.name in bound.arguments:
+                by_alias[param.name] = bound.arguments[param.name]
+        try:
+            model = self._model.model_validate(by_alias)
+        except ValidationError as exc:
+            raise ToolArgumentError(_describe_validation(exc, self)) from None
+        call_args: list[Any] = []
+        call_kwargs: dict[str, Any] = {}
+        for param in self._params:
+            value = getattr(model, param.field)
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                call_args.append(value)
+            elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+                call_args.extend(value)
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                call_kwargs.update(value)
+            else:
+                call_kwargs[param.name] = value
+        return call_args, call_kwargs
+
+    def invoke(self, kwargs: dict[str, Any]) -> Any:
+        """Validate and call with keyword arguments (the Tools panel's path); awaits async tools."""
+        call_args, call_kwargs = self.validate([], kwargs)
+        result = self.fn(*call_args, **call_kwargs)
+        if inspect.isawaitable(result):
+            result = _run_coroutine(result)
+        return result
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name}{self.signature}>"
+
+
+class ToolRegistry:
+    """The tools of a run, by name (a later tool of the same name wins)."""
+
+    def __init__(self, tools: Iterable[Callable[..., Any] | Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for fn in tools:
+            item = Tool.from_callable(fn)
+            self._tools[item.name] = item
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tools)) or "none"
+            raise UnknownToolError(f"no tool named {name!r} (tools: {known})") from None
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def specs(self) -> list[dict[str, str]]:
+        """What the runtime needs to bind stubs: names, signatures, docstrings."""
+        return [{"name": t.name, "signature": t.signature, "doc": t.description} for t in self]
+
+    def system_prompt(self) -> str:
+        """Instructions and every tool as a Python stub, for an LLM that writes programs."""
+        return render_prompt(self)
+
+
+_PROMPT_HEAD = """\
+Write a Python 3 program to solve the task. It runs in a sandbox with no network and no access \
+to the host; to act on the world it calls the tools below, which are ordinary functions already \
+defined in the program's global namespace (no import needed). Call them like any function, e.g. \
+`result = {example}`. Each call runs on the host and returns JSON data (dict, list, str, int, \
+float, bool or None); arguments must be JSON values too. A tool that fails raises ToolError (also \
+an instance of the original exception type, e.g. ValueError), which the program can catch.
+
+Every tool also has an async twin named `<tool>_async` for running calls concurrently, e.g. \
+`await asyncio.gather({example_async})`; top-level `await` is allowed. Tools are also available \
+as `external_<tool>`. Use print() for what should be seen; the value of the program's last \
+expression is returned as its result. Variables persist between programs of one session.
+"""
+
+
+def render_prompt(registry: ToolRegistry) -> str:
+    tools = list(registry)
+    if not tools:
+        return _PROMPT_HEAD.format(example="tool(...)", example_async="tool_async(...)") + (
+            "\nNo tools are available.\n"
+        )
+    first = tools[0].name
+    head = _PROMPT_HEAD.format(example=f"{first}(...)", example_async=f"{first}_async(...), ...")
+    types_seen: list[type] = []
+    for item in tools:
+        for cls in item.referenced_types():
+            if cls not in types_seen:
+                types_seen.append(cls)
+    parts = [head, "Tools:", "", "```python"]
+    parts += [_type_stub(cls) + "\n" for cls in types_seen]
+    parts += [item.stub() + "\n" for item in tools]
+    parts[-1] = parts[-1].rstrip("\n")
+    parts.append("```")
+    return "\n".join(parts) + "\n"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except (NameError, TypeError, SyntaxError):
+        return inspect.signature(fn)
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # unresolvable string annotations: fall back to the raw ones
+        raw = getattr(fn, "__annotations__", {})
+        return {k: v for k, v in raw.items() if not isinstance(v, str)}
+
+
+def _validatable(hint: Any) -> Any:
+    """The annotation pydantic can validate: typing.TypedDict (refused by pydantic before
+    Python 3.12) becomes its typing_extensions twin; anything else it cannot use becomes Any."""
+    if typing.is_typeddict(hint) and type(hint).__module__ == "typing":
+        fields = {k: _validatable(v) for k, v in _type_hints(hint).items()}
+        return typing_extensions.TypedDict(hint.__name__, fields, total=hint.__total__)
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if args and origin is not typing.Literal and origin is not typing.Annotated:
+        try:
+            converted = tuple(_validatable(a) for a in args)
+            if converted != args:
+                hint = (typing.Union if origin in (typing.Union, types.UnionType) else origin)[
+                    converted if len(converted) > 1 else converted[0]]
+        except TypeError:
+            return Any
+    for config in (None, ConfigDict(arbitrary_types_allowed=True)):
+        try:
+            TypeAdapter(hint, config=config)
+            return hint
+        except Exception:
+            continue
+    return Any
+
+
+def _format_signature(sig: inspect.Signature, hints: dict[str, Any]) -> str:
+    params = []
+    for param in sig.parameters.values():
+        hint = hints.get(param.name, param.annotation)
+        params.append(param.replace(annotation=hint))
+    ret = hints.get("return", sig.return_annotation)
+    sig = sig.replace(parameters=params, return_annotation=ret)
+    return _clean_annotation_text(str(sig))
+
+
+def _clean_annotation_text(text: str) -> str:
+    for prefix in ("typing.", "typing_extensions.", "collections.abc.", "__main__."):
+        text = text.replace(prefix, "")
+    return text.replace("NoneType", "None")
+
+
+def _collect_types(hint: Any, found: list[type]) -> None:
+    if isinstance(hint, type) and hint not in found and _is_structured(hint):
+        found.append(hint)
+        for sub in _type_hints(hint).values() if not issubclass(hint, enum.Enum) else ():
+            _collect_types(sub, found)
+        return
+    for arg in typing.get_args(hint):
+        _collect_types(arg, found)
+
+
+def _is_structured(cls: type) -> bool:
+    return (
+        (issubclass(cls, BaseModel) and cls is not BaseModel)
+        or typing.is_typeddict(cls)
+        or dataclasses.is_dataclass(cls)
+        or (issubclass(cls, enum.Enum) and cls is not enum.Enum)
+    )
+
+
+def _type_stub(cls: type) -> str:
+    if issubclass(cls, enum.Enum):
+        members = [f"    {m.name} = {m.value!r}" for m in cls]
+        return f"class {cls.__name__}(Enum):\n" + "\n".join(members)
+    base = "TypedDict" if typing.is_typeddict(cls) else (
+        "BaseModel" if issubclass(cls, BaseModel) else "dataclass")
+    lines = [f"class {cls.__name__}({base}):" if base != "dataclass" else
+             f"@dataclass\nclass {cls.__name__}:"]
+    if cls.__doc__ and base != "dataclass" and not cls.__doc__.startswith(cls.__name__ + "("):
+        lines.append(f'    """{inspect.cleandoc(cls.__doc__)}"""')
+    for name, hint in _type_hints(cls).items():
+        lines.append(f"    {name}: {_clean_annotation_text(inspect.formatannotation(hint))}")
+    return "\n".join(lines)
+
+
+def _describe_validation(exc: ValidationError, item: Tool) -> str:
+    aliases = {p.field: p.name for p in item._params}
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = [aliases.get(str(part), str(part)) for part in error.get("loc", ())]
+        where = ".".join(loc) or "arguments"
+        got = error.get("input")
+        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        problems.append(f"argument {where!r}: {error.get('msg')} (got {shown})")
+    return "; ".join(problems) + f"; expected {item.name}{item.signature}"
+
+
+def _run_coroutine(awaitable: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(awaitable))
+    # A loop already runs on this thread (a kernel): run the coroutine on a private one.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _await(awaitable)).result()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,52 @@
+"""The `CodeMode` configurable: `%config CodeMode.timeout = 60`, or `c.CodeMode.x` in a config file.
+
+A class of its own, named `CodeMode` because that is the section users write; IPython's
+`%config` finds configurables by class name, so the magics class itself could not answer to
+`CodeMode.x`. The extension appends the one instance to `shell.configurables`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traitlets import Bool, Dict, Enum, Float, Int, Unicode
+from traitlets.config import Configurable
+
+#: Settings that define a sandbox: a cell that changes one of them gets its own session.
+SESSION_KEYS = ("backend", "protocol", "network", "memory_mb", "backend_options")
+
+
+class CodeMode(Configurable):
+    """Settings of the `%%codemode` magic (the engine's `CodeMode` is configured from these)."""
+
+    backend = Unicode("local", help="Where programs run: 'local' or 'daytona'.").tag(config=True)
+    protocol = Enum(
+        ["session", "replay"], "session", help="'session' (run once) or the 'replay' fallback."
+    ).tag(config=True)
+    timeout = Float(60.0, help="Seconds a cell's program may run.").tag(config=True)
+    max_tool_calls = Int(1000, help="Tool calls a cell's program may make.").tag(config=True)
+    max_output = Int(
+        1_000_000, help="Characters of stdout (and of stderr) a run keeps; the rest is dropped."
+    ).tag(config=True)
+    network = Bool(False, help="Give the local sandbox network access.").tag(config=True)
+    memory_mb = Int(1024, help="Memory limit of the local sandbox, in MiB.").tag(config=True)
+    backend_options = Dict(
+        help="Extra keyword arguments for the backend, e.g. {'sandbox': 'my-sandbox-id'}."
+    ).tag(config=True)
+    display = Enum(
+        ["auto", "widget", "text"],
+        "auto",
+        help="Live view: 'widget' (ipywidgets), 'text', or 'auto' (widget in a kernel).",
+    ).tag(config=True)
+    view_output_chars = Int(
+        20_000, help="Characters of output the live view shows (the tail); the rest is trimmed."
+    ).tag(config=True)
+    view_updates_per_second = Float(
+        10.0, help="At most this many live-view updates a second."
+    ).tag(config=True)
+
+    def session_key(self, **overrides: Any) -> tuple[Any, ...]:
+        values = {key: getattr(self, key) for key in SESSION_KEYS}
+        values.update(overrides)
+        values["backend_options"] = repr(sorted(values["backend_options"].items()))
+        return tuple(values[key] for key in SESSION_KEYS)

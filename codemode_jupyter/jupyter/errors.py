@@ -1,0 +1,51 @@
+"""How a failed `%%codemode` cell fails: short, with the sandbox's traceback, no host stack.
+
+IPython calls `_render_traceback_()` on an exception that has it and shows those lines instead
+of the host traceback; the error output's ename/evalue (what nbval compares) stay short and
+deterministic.
+"""
+
+from __future__ import annotations
+
+from ..result import RunResult
+
+_HINTS = {
+    "timeout": "raise the limit with --timeout S or %config CodeMode.timeout",
+    "limit": "raise the limit with --max-tool-calls N or %config CodeMode.max_tool_calls",
+    "crashed": "the runtime was replaced; variables from earlier cells are gone",
+}
+
+
+def _lines(result: RunResult) -> list[str]:
+    error = result.error
+    lines = error.traceback.rstrip("\n").split("\n") if error and error.traceback else []
+    summary = str(error) if error else result.status
+    if not lines or lines[-1].strip() != summary.strip():
+        lines.append(summary)
+    hint = _HINTS.get(result.status)
+    if hint:
+        lines.append(f"({hint})")
+    return lines
+
+
+class CodeModeError(Exception):
+    """The cell's program did not finish ok: it raised, timed out, crashed or hit a limit."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+        error = result.error
+        super().__init__(str(error) if error else result.status)
+
+    def _render_traceback_(self) -> list[str]:
+        return _lines(self.result)
+
+
+class CodeModeInterrupted(KeyboardInterrupt):
+    """The stop button stopped the cell's program; the kernel and the session live on."""
+
+    def __init__(self, result: RunResult | None) -> None:
+        self.result = result
+        super().__init__("the program was interrupted")
+
+    def _render_traceback_(self) -> list[str]:
+        return ["CodeModeInterrupted: the program was interrupted; the session is still there"]

@@ -1,0 +1,368 @@
+"""The live view of a running cell: an ipywidgets box, or plain text in a terminal.
+
+The engine calls `on_event` from two threads (output from its I/O thread, tool events from
+the kernel's main thread). `on_event` only records into a `RunState` under a lock; a flusher
+thread turns the state into widget traits at most `rate` times a second, so a chatty program
+cannot flood the front end. Widgets change only through traits: no `with out:`, no
+clear_output, no display updates, which nbval and some front ends mishandle.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..events import (
+    Event,
+    Output,
+    PreviewAnnounced,
+    RunFinished,
+    RunStarted,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from ..result import Preview, RunResult
+from .transcript import format_call, short_repr
+
+#: Calls listed in the view; older ones are counted, not shown.
+MAX_CALL_ROWS = 30
+STATUS_ICONS = {
+    "running": "⏳",
+    "ok": "✅",
+    "error": "❌",
+    "timeout": "⏱",
+    "interrupted": "⏹",
+    "crashed": "💥",
+    "limit": "🛑",
+}
+
+
+@dataclass
+class CallRow:
+    name: str
+    args: str
+    state: str = "running"  # running | ok | error
+    duration: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class RunState:
+    """Everything the view shows, recorded from events; rendering reads a consistent copy."""
+
+    output_cap: int
+    backend: str = ""
+    isolation: str = ""
+    warning: str = ""
+    status: str = "running"
+    error: str = ""
+    started: float = field(default_factory=time.monotonic)
+    duration: float | None = None
+    segments: list[list[str]] = field(default_factory=list)  # [stream, text], merged
+    chars_kept: int = 0
+    chars_hidden: int = 0
+    calls: OrderedDict[int, CallRow] = field(default_factory=OrderedDict)
+    calls_total: int = 0
+    rounds: int = 0
+    previews: dict[int, str] = field(default_factory=dict)
+
+    def add_output(self, stream: str, text: str) -> None:
+        if self.segments and self.segments[-1][0] == stream:
+            self.segments[-1][1] += text
+        else:
+            self.segments.append([stream, text])
+        self.chars_kept += len(text)
+        self._trim()
+
+    def _trim(self) -> None:
+        # Keep the tail: the latest output is what a user watching a run wants to see.
+        while self.chars_kept > self.output_cap and self.segments:
+            excess = self.chars_kept - self.output_cap
+            text = self.segments[0][1]
+            if len(text) <= excess:
+                self.segments.pop(0)
+                cut = len(text)
+            else:
+                self.segments[0][1] = text[excess:]
+                cut = excess
+            self.chars_kept -= cut
+            self.chars_hidden += cut
+
+    def start_call(self, event: ToolCallStarted) -> None:
+        self.calls[event.id] = CallRow(event.name, format_call(event.name, event.args)[:160])
+        self.calls_total += 1
+        self.rounds = max(self.rounds, event.round)
+        while len(self.calls) > MAX_CALL_ROWS:
+            self.calls.popitem(last=False)
+
+    def finish_call(self, event: ToolCallFinished) -> None:
+        row = self.calls.get(event.id)
+        if row is None:
+            return
+        row.state = "error" if event.error is not None else "ok"
+        row.duration = event.duration
+        row.detail = str(event.error) if event.error is not None else short_repr(event.result)
+
+    def finish(self, result: RunResult) -> None:
+        self.status = result.status
+        self.duration = result.duration
+        self.error = str(result.error) if result.error and result.status != "ok" else ""
+        self.rounds = max(self.rounds, result.rounds)
+        self.calls_total = max(self.calls_total, len(result.tool_calls))
+        self.backend = self.backend or result.backend
+        self.isolation = self.isolation or result.isolation
+        for preview in result.previews:
+            self.previews.setdefault(preview.port, preview.url)
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, Output):
+            self.add_output(event.stream, event.text)
+        elif isinstance(event, ToolCallStarted):
+            self.start_call(event)
+        elif isinstance(event, ToolCallFinished):
+            self.finish_call(event)
+        elif isinstance(event, PreviewAnnounced):
+            self.previews[event.preview.port] = event.preview.url
+        elif isinstance(event, RunStarted):
+            self.backend, self.isolation = event.backend, event.isolation
+            if event.isolation == "none" and not self.warning:
+                self.warning = "no isolation: the program runs with the host's files and network"
+        elif isinstance(event, RunFinished):
+            self.finish(event.result)
+
+    def elapsed(self) -> float:
+        return self.duration if self.duration is not None else time.monotonic() - self.started
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def render_header(state: RunState) -> str:
+    icon = STATUS_ICONS.get(state.status, "")
+    where = html.escape(state.backend or "…")
+    if state.isolation:
+        where += f" · isolation: {html.escape(state.isolation)}"
+    counter = f"{state.calls_total} call{'s' if state.calls_total != 1 else ''}"
+    counter += f" / {state.rounds} round{'s' if state.rounds != 1 else ''}"
+    parts = [
+        f"<b>{icon} {html.escape(state.status)}</b>",
+        f"<span>{format_duration(state.elapsed())}</span>",
+        f"<span>{counter}</span>",
+        f"<span style='opacity:0.7'>{where}</span>",
+    ]
+    text = " &nbsp;·&nbsp; ".join(parts)
+    if state.warning:
+        text += f"<br><span style='color:#b45309'>⚠ {html.escape(state.warning)}</span>"
+    if state.error:
+        text += f"<br><span style='color:#b91c1c'>{html.escape(state.error)}</span>"
+    if state.chars_hidden:
+        text += (
+            f"<br><span style='opacity:0.7'>output trimmed in this view: {state.chars_hidden} "
+            "earlier characters not shown</span>"
+        )
+    return f"<div class='codemode-live-header'>{text}</div>"
+
+
+def render_calls(state: RunState) -> str:
+    if not state.calls:
+        return ""
+    rows = []
+    hidden = state.calls_total - len(state.calls)
+    if hidden > 0:
+        rows.append(f"<div style='opacity:0.7'>… {hidden} earlier calls</div>")
+    for row in state.calls.values():
+        mark = {"running": "⏳", "ok": "✓", "error": "✗"}[row.state]
+        took = f" <span style='opacity:0.7'>{format_duration(row.duration)}</span>" if (
+            row.duration is not None
+        ) else ""
+        detail = f" → {html.escape(row.detail[:120])}" if row.detail else ""
+        color = "#b91c1c" if row.state == "error" else "inherit"
+        rows.append(
+            f"<div style='color:{color}'>{mark} <code>{html.escape(row.args)}</code>"
+            f"{detail}{took}</div>"
+        )
+    return "<div class='codemode-live-calls' style='font-size:0.9em'>" + "".join(rows) + "</div>"
+
+
+def render_previews(state: RunState) -> str:
+    links = [
+        f"<a href='{html.escape(url, quote=True)}' target='_blank'>preview :{port}</a>"
+        for port, url in sorted(state.previews.items())
+    ]
+    return " &nbsp; ".join(links)
+
+
+def render_outputs(state: RunState) -> tuple[dict[str, str], ...]:
+    return tuple(
+        {"output_type": "stream", "name": stream, "text": text} for stream, text in state.segments
+    )
+
+
+class LiveView:
+    """Base of the two views: records events, renders on `flush`."""
+
+    def __init__(self, output_cap: int = 20_000, rate: float = 10.0) -> None:
+        self.state = RunState(output_cap=output_cap)
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._done = threading.Event()
+        self._interval = 1.0 / max(rate, 0.1)
+        self._thread: threading.Thread | None = None
+
+    def on_event(self, event: Event) -> None:
+        """Engine callback: quick and thread-safe; rendering happens on the flusher thread."""
+        with self._lock:
+            self.state.apply(event)
+        self._dirty.set()
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self.state.warning = message
+        self._dirty.set()
+
+    def start(self) -> None:
+        self.show()
+        self._thread = threading.Thread(
+            target=self._flusher, name="codemode-live-view", daemon=True
+        )
+        self._thread.start()
+
+    def finish(self, result: RunResult | None) -> None:
+        """Stop the flusher and render the final state, on the calling thread."""
+        self._done.set()
+        self._dirty.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            if result is not None:
+                self.state.finish(result)
+            elif self.state.status == "running":
+                self.state.status = "interrupted"
+                self.state.duration = self.state.elapsed()
+        self.flush(final=True)
+
+    def _flusher(self) -> None:
+        last_tick = time.monotonic()
+        while not self._done.is_set():
+            # Wake on changes, and once a second anyway so the elapsed time moves.
+            changed = self._dirty.wait(timeout=1.0)
+            if self._done.is_set():
+                return
+            self._dirty.clear()
+            if changed or time.monotonic() - last_tick >= 1.0:
+                self.flush(final=False)
+                last_tick = time.monotonic()
+            # Coalescing: whatever arrives during this pause goes out in the next flush.
+            self._done.wait(timeout=self._interval)
+
+    def show(self) -> None:
+        raise NotImplementedError
+
+    def flush(self, final: bool) -> None:
+        raise NotImplementedError
+
+
+class WidgetView(LiveView):
+    """The ipywidgets view, for kernels with a front end (JupyterLab, Notebook 7, VS Code)."""
+
+    def __init__(self, output_cap: int = 20_000, rate: float = 10.0) -> None:
+        super().__init__(output_cap, rate)
+        import ipywidgets as widgets
+
+        self.header = widgets.HTML(value=render_header(self.state))
+        self.output = widgets.Output(layout=widgets.Layout(max_height="24em", overflow="auto"))
+        self.calls = widgets.HTML()
+        self.previews = widgets.HTML()
+        self.box = _live_box_class()(children=(self.header, self.previews, self.output, self.calls))
+        self.box.add_class("codemode-live")
+        self._rendered: dict[str, Any] = {}
+
+    def show(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+
+    def flush(self, final: bool) -> None:
+        with self._lock:
+            header = render_header(self.state)
+            calls = render_calls(self.state)
+            previews = render_previews(self.state)
+            outputs = render_outputs(self.state)
+        # Only changed traits are sent: each assignment is one comm message.
+        self._set("header", self.header, "value", header)
+        self._set("calls", self.calls, "value", calls)
+        self._set("previews", self.previews, "value", previews)
+        self._set("output", self.output, "outputs", outputs)
+
+    def _set(self, key: str, widget: Any, trait: str, value: Any) -> None:
+        if self._rendered.get(key) != value:
+            self._rendered[key] = value
+            setattr(widget, trait, value)
+
+
+@functools.cache
+def _live_box_class() -> type:
+    # ipywidgets is imported on first use, not when the extension loads.
+    import ipywidgets as widgets
+
+    class LiveBox(widgets.VBox):
+        """A VBox whose text/plain fallback never varies, so nbval can compare it."""
+
+        def __repr__(self) -> str:
+            return "codemode live view"
+
+    return LiveBox
+
+
+class TextView(LiveView):
+    """Plain text, for terminal IPython: output passes through as it comes, then a status line."""
+
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        super().__init__(output_cap=0)
+        self._out = stdout or sys.stdout
+        self._err = stderr or sys.stderr
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, Output):
+            stream = self._err if event.stream == "stderr" else self._out
+            stream.write(event.text)
+            stream.flush()
+        elif isinstance(event, ToolCallFinished):
+            outcome = f"raised {event.error}" if event.error else "ok"
+            self._err.write(
+                f"  [tool] {event.name} {outcome} ({format_duration(event.duration)})\n"
+            )
+        elif isinstance(event, PreviewAnnounced):
+            self._err.write(f"  [preview] {_preview_line(event.preview)}\n")
+        elif isinstance(event, RunStarted):
+            self._err.write(f"[codemode] {event.backend}, isolation: {event.isolation}\n")
+
+    def warn(self, message: str) -> None:
+        self._err.write(f"[codemode] warning: {message}\n")
+
+    def start(self) -> None:
+        pass
+
+    def finish(self, result: RunResult | None) -> None:
+        if result is None:
+            self._err.write("[codemode] interrupted\n")
+            return
+        calls = len(result.tool_calls)
+        self._err.write(
+            f"[codemode] {result.status} in {format_duration(result.duration)}, "
+            f"{calls} tool call{'s' if calls != 1 else ''}\n"
+        )
+        self._err.flush()
+
+
+def _preview_line(preview: Preview) -> str:
+    return f"port {preview.port}: {preview.url}"

@@ -1,0 +1,386 @@
+"""`%%codemode` and `%codemode ...`: run a cell's program in the session's sandbox.
+
+The cell body is handed to the engine untouched (IPython expands `{var}` in the options line
+only). Sync tools run on this thread, the kernel's main thread, because that is the thread
+that calls `run`: print, display and breakpoint() inside a tool work as in any cell.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import publish_display_data
+from traitlets.config import Configurable
+
+from ..result import RunResult
+from .config import CodeMode as Settings
+from .discovery import Discovery, ToolCache, UnknownToolError, discover
+from .errors import CodeModeError, CodeModeInterrupted
+from .live_view import LiveView, TextView, WidgetView, format_duration
+from .transcript import run_bundle
+
+COMMANDS = ("tools", "prompt", "status", "reset", "last", "debug")
+#: Runs kept for the Tools panel (`{"op": "runs"}`), newest last.
+MAX_RUNS = 20
+
+
+class ValueRepr:
+    """Out[n] for a value that could not cross the sandbox boundary: shows its repr."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class _NullView(LiveView):
+    """--quiet: record nothing, show nothing."""
+
+    def on_event(self, event: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def finish(self, result: RunResult | None) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        print(f"codemode: {message}", file=sys.stderr)
+
+
+@magics_class
+class CodeModeMagics(Magics, Configurable):
+    """The magics; settings live in the `CodeMode` configurable (`self.settings`)."""
+
+    def __init__(self, shell: Any, settings: Settings | None = None) -> None:
+        super().__init__(shell=shell)
+        self.settings = settings or Settings(parent=shell)
+        self.sessions: dict[tuple[Any, ...], Any] = {}
+        self.tool_cache = ToolCache()
+        self.last_result: RunResult | None = None
+        self.runs: deque[tuple[str, RunResult]] = deque(maxlen=MAX_RUNS)
+        #: Called with (code, result) after every run (the tools comm pushes `runs`).
+        self.run_listeners: list[Callable[[str, RunResult], None]] = []
+        self._last_session_key: tuple[Any, ...] | None = None
+
+    # --- the cell magic ----------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--backend", metavar="NAME", help="Run in this backend ('local', 'daytona').")
+    @argument("--timeout", type=float, metavar="S", help="Seconds the program may run.")
+    @argument("--max-tool-calls", type=int, metavar="N", help="Tool calls the program may make.")
+    @argument("--tools", metavar="A,B", help="Only these tools (comma-separated names).")
+    @argument("--fresh", action="store_true", help="Run in a fresh namespace.")
+    @argument("--out", metavar="NAME", help="Store the RunResult in this notebook variable.")
+    @argument(
+        "--preview", type=int, nargs="+", action="extend", metavar="PORT", default=[],
+        help="Show a preview link for these ports.",
+    )
+    @argument("--network", action="store_true", help="Give the sandbox network access.")
+    @argument("--quiet", action="store_true", help="No live view and no transcript.")
+    def _run_options(self, line: str) -> None:
+        """%%codemode [options]: run the cell in the sandbox; notebook functions are tools."""
+
+    @line_cell_magic
+    def codemode(self, line: str, cell: str | None = None) -> Any:
+        """Run a Code Mode program, or manage the session.
+
+        Cell: `%%codemode [--backend NAME] [--timeout S] [--max-tool-calls N] [--tools a,b]
+        [--fresh] [--out NAME] [--preview PORT ...] [--network] [--quiet]`.
+        Line: `%codemode tools|prompt|status|reset|last|debug`.
+        """
+        if cell is None:
+            return self._command(line)
+        return self.run_cell(line, cell)
+
+    def run_cell(self, line: str, code: str) -> Any:
+        """Run `code` with the options in `line`; the program's value is the cell's result."""
+        args = self._parse(line)
+        found = self._discover(args.tools)
+        view = self._make_view(args.quiet)
+        view.start()
+        session = None
+        try:
+            with _isolation_warnings(view):
+                session = self._session(backend=args.backend, network=args.network or None)
+                self._announce_previews(session, view, args.preview)
+                result = session.run(
+                    code,
+                    timeout=args.timeout,
+                    max_tool_calls=args.max_tool_calls,
+                    on_event=view.on_event,
+                    tools=found.tool_list(),
+                    fresh=args.fresh,
+                )
+        except KeyboardInterrupt:
+            result = session.last_result if session is not None else None
+            view.finish(result)
+            if result is not None:
+                self._finish(code, result, args)
+            raise CodeModeInterrupted(result) from None
+        except BaseException:
+            view.finish(None)
+            raise
+        view.finish(result)
+        self._finish(code, result, args)
+        if not result.ok:
+            raise CodeModeError(result)
+        return cell_value(result)
+
+    def _parse(self, line: str) -> Any:
+        try:
+            return parse_argstring(self._run_options, line)
+        except UsageError:
+            raise
+        except SystemExit as exc:  # argparse exits on bad input; a cell must not
+            raise UsageError(f"%%codemode: bad options: {line!r}") from exc
+
+    def _discover(self, tools_option: str | None) -> Discovery:
+        only = None
+        if tools_option is not None:
+            only = [name.strip() for name in tools_option.split(",") if name.strip()]
+        try:
+            return discover(
+                self.shell.user_ns,
+                hidden=self.shell.user_ns_hidden,
+                only=only,
+                cache=self.tool_cache,
+            )
+        except UnknownToolError as exc:
+            raise UsageError(f"%%codemode --tools: {exc}") from None
+
+    def _make_view(self, quiet: bool) -> LiveView:
+        if quiet:
+            return _NullView()
+        mode = self.settings.display
+        if mode == "auto":
+            mode = "widget" if _in_kernel(self.shell) else "text"
+        if mode == "widget":
+            return WidgetView(
+                output_cap=self.settings.view_output_chars,
+                rate=self.settings.view_updates_per_second,
+            )
+        return TextView()
+
+    def _announce_previews(self, session: Any, view: LiveView, ports: list[int]) -> None:
+        for port in ports:
+            session.preview(port, view.on_event)
+
+    def _finish(self, code: str, result: RunResult, args: Any) -> None:
+        self.last_result = result
+        self.runs.append((code, result))
+        if args.out:
+            self.shell.user_ns[args.out] = result
+        if args.quiet:
+            _write_streams(result)
+        elif _in_kernel(self.shell) or self.settings.display == "widget":
+            # In a terminal the text view has already shown everything.
+            data, metadata = run_bundle(code, result)
+            publish_display_data(data, metadata)
+        for listener in list(self.run_listeners):
+            try:
+                listener(code, result)
+            except Exception as exc:  # a broken listener must not fail the cell
+                print(f"codemode: run listener failed: {exc}", file=sys.stderr)
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def _session(self, backend: str | None = None, network: bool | None = None) -> Any:
+        overrides: dict[str, Any] = {}
+        if backend:
+            overrides["backend"] = backend
+        if network:
+            overrides["network"] = True
+        key = self.settings.session_key(**overrides)
+        session = self.sessions.get(key)
+        if session is None:
+            session = self._open_session(overrides)
+            self.sessions[key] = session
+        else:
+            self._apply_budgets(session)
+        self._last_session_key = key
+        return session
+
+    def _open_session(self, overrides: dict[str, Any]) -> Any:
+        from ..engine import CodeMode as Engine
+
+        s = self.settings
+        options = {
+            "backend": s.backend,
+            "protocol": s.protocol,
+            "timeout": s.timeout,
+            "max_tool_calls": s.max_tool_calls,
+            "max_output": s.max_output,
+            "network": s.network,
+            "memory_mb": s.memory_mb,
+            **s.backend_options,
+            **overrides,
+        }
+        return Engine(**options)
+
+    def _apply_budgets(self, session: Any) -> None:
+        # Budgets may change between cells (%config) without starting a new sandbox.
+        for name in ("timeout", "max_tool_calls", "max_output"):
+            if hasattr(session, name):
+                setattr(session, name, getattr(self.settings, name))
+
+    def current_session(self) -> Any:
+        """The session the next plain `%%codemode` cell would use (created if needed)."""
+        return self._session()
+
+    def close(self) -> None:
+        """Close every session (kernel shutdown, %unload_ext). Idempotent."""
+        sessions, self.sessions = list(self.sessions.values()), {}
+        for session in sessions:
+            try:
+                session.close()
+            except Exception as exc:
+                print(f"codemode: closing a session failed: {exc}", file=sys.stderr)
+
+    def tools(self) -> Discovery:
+        """The tools a plain `%%codemode` cell would get now."""
+        return self._discover(None)
+
+    # --- %codemode <command> -----------------------------------------------------------
+
+    def _command(self, line: str) -> Any:
+        words = line.split()
+        name = words[0] if words else "status"
+        if name not in COMMANDS:
+            raise UsageError(
+                f"%codemode: unknown command {name!r}; one of: {', '.join(COMMANDS)} "
+                "(or %%codemode as a cell magic to run a program)"
+            )
+        return getattr(self, f"_cmd_{name}")()
+
+    def _cmd_tools(self) -> None:
+        found = self.tools()
+        count = len(found.tools)
+        print(f"{count} tool{'s' if count != 1 else ''}:" if count else "no tools defined")
+        for tool in found.tools.values():
+            prefix = "async " if tool.is_async else ""
+            print(f"  {prefix}{tool.name}{tool.signature}")
+            if tool.description:
+                print(f"      {tool.description.splitlines()[0]}")
+        for name, why in found.skipped.items():
+            print(f"  (not a tool: {name}: {why})")
+
+    def _cmd_prompt(self) -> None:
+        session = self.current_session()
+        session.set_tools(self.tools().tool_list())
+        print(session.system_prompt())
+
+    def _cmd_status(self) -> None:
+        session = self.current_session()
+        status = dict(session.status())
+        status.setdefault("display", self.settings.display)
+        status["tools"] = ", ".join(self.tools().tools) or "none"
+        width = max(len(str(key)) for key in status)
+        for key, value in status.items():
+            print(f"{str(key).ljust(width)}  {value}")
+
+    def _cmd_reset(self) -> None:
+        self.current_session().reset()
+        print("codemode: the session's namespace is reset")
+
+    def _cmd_last(self) -> None:
+        result = self.last_result
+        if result is None:
+            print("codemode: no run yet")
+            return
+        print(describe_run(result))
+
+    def _cmd_debug(self) -> None:
+        result = self.last_result
+        calls = [c for c in (result.tool_calls if result else []) if c.exception is not None]
+        if not calls:
+            print("codemode: the last run has no tool that raised")
+            return
+        call = calls[-1]
+        exc = call.exception
+        assert exc is not None
+        print(f"codemode: post-mortem of {call.name} (call #{call.id}): {exc!r}")
+        debugger = self.shell.debugger_cls()
+        debugger.reset()
+        debugger.interaction(None, exc.__traceback__)
+
+
+def cell_value(result: RunResult) -> Any:
+    """What Out[n] shows: the program's value, or its repr when the value could not travel."""
+    if result.value is not None:
+        return result.value
+    if result.value_repr is not None and result.value_repr != "None":
+        return ValueRepr(result.value_repr)
+    return None
+
+
+def describe_run(result: RunResult) -> str:
+    """`%codemode last`: every tool call with args, result or error, and timing."""
+    calls = len(result.tool_calls)
+    lines = [
+        f"last run: {result.status} in {format_duration(result.duration)}, "
+        f"{calls} tool call{'s' if calls != 1 else ''} in {result.rounds} "
+        f"round{'s' if result.rounds != 1 else ''} ({result.backend}, isolation {result.isolation})"
+    ]
+    for call in result.tool_calls:
+        head = f"  #{call.id} round {call.round}  {call.name}({_args(call.args)})"
+        lines.append(f"{head}  [{format_duration(call.duration)}]")
+        if call.error is not None:
+            lines.append(f"      raised {call.error}")
+            if call.error.traceback:
+                lines.extend("      " + t for t in call.error.traceback.rstrip().split("\n"))
+        else:
+            lines.append(f"      -> {_clip(repr(call.result), 500)}")
+    if result.error is not None:
+        lines.append(f"  program: {result.error}")
+    return "\n".join(lines)
+
+
+def _args(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_clip(repr(v), 200)}" for k, v in args.items())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _in_kernel(shell: Any) -> bool:
+    return getattr(shell, "kernel", None) is not None
+
+
+def _write_streams(result: RunResult) -> None:
+    if result.stdout:
+        sys.stdout.write(result.stdout)
+    if result.stderr:
+        sys.stderr.write(result.stderr)
+
+
+@contextmanager
+def _isolation_warnings(view: LiveView) -> Iterator[None]:
+    """Show the backend's isolation warning in the view, where it cannot upset nbval.
+
+    Every other warning is re-issued as it would have been.
+    """
+    try:
+        from ..backends.local import IsolationWarning
+    except ImportError:  # pragma: no cover - the local backend is always there
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IsolationWarning)
+        yield
+    for item in caught:
+        if issubclass(item.category, IsolationWarning):
+            view.warn(str(item.message))
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)

@@ -196,6 +196,8 @@ class CodeMode:
 
                 result = run_replay(self.backend, code, registry, limits, on_event,
                                     self.max_output, self._async)
+                self.last_result = result
+                self.history.append(result)
             else:
                 result = self._run_session(code, registry, limits, on_event, fresh)
         finally:

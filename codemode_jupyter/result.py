@@ -79,6 +79,8 @@ class RunResult:
     stderr_dropped: int = 0
     backend: str = ""
     isolation: str = ""
+    #: How many times the program was executed: 1, except in replay mode.
+    executions: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (the `result` of application/vnd.codemode.run+json)."""

@@ -115,7 +115,10 @@ class Tool:
     @property
     def signature(self) -> str:
         """The signature as the stub shows it, e.g. `(a: int, b: int = 1) -> int`."""
-        return _format_signature(self._signature, self._hints)
+        text = _format_signature(self._signature, self._hints)
+        for cls in self.referenced_types():  # the prompt defines them by their short names
+            text = text.replace(f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__)
+        return text
 
     def parameters_schema(self) -> dict[str, Any]:
         """JSON schema of the arguments (pydantic's, by parameter name)."""

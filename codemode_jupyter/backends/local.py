@@ -30,6 +30,7 @@ _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
               "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")
 _UID_BASE = 200_000
+CHANNEL_LOST = 70  # the runtime's exit code when its control channel broke
 
 
 class IsolationWarning(UserWarning):
@@ -99,7 +100,9 @@ def _namespaces_work(bwrap: str, uid: int | None) -> str:
                               extra_groups=[] if uid is not None else None)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
-    return "" if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
+    if proc.returncode == 0:
+        return ""
+    return proc.stderr.decode(errors="replace").strip() or f"bwrap exited with {proc.returncode}"
 
 
 _uid_lock = threading.Lock()
@@ -136,7 +139,10 @@ class Jail:
         self.home = home
         self.limits = limits or Limits(memory_mb=memory_mb)
         self.tmp_size_mb = tmp_size_mb
-        self.uid = _claim_uid()
+        # A uid of its own cannot open mounts that only root may enter: then the jail stays
+        # root (still namespaced), and the process limit cannot be enforced.
+        shared = all(_world_reachable(m.source) for m in self.mounts)
+        self.uid = _claim_uid() if shared else None
         self._bwrap = bwrap if bwrap is not None else find_bwrap()
         reason = _namespaces_work(self._bwrap, self.uid) if self._bwrap else "bwrap not found"
         self.isolation = "bubblewrap" if not reason else "none"
@@ -198,6 +204,17 @@ class Jail:
         return opts
 
 
+def _world_reachable(path: str) -> bool:
+    """Whether a user of no group could reach `path` (every parent searchable, itself readable)."""
+    target = Path(path)
+    try:
+        if not target.stat().st_mode & 0o004:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in target.parents)
+    except OSError:
+        return False
+
+
 def _python_home() -> str | None:
     """Where the jail's python lives, if outside /usr (then it is bound read-only)."""
     python = find_python()
@@ -209,8 +226,9 @@ def _python_home() -> str | None:
 class PipeTransport(Transport):
     """The runtime's stdin and stdout, as pipes to a local process."""
 
-    def __init__(self, proc: subprocess.Popen) -> None:
+    def __init__(self, proc: subprocess.Popen, isolated: bool) -> None:
         self.proc = proc
+        self.isolated = isolated
         self._in = proc.stdin.fileno()
         self._out = proc.stdout.fileno()
         self._lock = threading.Lock()
@@ -245,7 +263,11 @@ class PipeTransport(Transport):
 
     def exit_info(self) -> str:
         code = self.proc.wait()
+        if code > 128 and self.isolated:  # bwrap reports its child's signal as 128 + n
+            code = 128 - code
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if code == CHANNEL_LOST:
+            how += " (the runtime lost its control channel: the program closed it)"
         if code < 0 and -code == signal.SIGKILL:
             how += " (out of memory, a resource limit, or stopped by the host)"
         tail = self._stderr_tail()
@@ -303,7 +325,7 @@ class LocalBackend(Backend):
         argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv()]
         proc = self.jail.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, bufsize=0)
-        return PipeTransport(proc)
+        return PipeTransport(proc, self.jail.isolation != "none")
 
     def run_oneshot(self, code: str, timeout: float) -> OneShot:
         argv = [self._python, "-I", "-u", "-", *self._limits_argv()]
@@ -324,6 +346,8 @@ class LocalBackend(Backend):
         details = {"network": "on" if self.jail.network else "off",
                    "memory": f"{self.jail.limits.memory_mb} MiB",
                    "python": self._python}
+        if os.geteuid() == 0 and self.jail.uid is None:
+            details["process limit"] = "not enforced (a mount is readable by root only)"
         if self.jail.isolation_problem:
             details["problem"] = self.jail.isolation_problem
         return BackendStatus("local", self.jail.isolation, details)

@@ -37,6 +37,7 @@ CELL = "<cell>"
 _HIDDEN_FILES = {os.path.abspath(__file__), os.path.abspath(P.__file__)}
 _FLUSH_AT = 8192
 _FLUSH_DELAY = 0.01
+CHANNEL_LOST = 70  # exit code when the program closed or broke the control channel
 
 
 class ToolError(Exception):
@@ -96,8 +97,11 @@ class Channel:
     def send_bytes(self, data: bytes) -> None:
         with self._lock:
             view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                os._exit(CHANNEL_LOST)  # the program broke the channel: nothing left to serve
 
 
 class TextStream(io.TextIOBase):
@@ -261,6 +265,8 @@ class Runtime:
                 data = os.read(self._in_fd, 65536)
             except InterruptedError:
                 continue
+            except OSError:
+                os._exit(CHANNEL_LOST)
             if not data:
                 os._exit(0)  # the host has gone: nothing left to serve
             for line in splitter.feed(data):

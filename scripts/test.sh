@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: set up (with Chromium for the browser test), lint, then pytest (engine,
+# local sandbox, real kernels, Daytona SDK over loopback, nbval over notebooks/, the browser),
+# and the JupyterLab extension's own lint and unit tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --browser
+.venv/bin/ruff check .
+if [ -f labextension/package.json ]; then
+  (cd labextension && npm run --silent lint:check && npm test --silent)
+fi
+.venv/bin/python -m pytest "$@"

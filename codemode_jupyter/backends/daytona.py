@@ -1,0 +1,789 @@
+"""The Daytona backend: runtimes in Daytona sandboxes, through the official async `daytona` SDK.
+
+One sandbox per backend, created on first use (labelled, stopping itself when idle, deleted on
+close) or attached to a sandbox the caller owns (never deleted). The runtime files are uploaded
+once per sandbox and started as an async session command; its stdout streams back through the
+command's logs websocket and the engine's frames go in through `send_session_command_input`,
+one request per write. The SDK's async client lives on a private event loop in a daemon
+thread; every wait on it is bounded, so nothing here can hang the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import hashlib
+import math
+import os
+import queue
+import random
+import re
+import secrets
+import shlex
+import socket
+import threading
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from .base import Backend, BackendStatus, OneShot, Transport, runtime_sources
+
+T = TypeVar("T")
+
+#: Labels on every sandbox this backend creates; `cleanup_orphans` finds them by the first.
+LABEL_CREATOR = "codemode-jupyter"
+LABEL_SESSION = "codemode-jupyter-session"
+LABEL_HOST = "codemode-jupyter-host"
+LABEL_PID = "codemode-jupyter-pid"
+
+API_KEY_HELP = (
+    "set DAYTONA_API_KEY to a valid key (https://app.daytona.io/dashboard/keys), "
+    "or pass api_key=..."
+)
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_STDERR = 8192
+_EXIT_MARK = "codemode-runtime-exit"
+
+
+class DaytonaBackendError(RuntimeError):
+    """Daytona could not do what the backend needed; the message says what and why."""
+
+
+class DaytonaAuthError(DaytonaBackendError):
+    """The API key is missing or rejected. Never retried."""
+
+
+@dataclass
+class RetryPolicy:
+    """Bounded retries with exponential backoff for 429, 5xx, timeouts and lost connections."""
+
+    attempts: int = 4
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    request_timeout: float = 30.0
+
+    def delay(self, attempt: int, exc: BaseException) -> float:
+        retry_after = _retry_after(exc)
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff)
+        base = min(self.backoff * (2**attempt), self.max_backoff)
+        return base * random.uniform(0.5, 1.0)  # jitter, so parallel kernels do not march
+
+
+# --- error classification ------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind an SDK or generated-client exception, if there is one."""
+    for err in _chain(exc):
+        for attr in ("status_code", "status"):
+            value = getattr(err, attr, None)
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    for err in _chain(exc):
+        headers = getattr(err, "headers", None) or {}
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            value = headers.get("Retry-After") or headers.get("retry-after")
+            if value is not None:
+                return max(0.0, float(value))
+    return None
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    from daytona import DaytonaAuthenticationError
+
+    auth_types = (DaytonaAuthError, DaytonaAuthenticationError)
+    return isinstance(exc, auth_types) or http_status(exc) == 401
+
+
+def is_not_found(exc: BaseException) -> bool:
+    from daytona import DaytonaNotFoundError
+
+    return isinstance(exc, DaytonaNotFoundError) or http_status(exc) == 404
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: rate limits, server errors, timeouts, connections that failed."""
+    import aiohttp
+    from daytona import DaytonaConnectionError, DaytonaTimeoutError
+
+    if is_auth_error(exc):
+        return False
+    status = http_status(exc)
+    if status is not None:
+        return status in _TRANSIENT_STATUS
+    network = (asyncio.TimeoutError, TimeoutError, ConnectionError, aiohttp.ClientError,
+               DaytonaConnectionError, DaytonaTimeoutError)
+    return any(isinstance(err, network) for err in _chain(exc))
+
+
+# --- the private event loop ----------------------------------------------------------------------
+
+
+class _LoopThread:
+    """An asyncio loop on a daemon thread: the SDK's client lives and dies here."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="codemode-daytona",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    def run(self, coro: Awaitable[T], timeout: float, what: str) -> T:
+        """Run `coro` on the loop and wait at most `timeout` s; Ctrl-C cancels it."""
+        future = self.submit(asyncio.wait_for(coro, timeout))
+        try:
+            return future.result(timeout + 5)
+        except (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError):
+            future.cancel()
+            raise DaytonaBackendError(f"Daytona: {what} took longer than {timeout:g} s") from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+
+
+# --- the transport -------------------------------------------------------------------------------
+
+
+class DaytonaTransport(Transport):
+    """The byte stream to a runtime running as a Daytona session command.
+
+    Reads come from the command's logs websocket (reconnected if it drops: the daemon replays
+    the log from its start, so what was already delivered is skipped). Writes are queued and
+    sent in order by one task, a request each, so the engine never waits on the network.
+    The runtime's exit is seen through a marker the launching shell prints on stderr.
+    """
+
+    batch_results = True
+
+    def __init__(self, backend: DaytonaBackend, sandbox: Any, session_id: str, cmd_id: str,
+                 nonce: str) -> None:
+        self._backend = backend
+        self._sandbox = sandbox
+        self._session_id = session_id
+        self._cmd_id = cmd_id
+        self._exit_re = re.compile(rf"{_EXIT_MARK}-{nonce} (-?\d+)\n?")
+        self._inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._stderr = ""
+        self._delivered = {1: 0, 2: 0}
+        self._skip = {1: 0, 2: 0}
+        self._lock = threading.Lock()
+        self._ended = False
+        self._info = ""
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def sandbox_id(self) -> str:
+        return str(self._sandbox.id)
+
+    def begin(self) -> None:
+        """Start the log follower and the input sender (on the backend's loop)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._send_loop())]
+
+    # --- Transport API ---
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._ended:
+                return  # the reader has seen (or will see) EOF; exit_info says why
+        with contextlib.suppress(RuntimeError):  # loop closed: the backend is closing
+            self._backend.loop.loop.call_soon_threadsafe(self._outbox.put_nowait, data)
+
+    def read(self) -> bytes:
+        data = self._inbox.get()
+        if not data:
+            self._inbox.put(b"")  # every later read sees EOF too
+        return data
+
+    def kill(self) -> None:
+        if self._end("the runtime was stopped"):
+            self._backend.loop.submit(self._kill_session())
+
+    def exit_info(self) -> str:
+        tail = self._exit_re.sub("", self._stderr).strip()
+        return f"{self._info}\n{tail[-2000:]}" if tail else self._info
+
+    # --- ending ---
+
+    def _end(self, info: str) -> bool:
+        """Mark the runtime gone with `info`; the reader gets EOF. False if it already was."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._ended, self._info = True, info
+        self._inbox.put(b"")
+        with contextlib.suppress(RuntimeError):  # loop closed: nothing left to cancel
+            self._backend.loop.loop.call_soon_threadsafe(self._cancel_tasks)
+        return True
+
+    def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+
+    async def _kill_session(self) -> None:
+        """Delete the session, which kills the runtime and everything it started."""
+        self._backend.forget_session(self._session_id)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._sandbox.process.delete_session(self._session_id),
+                                   self._backend.retry.request_timeout)
+
+    async def _fail(self, info: str, *, suspect: bool = True) -> None:
+        if self._end(info):
+            if suspect:
+                self._backend.suspect_sandbox()
+            # Shielded: _end cancels this very task, and the session must still go.
+            await asyncio.shield(self._backend.keep(self._kill_session()))
+
+    # --- output ---
+
+    def _take(self, stream: int, text: str) -> str:
+        # Real daemons pad log frames with NULs; frames never hold a raw NUL (JSON escapes it).
+        text = text.replace("\x00", "")
+        skip = self._skip[stream]
+        if skip:
+            cut = min(skip, len(text))
+            self._skip[stream] -= cut
+            text = text[cut:]
+        self._delivered[stream] += len(text)
+        return text
+
+    def _on_stdout(self, text: str) -> None:
+        text = self._take(1, text)
+        if text and not self._ended:
+            self._inbox.put(text.encode("utf-8", "surrogatepass"))
+
+    def _on_stderr(self, text: str) -> None:
+        text = self._take(2, text)
+        if not text:
+            return
+        self._stderr = (self._stderr + text)[-_MAX_STDERR:]
+        match = self._exit_re.search(self._stderr)
+        if match:
+            self._end(f"the runtime exited with code {match.group(1)}")
+
+    async def _follow(self) -> None:
+        """Stream the command's logs until the runtime ends, reconnecting a dropped stream."""
+        failures = 0
+        while True:
+            self._skip = dict(self._delivered)
+            error: BaseException | None = None
+            try:
+                await self._sandbox.process.get_session_command_logs_async(
+                    self._session_id, self._cmd_id, self._on_stdout, self._on_stderr)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+            verdict = await self._diagnose(error)
+            if verdict is not None:
+                await self._fail(*verdict)
+                return
+            failures += 1
+            if failures > self._backend.retry.attempts:
+                await self._fail(f"lost the runtime's log stream from Daytona {failures} times "
+                                 f"({error or 'closed'}); the run cannot continue")
+                return
+            await asyncio.sleep(self._backend.retry.delay(failures - 1, error or Exception()))
+
+    async def _diagnose(self, error: BaseException | None) -> tuple[str, bool] | None:
+        """Why the log stream ended: (message, sandbox suspect) to end with, None to reconnect."""
+        process = self._sandbox.process
+        try:
+            command = await self._backend.call(
+                "check the runtime",
+                lambda: process.get_session_command(self._session_id, self._cmd_id))
+        except Exception as exc:
+            if is_auth_error(exc):
+                return str(exc), False
+            gone = await self._backend.sandbox_problem(self._sandbox)
+            if gone:
+                return gone, True
+            if is_not_found(exc):
+                return "the runtime's Daytona session was deleted", False
+            return f"lost contact with the Daytona sandbox {self.sandbox_id}: {exc}", True
+        if command.exit_code is not None and error is None:
+            return f"the runtime exited with code {command.exit_code}", False
+        return None  # still running (or exited with output left to drain): reconnect
+
+    # --- input ---
+
+    async def _send_loop(self) -> None:
+        process = self._sandbox.process
+        while True:
+            data = await self._outbox.get()
+            while not self._outbox.empty():  # whatever queued meanwhile rides along
+                data += self._outbox.get_nowait()
+            text = data.decode("utf-8", "replace")
+            try:
+                await self._backend.call(
+                    "send to the runtime",
+                    lambda text=text: process.send_session_command_input(
+                        self._session_id, self._cmd_id, text))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if http_status(exc) == 410:
+                    await self._fail("the runtime has exited", suspect=False)
+                else:
+                    await self._fail(f"could not send to the runtime: {exc}")
+                return
+
+
+# --- the backend ---------------------------------------------------------------------------------
+
+
+_LIVE: weakref.WeakSet[DaytonaBackend] = weakref.WeakSet()
+
+
+class DaytonaBackend(Backend):
+    """Runtimes in one Daytona sandbox (created, or attached with `sandbox=`).
+
+    Credentials come from the arguments or DAYTONA_API_KEY / DAYTONA_API_URL / DAYTONA_TARGET.
+    `auto_stop_minutes` is the idle interval after which Daytona stops a sandbox we created;
+    `labels` are added to ours (see LABEL_*). `retry` bounds every request.
+    """
+
+    name = "daytona"
+
+    def __init__(self, *, api_key: str | None = None, api_url: str | None = None,
+                 target: str | None = None, snapshot: str | None = None,
+                 language: str = "python", auto_stop_minutes: int = 15,
+                 auto_delete_minutes: int | None = None, labels: dict[str, str] | None = None,
+                 sandbox: Any = None, session_label: str | None = None,
+                 retry: RetryPolicy | None = None, create_timeout: float = 120.0,
+                 preview_expires: int = 3600) -> None:
+        self.api_key = api_key or os.environ.get("DAYTONA_API_KEY") or None
+        if not self.api_key:
+            raise DaytonaAuthError(f"the Daytona backend needs an API key: {API_KEY_HELP}")
+        self.api_url = api_url or os.environ.get("DAYTONA_API_URL") or None
+        self.target = target or os.environ.get("DAYTONA_TARGET") or None
+        self.snapshot = snapshot
+        self.language = language
+        self.auto_stop_minutes = auto_stop_minutes
+        self.auto_delete_minutes = auto_delete_minutes
+        self.retry = retry or RetryPolicy()
+        self.create_timeout = create_timeout
+        self.preview_expires = preview_expires
+        self.labels = {**default_labels(session_label), **(labels or {})}
+        self._attach_id = _sandbox_id(sandbox)
+        self._owned = self._attach_id is None
+        self._client: Any = None
+        self._sandbox: Any = None
+        self._home: str | None = None
+        self._runtime_dir: str | None = None
+        self._session_id: str | None = None
+        self._suspect = False
+        self._notice = ""
+        self._transports: weakref.WeakSet[DaytonaTransport] = weakref.WeakSet()
+        self._background: set[asyncio.Future[Any]] = set()
+        self._closed = False
+        _bypass_proxy_for_loopback(self.api_url)
+        self.loop = _LoopThread()
+        _LIVE.add(self)
+
+    # --- Backend API ---
+
+    def start_runtime(self) -> Transport:
+        budget = self.create_timeout + 6 * self.retry.request_timeout
+        return self.loop.run(self._start_runtime(), budget, "starting the runtime")
+
+    def run_oneshot(self, code: str, timeout: float) -> OneShot:
+        budget = timeout + self.create_timeout + 2 * self.retry.request_timeout
+        return self.loop.run(self._oneshot(code, timeout), budget, "running the program")
+
+    def preview_url(self, port: int) -> str:
+        return self.loop.run(self._preview_url(port), 3 * self.retry.request_timeout,
+                             "getting a preview link")
+
+    def status(self) -> BackendStatus:
+        details = {"sandbox": str(getattr(self._sandbox, "id", "") or self._attach_id or ""),
+                   "attached": "yes" if not self._owned else "no",
+                   "api_url": self.api_url or "https://app.daytona.io/api"}
+        if self.target:
+            details["target"] = self.target
+        if self._notice:
+            details["notice"] = self._notice
+        return BackendStatus("daytona", "daytona", details)
+
+    def close(self) -> None:
+        """Stop runtimes, delete the sandbox if we created it, release the client. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _LIVE.discard(self)
+        for transport in list(self._transports):
+            transport.kill()
+        with contextlib.suppress(Exception):
+            self.loop.run(self._release(), 2 * self.retry.request_timeout, "releasing the sandbox")
+        self.loop.close()
+
+    # --- used by transports ---
+
+    async def call(self, what: str, op: Callable[[], Awaitable[T]], *,
+                   timeout: float | None = None) -> T:
+        """Await `op()` with a timeout, retrying transient failures with backoff.
+
+        An authentication failure raises DaytonaAuthError at once.
+        """
+        policy = self.retry
+        for attempt in range(policy.attempts + 1):
+            try:
+                return await asyncio.wait_for(op(), timeout or policy.request_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if is_auth_error(exc):
+                    raise DaytonaAuthError(
+                        f"Daytona rejected the API key while trying to {what} "
+                        f"(HTTP 401 from {self.api_url or 'app.daytona.io'}): {API_KEY_HELP}"
+                    ) from exc
+                if attempt >= policy.attempts or not is_transient(exc):
+                    raise
+                await asyncio.sleep(policy.delay(attempt, exc))
+        raise AssertionError("unreachable")
+
+    def keep(self, coro: Awaitable[T]) -> asyncio.Task[T]:
+        """Run `coro` as a task the loop holds on to until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def suspect_sandbox(self) -> None:
+        """The sandbox may be gone or stopped: check it before the next runtime starts."""
+        self._suspect = True
+
+    def forget_session(self, session_id: str) -> None:
+        if self._session_id == session_id:
+            self._session_id = None
+
+    async def sandbox_problem(self, sandbox: Any) -> str | None:
+        """A message if the sandbox was deleted or is not running, else None."""
+        try:
+            await self.call("check the sandbox", lambda: sandbox.refresh_data(), timeout=None)
+        except Exception as exc:
+            if is_not_found(exc):
+                self._suspect = True
+                return f"the Daytona sandbox {sandbox.id} was deleted"
+            return None
+        state = _state(sandbox)
+        if state != "started":
+            self._suspect = True
+            return f"the Daytona sandbox {sandbox.id} is no longer running (state {state})"
+        return None
+
+    # --- on the loop ---
+
+    async def _daytona(self) -> Any:
+        if self._client is None:
+            from daytona import AsyncDaytona, DaytonaConfig
+
+            config = DaytonaConfig(api_key=self.api_key, api_url=self.api_url, target=self.target)
+            self._client = AsyncDaytona(config)
+        return self._client
+
+    async def _ensure_sandbox(self) -> Any:
+        if self._sandbox is not None and not self._suspect:
+            return self._sandbox
+        client = await self._daytona()
+        if self._sandbox is None and self._attach_id is not None:
+            attach_id = self._attach_id
+            self._sandbox = await self.call("find the sandbox", lambda: client.get(attach_id))
+            await self._ensure_started(self._sandbox)
+        elif self._sandbox is None:
+            self._sandbox = await self._create(client)
+        else:
+            await self._recover()
+        self._suspect = False
+        return self._sandbox
+
+    async def _recover(self) -> None:
+        """After a fault: restart a stopped sandbox, replace a deleted one."""
+        old = self._sandbox
+        self._home = self._runtime_dir = self._session_id = None
+        try:
+            await self.call("check the sandbox", lambda: old.refresh_data())
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise
+            self._sandbox = await self._create(await self._daytona())
+            self._owned = True
+            self._notice = (f"sandbox {old.id} was deleted; created {self._sandbox.id} "
+                            "(its files and the program's state were lost)")
+            return
+        if _state(old) != "started":
+            await self._ensure_started(old)
+            self._notice = f"sandbox {old.id} had stopped; restarted it (program state was lost)"
+
+    async def _ensure_started(self, sandbox: Any) -> None:
+        state = _state(sandbox)
+        if state == "started":
+            return
+        if state in ("starting", "restoring", "creating", "pending_build", "building_snapshot"):
+            await self.call("wait for the sandbox", lambda: sandbox.wait_for_sandbox_start(
+                timeout=self.create_timeout), timeout=self.create_timeout + 5)
+            return
+        await self.call("start the sandbox", lambda: sandbox.start(timeout=self.create_timeout),
+                        timeout=self.create_timeout + 5)
+
+    async def _create(self, client: Any) -> Any:
+        from daytona import CreateSandboxFromSnapshotParams
+
+        params = CreateSandboxFromSnapshotParams(
+            language=self.language, snapshot=self.snapshot, labels=dict(self.labels),
+            auto_stop_interval=self.auto_stop_minutes,
+            auto_delete_interval=self.auto_delete_minutes)
+        sandbox = await self.call(
+            "create a sandbox", lambda: client.create(params, timeout=self.create_timeout),
+            timeout=self.create_timeout + 5)
+        self._owned = True
+        return sandbox
+
+    async def _ensure_runtime_dir(self, sandbox: Any) -> str:
+        """Upload the runtime files once per sandbox, to a directory named by their hash."""
+        if self._runtime_dir is not None:
+            return self._runtime_dir
+        from daytona import FileUpload
+
+        sources = runtime_sources()
+        digest = hashlib.sha256(b"".join(sources[name] for name in sorted(sources))).hexdigest()
+        if self._home is None:
+            self._home = await self.call("find the home directory", sandbox.get_user_home_dir)
+        directory = f"{str(self._home).rstrip('/')}/.codemode-jupyter/{digest[:16]}"
+        files = [FileUpload(source=data, destination=f"{directory}/{name}")
+                 for name, data in sources.items()]
+        await self.call("upload the runtime", lambda: sandbox.fs.upload_files(files))
+        self._runtime_dir = directory
+        return directory
+
+    async def _ensure_session(self, sandbox: Any) -> str:
+        if self._session_id is None:
+            session_id = f"codemode-{uuid.uuid4().hex[:12]}"
+            await self.call("create a session", lambda: sandbox.process.create_session(session_id))
+            self._session_id = session_id
+        return self._session_id
+
+    async def _start_runtime(self) -> DaytonaTransport:
+        from daytona import SessionExecuteRequest
+
+        sandbox = await self._ensure_sandbox()
+        directory = await self._ensure_runtime_dir(sandbox)
+        session_id = await self._ensure_session(sandbox)
+        nonce = secrets.token_hex(8)
+        # The shell reports the runtime's exit on stderr: Daytona's follow stream stays open
+        # after a command ends, so this marker is how the reader learns of it.
+        script = shlex.quote(f"{directory}/codemode_runtime.py")
+        command = f'python3 -I -u {script}; echo "{_EXIT_MARK}-{nonce} $?" >&2'
+        request = SessionExecuteRequest(command=command, run_async=True, suppress_input_echo=True)
+        response = await self.call(
+            "start the runtime",
+            lambda: sandbox.process.execute_session_command(session_id, request))
+        transport = DaytonaTransport(self, sandbox, session_id, response.cmd_id, nonce)
+        transport.begin()
+        self._transports.add(transport)
+        return transport
+
+    async def _oneshot(self, code: str, timeout: float) -> OneShot:
+        sandbox = await self._ensure_sandbox()
+        seconds = max(1, math.ceil(timeout))
+        try:
+            response = await self.call(
+                "run the program", lambda: sandbox.process.code_run(code, timeout=seconds),
+                timeout=seconds + self.retry.request_timeout)
+        except Exception as exc:
+            if http_status(exc) == 408 or isinstance(exc, asyncio.TimeoutError):
+                return OneShot("", -1)  # the sandbox stopped it at its timeout
+            raise
+        return OneShot(response.result or "", response.exit_code if response.exit_code is not None
+                       else -1)
+
+    async def _preview_url(self, port: int) -> str:
+        """A URL that opens in a browser: signed (token inside), else the plain preview link."""
+        sandbox = await self._ensure_sandbox()
+        try:
+            signed = await self.call("sign a preview link", lambda: (
+                sandbox.create_signed_preview_url(port, expires_in_seconds=self.preview_expires)))
+            return str(signed.url)
+        except DaytonaAuthError:
+            raise
+        except Exception:
+            link = await self.call("get a preview link", lambda: sandbox.get_preview_link(port))
+            return str(link.url)
+
+    async def _release(self) -> None:
+        sandbox, client = self._sandbox, self._client
+        self._sandbox = self._client = None
+        if sandbox is not None and self._owned:
+            with contextlib.suppress(Exception):
+                await self.call("delete the sandbox", lambda: sandbox.delete())
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 5)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _state(sandbox: Any) -> str:
+    state = getattr(sandbox, "state", None)
+    return str(getattr(state, "value", state) or "unknown")
+
+
+def _sandbox_id(sandbox: Any) -> str | None:
+    if sandbox is None:
+        return None
+    if isinstance(sandbox, str):
+        return sandbox
+    sandbox_id = getattr(sandbox, "id", None)
+    if not sandbox_id:
+        raise TypeError("sandbox= takes a daytona Sandbox/AsyncSandbox or a sandbox id")
+    return str(sandbox_id)
+
+
+def _kernel_id() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:
+        return None
+    return name.removeprefix("kernel-").removesuffix(".json") or None
+
+
+def default_labels(session_label: str | None = None) -> dict[str, str]:
+    """The labels that mark a sandbox as ours: creator, kernel/session, host and process."""
+    return {
+        LABEL_CREATOR: "true",
+        LABEL_SESSION: session_label or _kernel_id() or uuid.uuid4().hex[:12],
+        LABEL_HOST: socket.gethostname()[:63],
+        LABEL_PID: str(os.getpid()),
+    }
+
+
+def _bypass_proxy_for_loopback(api_url: str | None) -> None:
+    # aiohttp honours HTTP(S)_PROXY; a local API (the loopback server) must not go through one.
+    host = urlparse(api_url or "").hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return
+    for key in ("NO_PROXY", "no_proxy"):
+        entries = [e for e in os.environ.get(key, "").split(",") if e]
+        missing = [h for h in ("127.0.0.1", "localhost") if h not in entries]
+        if missing:
+            os.environ[key] = ",".join(entries + missing)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class OrphanSandbox:
+    """A sandbox `cleanup_orphans` found: what it is and what was done with it."""
+
+    id: str
+    state: str
+    labels: dict[str, str]
+    deleted: bool
+    reason: str
+
+
+def cleanup_orphans(*, api_key: str | None = None, api_url: str | None = None,
+                    target: str | None = None, dry_run: bool = False,
+                    all_hosts: bool = False, timeout: float = 120.0) -> list[OrphanSandbox]:
+    """Find sandboxes labelled by codemode-jupyter that no live session uses, and delete them.
+
+    A sandbox is kept if a backend in this process uses it, or if it was created on this host
+    by a process that is still running. Sandboxes from other hosts are kept unless
+    `all_hosts`. With `dry_run`, nothing is deleted.
+    """
+    backend = DaytonaBackend(api_key=api_key, api_url=api_url, target=target)
+    _LIVE.discard(backend)
+    try:
+        return backend.loop.run(_cleanup(backend, dry_run, all_hosts), timeout, "cleaning up")
+    finally:
+        backend.close()
+
+
+async def _cleanup(backend: DaytonaBackend, dry_run: bool, all_hosts: bool) -> list[OrphanSandbox]:
+    from daytona import ListSandboxesQuery
+
+    client = await backend._daytona()
+    in_use = {str(b._sandbox.id) for b in list(_LIVE) if b._sandbox is not None}
+
+    async def listed() -> list[Any]:
+        query = ListSandboxesQuery(labels={LABEL_CREATOR: "true"})
+        return [sandbox async for sandbox in client.list(query)]
+
+    found = []
+    for sandbox in await backend.call("list sandboxes", listed):
+        labels = dict(sandbox.labels or {})
+        keep = _keep_reason(str(sandbox.id), labels, in_use, all_hosts)
+        deleted = False
+        if keep is None and not dry_run:
+            try:
+                await backend.call("delete a sandbox", lambda sandbox=sandbox: sandbox.delete())
+                deleted = True
+            except Exception as exc:
+                if not is_not_found(exc):
+                    keep = f"could not delete: {exc}"
+                deleted = keep is None
+        found.append(OrphanSandbox(str(sandbox.id), _state(sandbox), labels, deleted,
+                                   keep or ("deleted" if deleted else "orphan (dry run)")))
+    return found
+
+
+def _keep_reason(sandbox_id: str, labels: dict[str, str], in_use: set[str],
+                 all_hosts: bool) -> str | None:
+    if sandbox_id in in_use:
+        return "in use by this kernel"
+    if labels.get(LABEL_HOST) == socket.gethostname()[:63]:
+        pid = labels.get(LABEL_PID, "")
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            return f"in use by process {pid} on this host"
+    elif not all_hosts:
+        return f"created on another host ({labels.get(LABEL_HOST, '?')})"
+    return None
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit (kernel shutdown), delete the sandboxes we created."""
+    for backend in list(_LIVE):
+        with contextlib.suppress(Exception):
+            backend.close()

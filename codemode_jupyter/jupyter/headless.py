@@ -49,21 +49,47 @@ def execute_notebook(path: str | Path, *, timeout: float = 300.0, cwd: str | Pat
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    _allow_expected_errors(nb)
+    tagged = _allow_expected_errors(nb)
+    km = kernel_manager()
     client = NotebookClient(
         nb,
-        km=kernel_manager(),
+        km=km,
         timeout=timeout,
+        # The kernel's own log (e.g. "running over TCP without encryption") is not output.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
         resources={"metadata": {"path": str(cwd or path.parent)}},
     )
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        for cell in tagged:
+            _untag(cell)
+        # nbclient leaves a kernel it did not create running; a clean shutdown lets the
+        # extension close its sessions.
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
     return nb
 
 
-def _allow_expected_errors(nb: Any) -> None:
-    # nbclient honours the `raises-exception` tag; nbval's comment marker means the same.
+def _allow_expected_errors(nb: Any) -> list[Any]:
+    """Tag cells marked `# NBVAL_RAISES_EXCEPTION` as nbclient's `raises-exception`.
+
+    Returns the cells tagged here, so the tags can be taken off again before saving.
+    """
+    tagged = []
     for cell in nb.cells:
-        if cell.cell_type == "code" and "NBVAL_RAISES_EXCEPTION" in cell.source:
-            tags = cell.metadata.setdefault("tags", [])
-            if "raises-exception" not in tags:
-                tags.append("raises-exception")
+        if cell.cell_type != "code" or "NBVAL_RAISES_EXCEPTION" not in cell.source:
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if "raises-exception" not in tags:
+            tags.append("raises-exception")
+            tagged.append(cell)
+    return tagged
+
+
+def _untag(cell: Any) -> None:
+    tags = cell.metadata.get("tags", [])
+    if "raises-exception" in tags:
+        tags.remove("raises-exception")
+    if not tags:
+        cell.metadata.pop("tags", None)

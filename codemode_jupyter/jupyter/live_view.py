@@ -194,11 +194,13 @@ def render_calls(state: RunState) -> str:
 
 
 def render_previews(state: RunState) -> str:
+    if not state.previews:
+        return ""
     links = [
         f"<a href='{html.escape(url, quote=True)}' target='_blank'>preview :{port}</a>"
         for port, url in sorted(state.previews.items())
     ]
-    return " &nbsp; ".join(links)
+    return "<div class='codemode-live-previews'>" + " &nbsp; ".join(links) + "</div>"
 
 
 def render_outputs(state: RunState) -> tuple[dict[str, str], ...]:
@@ -272,19 +274,29 @@ class LiveView:
 
 
 class WidgetView(LiveView):
-    """The ipywidgets view, for kernels with a front end (JupyterLab, Notebook 7, VS Code)."""
+    """The ipywidgets view, for kernels with a front end (JupyterLab, Notebook 7, VS Code).
+
+    Three widgets a cell (a box, an HTML summary, an Output for the streams); layouts and
+    styles are shared across cells because each new widget model costs a comm message and
+    about half a millisecond.
+    """
 
     def __init__(self, output_cap: int = 20_000, rate: float = 10.0) -> None:
         super().__init__(output_cap, rate)
         import ipywidgets as widgets
 
-        self.header = widgets.HTML(value=render_header(self.state))
-        self.output = widgets.Output(layout=widgets.Layout(max_height="24em", overflow="auto"))
-        self.calls = widgets.HTML()
-        self.previews = widgets.HTML()
-        self.box = _live_box_class()(children=(self.header, self.previews, self.output, self.calls))
-        self.box.add_class("codemode-live")
+        shared = _shared_models()
+        self.summary = widgets.HTML(
+            value=self._summary(), layout=shared["layout"], style=shared["html_style"]
+        )
+        self.output = widgets.Output(layout=shared["output_layout"])
+        self.box = _live_box_class()(
+            children=(self.summary, self.output), layout=shared["layout"]
+        )
         self._rendered: dict[str, Any] = {}
+
+    def _summary(self) -> str:
+        return render_header(self.state) + render_previews(self.state) + render_calls(self.state)
 
     def show(self) -> None:
         from IPython.display import display
@@ -293,20 +305,28 @@ class WidgetView(LiveView):
 
     def flush(self, final: bool) -> None:
         with self._lock:
-            header = render_header(self.state)
-            calls = render_calls(self.state)
-            previews = render_previews(self.state)
+            summary = self._summary()
             outputs = render_outputs(self.state)
         # Only changed traits are sent: each assignment is one comm message.
-        self._set("header", self.header, "value", header)
-        self._set("calls", self.calls, "value", calls)
-        self._set("previews", self.previews, "value", previews)
+        self._set("summary", self.summary, "value", summary)
         self._set("output", self.output, "outputs", outputs)
 
     def _set(self, key: str, widget: Any, trait: str, value: Any) -> None:
         if self._rendered.get(key) != value:
             self._rendered[key] = value
             setattr(widget, trait, value)
+
+
+@functools.cache
+def _shared_models() -> dict[str, Any]:
+    import ipywidgets as widgets
+    from ipywidgets.widgets.widget_string import HTMLStyle
+
+    return {
+        "layout": widgets.Layout(),
+        "html_style": HTMLStyle(),
+        "output_layout": widgets.Layout(max_height="24em", overflow="auto"),
+    }
 
 
 @functools.cache

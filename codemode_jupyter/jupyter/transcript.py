@@ -110,17 +110,39 @@ def transcript_text(result: RunResult) -> str:
 
 
 def split_varying(result_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a RunResult dict into its deterministic part and what varies between runs."""
+    """Split a RunResult dict into its deterministic part and what varies between runs.
+
+    Varying: timings, backend, isolation, preview URLs, and tracebacks (host paths name the
+    kernel's temporary files; sandbox paths name the sandbox's Python version).
+    """
     stable = {k: v for k, v in result_dict.items() if k not in VARYING_FIELDS}
     varying = {k: result_dict[k] for k in VARYING_FIELDS if k in result_dict}
-    calls = result_dict.get("tool_calls") or []
-    stable["tool_calls"] = [{k: v for k, v in c.items() if k != "duration"} for c in calls]
-    varying["tool_calls"] = [{"duration": c.get("duration", 0.0)} for c in calls]
+    if result_dict.get("error"):
+        stable["error"] = _without_traceback(result_dict["error"])
+        varying["error"] = result_dict["error"]
+    stable_calls, varying_calls = [], []
+    for call in result_dict.get("tool_calls") or []:
+        stable_call = {k: v for k, v in call.items() if k != "duration"}
+        extra: dict[str, Any] = {"duration": call.get("duration", 0.0)}
+        if call.get("error"):
+            stable_call["error"] = _without_traceback(call["error"])
+            extra["error"] = call["error"]
+        stable_calls.append(stable_call)
+        varying_calls.append(extra)
+    stable["tool_calls"] = stable_calls
+    varying["tool_calls"] = varying_calls
     return stable, varying
 
 
+def _without_traceback(error: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in error.items() if k != "traceback"}
+
+
 def merge_varying(stable: dict[str, Any], varying: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of `split_varying` (what a renderer does: dicts merge, lists by index)."""
+    """The inverse of `split_varying`, as a renderer does it.
+
+    Keys of `varying` replace those of `stable`, except `tool_calls`, merged call by call.
+    """
     merged = dict(stable)
     for key, value in varying.items():
         if key == "tool_calls":

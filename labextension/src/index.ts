@@ -1,0 +1,71 @@
+/**
+ * codemode-jupyter's JupyterLab plugins: the Tools panel and the `%%codemode` magic-line
+ * highlighting. The saved-run renderer is the MIME extension in mime.ts.
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import {
+  EditorExtensionRegistry,
+  IEditorExtensionRegistry
+} from '@jupyterlab/codemirror';
+import { INotebookTracker } from '@jupyterlab/notebook';
+
+import { codemodeMagicExtension } from './highlight';
+import { ToolsPanel } from './panel';
+
+/** Command ids. */
+export namespace CommandIDs {
+  export const openTools = 'codemode:open-tools';
+}
+
+const toolsPanelPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'codemode-jupyter:tools-panel',
+  description:
+    'A sidebar listing the active kernel’s Code Mode tools, calling them, and showing recent runs.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ILayoutRestorer, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null
+  ) => {
+    const panel = new ToolsPanel(tracker);
+    app.shell.add(panel, 'right', { rank: 900 });
+    if (restorer) {
+      restorer.add(panel, panel.id);
+    }
+    app.commands.addCommand(CommandIDs.openTools, {
+      label: 'Code Mode: Show Tools Panel',
+      caption: 'Open the Code Mode tools panel for the active notebook',
+      execute: () => {
+        app.shell.activateById(panel.id);
+      }
+    });
+    if (palette) {
+      palette.addItem({ command: CommandIDs.openTools, category: 'Code Mode' });
+    }
+  }
+};
+
+const magicHighlightPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'codemode-jupyter:magic-highlight',
+  description:
+    'Marks the %%codemode line of a cell as a magic; the body keeps Python highlighting.',
+  autoStart: true,
+  requires: [IEditorExtensionRegistry],
+  activate: (_: JupyterFrontEnd, extensions: IEditorExtensionRegistry) => {
+    extensions.addExtension({
+      name: 'codemode-jupyter:magic-line',
+      factory: () =>
+        EditorExtensionRegistry.createImmutableExtension(codemodeMagicExtension)
+    });
+  }
+};
+
+export default [toolsPanelPlugin, magicHighlightPlugin];

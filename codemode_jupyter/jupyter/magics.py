@@ -7,6 +7,7 @@ that calls `run`: print, display and breakpoint() inside a tool work as in any c
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections import deque
@@ -33,10 +34,14 @@ MAX_RUNS = 20
 
 
 class ValueRepr:
-    """Out[n] for a value that could not cross the sandbox boundary: shows its repr."""
+    """Out[n] for a value whose JSON form would misrepresent it: shows the program's repr.
 
-    def __init__(self, text: str) -> None:
+    `.value` holds what crossed the boundary (JSON data, or None if the value could not).
+    """
+
+    def __init__(self, text: str, value: Any = None) -> None:
         self.text = text
+        self.value = value
 
     def __repr__(self) -> str:
         return self.text
@@ -111,7 +116,7 @@ class CodeModeMagics(Magics, Configurable):
         view.start()
         session = None
         try:
-            with _isolation_warnings(view):
+            with _isolation_warnings(view), _breakpoints_stop_in_tools():
                 session = self._session(backend=args.backend, network=args.network or None)
                 self._announce_previews(session, view, args.preview)
                 result = session.run(
@@ -316,12 +321,16 @@ class CodeModeMagics(Magics, Configurable):
 
 
 def cell_value(result: RunResult) -> Any:
-    """What Out[n] shows: the program's value, or its repr when the value could not travel."""
-    if result.value is not None:
-        return result.value
-    if result.value_repr is not None and result.value_repr != "None":
-        return ValueRepr(result.value_repr)
-    return None
+    """What Out[n] shows: the program's value, displayed as the program would repr it."""
+    value, text = result.value, result.value_repr
+    if text is None or text == "None":
+        return value
+    if value is not None and repr(value) == text:
+        return value
+    # JSON turns tuples into lists; give a tuple back when that restores the program's value.
+    if isinstance(value, list) and repr(tuple(value)) == text:
+        return tuple(value)
+    return ValueRepr(text, value)
 
 
 def describe_run(result: RunResult) -> str:
@@ -363,6 +372,38 @@ def _write_streams(result: RunResult) -> None:
         sys.stdout.write(result.stdout)
     if result.stderr:
         sys.stderr.write(result.stderr)
+
+
+@contextmanager
+def _breakpoints_stop_in_tools() -> Iterator[None]:
+    """Make `breakpoint()` inside a tool open IPython's debugger for the length of a run.
+
+    ipykernel imports debugpy, whose breakpoint hook does nothing unless a visual debugger is
+    attached (ipykernel issue #897); a tool's breakpoint() would be skipped silently. When a
+    debugger client is attached, its hook is kept.
+    """
+    original = sys.breakpointhook
+
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        if os.environ.get("PYTHONBREAKPOINT") == "0" or _debugpy_attached():
+            return original(*args, **kwargs)
+        from IPython.core.debugger import set_trace
+
+        return set_trace(sys._getframe(1))
+
+    sys.breakpointhook = hook
+    try:
+        yield
+    finally:
+        sys.breakpointhook = original
+
+
+def _debugpy_attached() -> bool:
+    debugpy = sys.modules.get("debugpy")
+    try:
+        return bool(debugpy and debugpy.is_client_connected())
+    except Exception:
+        return False
 
 
 @contextmanager

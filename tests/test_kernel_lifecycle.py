@@ -1,0 +1,148 @@
+"""The extension's lifecycle in real kernels: interrupt, unload, shutdown, config files, terminal.
+
+Waits are on kernel messages or on process exit (pidfd), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from codemode_jupyter.jupyter.headless import KernelSession
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (the sandbox runtimes and their jail)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    """Wait for each process to exit; return those still alive after `timeout`."""
+    alive = set()
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            readable, _, _ = select.select([fd], [], [], timeout)
+            if not readable:
+                alive.add(pid)
+        finally:
+            os.close(fd)
+    return alive
+
+
+@pytest.fixture
+def kernel():
+    session = KernelSession()
+    try:
+        assert session.execute("%load_ext codemode_jupyter").ok
+        yield session
+    finally:
+        session.shutdown()
+
+
+def test_stop_button_interrupts_the_program_and_the_kernel_lives_on(kernel):
+    def interrupt_once_running(msg: dict) -> None:
+        # The live view's Output widget shows "started": the program is in its loop.
+        if msg["msg_type"] != "comm_msg":
+            return
+        state = msg["content"]["data"].get("state", {})
+        if any("started" in o.get("text", "") for o in state.get("outputs", [])):
+            kernel.km.interrupt_kernel()
+
+    execution = kernel.execute("%%codemode\nprint('started', flush=True)\nwhile True:\n    pass",
+                               on_message=interrupt_once_running)
+    assert execution.reply["content"]["status"] == "error"
+    assert execution.error["ename"] == "CodeModeInterrupted"
+    assert len(execution.error["traceback"]) == 1  # short, no host stack
+    status = kernel.execute("%codemode last").stream()
+    assert status.startswith("last run: interrupted")
+    assert kernel.execute("%%codemode\n'next cell works'").result == "'next cell works'"
+
+
+def test_unload_closes_sessions_and_reload_works(kernel):
+    assert kernel.execute("%%codemode\n1").ok
+    runtimes = descendants(kernel.pid())
+    assert runtimes, "a runtime process should be running"
+    assert kernel.execute("%unload_ext codemode_jupyter").ok
+    assert wait_gone(runtimes) == set()
+    gone = kernel.execute("%%codemode\n1")
+    assert gone.reply["content"]["ename"] == "UsageError"  # the magic is gone too
+    assert kernel.execute("%load_ext codemode_jupyter").ok
+    assert kernel.execute("%%codemode\n2").result == "2"
+
+
+def test_kernel_shutdown_leaves_no_runtime_behind():
+    session = KernelSession()
+    try:
+        assert session.execute("%load_ext codemode_jupyter").ok
+        assert session.execute("%%codemode\n1").ok
+        assert session.execute("%%codemode --network\n1").ok  # a second session
+        runtimes = descendants(session.pid())
+        assert len(runtimes) >= 2
+    finally:
+        session.shutdown()
+    assert wait_gone(runtimes) == set()
+
+
+def test_extension_and_settings_from_ipython_config(tmp_path):
+    profile = tmp_path / "profile_default"
+    profile.mkdir()
+    (profile / "ipython_kernel_config.py").write_text(textwrap.dedent("""
+        c.InteractiveShellApp.extensions = ["codemode_jupyter"]
+        c.CodeMode.timeout = 7.5
+        c.CodeMode.display = "text"
+    """))
+    session = KernelSession(env={**os.environ, "IPYTHONDIR": str(tmp_path)})
+    try:
+        assert session.execute("%config CodeMode.timeout").result == "7.5"
+        execution = session.execute("%%codemode\nprint('hi')\n3")
+        assert execution.result == "3"
+        # Text view: the program's output streams into the cell, no widget.
+        assert "hi\n" in execution.stream()
+        assert not execution.of_type("comm_open")
+    finally:
+        session.shutdown()
+
+
+def test_terminal_ipython_shows_text_not_widgets(tmp_path):
+    cells = [
+        "%load_ext codemode_jupyter",
+        "def shout(text: str) -> str:\n    return text.upper()",
+        "%%codemode\nprint(shout('from the sandbox'))\n41 + 1",
+    ]
+    driver = "ip = get_ipython()\n" + "".join(f"ip.run_cell({c!r});\n" for c in cells)
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", "-c", driver],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "IPYTHONDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("FROM THE SANDBOX\nOut[")
+    assert "]: 42\n" in done.stdout
+    assert "[tool] shout ok" in done.stderr and "[codemode] ok in" in done.stderr
+    assert "VBox" not in done.stdout and "live view" not in done.stdout
+    assert "── codemode" not in done.stdout  # the text view showed it all already

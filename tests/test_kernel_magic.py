@@ -1,0 +1,318 @@
+"""`%%codemode` in a real kernel (jupyter_client): options, tools, views, errors, debugging.
+
+One kernel serves the whole module; tests that change settings put them back. Everything
+waits on kernel messages; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from codemode_jupyter.jupyter.headless import KernelSession
+from codemode_jupyter.jupyter.transcript import MIME_RUN
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    session = KernelSession()
+    try:
+        assert session.execute("%load_ext codemode_jupyter").ok
+        yield session
+    finally:
+        session.shutdown()
+
+
+def run(kernel: KernelSession, code: str, **kwargs):
+    return kernel.execute(code, **kwargs)
+
+
+def ok(kernel: KernelSession, code: str, **kwargs):
+    execution = kernel.execute(code, **kwargs)
+    assert execution.ok, execution.error
+    return execution
+
+
+def usage_error(execution) -> bool:
+    """IPython shows a UsageError as a short line on stderr, without a traceback."""
+    content = execution.reply["content"]
+    return content["status"] == "error" and content["ename"] == "UsageError"
+
+
+def transcript(execution) -> str:
+    texts = [t for t in execution.displays("text/plain") if t != "codemode live view"]
+    assert len(texts) == 1, texts
+    return texts[0]
+
+
+# --- running cells ---------------------------------------------------------------------------
+
+
+def test_cell_runs_in_the_sandbox_with_notebook_tools(kernel):
+    ok(kernel, 'def double(x: int) -> int:\n    """Twice x."""\n    print("double", x)\n'
+               '    return 2 * x\n')
+    execution = ok(kernel, "%%codemode\nimport os\nprint(double(21))\nos.getpid() != 1, 'v'")
+    # print() inside the tool runs on the kernel's main thread: it lands in the cell.
+    assert execution.stream() == "double 21\n"
+    assert transcript(execution).splitlines() == [
+        "42",
+        "── codemode: ok, 1 tool call in 1 round",
+        "  double(x=21) -> 42",
+        "  value: (True, 'v')",
+    ]
+    assert execution.result == "(True, 'v')"
+
+
+def test_state_persists_and_fresh_starts_empty(kernel):
+    ok(kernel, "%%codemode\nkept = 'here'")
+    assert ok(kernel, "%%codemode\nkept").result == "'here'"
+    failed = run(kernel, "%%codemode --fresh\nkept")
+    assert failed.error["ename"] == "CodeModeError"
+    assert failed.error["evalue"] == "NameError: name 'kept' is not defined"
+
+
+def test_redefining_a_function_takes_effect_in_the_next_cell(kernel):
+    ok(kernel, "def version() -> int:\n    return 1\n")
+    assert ok(kernel, "%%codemode\nversion()").result == "1"
+    ok(kernel, "def version() -> int:\n    return 2\n")
+    assert ok(kernel, "%%codemode\nversion()").result == "2"
+
+
+def test_tools_option_limits_the_tools_and_opts_in_imports(kernel):
+    ok(kernel, "from os.path import basename\ndef one() -> int:\n    return 1\n"
+               "def two() -> int:\n    return 2\n")
+    listed = ok(kernel, "%codemode tools").stream()
+    assert "one() -> int" in listed and "basename" not in listed
+    failed = run(kernel, "%%codemode --tools one\ntwo()")
+    assert failed.error["evalue"] == "NameError: name 'two' is not defined"
+    assert ok(kernel, "%%codemode --tools one,basename\nbasename('/a/b.txt')").result == "'b.txt'"
+    bad = run(kernel, "%%codemode --tools nope\n1")
+    assert usage_error(bad) and "unknown tool: nope (available: " in bad.stream("stderr")
+
+
+def test_options_line_expands_variables_but_the_body_is_never_formatted(kernel):
+    ok(kernel, "limit = 1\ndef ping() -> str:\n    return 'pong'\n")
+    limited = run(kernel, "%%codemode --max-tool-calls {limit}\nping(); ping()")
+    assert limited.error["evalue"].startswith("ToolCallLimit")
+    braces = ok(kernel, "%%codemode\nlimit = {'a': 1}\nf'{limit}'")
+    assert braces.result == "\"{'a': 1}\""
+
+
+def test_out_stores_the_run_result(kernel):
+    ok(kernel, "def ping() -> str:\n    return 'pong'\n")
+    ok(kernel, "%%codemode --out kept_run\nprint(ping())\n7")
+    summary = ok(kernel, "kept_run.status, kept_run.value, kept_run.stdout, "
+                         "[c.name for c in kept_run.tool_calls]")
+    assert summary.result == "('ok', 7, 'pong\\n', ['ping'])"
+
+
+def test_quiet_shows_only_the_program_output_and_value(kernel):
+    execution = ok(kernel, "%%codemode --quiet\nprint('hello')\n5")
+    assert execution.stream() == "hello\n"
+    assert execution.displays("text/plain") == [] and execution.result == "5"
+
+
+def test_bad_options_fail_with_a_usage_error(kernel):
+    assert usage_error(run(kernel, "%%codemode --timeout soon\n1"))
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_failing_program_fails_the_cell_with_the_sandbox_traceback(kernel):
+    failed = run(kernel, "%%codemode\nx = 1\n1 / 0")
+    assert failed.reply["content"]["status"] == "error"
+    assert failed.error["ename"] == "CodeModeError"
+    assert failed.error["evalue"] == "ZeroDivisionError: division by zero"
+    trace = "\n".join(failed.error["traceback"])
+    assert 'File "<cell>", line 2' in trace
+    assert "magics.py" not in trace and "engine.py" not in trace
+    # The transcript is still there, before the error.
+    assert "── codemode: error, no tool calls" in transcript(failed)
+
+
+def test_timeout_from_config_and_option(kernel):
+    ok(kernel, "%config CodeMode.timeout = 0.5")
+    try:
+        assert ok(kernel, "%config CodeMode.timeout").result == "0.5"
+        slow = run(kernel, "%%codemode\nwhile True:\n    pass")
+        assert slow.error["evalue"].startswith("Timeout:")
+        assert "0.5 s" in slow.error["evalue"]
+    finally:
+        ok(kernel, "%config CodeMode.timeout = 60")
+    slow = run(kernel, "%%codemode --timeout 0.3\nwhile True:\n    pass")
+    assert "0.3 s" in slow.error["evalue"]
+    assert ok(kernel, "%%codemode\n'alive'").result == "'alive'"
+
+
+def test_tool_exceptions_reach_the_program_and_debug_opens_a_post_mortem(kernel):
+    ok(kernel, "def fragile(n: int) -> int:\n    secret = n * 7\n"
+               "    raise ValueError(f'bad {n}')\n")
+    failed = run(kernel, "%%codemode\nfragile(6)")
+    assert failed.error["evalue"] == "ValueError: fragile: bad 6"
+    last = ok(kernel, "%codemode last").stream()
+    assert "fragile(n=6)" in last and "raised ValueError: bad 6" in last and "ms]" in last
+    debug = ok(kernel, "%codemode debug", stdin=["p secret", "q"])
+    assert [m for m in debug.messages if m["msg_type"] == "input_request"]
+    assert "42" in debug.stream()
+
+
+def test_breakpoint_in_a_tool_stops_the_program_until_continue(kernel):
+    ok(kernel, "def probe(x: int) -> int:\n    y = x * 2\n    breakpoint()\n    return y + 1\n")
+    execution = ok(kernel, "%%codemode\nprint('before')\nprint('got', probe(20))\n'done'",
+                   stdin=["p y", "c"])
+    prompts = [m for m in execution.messages if m["msg_type"] == "input_request"]
+    assert len(prompts) == 2
+    assert "40" in execution.stream()
+    assert execution.result == "'done'"
+    assert transcript(execution).startswith("before\ngot 41\n")
+
+
+def test_argument_validation_errors_are_raised_in_the_program(kernel):
+    ok(kernel, "def square(n: int) -> int:\n    return n * n\n")
+    execution = ok(kernel, "%%codemode\ntry:\n    square(n='many')\n"
+                           "except ToolArgumentError as e:\n    print('rejected')\nsquare(n='3')")
+    assert execution.result == "9"
+    assert "rejected" in transcript(execution)
+
+
+# --- the live view ---------------------------------------------------------------------------
+
+
+def widget_models(execution) -> dict[str, dict]:
+    opens = [m for m in execution.of_type("comm_open")
+             if m["content"]["target_name"] == "jupyter.widget"]
+    return {m["content"]["comm_id"]: m["content"]["data"]["state"] for m in opens}
+
+
+def widget_updates(execution, comm_id: str) -> list[dict]:
+    return [m["content"]["data"]["state"] for m in execution.of_type("comm_msg")
+            if m["content"]["comm_id"] == comm_id and m["content"]["data"]["method"] == "update"]
+
+
+def test_live_view_is_a_widget_updated_through_traits(kernel):
+    ok(kernel, "def ping() -> str:\n    return 'pong'\n")
+    execution = ok(kernel, "%%codemode\nimport sys\nprint('out', ping())\n"
+                           "print('err', file=sys.stderr)")
+    views = [m for m in execution.of_type("display_data") if WIDGET_VIEW in m["content"]["data"]]
+    assert len(views) == 1
+    assert views[0]["content"]["data"]["text/plain"] == "codemode live view"
+    models = widget_models(execution)
+    names = sorted(state["_model_name"] for state in models.values())
+    assert names == ["HTMLModel", "OutputModel", "VBoxModel"]  # layouts are shared across cells
+    output_id = next(k for k, s in models.items() if s["_model_name"] == "OutputModel")
+    html_id = next(k for k, s in models.items() if s["_model_name"] == "HTMLModel")
+    outputs = widget_updates(execution, output_id)[-1]["outputs"]
+    assert outputs == [
+        {"output_type": "stream", "name": "stdout", "text": "out pong\n"},
+        {"output_type": "stream", "name": "stderr", "text": "err\n"},
+    ]
+    final = widget_updates(execution, html_id)[-1]["value"]
+    assert "✅ ok" in final and "ping()" in final and "1 call / 1 round" in final
+    # No display updates or clear_output: only comm traits changed.
+    assert not execution.of_type("update_display_data", "clear_output")
+
+
+def test_live_view_coalesces_and_caps_chatty_output(kernel):
+    ok(kernel, "%config CodeMode.view_output_chars = 200")
+    try:
+        execution = ok(kernel, "%%codemode\nfor i in range(3000):\n    print('line', i)")
+    finally:
+        ok(kernel, "%config CodeMode.view_output_chars = 20000")
+    models = widget_models(execution)
+    output_id = next(k for k, s in models.items() if s["_model_name"] == "OutputModel")
+    updates = widget_updates(execution, output_id)
+    assert 1 <= len(updates) < 50  # 3000 prints, a handful of coalesced updates
+    shown = "".join(o["text"] for o in updates[-1]["outputs"])
+    assert len(shown) <= 200 and shown.endswith("line 2999\n")
+    # The transcript keeps everything.
+    assert transcript(execution).count("\n") >= 3000
+
+
+def test_run_json_output_keeps_timings_out_of_the_compared_data(kernel):
+    ok(kernel, "def ping() -> str:\n    return 'pong'\n")
+    execution = ok(kernel, "%%codemode\nping()")
+    bundle = next(m["content"] for m in execution.of_type("display_data")
+                  if MIME_RUN in m["content"]["data"])
+    data, meta = bundle["data"][MIME_RUN], bundle["metadata"][MIME_RUN]
+    assert data["code"] == "ping()\n" and data["result"]["tool_calls"][0]["result"] == "pong"
+    assert "duration" not in json.dumps(data)
+    assert meta["result"]["duration"] > 0 and meta["result"]["backend"] == "local"
+    assert meta["result"]["tool_calls"][0]["duration"] >= 0
+
+
+# --- %codemode commands ----------------------------------------------------------------------
+
+
+def test_status_prompt_reset(kernel):
+    ok(kernel, 'def greet(name: str) -> str:\n    """Say hello."""\n    return "hi " + name\n')
+    status = ok(kernel, "%codemode status").stream()
+    assert "backend" in status and "isolation" in status and "runtime_alive" in status
+    prompt = ok(kernel, "%codemode prompt").stream()
+    assert "def greet(name: str) -> str:" in prompt and "Say hello." in prompt
+    ok(kernel, "%%codemode\nbefore_reset = 1")
+    assert "reset" in ok(kernel, "%codemode reset").stream()
+    assert run(kernel, "%%codemode\nbefore_reset").error["evalue"].startswith("NameError")
+    assert usage_error(run(kernel, "%codemode bogus"))
+
+
+# --- the tools comm --------------------------------------------------------------------------
+
+
+class Panel:
+    """What the JupyterLab Tools panel does: open a comm, send ops, read replies."""
+
+    def __init__(self, kernel: KernelSession) -> None:
+        self.kernel = kernel
+        self.comm_id = uuid.uuid4().hex
+
+    def send(self, msg_type: str, data: dict) -> dict:
+        kc = self.kernel.kc
+        content = {"comm_id": self.comm_id, "data": data}
+        if msg_type == "comm_open":
+            content["target_name"] = "codemode.tools"
+        msg = kc.session.msg(msg_type, content)
+        kc.shell_channel.send(msg)
+        return self.reply_to(msg["header"]["msg_id"])
+
+    def reply_to(self, msg_id: str) -> dict:
+        while True:
+            msg = self.kernel.kc.get_iopub_msg(timeout=30)
+            if (msg["msg_type"] == "comm_msg" and msg["parent_header"].get("msg_id") == msg_id
+                    and msg["content"]["comm_id"] == self.comm_id):
+                return msg["content"]["data"]
+
+
+def test_tools_comm_lists_calls_and_reports_runs(kernel):
+    ok(kernel, 'def add(a: int, b: int = 1) -> int:\n    """Add."""\n    return a + b\n')
+    panel = Panel(kernel)
+    tools = panel.send("comm_open", {"op": "list"})
+    assert tools["op"] == "tools"
+    add = next(t for t in tools["tools"] if t["name"] == "add")
+    assert add["signature"] == "(a: int, b: int = 1) -> int" and add["doc"] == "Add."
+    assert add["schema"]["properties"]["a"]["type"] == "integer" and add["is_async"] is False
+    reply = panel.send("comm_msg", {"op": "call", "request_id": "r1", "name": "add",
+                                    "args": {"a": 2}})
+    assert reply["op"] == "call_result" and reply["request_id"] == "r1"
+    assert reply["ok"] is True and reply["result"] == 3 and reply["error"] is None
+    bad = panel.send("comm_msg", {"op": "call", "request_id": "r2", "name": "add",
+                                  "args": {"a": "x"}})
+    assert bad["ok"] is False and bad["error"]["type"] == "ToolArgumentError"
+    ok(kernel, "%%codemode\nadd(a=40, b=2)")
+    runs = panel.send("comm_msg", {"op": "runs"})
+    assert runs["runs"][-1]["code"] == "add(a=40, b=2)\n"
+    assert runs["runs"][-1]["result"]["value"] == 42
+
+
+def test_tools_comm_pushes_after_a_cell_changes_the_tools(kernel):
+    panel = Panel(kernel)
+    panel.send("comm_open", {"op": "list"})
+    execution = ok(kernel, "def brand_new_tool() -> int:\n    return 1\n")
+    pushed = [m["content"]["data"] for m in execution.of_type("comm_msg")
+              if m["content"]["comm_id"] == panel.comm_id]
+    assert pushed and pushed[-1]["op"] == "tools"
+    assert "brand_new_tool" in [t["name"] for t in pushed[-1]["tools"]]

@@ -1,0 +1,246 @@
+"""The Jupyter front's pure parts, without a kernel: transcript, discovery, view state, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from codemode_jupyter import tool
+from codemode_jupyter.cli import render_output
+from codemode_jupyter.events import Output, RunStarted, ToolCallFinished, ToolCallStarted
+from codemode_jupyter.jupyter.config import CodeMode as Settings
+from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
+from codemode_jupyter.jupyter.errors import CodeModeError
+from codemode_jupyter.jupyter.live_view import RunState, TextView, render_calls, render_header
+from codemode_jupyter.jupyter.magics import cell_value, describe_run
+from codemode_jupyter.jupyter.transcript import (
+    MIME_RUN,
+    merge_varying,
+    run_bundle,
+    transcript_text,
+)
+from codemode_jupyter.result import Preview, RunError, RunResult, ToolCall
+
+
+def make_result(duration: float = 0.5, call_duration: float = 0.01, **overrides) -> RunResult:
+    calls = [
+        ToolCall(1, "get_weather", {"city": "Paris"}, 1, result={"temp_c": 18},
+                 duration=call_duration),
+        ToolCall(2, "get_weather", {"city": "Nowhere"}, 2,
+                 error=RunError("KeyError", "'Nowhere'", f"host trace {duration}"),
+                 duration=call_duration),
+    ]
+    fields = dict(
+        ok=True, status="ok", stdout="Paris 18\n", value=18, value_repr="18", tool_calls=calls,
+        rounds=2, previews=[Preview(8000, f"https://8000-{duration}.example/?token=x")],
+        duration=duration, backend="local", isolation="bubblewrap",
+    )
+    fields.update(overrides)
+    return RunResult(**fields)
+
+
+# --- transcript ------------------------------------------------------------------------------
+
+
+def test_transcript_lists_output_calls_value_without_timings():
+    text = transcript_text(make_result())
+    assert text.splitlines() == [
+        "Paris 18",
+        "── codemode: ok, 2 tool calls in 2 rounds",
+        "  get_weather(city='Paris') -> {'temp_c': 18}",
+        "  get_weather(city='Nowhere') -> raised KeyError: 'Nowhere'",
+        "  preview: port 8000",
+        "  value: 18",
+    ]
+
+
+def test_bundle_data_is_identical_across_runs_and_machines():
+    first = run_bundle("x", make_result(duration=0.5, call_duration=0.01))
+    second = run_bundle("x", make_result(duration=9.0, call_duration=3.0, isolation="none",
+                                         backend="daytona"))
+    assert json.dumps(first[0], sort_keys=True) == json.dumps(second[0], sort_keys=True)
+    assert first[1] != second[1]  # what varies lives in the metadata
+
+
+def test_bundle_metadata_merges_back_into_the_full_result():
+    result = make_result(status="error", ok=False,
+                         error=RunError("ValueError", "bad", "Traceback...\nValueError: bad"))
+    data, metadata = run_bundle("code", result)
+    payload = data[MIME_RUN]
+    assert payload["version"] == 1 and payload["code"] == "code"
+    assert "duration" not in payload["result"] and "traceback" not in payload["result"]["error"]
+    merged = merge_varying(payload["result"], metadata[MIME_RUN]["result"])
+    assert merged == json.loads(json.dumps(result.to_dict()))
+
+
+def test_transcript_reports_errors_dropped_output_and_lost_state():
+    result = make_result(ok=False, status="crashed", stdout="", stdout_dropped=10,
+                         stderr="oops\n", tool_calls=[], value=None, value_repr=None,
+                         previews=[], state_lost=True,
+                         error=RunError("RuntimeCrashed", "killed by signal 9"))
+    assert transcript_text(result).splitlines() == [
+        "[10 more characters of stdout dropped]",
+        "── stderr:",
+        "oops",
+        "── codemode: crashed, no tool calls",
+        "  RuntimeCrashed: killed by signal 9",
+        "  (the runtime was replaced: variables from earlier cells are gone)",
+    ]
+
+
+def test_long_arguments_and_values_are_shortened():
+    call = ToolCall(1, "f", {"text": "x" * 500}, 1, result=list(range(50)))
+    result = make_result(tool_calls=[call], value=None, value_repr="y" * 1000, previews=[])
+    lines = transcript_text(result).splitlines()
+    assert all(len(line) < 260 for line in lines)
+
+
+# --- errors and values -----------------------------------------------------------------------
+
+
+def test_failed_cell_renders_the_sandbox_traceback_only():
+    trace = ('Traceback (most recent call last):\n  File "<cell>", line 2, in <module>\n'
+             "ZeroDivisionError: division by zero\n")
+    failure = RunError("ZeroDivisionError", "division by zero", trace)
+    error = CodeModeError(make_result(ok=False, status="error", error=failure))
+    assert str(error) == "ZeroDivisionError: division by zero"
+    assert error._render_traceback_() == trace.rstrip("\n").split("\n")
+
+
+def test_timeout_error_says_how_to_raise_the_limit():
+    error = CodeModeError(make_result(ok=False, status="timeout",
+                                      error=RunError("Timeout", "ran past its 1 s timeout")))
+    assert error._render_traceback_()[-1].startswith("(raise the limit with --timeout")
+
+
+def test_cell_value_shows_what_the_program_would():
+    assert cell_value(make_result(value=[1, 2], value_repr="[1, 2]")) == [1, 2]
+    assert cell_value(make_result(value=[1, 2], value_repr="(1, 2)")) == (1, 2)
+    odd = cell_value(make_result(value="2024-01-01", value_repr="datetime.date(2024, 1, 1)"))
+    assert repr(odd) == "datetime.date(2024, 1, 1)" and odd.value == "2024-01-01"
+    opaque = cell_value(make_result(value=None, value_repr="<object at 0x1>"))
+    assert repr(opaque) == "<object at 0x1>"
+    assert cell_value(make_result(value=None, value_repr="None")) is None
+
+
+def test_last_run_description_has_timings_and_errors():
+    text = describe_run(make_result())
+    assert "#2 round 2  get_weather(city='Nowhere')" in text
+    assert "raised KeyError: 'Nowhere'" in text and "ms]" in text
+
+
+# --- discovery -------------------------------------------------------------------------------
+
+
+def _notebook_function(name: str, body=lambda *a, **k: None):
+    def fn(x: int) -> int:
+        return x
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__module__ = "__main__"
+    return fn
+
+
+def test_notebook_functions_are_tools_imports_and_private_ones_are_not():
+    from os.path import join
+
+    marked = tool(name="published")(_notebook_function("_hidden_but_marked"))
+    namespace = {
+        "get": _notebook_function("get"),
+        "_private": _notebook_function("_private"),
+        "join": join,
+        "marked": marked,
+        "lam": (lambda x: x),
+        "In": [],
+    }
+    namespace["lam"].__module__ = "__main__"
+    found = discover(namespace)
+    assert list(found.tools) == ["get", "published"]
+
+
+def test_tools_option_selects_and_opts_in_imported_functions():
+    from os.path import join
+
+    namespace = {"a": _notebook_function("a"), "b": _notebook_function("b"), "join": join}
+    assert list(discover(namespace, only=["b", "join"]).tools) == ["b", "join"]
+    with pytest.raises(UnknownToolError, match="unknown tool: nope"):
+        discover(namespace, only=["nope"])
+
+
+def test_redefinition_replaces_the_tool_and_the_cache_keeps_unchanged_ones():
+    cache = ToolCache()
+    first, other = _notebook_function("f"), _notebook_function("g")
+    tool_f = discover({"f": first, "g": other}, cache=cache).tools["f"]
+    again = discover({"f": first, "g": other}, cache=cache)
+    assert again.tools["f"] is tool_f
+    redefined = _notebook_function("f")
+    assert discover({"f": redefined, "g": other}, cache=cache).tools["f"].fn is redefined
+
+
+def test_hidden_names_are_skipped():
+    namespace = {"f": _notebook_function("f")}
+    assert discover(namespace, hidden={"f"}).tools == {}
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def test_session_key_changes_only_with_sandbox_settings():
+    settings = Settings()
+    key = settings.session_key()
+    settings.timeout = 5
+    assert settings.session_key() == key
+    assert settings.session_key(network=True) != key
+    settings.backend_options = {"sandbox": {"id": "x"}}
+    assert settings.session_key() != key
+
+
+# --- live view state -------------------------------------------------------------------------
+
+
+def test_view_keeps_the_tail_of_the_output_within_the_cap():
+    state = RunState(output_cap=10)
+    state.apply(Output("stdout", "0123456789"))
+    state.apply(Output("stderr", "abcde"))
+    assert state.segments == [["stdout", "56789"], ["stderr", "abcde"]]
+    assert state.chars_hidden == 5
+    assert "earlier characters not shown" in render_header(state)
+
+
+def test_view_shows_calls_as_they_happen_and_counts_rounds():
+    state = RunState(output_cap=100)
+    state.apply(RunStarted("local", "none", True))
+    state.apply(ToolCallStarted(1, "get", {"x": 1}, 1))
+    assert "⏳" in render_calls(state) and "1 call / 1 round" in render_header(state)
+    state.apply(ToolCallFinished(1, "get", 1, 42, None, 0.002))
+    assert "✓" in render_calls(state) and "2.0 ms" in render_calls(state)
+    assert "no isolation" in render_header(state)
+
+
+def test_text_view_streams_output_and_reports_calls():
+    out, err = io.StringIO(), io.StringIO()
+    view = TextView(out, err)
+    view.on_event(Output("stdout", "hi\n"))
+    view.on_event(Output("stderr", "warn\n"))
+    view.on_event(ToolCallFinished(1, "get", 1, 1, None, 0.001))
+    view.finish(make_result())
+    assert out.getvalue() == "hi\n"
+    assert "warn\n" in err.getvalue() and "[tool] get ok" in err.getvalue()
+    assert "[codemode] ok in" in err.getvalue()
+
+
+# --- CLI rendering ---------------------------------------------------------------------------
+
+
+def test_cli_renders_transcripts_results_and_errors_as_text():
+    widget = {"output_type": "display_data", "data": {
+        "text/plain": "codemode live view",
+        "application/vnd.jupyter.widget-view+json": {"model_id": "x"}}}
+    assert render_output(widget) == ""
+    assert render_output({"output_type": "execute_result", "execution_count": 3,
+                          "data": {"text/plain": "42"}}) == "Out[3]: 42"
+    assert render_output({"output_type": "error", "traceback": ["\x1b[31mBoom\x1b[0m"]}) == "Boom"
+    stderr = {"output_type": "stream", "name": "stderr", "text": "a\n"}
+    assert render_output(stderr) == "stderr| a\n"

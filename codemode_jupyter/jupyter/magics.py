@@ -28,7 +28,9 @@ from .errors import CodeModeError, CodeModeInterrupted
 from .live_view import LiveView, TextView, WidgetView, format_duration
 from .transcript import run_bundle
 
-COMMANDS = ("tools", "prompt", "status", "reset", "last", "debug")
+COMMANDS = ("tools", "prompt", "status", "reset", "last", "debug", "attach", "cleanup")
+#: backend_options that say which Daytona account to use (what `cleanup` needs of them).
+DAYTONA_ACCOUNT = ("api_key", "api_url", "target")
 #: Runs kept for the Tools panel (`{"op": "runs"}`), newest last.
 MAX_RUNS = 20
 
@@ -102,7 +104,8 @@ class CodeModeMagics(Magics, Configurable):
 
         Cell: `%%codemode [--backend NAME] [--timeout S] [--max-tool-calls N] [--tools a,b]
         [--fresh] [--out NAME] [--preview PORT ...] [--network] [--quiet]`.
-        Line: `%codemode tools|prompt|status|reset|last|debug`.
+        Line: `%codemode tools|prompt|status|reset|last|debug`, and for Daytona
+        `%codemode attach SANDBOX_ID` and `%codemode cleanup [--dry-run] [--all-hosts]`.
         """
         if cell is None:
             return self._command(line)
@@ -266,9 +269,9 @@ class CodeModeMagics(Magics, Configurable):
                 f"%codemode: unknown command {name!r}; one of: {', '.join(COMMANDS)} "
                 "(or %%codemode as a cell magic to run a program)"
             )
-        return getattr(self, f"_cmd_{name}")()
+        return getattr(self, f"_cmd_{name}")(words[1:])
 
-    def _cmd_tools(self) -> None:
+    def _cmd_tools(self, args: list[str]) -> None:
         found = self.tools()
         count = len(found.tools)
         print(f"{count} tool{'s' if count != 1 else ''}:" if count else "no tools defined")
@@ -280,12 +283,12 @@ class CodeModeMagics(Magics, Configurable):
         for name, why in found.skipped.items():
             print(f"  (not a tool: {name}: {why})")
 
-    def _cmd_prompt(self) -> None:
+    def _cmd_prompt(self, args: list[str]) -> None:
         session = self.current_session()
         session.set_tools(self.tools().tool_list())
         print(session.system_prompt())
 
-    def _cmd_status(self) -> None:
+    def _cmd_status(self, args: list[str]) -> None:
         session = self.current_session()
         status = dict(session.status())
         status.setdefault("display", self.settings.display)
@@ -294,18 +297,18 @@ class CodeModeMagics(Magics, Configurable):
         for key, value in status.items():
             print(f"{str(key).ljust(width)}  {value}")
 
-    def _cmd_reset(self) -> None:
+    def _cmd_reset(self, args: list[str]) -> None:
         self.current_session().reset()
         print("codemode: the session's namespace is reset")
 
-    def _cmd_last(self) -> None:
+    def _cmd_last(self, args: list[str]) -> None:
         result = self.last_result
         if result is None:
             print("codemode: no run yet")
             return
         print(describe_run(result))
 
-    def _cmd_debug(self) -> None:
+    def _cmd_debug(self, args: list[str]) -> None:
         result = self.last_result
         calls = [c for c in (result.tool_calls if result else []) if c.exception is not None]
         if not calls:
@@ -318,6 +321,34 @@ class CodeModeMagics(Magics, Configurable):
         debugger = self.shell.debugger_cls()
         debugger.reset()
         debugger.interaction(None, exc.__traceback__)
+
+
+    def _cmd_attach(self, args: list[str]) -> None:
+        if len(args) != 1:
+            raise UsageError("usage: %codemode attach SANDBOX_ID")
+        self.settings.backend = "daytona"
+        self.settings.backend_options = {**self.settings.backend_options, "sandbox": args[0]}
+        print(
+            f"codemode: %%codemode cells now run in Daytona sandbox {args[0]} "
+            "(attached: this kernel never deletes it)"
+        )
+
+    def _cmd_cleanup(self, args: list[str]) -> None:
+        unknown = set(args) - {"--dry-run", "--all-hosts"}
+        if unknown:
+            raise UsageError("usage: %codemode cleanup [--dry-run] [--all-hosts]")
+        from ..backends.daytona import cleanup_orphans
+
+        account = {
+            k: v for k, v in self.settings.backend_options.items() if k in DAYTONA_ACCOUNT
+        }
+        found = cleanup_orphans(
+            dry_run="--dry-run" in args, all_hosts="--all-hosts" in args, **account
+        )
+        if not found:
+            print("codemode: no sandboxes made by codemode-jupyter")
+        for orphan in found:
+            print(f"{orphan.id}  {orphan.state:<10}  {orphan.reason}")
 
 
 def cell_value(result: RunResult) -> Any:

@@ -120,6 +120,26 @@ def test_bad_options_fail_with_a_usage_error(kernel):
     assert usage_error(run(kernel, "%%codemode --timeout soon\n1"))
 
 
+def test_async_tools_run_concurrently_and_tools_can_display(kernel):
+    ok(kernel, "import asyncio\n"
+               "async def fetch(i: int) -> int:\n    await asyncio.sleep(0.01)\n    return i * i\n"
+               "def show(text: str) -> None:\n"
+               "    from IPython.display import HTML, display\n"
+               "    display(HTML(f'<b>{text}</b>'))\n")
+    execution = ok(kernel, "%%codemode\nimport asyncio\nshow(text='hello')\n"
+                           "await asyncio.gather(*(fetch_async(i=i) for i in range(4)))")
+    assert execution.result == "[0, 1, 4, 9]"
+    assert execution.displays("text/html") == ["<b>hello</b>"]  # in this cell
+
+
+def test_preview_option_puts_a_link_in_the_live_view(kernel):
+    execution = ok(kernel, "%%codemode --preview 8123 8124\n1")
+    summaries = [m["content"]["data"]["state"].get("value", "")
+                 for m in execution.of_type("comm_msg")]
+    final = [v for v in summaries if "preview :8123" in v]
+    assert final and "http://127.0.0.1:8123/" in final[-1] and "preview :8124" in final[-1]
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 
@@ -252,6 +272,7 @@ def test_status_prompt_reset(kernel):
     ok(kernel, 'def greet(name: str) -> str:\n    """Say hello."""\n    return "hi " + name\n')
     status = ok(kernel, "%codemode status").stream()
     assert "backend" in status and "isolation" in status and "runtime_alive" in status
+    assert "last_run" in status
     prompt = ok(kernel, "%codemode prompt").stream()
     assert "def greet(name: str) -> str:" in prompt and "Say hello." in prompt
     ok(kernel, "%%codemode\nbefore_reset = 1")

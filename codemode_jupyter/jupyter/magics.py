@@ -293,6 +293,12 @@ class CodeModeMagics(Magics, Configurable):
         status = dict(session.status())
         status.setdefault("display", self.settings.display)
         status["tools"] = ", ".join(self.tools().tools) or "none"
+        last = self.last_result
+        status["last_run"] = (
+            f"{last.status} ({format_duration(last.duration)})" if last else "none yet"
+        )
+        if last is not None and last.state_lost:
+            status["state"] = "lost in the last run (the runtime was replaced)"
         width = max(len(str(key)) for key in status)
         for key, value in status.items():
             print(f"{str(key).ljust(width)}  {value}")

@@ -15,25 +15,41 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any
 
-from codemode_jupyter.jupyter.headless import kernel_manager
+from codemode_jupyter.jupyter.headless import KernelSession
+
+#: Run inside the kernel: the magic's own cost, without messaging to the client.
+IN_KERNEL = """
+import time
+from codemode_jupyter.jupyter.extension import get_magics
+_m = get_magics(get_ipython())
+def _per_call(f, n=100):
+    for _ in range(5):
+        f()
+    started = time.perf_counter()
+    for _ in range(n):
+        f()
+    return (time.perf_counter() - started) / n * 1e3
+print(f"in the kernel: engine run {_per_call(lambda: _m.current_session().run('1')):.2f} ms, "
+      f"--quiet cell {_per_call(lambda: _m.run_cell('--quiet', '1')):.2f} ms, "
+      f"cell with live view and transcript {_per_call(lambda: _m.run_cell('', '1')):.2f} ms")
+"""
 
 
-def execute(kc: Any, code: str) -> float:
+def execute(kernel: KernelSession, code: str) -> float:
     """Run one cell; return seconds until the kernel went idle. Fails loudly on an error."""
     started = time.perf_counter()
-    reply = kc.execute_interactive(code, output_hook=lambda msg: None, timeout=120)
+    execution = kernel.execute(code, timeout=120)
     elapsed = time.perf_counter() - started
-    if reply["content"]["status"] != "ok":
-        raise RuntimeError(f"cell failed: {code!r}: {reply['content']}")
+    if not execution.ok:
+        raise RuntimeError(f"cell failed: {code!r}: {execution.error}")
     return elapsed
 
 
-def sample(kc: Any, code: str, runs: int) -> list[float]:
+def sample(kernel: KernelSession, code: str, runs: int) -> list[float]:
     for _ in range(3):  # warm: runtime started, imports done, caches filled
-        execute(kc, code)
-    return [execute(kc, code) for _ in range(runs)]
+        execute(kernel, code)
+    return [execute(kernel, code) for _ in range(runs)]
 
 
 def ms(values: list[float]) -> str:
@@ -48,24 +64,21 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
 
-    km = kernel_manager()
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    kernel = KernelSession()
     try:
-        kc.wait_for_ready(timeout=60)
-        execute(kc, "%load_ext codemode_jupyter")
-        execute(kc, "def noop(i: int) -> int:\n    return i\n")
+        execute(kernel, "%load_ext codemode_jupyter")
+        execute(kernel, "def noop(i: int) -> int:\n    return i\n")
         body = "total = 0\nfor i in range(10):\n    total += i\ntotal"
-        plain = sample(kc, body, args.runs)
-        magic = sample(kc, "%%codemode --tools noop\n" + body, args.runs)
-        quiet = sample(kc, "%%codemode --quiet --tools noop\n" + body, args.runs)
-        calls_body = f"for i in range({args.calls}):\n    noop(i=i)\n"
-        no_calls = sample(kc, f"%%codemode\nfor i in range({args.calls}):\n    i\n", args.runs // 5)
-        with_calls = sample(kc, "%%codemode\n" + calls_body, args.runs // 5)
+        plain = sample(kernel, body, args.runs)
+        magic = sample(kernel, "%%codemode --tools noop\n" + body, args.runs)
+        quiet = sample(kernel, "%%codemode --quiet --tools noop\n" + body, args.runs)
+        loop = f"%%codemode\nfor i in range({args.calls}):\n    i\n"
+        no_calls = sample(kernel, loop, max(5, args.runs // 5))
+        calls = f"%%codemode\nfor i in range({args.calls}):\n    noop(i=i)\n"
+        with_calls = sample(kernel, calls, max(5, args.runs // 5))
+        in_kernel = kernel.execute(IN_KERNEL).stream().strip()
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
+        kernel.shutdown()
 
     overhead = statistics.median(magic) - statistics.median(plain)
     per_call = (statistics.median(with_calls) - statistics.median(no_calls)) / args.calls
@@ -76,6 +89,7 @@ def main() -> None:
     print(f"%%codemode, {args.calls} loop steps     {ms(no_calls)}")
     print(f"%%codemode, {args.calls} tool calls     {ms(with_calls)}")
     print(f"per tool call through the magic {per_call * 1e6:7.1f} us")
+    print(in_kernel)
 
 
 if __name__ == "__main__":

@@ -253,6 +253,9 @@ class LiveView:
         self.flush(final=True)
 
     def _flusher(self) -> None:
+        # A cell that ends within the first interval sends only its final state.
+        if self._done.wait(timeout=self._interval):
+            return
         last_tick = time.monotonic()
         while not self._done.is_set():
             # Wake on changes, and once a second anyway so the elapsed time moves.

@@ -125,35 +125,52 @@ export function renderCardModel(
     el(doc, 'span', 'codemode-RunTitle', 'Code Mode run'),
     el(doc, 'span', 'codemode-Facts', model.facts.join(' · '))
   );
+  // When a live view of the same run sits above the card (a live session), CSS shows only
+  // the header; this button opens the rest. Without a live view the card is always open.
+  const toggle = el(
+    doc,
+    'button',
+    'codemode-Toggle',
+    'details'
+  ) as HTMLButtonElement;
+  toggle.type = 'button';
+  toggle.title = 'Show or hide the details of this run';
+  toggle.addEventListener('click', () => {
+    const expanded = card.classList.toggle('codemode-mod-expanded');
+    toggle.textContent = expanded ? 'hide details' : 'details';
+  });
+  header.appendChild(toggle);
   card.appendChild(header);
+  const body = el(doc, 'div', 'codemode-RunBody');
+  card.appendChild(body);
 
   if (!model.valid) {
-    card.appendChild(el(doc, 'div', 'codemode-Warning', model.problem));
+    body.appendChild(el(doc, 'div', 'codemode-Warning', model.problem));
     return card;
   }
 
   for (const warning of model.warnings) {
-    card.appendChild(el(doc, 'div', 'codemode-Warning', warning));
+    body.appendChild(el(doc, 'div', 'codemode-Warning', warning));
   }
 
   if (options.showCode !== false && model.code) {
-    const lines = model.code.split('\n').length;
+    const lines = model.code.replace(/\n+$/, '').split('\n').length;
     const code = el(
       doc,
       'details',
       'codemode-Code',
       el(doc, 'summary', '', `code (${lines} line${lines === 1 ? '' : 's'})`),
-      el(doc, 'pre', 'codemode-Pre', model.code)
+      el(doc, 'pre', 'codemode-Pre', model.code.replace(/\n+$/, ''))
     );
     if (options.codeOpen) {
       code.setAttribute('open', '');
     }
-    card.appendChild(code);
+    body.appendChild(code);
   }
 
   for (const section of model.sections) {
     if (section.kind !== 'error') {
-      card.appendChild(textSection(doc, section));
+      body.appendChild(textSection(doc, section));
     }
   }
 
@@ -162,7 +179,7 @@ export function renderCardModel(
     for (const row of model.toolCalls) {
       list.appendChild(toolCallRow(doc, row));
     }
-    card.appendChild(
+    body.appendChild(
       el(
         doc,
         'div',
@@ -175,7 +192,7 @@ export function renderCardModel(
 
   for (const section of model.sections) {
     if (section.kind === 'error') {
-      card.appendChild(textSection(doc, section));
+      body.appendChild(textSection(doc, section));
     }
   }
 
@@ -193,7 +210,7 @@ export function renderCardModel(
         list.appendChild(el(doc, 'li', '', label));
       }
     }
-    card.appendChild(
+    body.appendChild(
       el(
         doc,
         'div',

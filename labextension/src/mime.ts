@@ -18,6 +18,8 @@ export class RunRenderer extends Widget implements IRenderMime.IRenderer {
     super();
     this._mimeType = options.mimeType;
     this.addClass(CLASS_NAME);
+    // As JupyterLab's own renderers do: lets tests and styles find what drew an output.
+    this.node.dataset.mimeType = options.mimeType;
   }
 
   renderModel(model: IRenderMime.IMimeModel): Promise<void> {

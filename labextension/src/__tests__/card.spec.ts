@@ -30,7 +30,7 @@ describe('renderCard', () => {
     );
     expect((rows[0] as HTMLElement).dataset.tool).toBe('get_weather');
     expect(card.querySelector('details.codemode-Code pre')!.textContent).toBe(
-      okFixture.data.code
+      okFixture.data.code.trimEnd()
     );
   });
 
@@ -88,5 +88,26 @@ describe('renderCard', () => {
     expect(card.querySelector('.codemode-Badge')!.textContent).toBe(
       'unreadable run'
     );
+  });
+});
+
+describe('the details toggle', () => {
+  it('marks the card expanded and says what the next click does', () => {
+    const card = renderCard(document, okFixture.data);
+    const toggle = card.querySelector('button.codemode-Toggle') as HTMLElement;
+    expect(card.querySelector('.codemode-RunBody')).not.toBeNull();
+    expect(toggle.textContent).toBe('details');
+    toggle.click();
+    expect(card.classList.contains('codemode-mod-expanded')).toBe(true);
+    expect(toggle.textContent).toBe('hide details');
+    toggle.click();
+    expect(card.classList.contains('codemode-mod-expanded')).toBe(false);
+  });
+
+  it('counts code lines without the trailing newline', () => {
+    const card = renderCard(document, okFixture.data);
+    expect(
+      card.querySelector('details.codemode-Code summary')!.textContent
+    ).toBe('code (5 lines)');
   });
 });

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian's Chromium for the browser test (tests/test_browser.py drives it with Playwright through
+# executable_path=/usr/bin/chromium; `playwright install` downloads do not work here).
+# Idempotent: does nothing when /usr/bin/chromium is already there.
+set -euo pipefail
+if [ -x /usr/bin/chromium ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq chromium
+test -x /usr/bin/chromium

@@ -112,12 +112,12 @@ def finish_call(call: ToolCall, outcome: CallOutcome) -> None:
     call.exception, call.duration = outcome.exception, outcome.duration
 
 
-def encode_result(call: ToolCall) -> bytes:
-    """The `result` frame for a finished call."""
+def encode_result(call: ToolCall, wire_id: int) -> bytes:
+    """The `result` frame for a finished call, under the id the runtime gave the call."""
     if call.error is None:
-        return P.encode({"t": P.RESULT, "id": call.id, "ok": True, "value": call.result})
+        return P.encode({"t": P.RESULT, "id": wire_id, "ok": True, "value": call.result})
     error = {"type": call.error.type, "message": call.error.message}
-    return P.encode({"t": P.RESULT, "id": call.id, "ok": False, "error": error})
+    return P.encode({"t": P.RESULT, "id": wire_id, "ok": False, "error": error})
 
 
 def _short_repr(value: Any) -> str:

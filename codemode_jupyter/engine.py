@@ -95,11 +95,14 @@ class _Run:
         self.stdout = CappedText(max_output)
         self.stderr = CappedText(max_output)
         self.calls: list[ToolCall] = []
+        self.wire_ids: dict[int, int] = {}  # per-run call id -> the runtime's id for the call
         self.in_flight: set[int] = set()
         self.unsent: list[bytes] = []
         self.rounds = 0
         self.previews: list[Preview] = []
         self.started = time.perf_counter()
+        self.paused = 0.0  # time spent in a debugger inside tools: not counted by the timeout
+        self.debugging = False
 
     def emit(self, event: ev.Event) -> None:
         if self.on_event is not None:
@@ -204,6 +207,13 @@ class CodeMode:
             self._run_lock.release()
         return result
 
+    def note_debugger_in_tool(self) -> None:
+        """The sync tool running now stopped in a debugger: its time will not count against
+        the run's timeout (called by the Jupyter breakpoint hook)."""
+        run = self._current
+        if run is not None:
+            run.debugging = True
+
     def cancel(self) -> None:
         """Stop the running program (from any thread); it ends within about a second."""
         run, conn = self._current, self._conn
@@ -286,7 +296,7 @@ class CodeMode:
                deadline: float, max_calls: int) -> dict:
         """Answer the runtime's frames until the program is done; return the outcome."""
         while True:
-            remaining = deadline - time.perf_counter()
+            remaining = deadline + run.paused - time.perf_counter()
             if remaining <= 0:
                 return self._halt(conn, run, "timeout",
                                   f"the program ran past its {deadline - run.started:g} s timeout")
@@ -315,12 +325,18 @@ class CodeMode:
         if not run.in_flight:
             run.rounds += 1
         prepared = prepare_call(registry, frame, run.rounds)
+        run.wire_ids[len(run.calls) + 1] = prepared.call.id
+        prepared.call.id = len(run.calls) + 1  # ids count from 1 in each run: transcripts repeat
         run.calls.append(prepared.call)
         run.in_flight.add(prepared.call.id)
         run.emit(ev.ToolCallStarted(prepared.call.id, prepared.call.name, prepared.call.args,
                                     prepared.call.round))
         if prepared.error is not None or not prepared.tool.is_async:
-            self._end_call(conn, run, prepared.call, prepared.run_sync())
+            outcome = prepared.run_sync()
+            if run.debugging:
+                run.paused += outcome.duration
+                run.debugging = False
+            self._end_call(conn, run, prepared.call, outcome)
             return
         inbox = conn.inbox
         self._async.submit(prepared, lambda outcome: inbox.put(
@@ -330,12 +346,14 @@ class CodeMode:
                   outcome: CallOutcome) -> None:
         finish_call(call, outcome)
         run.in_flight.discard(call.id)
-        run.unsent.append(encode_result(call))
+        # Announced before the program gets the result, so listeners see the call end
+        # before any output the program writes after it.
+        run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error,
+                                     call.duration))
+        run.unsent.append(encode_result(call, run.wire_ids.pop(call.id)))
         if not conn.transport.batch_results or not run.in_flight:
             data, run.unsent = b"".join(run.unsent), []
             conn.transport.write(data)
-        run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error,
-                                     call.duration))
 
     def _preview(self, run: _Run, frame: dict) -> None:
         port = int(frame.get("port", 0))

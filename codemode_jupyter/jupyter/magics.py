@@ -119,8 +119,8 @@ class CodeModeMagics(Magics, Configurable):
         view.start()
         session = None
         try:
-            with _isolation_warnings(view), _breakpoints_stop_in_tools():
-                session = self._session(backend=args.backend, network=args.network or None)
+            session = self._session(backend=args.backend, network=args.network or None)
+            with _isolation_warnings(view), _breakpoints_stop_in_tools(session):
                 self._announce_previews(session, view, args.preview)
                 result = session.run(
                     code,
@@ -412,16 +412,18 @@ def _write_streams(result: RunResult) -> None:
 
 
 @contextmanager
-def _breakpoints_stop_in_tools() -> Iterator[None]:
+def _breakpoints_stop_in_tools(session: Any) -> Iterator[None]:
     """Make `breakpoint()` inside a tool open IPython's debugger for the length of a run.
 
     ipykernel imports debugpy, whose breakpoint hook does nothing unless a visual debugger is
     attached (ipykernel issue #897); a tool's breakpoint() would be skipped silently. When a
-    debugger client is attached, its hook is kept.
+    debugger client is attached, its hook is kept. Time spent in that call does not count
+    against the run's timeout.
     """
     original = sys.breakpointhook
 
     def hook(*args: Any, **kwargs: Any) -> Any:
+        session.note_debugger_in_tool()
         if os.environ.get("PYTHONBREAKPOINT") == "0" or _debugpy_attached():
             return original(*args, **kwargs)
         from IPython.core.debugger import set_trace

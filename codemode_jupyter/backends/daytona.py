@@ -158,14 +158,29 @@ class _LoopThread:
         except (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError):
             future.cancel()
             raise DaytonaBackendError(f"Daytona: {what} took longer than {timeout:g} s") from None
-        except BaseException:
+        except DaytonaBackendError:
+            raise
+        except Exception as exc:
+            raise DaytonaBackendError(f"Daytona: {what} failed: {exc}") from exc
+        except BaseException:  # Ctrl-C: stop waiting, and stop the work too
             future.cancel()
             raise
 
     def close(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=5)
+        """Cancel what is left on the loop, let it unwind, then stop the thread."""
+        if not self.loop.is_running():
+            return
+        with contextlib.suppress(Exception):
+            self.submit(self._cancel_all()).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+    @staticmethod
+    async def _cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=2) if tasks else None
 
 
 # --- the transport -------------------------------------------------------------------------------
@@ -207,6 +222,13 @@ class DaytonaTransport(Transport):
         """Start the log follower and the input sender (on the backend's loop)."""
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow()), loop.create_task(self._send_loop())]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # A bug in a task must still end the transport, or the engine would wait forever.
+        if not task.cancelled() and task.exception() is not None:
+            self._end(f"the Daytona transport failed: {task.exception()!r}")
 
     # --- Transport API ---
 
@@ -225,7 +247,13 @@ class DaytonaTransport(Transport):
 
     def kill(self) -> None:
         if self._end("the runtime was stopped"):
-            self._backend.loop.submit(self._kill_session())
+            with contextlib.suppress(RuntimeError):  # loop closed: the sandbox went with it
+                self._backend.loop.loop.call_soon_threadsafe(
+                    lambda: self._backend.keep(self._kill_session()))
+
+    def stop_quietly(self) -> bool:
+        """End without deleting the session (the caller does it); False if already ended."""
+        return self._end("the runtime was stopped")
 
     def exit_info(self) -> str:
         tail = self._exit_re.sub("", self._stderr).strip()
@@ -257,7 +285,7 @@ class DaytonaTransport(Transport):
             await asyncio.wait_for(self._sandbox.process.delete_session(self._session_id),
                                    self._backend.retry.request_timeout)
 
-    async def _fail(self, info: str, *, suspect: bool = True) -> None:
+    async def _fail(self, info: str, suspect: bool = True) -> None:
         if self._end(info):
             if suspect:
                 self._backend.suspect_sandbox()
@@ -352,11 +380,16 @@ class DaytonaTransport(Transport):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if http_status(exc) == 410:
-                    await self._fail("the runtime has exited", suspect=False)
-                else:
-                    await self._fail(f"could not send to the runtime: {exc}")
+                await self._fail(*await self._send_failure(exc))
                 return
+
+    async def _send_failure(self, exc: Exception) -> tuple[str, bool]:
+        if isinstance(exc, DaytonaAuthError):
+            return str(exc), False
+        if http_status(exc) == 410:
+            return "the runtime has exited", False
+        gone = await self._backend.sandbox_problem(self._sandbox)
+        return gone or f"could not send to the runtime: {exc}", True
 
 
 # --- the backend ---------------------------------------------------------------------------------
@@ -441,8 +474,6 @@ class DaytonaBackend(Backend):
             return
         self._closed = True
         _LIVE.discard(self)
-        for transport in list(self._transports):
-            transport.kill()
         with contextlib.suppress(Exception):
             self.loop.run(self._release(), 2 * self.retry.request_timeout, "releasing the sandbox")
         self.loop.close()
@@ -643,9 +674,14 @@ class DaytonaBackend(Backend):
     async def _release(self) -> None:
         sandbox, client = self._sandbox, self._client
         self._sandbox = self._client = None
+        live = [t for t in list(self._transports) if t.stop_quietly()]
         if sandbox is not None and self._owned:
             with contextlib.suppress(Exception):
                 await self.call("delete the sandbox", lambda: sandbox.delete())
+        elif live:  # the user's sandbox stays, our runtimes in it do not
+            await asyncio.gather(*(t._kill_session() for t in live), return_exceptions=True)
+        if self._background:  # kills already under way finish before the loop goes
+            await asyncio.wait(list(self._background), timeout=self.retry.request_timeout)
         if client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 5)

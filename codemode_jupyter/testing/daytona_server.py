@@ -242,7 +242,7 @@ class DaytonaLoopbackServer:
         self.sandboxes: dict[str, Sandbox] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._faults: list[Fault] = []
-        self._ws_drops: list[int] = []  # per pending drop: chunks to send before dropping
+        self._ws_drop = [0, 0, 0]  # drops left, chunks to let through first, reset value
         self._signed: dict[str, tuple[str, int, float]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -308,7 +308,7 @@ class DaytonaLoopbackServer:
     async def _start_site(self) -> None:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         self._add_routes(app)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -316,7 +316,10 @@ class DaytonaLoopbackServer:
         self._auto_stop = asyncio.get_running_loop().create_task(self._auto_stop_loop())
 
     async def _shutdown(self) -> None:
-        self._auto_stop.cancel()
+        # Handlers still stalled by an injected delay must not hold up the shutdown.
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
         for sandbox in self.sandboxes.values():
             for ws in list(sandbox.streams):
                 await ws.close(code=1001)
@@ -335,14 +338,18 @@ class DaytonaLoopbackServer:
             self._faults.append(Fault(route, status, delay, times))
 
     def drop_log_streams(self, times: int = 1, after_chunks: int = 0) -> None:
-        """Drop the next `times` log websockets abnormally after sending `after_chunks` chunks."""
+        """Drop log websockets abnormally (close 1011), `times` times.
+
+        Whichever stream (open or new) is about to send a chunk once `after_chunks` more
+        chunks have gone out is dropped instead; then the count restarts for the next drop.
+        """
         with self._lock:
-            self._ws_drops.extend([after_chunks] * times)
+            self._ws_drop = [times, after_chunks, after_chunks]
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
-            self._ws_drops.clear()
+            self._ws_drop = [0, 0, 0]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -377,9 +384,18 @@ class DaytonaLoopbackServer:
                     return fault
         return None
 
-    def _take_ws_drop(self) -> int | None:
+    def _drop_now(self) -> bool:
+        """Whether the chunk about to be sent should drop its stream instead."""
         with self._lock:
-            return self._ws_drops.pop(0) if self._ws_drops else None
+            drop = self._ws_drop
+            if drop[0] <= 0:
+                return False
+            if drop[1] > 0:
+                drop[1] -= 1
+                return False
+            drop[0] -= 1
+            drop[1] = drop[2]
+            return True
 
     # --- HTTP plumbing ---
 
@@ -706,13 +722,12 @@ class DaytonaLoopbackServer:
         await ws.prepare(request)
         sandbox.streams[ws] = cmd
         try:
-            await self._follow(cmd, ws, self._take_ws_drop())
+            await self._follow(cmd, ws)
         finally:
             sandbox.streams.pop(ws, None)
         return ws
 
-    async def _follow(self, cmd: Command, ws: web.WebSocketResponse,
-                      drop_after: int | None) -> None:
+    async def _follow(self, cmd: Command, ws: web.WebSocketResponse) -> None:
         """Send the whole log so far, then each new chunk, until the session goes.
 
         With `daemon_quirks` (the default) it behaves as Daytona's daemon does: messages
@@ -722,7 +737,7 @@ class DaytonaLoopbackServer:
         sent = 0
         while not ws.closed:
             while sent < len(cmd.chunks) and not ws.closed:
-                if drop_after is not None and sent >= drop_after:
+                if self._drop_now():
                     await ws.close(code=1011, message=b"injected fault: log stream dropped")
                     return
                 stream, data = cmd.chunks[sent]
@@ -730,9 +745,6 @@ class DaytonaLoopbackServer:
                 await ws.send_bytes(self._frame(stream, data))
             if not self.daemon_quirks and cmd.exit_code is not None and sent == len(cmd.chunks):
                 await ws.close(code=1000)
-                return
-            if drop_after is not None and sent >= drop_after:
-                await ws.close(code=1011, message=b"injected fault: log stream dropped")
                 return
             await cmd.changed()
 

@@ -143,11 +143,15 @@ export class ToolsPanel extends Widget {
       ctx.statusChanged.connect(this._onStatus, this);
       ctx.iopubMessage.connect(this._onIopub, this);
       panel.disposed.connect(this._onPanelDisposed, this);
-      void ctx.ready.then(() => {
-        if (this._panel === panel && this._client.state === 'detached') {
-          this._connect();
-        }
-      });
+      ctx.ready
+        .then(() => {
+          if (this._panel === panel && this._client.state === 'detached') {
+            this._connect();
+          }
+        })
+        .catch(() => {
+          // No session (the kernel failed to start): the panel says there is no kernel.
+        });
     }
     this._connect();
   }

@@ -100,6 +100,7 @@ def lab(tmp_path_factory):
     if not QUICKSTART.exists():
         pytest.fail(f"{QUICKSTART} is missing")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "failure.png").unlink(missing_ok=True)
     home = tmp_path_factory.mktemp("lab")
     root = home / "root"
     root.mkdir()

@@ -12,5 +12,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq chromium
+$SUDO apt-get install -y -qq chromium fonts-noto-color-emoji
 test -x /usr/bin/chromium

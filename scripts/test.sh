@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --browser
 .venv/bin/ruff check .
 if [ -f labextension/package.json ]; then
+  [ -d labextension/node_modules ] || (cd labextension && npm ci --no-audit --no-fund)
   (cd labextension && npm run --silent lint:check && npm test --silent)
 fi
 .venv/bin/python -m pytest "$@"

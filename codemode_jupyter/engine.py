@@ -101,6 +101,7 @@ class _Run:
         self.rounds = 0
         self.previews: list[Preview] = []
         self.started = time.perf_counter()
+        self.state_lost = False
         self.paused = 0.0  # time spent in a debugger inside tools: not counted by the timeout
         self.debugging = False
 
@@ -261,21 +262,31 @@ class CodeMode:
             self._conn.close()
             self._conn = None
 
-    def _connection(self, fresh: bool) -> tuple[RuntimeConnection, bool]:
-        if fresh or (self._conn is not None and not self._conn.alive):
+    def _connection(self, fresh: bool) -> tuple[RuntimeConnection, bool, str]:
+        """The live runtime (started if needed), whether it is new, and, if the previous one
+        ended between runs, how it ended (its state is gone: the run must say so)."""
+        lost = ""
+        if self._conn is not None and not self._conn.alive:
+            lost = self._conn.transport.exit_info()
+            self._drop_runtime()
+        if fresh:
             self._drop_runtime()
         if self._conn is None:
             self._conn = RuntimeConnection(self.backend.start_runtime())
-            return self._conn, True
-        return self._conn, False
+            return self._conn, True, lost
+        return self._conn, False, lost
 
     def _run_session(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
                      on_event: ev.EventCallback | None, fresh: bool) -> RunResult:
         timeout, max_calls = limits
         run = _Run(next(self._run_ids), on_event, self.max_output)
         status = self.backend.status()
-        conn, started = self._connection(fresh)
+        conn, started, lost = self._connection(fresh)
         run.emit(ev.RunStarted(status.backend, status.isolation, started))
+        if lost:
+            run.state_lost = True
+            run.output(2, f"[codemode] {lost} while idle; a fresh runtime took over and the "
+                          "earlier state was lost\n")
         for stream, text in conn.take_late_output():
             run.output(stream, text)
         self._current = run
@@ -413,7 +424,7 @@ class CodeMode:
             value=frame.get("value"), value_repr=frame.get("repr"), error=error,
             tool_calls=run.calls, rounds=run.rounds, previews=run.previews,
             duration=time.perf_counter() - run.started,
-            state_lost=outcome.get("state_lost", False),
+            state_lost=outcome.get("state_lost", False) or run.state_lost,
             stdout_dropped=run.stdout.dropped, stderr_dropped=run.stderr.dropped,
             backend=status.backend, isolation=status.isolation)
         self.last_result = result

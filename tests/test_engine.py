@@ -412,3 +412,16 @@ def test_replay_mode_runs_the_program_again_per_round() -> None:
     assert r.ok, r.error
     assert r.value == 18 and r.stdout == "start\n3 6\n"
     assert r.executions == 3 and len(r.tool_calls) == 2
+
+
+def test_runtime_that_dies_between_runs_is_reported_on_the_next() -> None:
+    with CodeMode() as session:
+        session.run("kept = 1")
+        conn = session._conn
+        conn.transport.proc.kill()
+        conn._reader.join(10)
+        r = session.run("'kept' in globals()")
+        assert r.ok and r.value is False
+        assert r.state_lost
+        assert "while idle" in r.stderr and "state was lost" in r.stderr
+        assert not session.run("1").state_lost

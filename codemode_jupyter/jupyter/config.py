@@ -33,6 +33,27 @@ class CodeMode(Configurable):
     backend_options = Dict(
         help="Extra keyword arguments for the backend, e.g. {'sandbox': 'my-sandbox-id'}."
     ).tag(config=True)
+    daytona_api_key = Unicode(
+        "", help="Daytona API key; empty means the DAYTONA_API_KEY variable."
+    ).tag(config=True)
+    daytona_api_url = Unicode(
+        "", help="Daytona API URL; empty means DAYTONA_API_URL or Daytona's cloud."
+    ).tag(config=True)
+    daytona_target = Unicode("", help="Daytona target region; empty means DAYTONA_TARGET.").tag(
+        config=True
+    )
+    daytona_snapshot = Unicode("", help="Snapshot new Daytona sandboxes start from.").tag(
+        config=True
+    )
+    daytona_language = Unicode("python", help="Language label of new Daytona sandboxes.").tag(
+        config=True
+    )
+    daytona_auto_stop_minutes = Int(
+        15, help="Idle minutes after which a Daytona sandbox we created stops itself."
+    ).tag(config=True)
+    daytona_labels = Dict(help="Extra labels for the Daytona sandboxes we create.").tag(
+        config=True
+    )
     display = Enum(
         ["auto", "widget", "text"],
         "auto",
@@ -45,8 +66,22 @@ class CodeMode(Configurable):
         10.0, help="At most this many live-view updates a second."
     ).tag(config=True)
 
+    def daytona_options(self) -> dict[str, Any]:
+        """The Daytona settings as the backend's keyword arguments (empty ones left out)."""
+        options = {
+            "api_key": self.daytona_api_key,
+            "api_url": self.daytona_api_url,
+            "target": self.daytona_target,
+            "snapshot": self.daytona_snapshot,
+            "language": self.daytona_language,
+            "auto_stop_minutes": self.daytona_auto_stop_minutes,
+            "labels": dict(self.daytona_labels),
+        }
+        return {key: value for key, value in options.items() if value not in ("", {}, None)}
+
     def session_key(self, **overrides: Any) -> tuple[Any, ...]:
         values = {key: getattr(self, key) for key in SESSION_KEYS}
         values.update(overrides)
         values["backend_options"] = repr(sorted(values["backend_options"].items()))
-        return tuple(values[key] for key in SESSION_KEYS)
+        daytona = repr(sorted(self.daytona_options().items()))
+        return (*(values[key] for key in SESSION_KEYS), daytona)

@@ -231,9 +231,10 @@ class CodeModeMagics(Magics, Configurable):
             "max_output": s.max_output,
             "network": s.network,
             "memory_mb": s.memory_mb,
-            **s.backend_options,
-            **overrides,
         }
+        if overrides.get("backend", s.backend) == "daytona":
+            options.update(s.daytona_options())
+        options.update({**s.backend_options, **overrides})
         return Engine(**options)
 
     def _apply_budgets(self, session: Any) -> None:
@@ -345,9 +346,8 @@ class CodeModeMagics(Magics, Configurable):
             raise UsageError("usage: %codemode cleanup [--dry-run] [--all-hosts]")
         from ..backends.daytona import cleanup_orphans
 
-        account = {
-            k: v for k, v in self.settings.backend_options.items() if k in DAYTONA_ACCOUNT
-        }
+        configured = {**self.settings.daytona_options(), **self.settings.backend_options}
+        account = {k: v for k, v in configured.items() if k in DAYTONA_ACCOUNT}
         found = cleanup_orphans(
             dry_run="--dry-run" in args, all_hosts="--all-hosts" in args, **account
         )

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import loaded_kernel
 
 from codemode_jupyter.jupyter.headless import KernelSession
 
@@ -56,12 +57,8 @@ def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
 
 @pytest.fixture
 def kernel():
-    session = KernelSession()
-    try:
-        assert session.execute("%load_ext codemode_jupyter").ok
+    with loaded_kernel() as session:
         yield session
-    finally:
-        session.shutdown()
 
 
 def test_stop_button_interrupts_the_program_and_the_kernel_lives_on(kernel):

@@ -10,6 +10,7 @@ import json
 import uuid
 
 import pytest
+from conftest import loaded_kernel
 
 from codemode_jupyter.jupyter.headless import KernelSession
 from codemode_jupyter.jupyter.transcript import MIME_RUN
@@ -19,12 +20,8 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 @pytest.fixture(scope="module")
 def kernel():
-    session = KernelSession()
-    try:
-        assert session.execute("%load_ext codemode_jupyter").ok
+    with loaded_kernel() as session:
         yield session
-    finally:
-        session.shutdown()
 
 
 def run(kernel: KernelSession, code: str, **kwargs):

@@ -77,16 +77,22 @@ def prepare_call(registry: ToolRegistry, frame: dict, round_no: int) -> Prepared
 
 
 def _named_args(registry: ToolRegistry, name: str, args: list, kwargs: dict) -> dict[str, Any]:
-    """The call's arguments by parameter name, for display."""
+    """The call's arguments by parameter name, for display (as sent, before validation)."""
+    if not args:
+        return dict(kwargs)
     if name in registry:
-        try:
-            return dict(registry.get(name)._signature.bind_partial(*args, **kwargs).arguments)
-        except TypeError:
-            pass
-    return {**({"*args": args} if args else {}), **kwargs}
+        names = registry.get(name).positional_names
+        if names is not None and len(args) <= len(names):
+            return {**dict(zip(names, args, strict=False)), **kwargs}
+    return {"*args": args, **kwargs}
+
+
+_PLAIN = (str, int, bool, type(None))  # JSON as they are: no need to check
 
 
 def success(value: Any, duration: float) -> CallOutcome:
+    if type(value) in _PLAIN:
+        return CallOutcome(value=value, duration=duration)
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):

@@ -340,8 +340,9 @@ class CodeMode:
         prepared.call.id = len(run.calls) + 1  # ids count from 1 in each run: transcripts repeat
         run.calls.append(prepared.call)
         run.in_flight.add(prepared.call.id)
-        run.emit(ev.ToolCallStarted(prepared.call.id, prepared.call.name, prepared.call.args,
-                                    prepared.call.round))
+        if run.on_event is not None:
+            run.emit(ev.ToolCallStarted(prepared.call.id, prepared.call.name,
+                                        prepared.call.args, prepared.call.round))
         if prepared.error is not None or not prepared.tool.is_async:
             outcome = prepared.run_sync()
             if run.debugging:
@@ -359,8 +360,9 @@ class CodeMode:
         run.in_flight.discard(call.id)
         # Announced before the program gets the result, so listeners see the call end
         # before any output the program writes after it.
-        run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error,
-                                     call.duration))
+        if run.on_event is not None:
+            run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result,
+                                         call.error, call.duration))
         run.unsent.append(encode_result(call, run.wire_ids.pop(call.id)))
         if not conn.transport.batch_results or not run.in_flight:
             data, run.unsent = b"".join(run.unsent), []

@@ -79,6 +79,11 @@ class Tool:
         self._signature = _signature(fn)
         self._hints = _type_hints(fn)
         self._params, self._model = self._build_model()
+        kinds = {p.kind for p in self._params}
+        #: Parameter names positional arguments fill, or None when *args makes that unclear.
+        self.positional_names: list[str] | None = None if inspect.Parameter.VAR_POSITIONAL in \
+            kinds else [p.name for p in self._params if p.kind in (
+                inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
 
     @classmethod
     def from_callable(cls, fn: Callable[..., Any] | Tool) -> Tool:

@@ -57,16 +57,27 @@ def decode(line: bytes) -> dict:
 
 
 class LineSplitter:
-    """Turns a byte stream into complete lines, keeping the unfinished tail for later."""
+    """Turns a byte stream into complete lines, keeping the unfinished tail for later.
 
-    __slots__ = ("_tail",)
+    Pieces of a long line are collected and joined once, so a line of n bytes that arrives in
+    k reads costs O(n), not O(n * k).
+    """
+
+    __slots__ = ("_parts",)
 
     def __init__(self) -> None:
-        self._tail = b""
+        self._parts: list[bytes] = []
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._tail:
-            data = self._tail + data
+        if b"\n" not in data:
+            self._parts.append(data)
+            return []
+        if self._parts:
+            self._parts.append(data)
+            data = b"".join(self._parts)
+            self._parts = []
         lines = data.split(b"\n")
-        self._tail = lines.pop()
+        tail = lines.pop()
+        if tail:
+            self._parts.append(tail)
         return lines

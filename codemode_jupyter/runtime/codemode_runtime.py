@@ -210,13 +210,14 @@ class FdPump:
         self._fd = read_fd
         self._lock = threading.Lock()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._ended = False
         os.set_blocking(read_fd, False)
         threading.Thread(target=self._run, name=f"codemode-fd{stream}", daemon=True).start()
 
     def _run(self) -> None:
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
-        while True:
+        while not self._ended:
             poller.poll()
             self.drain()
 
@@ -224,12 +225,17 @@ class FdPump:
         """Forward everything readable now; a sync point before call and done frames."""
         with self._lock:
             chunks = []
-            while True:
+            while not self._ended:
                 try:
                     data = os.read(self._fd, 65536)
                 except BlockingIOError:
                     break
+                except OSError:
+                    data = b""
                 if not data:
+                    # Every writer closed the pipe (the program closed its fd): nothing more can
+                    # come, and polling a hung-up pipe would spin.
+                    self._ended = True
                     break
                 chunks.append(data)
             if chunks:

@@ -171,14 +171,15 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def bench_per_call(cm: CodeMode, table: Table, empty: float, quick: bool) -> None:
+def bench_per_call(cm: CodeMode, table: Table, empty: float, quick: bool,
+                   label: str = "") -> None:
     plan = {1: 200, 10: 60, 100: 15, 1000: 5} if not quick else {1: 60, 10: 20, 100: 5, 1000: 2}
     for n, repeat in plan.items():
         code = f"for i in range({n}): add(i)"
         timed_runs(cm, code, 2)
         median = statistics.median(timed_runs(cm, code, repeat))
         per_call = (median - empty) / n
-        table.add(f"per-call overhead, N={n} sequential (n={repeat})",
+        table.add(f"per-call overhead{label}, N={n} sequential (n={repeat})",
                   f"{per_call * US:.1f} us", "<= 100 us", per_call <= 100e-6)
     # CPU time per call is much less sensitive than wall time to other load on the machine,
     # and says which side to make cheaper. The runtime's pid is an engine internal: skip
@@ -193,7 +194,7 @@ def bench_per_call(cm: CodeMode, table: Table, empty: float, quick: bool) -> Non
         timed_runs(cm, f"for i in range({n}): add(i)", 1)
         host.append(cpu_ns([os.getpid()]) - before[0])
         sandbox.append(cpu_ns(runtime) - before[1])
-    table.add("CPU per call, N=1000: host (all threads) + runtime",
+    table.add(f"CPU per call{label}, N=1000: host (all threads) + runtime",
               f"{min(host) / n / 1e3:.1f} + {min(sandbox) / n / 1e3:.1f} us")
 
 
@@ -345,6 +346,11 @@ def main(argv: list[str] | None = None) -> None:
         section("100 parallel calls", bench_parallel, cm, table, 3 if quick else 7)
         section("print -> Output event", bench_output_latency, cm, table, 3 if quick else 10)
         section("single vs replay", bench_replay, table, cm, 1 if quick else 3, quick)
+    with CodeMode([add], pin_cpu=True) as pinned:
+        pinned.run("")
+        empty_pinned = statistics.median(timed_runs(pinned, "", 60 if quick else 200))
+        section("per-call overhead, pinned", bench_per_call, pinned, table, empty_pinned, quick,
+                " (pin_cpu)")
     section("stdout throughput", bench_throughput, table, 1 if quick else 3, empty)
 
     print()

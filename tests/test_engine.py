@@ -425,3 +425,14 @@ def test_runtime_that_dies_between_runs_is_reported_on_the_next() -> None:
         assert r.state_lost
         assert "while idle" in r.stderr and "state was lost" in r.stderr
         assert not session.run("1").state_lost
+
+
+def test_pin_cpu_keeps_the_runtime_on_one_cpu_and_restores_the_caller() -> None:
+    import os
+
+    before = os.sched_getaffinity(0)
+    with CodeMode(tools=[add], pin_cpu=True) as session:
+        r = session.run("import os\n[len(os.sched_getaffinity(0)), add(1, 1)]")
+    assert r.ok, r.error
+    assert r.value == [1, 2]
+    assert os.sched_getaffinity(0) == before

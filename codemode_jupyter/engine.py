@@ -38,6 +38,7 @@ class RuntimeConnection:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.alive = True
+        self.fault = ""
         self.info: dict[str, Any] = {}
         self.sink: _Run | None = None
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -49,12 +50,18 @@ class RuntimeConnection:
         self.transport.write(P.encode(frame))
 
     def _read_loop(self) -> None:
-        splitter = P.LineSplitter()
+        splitter = P.LineSplitter(P.MAX_FRAME)
         while True:
             data = self.transport.read()
             if not data:
                 break
-            for line in splitter.feed(data):
+            try:
+                lines = splitter.feed(data)
+            except P.FrameTooLarge as exc:
+                self.fault = f"the runtime broke its channel ({exc})"
+                self.transport.kill()  # the host's memory is not the sandbox's to fill
+                break
+            for line in lines:
                 self._route(line)
         self.alive = False
         self.inbox.put(("eof", None))
@@ -405,7 +412,7 @@ class CodeMode:
         return preview
 
     def _crashed(self, conn: RuntimeConnection) -> dict:
-        info = conn.transport.exit_info()
+        info = conn.fault or conn.transport.exit_info()
         self._drop_runtime()
         message = f"{info}; its state was lost, and the next run starts a fresh runtime"
         return {"status": "crashed", "error": RunError("RuntimeCrashed", message),

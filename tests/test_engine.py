@@ -436,3 +436,23 @@ def test_pin_cpu_keeps_the_runtime_on_one_cpu_and_restores_the_caller() -> None:
     assert r.ok, r.error
     assert r.value == [1, 2]
     assert os.sched_getaffinity(0) == before
+
+
+def test_a_flood_on_the_control_channel_is_a_fault_not_host_memory() -> None:
+    code = (
+        "import os\n"
+        "out = [fd for fd in range(3, 12) if os.path.exists(f'/proc/self/fd/{fd}') and\n"
+        "       os.readlink(f'/proc/self/fd/{fd}').startswith('pipe:')]\n"
+        "chunk = b'x' * (1 << 20)\n"
+        "while True:\n"
+        "    for fd in out:\n"
+        "        try:\n"
+        "            os.write(fd, chunk)\n"
+        "        except OSError:\n"
+        "            pass\n"
+    )
+    with CodeMode() as session:
+        r = session.run(code, timeout=120)
+        assert r.status == "crashed", r
+        assert "broke its channel" in r.error.message
+        assert session.run("1 + 1").value == 2

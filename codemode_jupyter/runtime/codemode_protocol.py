@@ -56,6 +56,13 @@ def decode(line: bytes) -> dict:
     return frame
 
 
+MAX_FRAME = 256 << 20  # the host refuses longer frames: a flood on the channel is a fault
+
+
+class FrameTooLarge(ValueError):
+    """A line on the control channel exceeded the splitter's limit."""
+
+
 class LineSplitter:
     """Turns a byte stream into complete lines, keeping the unfinished tail for later.
 
@@ -63,15 +70,22 @@ class LineSplitter:
     k reads costs O(n), not O(n * k).
     """
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_limit", "_parts", "_size")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 0) -> None:
         self._parts: list[bytes] = []
+        self._size = 0
+        self._limit = limit  # longest line accepted, in bytes (0: no limit)
 
     def feed(self, data: bytes) -> list[bytes]:
+        """Complete lines in `data`; raises FrameTooLarge past the limit."""
         if b"\n" not in data:
             self._parts.append(data)
+            self._size += len(data)
+            if self._limit and self._size > self._limit:
+                raise FrameTooLarge(f"a frame grew past {self._limit} bytes")
             return []
+        self._size = 0
         if self._parts:
             self._parts.append(data)
             data = b"".join(self._parts)

@@ -36,6 +36,7 @@ del sys.path[0]
 CELL = "<cell>"
 _HIDDEN_FILES = {os.path.abspath(__file__), os.path.abspath(P.__file__)}
 _FLUSH_AT = 8192
+_FRAME_TEXT = 1 << 20
 _FLUSH_DELAY = 0.01
 CHANNEL_LOST = 70  # exit code when the program closed or broke the control channel
 
@@ -144,7 +145,9 @@ class TextStream(io.TextIOBase):
             text = "".join(self._pending)
             self._pending.clear()
             self._size = 0
-            self._channel.send({"t": P.OUT, "s": self._stream, "d": text})
+            for start in range(0, len(text), _FRAME_TEXT):  # bounded frames, however big a write
+                chunk = text[start : start + _FRAME_TEXT]
+                self._channel.send({"t": P.OUT, "s": self._stream, "d": chunk})
 
     def fileno(self) -> int:
         return self._fd

@@ -119,8 +119,12 @@ def test_extension_and_settings_from_ipython_config(tmp_path):
         execution = session.execute("%%codemode\nprint('hi')\n3")
         assert execution.result == "3"
         # Text view: the program's output streams into the cell, no widget.
-        assert "hi\n" in execution.stream()
+        assert execution.stream() == "hi\n"
         assert not execution.of_type("comm_open")
+        # What stays is deterministic (no timings on stderr) and does not repeat the output.
+        assert execution.stream("stderr") == "[codemode] local, isolation: bubblewrap\n"
+        transcripts = execution.displays("text/plain")
+        assert transcripts == ["── codemode: ok, no tool calls\n  value: 3"]
     finally:
         session.shutdown()
 

@@ -7,6 +7,7 @@ waits on kernel messages; nothing sleeps.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -135,6 +136,12 @@ def test_preview_option_puts_a_link_in_the_live_view(kernel):
                  for m in execution.of_type("comm_msg")]
     final = [v for v in summaries if "preview :8123" in v]
     assert final and "http://127.0.0.1:8123/" in final[-1] and "preview :8124" in final[-1]
+    # The links belong to the run: the transcript and the saved card keep them.
+    assert transcript(execution).splitlines()[-3:-1] == ["  preview: port 8123",
+                                                         "  preview: port 8124"]
+    saved = execution.of_type("display_data")[-1]["content"]["metadata"][MIME_RUN]["result"]
+    assert [p["url"] for p in saved["previews"]] == ["http://127.0.0.1:8123/",
+                                                     "http://127.0.0.1:8124/"]
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -146,7 +153,8 @@ def test_failing_program_fails_the_cell_with_the_sandbox_traceback(kernel):
     assert failed.error["ename"] == "CodeModeError"
     assert failed.error["evalue"] == "ZeroDivisionError: division by zero"
     trace = "\n".join(failed.error["traceback"])
-    assert 'File "<cell>", line 2' in trace
+    # The cell's own line numbers: `1 / 0` is line 3 of the cell, counting `%%codemode`.
+    assert 'File "<cell>", line 3' in trace
     assert "magics.py" not in trace and "engine.py" not in trace
     # The transcript is still there, before the error.
     assert "── codemode: error, no tool calls" in transcript(failed)
@@ -163,6 +171,10 @@ def test_timeout_from_config_and_option(kernel):
         ok(kernel, "%config CodeMode.timeout = 60")
     slow = run(kernel, "%%codemode --timeout 0.3\nwhile True:\n    pass")
     assert "0.3 s" in slow.error["evalue"]
+    # Where it was stopped and why; the KeyboardInterrupt used to stop it is not the story.
+    trace = slow.error["traceback"]
+    assert trace[-2] == "Timeout: the program ran past its 0.3 s timeout"
+    assert "KeyboardInterrupt" not in "\n".join(trace)
     assert ok(kernel, "%%codemode\n'alive'").result == "'alive'"
 
 
@@ -172,7 +184,8 @@ def test_tool_exceptions_reach_the_program_and_debug_opens_a_post_mortem(kernel)
     failed = run(kernel, "%%codemode\nfragile(6)")
     assert failed.error["evalue"] == "ValueError: fragile: bad 6"
     last = ok(kernel, "%codemode last").stream()
-    assert "fragile(n=6)" in last and "raised ValueError: bad 6" in last and "ms]" in last
+    assert "fragile(n=6)" in last and "raised ValueError: bad 6" in last
+    assert re.search(r"fragile\(n=6\)  \[[0-9.]+ (µs|ms)\]", last)  # with its timing
     debug = ok(kernel, "%codemode debug", stdin=["p secret", "q"])
     assert [m for m in debug.messages if m["msg_type"] == "input_request"]
     assert "42" in debug.stream()
@@ -229,7 +242,8 @@ def test_live_view_is_a_widget_updated_through_traits(kernel):
         {"output_type": "stream", "name": "stderr", "text": "err\n"},
     ]
     final = widget_updates(execution, html_id)[-1]["value"]
-    assert "✅ ok" in final and "ping()" in final and "1 call / 1 round" in final
+    assert "data-status='ok'" in final and "ping()" in final
+    assert "1 tool call · 1 round" in final
     # No display updates or clear_output: only comm traits changed.
     assert not execution.of_type("update_display_data", "clear_output")
 
@@ -269,10 +283,11 @@ def test_status_prompt_reset(kernel):
     ok(kernel, 'def greet(name: str) -> str:\n    """Say hello."""\n    return "hi " + name\n')
     status = ok(kernel, "%codemode status").stream()
     assert "backend" in status and "isolation" in status and "runtime_alive" in status
-    assert "last_run" in status
+    assert "last_run" in status and "state " in status
     prompt = ok(kernel, "%codemode prompt").stream()
     assert "def greet(name: str) -> str:" in prompt and "Say hello." in prompt
     ok(kernel, "%%codemode\nbefore_reset = 1")
+    assert "variables kept between cells" in ok(kernel, "%codemode status").stream()
     assert "reset" in ok(kernel, "%codemode reset").stream()
     assert run(kernel, "%%codemode\nbefore_reset").error["evalue"].startswith("NameError")
     assert usage_error(run(kernel, "%codemode bogus"))
@@ -320,6 +335,16 @@ def test_tools_comm_lists_calls_and_reports_runs(kernel):
     bad = panel.send("comm_msg", {"op": "call", "request_id": "r2", "name": "add",
                                   "args": {"a": "x"}})
     assert bad["ok"] is False and bad["error"]["type"] == "ToolArgumentError"
+    # Bad arguments are the caller's mistake: the message, no host stack.
+    assert bad["error"]["traceback"].startswith("ToolArgumentError: argument 'a'")
+    # A tool that raises: the traceback starts in the tool, not in the comm's machinery.
+    ok(kernel, "def explode(n: int) -> int:\n    raise ValueError(f'bad n {n}')\n")
+    boom = panel.send("comm_msg", {"op": "call", "request_id": "r3", "name": "explode",
+                                   "args": {"n": 4}})
+    trace = boom["error"]["traceback"]
+    assert trace.startswith("Traceback (most recent call last):\n")
+    assert "raise ValueError(f'bad n {n}')" in trace and trace.endswith("ValueError: bad n 4\n")
+    assert "codemode_jupyter" not in trace
     ok(kernel, "%%codemode\nadd(a=40, b=2)")
     runs = panel.send("comm_msg", {"op": "runs"})
     assert runs["runs"][-1]["code"] == "add(a=40, b=2)\n"

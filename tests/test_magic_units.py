@@ -115,6 +115,26 @@ def test_timeout_error_says_how_to_raise_the_limit():
     assert error._render_traceback_()[-1].startswith("(raise the limit with --timeout")
 
 
+def test_a_stopped_program_says_why_not_keyboardinterrupt():
+    trace = ('Traceback (most recent call last):\n  File "<cell>", line 3, in <module>\n'
+             "    while True: pass\nKeyboardInterrupt\n")
+    error = CodeModeError(make_result(ok=False, status="timeout", error=RunError(
+        "Timeout", "the program ran past its 1 s timeout", trace)))
+    assert error._render_traceback_()[-3:] == [
+        "    while True: pass",
+        "Timeout: the program ran past its 1 s timeout",
+        "(raise the limit with --timeout S or %config CodeMode.timeout)",
+    ]
+
+
+def test_a_syntax_error_is_summarised_once():
+    trace = '  File "<cell>", line 2\n    def f(:\n          ^\nSyntaxError: invalid syntax\n'
+    error = CodeModeError(make_result(ok=False, status="error", error=RunError(
+        "SyntaxError", "invalid syntax (line 2)", trace)))
+    assert error._render_traceback_()[-2:] == [
+        "          ^", "SyntaxError: invalid syntax (line 2)"]
+
+
 def test_cell_value_shows_what_the_program_would():
     assert cell_value(make_result(value=[1, 2], value_repr="[1, 2]")) == [1, 2]
     assert cell_value(make_result(value=[1, 2], value_repr="(1, 2)")) == (1, 2)
@@ -213,7 +233,7 @@ def test_view_shows_calls_as_they_happen_and_counts_rounds():
     state = RunState(output_cap=100)
     state.apply(RunStarted("local", "none", True))
     state.apply(ToolCallStarted(1, "get", {"x": 1}, 1))
-    assert "⏳" in render_calls(state) and "1 call / 1 round" in render_header(state)
+    assert ">running<" in render_calls(state) and "1 tool call · 1 round" in render_header(state)
     state.apply(ToolCallFinished(1, "get", 1, 42, None, 0.002))
     assert "✓" in render_calls(state) and "2.0 ms" in render_calls(state)
     assert "no isolation" in render_header(state)
@@ -229,6 +249,25 @@ def test_text_view_streams_output_and_reports_calls():
     assert out.getvalue() == "hi\n"
     assert "warn\n" in err.getvalue() and "[tool] get ok" in err.getvalue()
     assert "[codemode] ok in" in err.getvalue()
+
+
+def test_text_view_in_a_kernel_cell_writes_nothing_that_varies():
+    out, err = io.StringIO(), io.StringIO()
+    view = TextView(out, err, in_cell=True)
+    view.on_event(Output("stdout", "hi\n"))
+    view.on_event(ToolCallFinished(1, "get", 1, 1, None, 0.001))
+    view.finish(make_result())
+    assert out.getvalue() == "hi\n"
+    assert err.getvalue() == "  [tool] get ok\n"  # no timing, no status line
+
+
+def test_transcript_without_streams_keeps_calls_value_and_status():
+    result = make_result(stderr="warn\n")
+    text = transcript_text(result, streams=False)
+    assert "Paris 18" not in text and "warn" not in text
+    assert text.splitlines()[0] == "── codemode: ok, 2 tool calls in 2 rounds"
+    data, _ = run_bundle("code", result, streams=False)
+    assert data[MIME_RUN]["result"]["stdout"] == "Paris 18\n"
 
 
 # --- CLI rendering ---------------------------------------------------------------------------

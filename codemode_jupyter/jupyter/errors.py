@@ -16,11 +16,20 @@ _HINTS = {
 }
 
 
+#: Statuses where the host stopped the program: the sandbox's traceback ends in the
+#: KeyboardInterrupt used to stop it, which is how, not why; the summary line says why.
+_STOPPED = ("timeout", "limit", "interrupted")
+
+
 def _lines(result: RunResult) -> list[str]:
     error = result.error
     lines = error.traceback.rstrip("\n").split("\n") if error and error.traceback else []
+    if result.status in _STOPPED and lines and lines[-1].strip() == "KeyboardInterrupt":
+        lines.pop()
     summary = str(error) if error else result.status
-    if not lines or lines[-1].strip() != summary.strip():
+    if lines and summary.strip().startswith(lines[-1].strip()):
+        lines[-1] = summary  # the same line, or the summary says more ("... (line 2)")
+    else:
         lines.append(summary)
     hint = _HINTS.get(result.status)
     if hint:

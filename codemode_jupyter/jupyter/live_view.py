@@ -32,15 +32,6 @@ from .transcript import format_call, short_repr
 
 #: Calls listed in the view; older ones are counted, not shown.
 MAX_CALL_ROWS = 30
-STATUS_ICONS = {
-    "running": "⏳",
-    "ok": "✅",
-    "error": "❌",
-    "timeout": "⏱",
-    "interrupted": "⏹",
-    "crashed": "💥",
-    "limit": "🛑",
-}
 
 
 @dataclass
@@ -141,35 +132,70 @@ class RunState:
 
 
 def format_duration(seconds: float) -> str:
+    if seconds < 0.001:
+        return f"{seconds * 1_000_000:.0f} µs"
     if seconds < 1:
         return f"{seconds * 1000:.1f} ms"
     return f"{seconds:.2f} s"
 
 
+#: status -> (label, colour) of the badge. Plain text in a coloured pill rather than emoji,
+#: which many systems (and headless browsers) draw as empty boxes.
+STATUS_BADGES = {
+    "running": ("running", "#1976d2"),
+    "ok": ("ok", "#388e3c"),
+    "error": ("error", "#d32f2f"),
+    "timeout": ("timed out", "#d32f2f"),
+    "interrupted": ("interrupted", "#f57c00"),
+    "crashed": ("runtime crashed", "#d32f2f"),
+    "limit": ("tool-call limit", "#d32f2f"),
+}
+_MUTED = "opacity:0.65"
+_ERROR = "#d32f2f"
+# Inline styles: the view must look right in Notebook 7 and VS Code too, where the
+# JupyterLab extension's stylesheet is not loaded. The line height undoes ipywidgets' 28px.
+_BOX = "font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;line-height:1.45"
+_MONO = "font-family:var(--jp-code-font-family,monospace);font-size:12px"
+
+
+def _badge(status: str) -> str:
+    label, colour = STATUS_BADGES.get(status, (status, "#616161"))
+    return (
+        f"<span class='codemode-live-badge' data-status='{html.escape(status, quote=True)}' "
+        f"style='display:inline-block;padding:0 7px;border-radius:8px;background:{colour};"
+        "color:#fff;font-size:11px;font-weight:600;text-transform:uppercase;"
+        f"letter-spacing:0.03em'>{html.escape(label)}</span>"
+    )
+
+
 def render_header(state: RunState) -> str:
-    icon = STATUS_ICONS.get(state.status, "")
     where = html.escape(state.backend or "…")
     if state.isolation:
-        where += f" · isolation: {html.escape(state.isolation)}"
-    counter = f"{state.calls_total} call{'s' if state.calls_total != 1 else ''}"
-    counter += f" / {state.rounds} round{'s' if state.rounds != 1 else ''}"
-    parts = [
-        f"<b>{icon} {html.escape(state.status)}</b>",
-        f"<span>{format_duration(state.elapsed())}</span>",
-        f"<span>{counter}</span>",
-        f"<span style='opacity:0.7'>{where}</span>",
-    ]
-    text = " &nbsp;·&nbsp; ".join(parts)
+        where += f" (isolation: {html.escape(state.isolation)})"
+    counter = f"{state.calls_total} tool call{'s' if state.calls_total != 1 else ''}"
+    counter += f" · {state.rounds} round{'s' if state.rounds != 1 else ''}"
+    text = (
+        f"{_badge(state.status)} <b>Code Mode</b> "
+        f"<span style='{_MUTED}'>{format_duration(state.elapsed())} · {counter} · "
+        f"{where}</span>"
+    )
     if state.warning:
-        text += f"<br><span style='color:#b45309'>⚠ {html.escape(state.warning)}</span>"
+        text += f"<div style='color:#e65100'>⚠ {html.escape(state.warning)}</div>"
     if state.error:
-        text += f"<br><span style='color:#b91c1c'>{html.escape(state.error)}</span>"
+        text += f"<div style='color:{_ERROR};font-weight:600'>{html.escape(state.error)}</div>"
     if state.chars_hidden:
         text += (
-            f"<br><span style='opacity:0.7'>output trimmed in this view: {state.chars_hidden} "
-            "earlier characters not shown</span>"
+            f"<div style='{_MUTED}'>output trimmed in this view: {state.chars_hidden} "
+            "earlier characters not shown</div>"
         )
-    return f"<div class='codemode-live-header'>{text}</div>"
+    return f"<div class='codemode-live-header' style='{_BOX}'>{text}</div>"
+
+
+_MARKS = {
+    "running": ("…", "#1976d2"),
+    "ok": ("✓", "#388e3c"),
+    "error": ("✗", _ERROR),
+}
 
 
 def render_calls(state: RunState) -> str:
@@ -178,29 +204,46 @@ def render_calls(state: RunState) -> str:
     rows = []
     hidden = state.calls_total - len(state.calls)
     if hidden > 0:
-        rows.append(f"<div style='opacity:0.7'>… {hidden} earlier calls</div>")
+        rows.append(f"<div style='{_MUTED}'>… {hidden} earlier calls</div>")
     for row in state.calls.values():
-        mark = {"running": "⏳", "ok": "✓", "error": "✗"}[row.state]
-        took = f" <span style='opacity:0.7'>{format_duration(row.duration)}</span>" if (
-            row.duration is not None
-        ) else ""
-        detail = f" → {html.escape(row.detail[:120])}" if row.detail else ""
-        color = "#b91c1c" if row.state == "error" else "inherit"
-        rows.append(
-            f"<div style='color:{color}'>{mark} <code>{html.escape(row.args)}</code>"
-            f"{detail}{took}</div>"
+        mark, colour = _MARKS[row.state]
+        took = (
+            f" <span style='{_MUTED}'>{format_duration(row.duration)}</span>"
+            if row.duration is not None
+            else f" <span style='{_MUTED}'>running</span>"
         )
-    return "<div class='codemode-live-calls' style='font-size:0.9em'>" + "".join(rows) + "</div>"
+        detail = ""
+        if row.detail:
+            style = f"color:{_ERROR}" if row.state == "error" else ""
+            detail = f" → <span style='{style}'>{html.escape(row.detail[:120])}</span>"
+        rows.append(
+            f"<div><span style='color:{colour};font-weight:700'>{mark}</span> "
+            f"<span style='color:var(--jp-mirror-editor-variable-color,#05a)'>"
+            f"{html.escape(row.args)}</span>{detail}{took}</div>"
+        )
+    return (
+        f"<div class='codemode-live-calls' style='{_MONO};line-height:1.5;margin:4px 0 2px 2px;"
+        "padding-left:8px;border-left:2px solid var(--jp-border-color2,#ddd)'>"
+        + "".join(rows)
+        + "</div>"
+    )
 
 
 def render_previews(state: RunState) -> str:
     if not state.previews:
         return ""
     links = [
-        f"<a href='{html.escape(url, quote=True)}' target='_blank'>preview :{port}</a>"
+        f"<a href='{html.escape(url, quote=True)}' target='_blank' rel='noopener' "
+        "style='display:inline-block;margin-right:8px;padding:0 8px;border-radius:4px;"
+        "border:1px solid var(--jp-brand-color1,#1976d2);color:var(--jp-brand-color1,#1976d2);"
+        f"text-decoration:none'>↗ preview :{port}</a>"
         for port, url in sorted(state.previews.items())
     ]
-    return "<div class='codemode-live-previews'>" + " &nbsp; ".join(links) + "</div>"
+    return (
+        f"<div class='codemode-live-previews' style='{_BOX};margin-top:4px'>"
+        + "".join(links)
+        + "</div>"
+    )
 
 
 def render_outputs(state: RunState) -> tuple[dict[str, str], ...]:
@@ -347,12 +390,21 @@ def _live_box_class() -> type:
 
 
 class TextView(LiveView):
-    """Plain text, for terminal IPython: output passes through as it comes, then a status line."""
+    """Plain text: output passes through as it comes, each tool call gets a line.
 
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+    In terminal IPython (`in_cell=False`) a status line with the duration ends the run. In a
+    kernel cell (`%config CodeMode.display = "text"`, for front ends without widgets) the
+    lines leave out timings and the status line, because the streams are saved in the
+    notebook and compared by nbval, and the transcript that follows says how the run ended.
+    """
+
+    def __init__(
+        self, stdout: TextIO | None = None, stderr: TextIO | None = None, *, in_cell: bool = False
+    ) -> None:
         super().__init__(output_cap=0)
         self._out = stdout or sys.stdout
         self._err = stderr or sys.stderr
+        self._in_cell = in_cell
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, Output):
@@ -361,9 +413,8 @@ class TextView(LiveView):
             stream.flush()
         elif isinstance(event, ToolCallFinished):
             outcome = f"raised {event.error}" if event.error else "ok"
-            self._err.write(
-                f"  [tool] {event.name} {outcome} ({format_duration(event.duration)})\n"
-            )
+            took = "" if self._in_cell else f" ({format_duration(event.duration)})"
+            self._err.write(f"  [tool] {event.name} {outcome}{took}\n")
         elif isinstance(event, PreviewAnnounced):
             self._err.write(f"  [preview] {_preview_line(event.preview)}\n")
         elif isinstance(event, RunStarted):
@@ -378,6 +429,8 @@ class TextView(LiveView):
     def finish(self, result: RunResult | None) -> None:
         if result is None:
             self._err.write("[codemode] interrupted\n")
+            return
+        if self._in_cell:
             return
         calls = len(result.tool_calls)
         self._err.write(

@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import publish_display_data
 from traitlets.config import Configurable
 
-from ..result import RunResult
+from ..result import Preview, RunResult
 from .config import CodeMode as Settings
 from .discovery import Discovery, ToolCache, UnknownToolError, discover
 from .errors import CodeModeError, CodeModeInterrupted
@@ -118,12 +118,15 @@ class CodeModeMagics(Magics, Configurable):
         view = self._make_view(args.quiet)
         view.start()
         session = None
+        announced: list[Preview] = []
         try:
             session = self._session(backend=args.backend, network=args.network or None)
             with _isolation_warnings(view), _breakpoints_stop_in_tools(session):
-                self._announce_previews(session, view, args.preview)
+                announced = self._announce_previews(session, view, args.preview)
                 result = session.run(
-                    code,
+                    # The blank first line stands for the `%%codemode` line, so tracebacks
+                    # give the line numbers the cell shows in the editor.
+                    "\n" + code,
                     timeout=args.timeout,
                     max_tool_calls=args.max_tool_calls,
                     on_event=view.on_event,
@@ -132,15 +135,18 @@ class CodeModeMagics(Magics, Configurable):
                 )
         except KeyboardInterrupt:
             result = session.last_result if session is not None else None
+            if result is not None:
+                _record_previews(result, announced)
             view.finish(result)
             if result is not None:
-                self._finish(code, result, args)
+                self._finish(code, result, args, view)
             raise CodeModeInterrupted(result) from None
         except BaseException:
             view.finish(None)
             raise
+        _record_previews(result, announced)
         view.finish(result)
-        self._finish(code, result, args)
+        self._finish(code, result, args, view)
         if not result.ok:
             raise CodeModeError(result)
         return cell_value(result)
@@ -178,13 +184,12 @@ class CodeModeMagics(Magics, Configurable):
                 output_cap=self.settings.view_output_chars,
                 rate=self.settings.view_updates_per_second,
             )
-        return TextView()
+        return TextView(in_cell=_in_kernel(self.shell))
 
-    def _announce_previews(self, session: Any, view: LiveView, ports: list[int]) -> None:
-        for port in ports:
-            session.preview(port, view.on_event)
+    def _announce_previews(self, session: Any, view: LiveView, ports: list[int]) -> list[Preview]:
+        return [session.preview(port, view.on_event) for port in ports]
 
-    def _finish(self, code: str, result: RunResult, args: Any) -> None:
+    def _finish(self, code: str, result: RunResult, args: Any, view: LiveView) -> None:
         self.last_result = result
         self.runs.append((code, result))
         if args.out:
@@ -192,8 +197,10 @@ class CodeModeMagics(Magics, Configurable):
         if args.quiet:
             _write_streams(result)
         elif _in_kernel(self.shell) or self.settings.display == "widget":
-            # In a terminal the text view has already shown everything.
-            data, metadata = run_bundle(code, result)
+            # In a terminal the text view has already shown everything; in a kernel cell it
+            # has streamed the program's output, which the transcript then does not repeat.
+            streamed = isinstance(view, TextView)
+            data, metadata = run_bundle(code, result, streams=not streamed)
             publish_display_data(data, metadata)
         for listener in list(self.run_listeners):
             try:
@@ -300,6 +307,10 @@ class CodeModeMagics(Magics, Configurable):
         )
         if last is not None and last.state_lost:
             status["state"] = "lost in the last run (the runtime was replaced)"
+        elif status.get("runtime_alive"):
+            status["state"] = "variables kept between cells (clear: %codemode reset, --fresh)"
+        else:
+            status["state"] = "empty (the next run starts a fresh runtime)"
         width = max(len(str(key)) for key in status)
         for key, value in status.items():
             print(f"{str(key).ljust(width)}  {value}")
@@ -355,6 +366,12 @@ class CodeModeMagics(Magics, Configurable):
             print("codemode: no sandboxes made by codemode-jupyter")
         for orphan in found:
             print(f"{orphan.id}  {orphan.state:<10}  {orphan.reason}")
+
+
+def _record_previews(result: RunResult, announced: list[Preview]) -> None:
+    """`--preview PORT` links belong to the run: the transcript and the saved card show them."""
+    ports = {preview.port for preview in result.previews}
+    result.previews[:0] = [p for p in announced if p.port not in ports]
 
 
 def cell_value(result: RunResult) -> Any:

@@ -13,12 +13,33 @@ import json
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..result import RunResult
 from .discovery import Discovery
 
 TARGET = "codemode.tools"
+#: Frames from here (the comm, validation, invocation) are how a call got to the tool, not
+#: what went wrong in it: a traceback shown in the panel starts at the tool's own code.
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def tool_traceback(exc: BaseException) -> str:
+    """`exc`'s traceback without the leading frames of this package.
+
+    An error raised by this package itself (bad arguments, unknown tool) has no frames left
+    and is shown as its one-line `Type: message`.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    while frames and frames[0].filename.startswith(_PACKAGE_DIR):
+        frames.pop(0)
+    lines = ["Traceback (most recent call last):\n", *frames.format()] if frames else []
+    if type(exc).__module__.startswith("codemode_jupyter"):
+        lines.append(f"{type(exc).__name__}: {exc}\n")  # not codemode_jupyter.tools.X
+    else:
+        lines.extend(traceback.format_exception_only(type(exc), exc))
+    return "".join(lines)
 
 
 def _jsonable(value: Any) -> Any:
@@ -140,7 +161,7 @@ class ToolsComm:
             reply["error"] = {
                 "type": type(exc).__name__,
                 "message": str(exc),
-                "traceback": "".join(traceback.format_exception(exc)),
+                "traceback": tool_traceback(exc),
             }
         reply["duration"] = time.perf_counter() - started
         return reply

@@ -77,22 +77,16 @@ def _summary(result: RunResult) -> str:
     return "── codemode: " + ", ".join(parts)
 
 
-def transcript_text(result: RunResult) -> str:
+def transcript_text(result: RunResult, *, streams: bool = True) -> str:
     """The text/plain transcript: program output, tool calls without timings, value, status.
 
     Identical on every run of a deterministic program: nothing here is measured, random or
-    specific to the machine (no durations, ids, backend, isolation or URLs).
+    specific to the machine (no durations, ids, backend, isolation or URLs). `streams=False`
+    leaves out the program's stdout and stderr, for a cell where they were streamed already.
     """
     lines: list[str] = []
-    if result.stdout:
-        lines.extend(result.stdout.rstrip("\n").split("\n"))
-    if result.stdout_dropped:
-        lines.append(f"[{result.stdout_dropped} more characters of stdout dropped]")
-    if result.stderr:
-        lines.append("── stderr:")
-        lines.extend(result.stderr.rstrip("\n").split("\n"))
-    if result.stderr_dropped:
-        lines.append(f"[{result.stderr_dropped} more characters of stderr dropped]")
+    if streams:
+        lines.extend(_stream_lines(result))
     lines.append(_summary(result))
     lines.extend(
         f"  {format_call(call.name, call.args)} -> {_format_outcome(call)}"
@@ -107,6 +101,20 @@ def transcript_text(result: RunResult) -> str:
     if result.state_lost:
         lines.append("  (the runtime was replaced: variables from earlier cells are gone)")
     return "\n".join(lines)
+
+
+def _stream_lines(result: RunResult) -> list[str]:
+    lines: list[str] = []
+    if result.stdout:
+        lines.extend(result.stdout.rstrip("\n").split("\n"))
+    if result.stdout_dropped:
+        lines.append(f"[{result.stdout_dropped} more characters of stdout dropped]")
+    if result.stderr:
+        lines.append("── stderr:")
+        lines.extend(result.stderr.rstrip("\n").split("\n"))
+    if result.stderr_dropped:
+        lines.append(f"[{result.stderr_dropped} more characters of stderr dropped]")
+    return lines
 
 
 def split_varying(result_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -155,11 +163,17 @@ def merge_varying(stable: dict[str, Any], varying: dict[str, Any]) -> dict[str, 
     return merged
 
 
-def run_bundle(code: str, result: RunResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(data, metadata) of the display_data a finished cell keeps."""
+def run_bundle(
+    code: str, result: RunResult, *, streams: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(data, metadata) of the display_data a finished cell keeps.
+
+    `streams=False`: the text/plain transcript leaves out stdout and stderr (the text view
+    streamed them into the cell already); the run+json payload always has them.
+    """
     stable, varying = split_varying(result.to_dict())
     data = {
-        "text/plain": transcript_text(result),
+        "text/plain": transcript_text(result, streams=streams),
         MIME_RUN: {"version": PAYLOAD_VERSION, "code": code, "result": stable},
     }
     metadata = {MIME_RUN: {"version": PAYLOAD_VERSION, "result": varying}}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -331,7 +332,11 @@ def scenario(lab, page) -> None:
     )
     widget_text = widget.inner_text()
     assert "to_fahrenheit(temp_c=18)" in widget_text
-    assert "ok" in widget_text
+    # The final status, the calls/rounds counter, backend and isolation, the duration.
+    widget.locator(".codemode-live-badge[data-status='ok']").wait_for(state="visible")
+    header = widget.locator(".codemode-live-header").inner_text()
+    assert "6 tool calls · 6 rounds" in header and "local (isolation:" in header
+    assert re.search(r"\d+(\.\d+)? (µs|ms|s) ·", header), header
 
     # The run card below it, drawn by the saved-run renderer from the run+json output.
     card = cell.locator(f'[data-mime-type="{RUN_MIME}"] .codemode-RunCard')
@@ -410,7 +415,16 @@ def scenario(lab, page) -> None:
     assert '"city": "Paris"' in first_card.locator(".codemode-ToolCallBody").first.inner_text()
     error_card = cell_node(page, failing).locator(".codemode-RunCard")
     assert error_card.get_attribute("data-status") == "error"
-    assert "line 3" in error_card.locator('[data-kind="error"]').inner_text()
+    # The sandbox traceback counts lines as the editor does (`%%codemode` is line 1).
+    assert 'File "<cell>", line 4' in error_card.locator('[data-kind="error"]').inner_text()
+    # The live views' widget state was not saved: no "Loading widget..." stays behind.
+    leftovers = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+              .filter(node => node.offsetParent !== null)
+              .map(node => node.textContent)
+              .filter(text => /Loading widget|Error displaying widget/.test(text))"""
+    )
+    assert not leftovers, leftovers
     first_card.scroll_into_view_if_needed()
     shot(page, "2-saved-runs-after-restart")
 
@@ -444,14 +458,38 @@ def scenario(lab, page) -> None:
     result.wait_for(state="visible")
     assert '"temp_c": 7' in result.inner_text()
 
-    # Bad arguments: the exception, with its traceback.
+    # Bad arguments: the validation error, checked on the host, and no host stack.
     f_tool = panel.locator('.codemode-Tool[data-tool="to_fahrenheit"]')
     f_tool.locator("textarea.codemode-ToolArgs").fill('{"temp_c": "hot"}')
     f_tool.locator("button.codemode-ToolCallButton").click()
     failure = f_tool.locator('.codemode-ToolResult[data-state="error"]')
     failure.wait_for(state="visible")
-    assert failure.locator(".codemode-Traceback").inner_text().startswith("Traceback")
-    tool.scroll_into_view_if_needed()
+    assert "ToolArgumentError: argument 'temp_c'" in failure.inner_text()
+    assert failure.locator(".codemode-Traceback").count() == 0
+
+    # A tool that raises: the exception with its traceback, starting in the tool's code.
+    raising_cell = add_code_cell(
+        page,
+        "def check_city(city: str) -> str:\n"
+        '    """Fails for cities it does not know."""\n'
+        '    known = {"Paris", "Oslo", "Lima"}\n'
+        "    if city not in known:\n"
+        '        raise KeyError(f"unknown city {city!r}")\n'
+        "    return city\n",
+    )
+    run_cells(page, [raising_cell])
+    c_tool = panel.locator('.codemode-Tool[data-tool="check_city"]')
+    c_tool.wait_for(state="visible")
+    c_tool.locator("textarea.codemode-ToolArgs").fill('{"city": "Atlantis"}')
+    c_tool.locator("button.codemode-ToolCallButton").click()
+    raised = c_tool.locator('.codemode-ToolResult[data-state="error"]')
+    raised.wait_for(state="visible")
+    trace = raised.locator(".codemode-Traceback").inner_text()
+    assert trace.startswith("Traceback (most recent call last):")
+    assert 'raise KeyError(f"unknown city {city!r}")' in trace
+    assert "KeyError: \"unknown city 'Atlantis'\"" in trace
+    assert "codemode_jupyter" not in trace  # the panel's own machinery is not shown
+    c_tool.scroll_into_view_if_needed()
     shot(page, "4-tools-panel-call")
 
     # A %%codemode run appears among the panel's recent runs, with its tool calls.

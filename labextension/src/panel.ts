@@ -489,7 +489,8 @@ export class ToolsPanel extends Widget {
           'codemode-ResultTitle',
           `${error.message ? `${error.type}: ${error.message}` : error.type}${took ? ` (after ${took})` : ''}`
         ),
-        error.traceback
+        // Bad arguments or an unknown tool come without frames: the title says it all.
+        error.traceback.startsWith('Traceback')
           ? el(doc, 'pre', 'codemode-Pre codemode-Traceback', error.traceback)
           : null
       ]);

@@ -161,6 +161,14 @@ def test_fork_bomb_is_bounded() -> None:
         assert session.run("'next cell works'", fresh=True).value == "next cell works"
 
 
+def test_classic_fork_bomb_is_bounded_and_the_next_run_works() -> None:
+    with CodeMode(max_procs=64) as session:
+        r = session.run("import os\nwhile True:\n    os.fork()", timeout=60)
+        assert r.status == "error" and r.error.type == "BlockingIOError"
+        after = session.run("sum(range(5))")
+        assert after.ok and after.value == 10
+
+
 def test_isolation_none_warns_and_still_runs() -> None:
     with pytest.warns(IsolationWarning, match="WITHOUT isolation"):
         backend = LocalBackend(bwrap="/bin/false")

@@ -10,6 +10,7 @@ runs unisolated, and says so (once, loudly) rather than failing or pretending.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -204,6 +205,26 @@ class Jail:
         return opts
 
 
+def _child_pids(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait (bounded) until process `pid`, not necessarily our child, has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
 def _world_reachable(path: str) -> bool:
     """Whether a user of no group could reach `path` (every parent searchable, itself readable)."""
     target = Path(path)
@@ -249,12 +270,18 @@ class PipeTransport(Transport):
             return b""
 
     def kill(self) -> None:
+        inner = _child_pids(self.proc.pid)  # bwrap's init in the jail's PID namespace
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.proc.wait()
+        # The jail's init dies with bwrap and takes every process of the jail with it; wait
+        # for that, so a runtime started next does not find the old one's processes still
+        # counted against the jail's process limit.
+        for pid in inner:
+            _wait_gone(pid, timeout=5.0)
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()

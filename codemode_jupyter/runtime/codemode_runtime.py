@@ -259,6 +259,7 @@ class Runtime:
         self._ids = itertools.count(1)
         self._running: int | None = None
         self._main_ident = threading.get_ident()
+        self._pid = os.getpid()
         self._tool_names: list[str] = []
         self.streams: list[TextStream] = []
         self.pumps: list[FdPump] = []
@@ -429,12 +430,23 @@ class Runtime:
             reply.update(ok=False, error=describe_error(exc))
         finally:
             self._running = None
+        if os.getpid() != self._pid:
+            self._end_forked_child(reply)
         self.sync_output()
         try:
             self.channel.send(reply)
         except (TypeError, ValueError):
             reply.update(value=None)
             self.channel.send(reply)
+
+    def _end_forked_child(self, reply: dict) -> None:
+        """A process the program forked reached the end of the program: it ends there, as a
+        forked child of a script would, instead of answering for the runtime."""
+        if not reply["ok"]:
+            sys.stderr.write(reply["error"]["traceback"])
+        for stream in self.streams:
+            stream.flush()
+        os._exit(0 if reply["ok"] else 1)
 
     def serve(self) -> None:
         threading.Thread(target=self.read_control, name="codemode-control", daemon=True).start()

@@ -76,3 +76,76 @@ def test_attach_runs_cells_in_an_existing_sandbox_and_keeps_it(server) -> None:
     if not runtimes_ended:
         pytest.xfail("daytona backend: closing an attached sandbox's session does not wait "
                      "for its runtime to be killed, so the runtime outlives the kernel")
+
+
+def test_a_notebook_with_tools_runs_on_daytona_through_nbclient(
+        server: DaytonaLoopbackServer, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole notebook, executed by nbclient: %config daytona_* settings, notebook tools,
+    state across cells, a round of parallel async calls, and the sandbox gone at shutdown."""
+    import nbformat
+
+    from codemode_jupyter.jupyter.headless import execute_notebook
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("DAYTONA_API_KEY", raising=False)
+    monkeypatch.delenv("DAYTONA_API_URL", raising=False)
+    cells = [
+        "%load_ext codemode_jupyter",
+        "%config CodeMode.backend = 'daytona'\n"
+        f"%config CodeMode.daytona_api_url = {server.api_url!r}\n"
+        f"%config CodeMode.daytona_api_key = {KEY!r}\n"
+        "%config CodeMode.daytona_auto_stop_minutes = 5\n"
+        "%config CodeMode.daytona_labels = {'project': 'nb-test'}",
+        "def get_weather(city: str) -> dict:\n"
+        "    \"\"\"Current weather for a city.\"\"\"\n"
+        "    return {'city': city, 'temp_c': len(city)}\n\n"
+        "async def slow_double(x: int) -> int:\n"
+        "    \"\"\"Twice x, after a pause.\"\"\"\n"
+        "    import asyncio\n"
+        "    await asyncio.sleep(0)\n"
+        "    return 2 * x",
+        "%%codemode\n"
+        "temps = {}\n"
+        "for city in ['Paris', 'Oslo']:\n"
+        "    temps[city] = get_weather(city)['temp_c']\n"
+        "    print(city, temps[city])",
+        "%%codemode --backend daytona\n"
+        "import asyncio\n"
+        "doubled = await asyncio.gather(*(slow_double_async(t) for t in temps.values()))\n"
+        "doubled",
+        "from daytona import Daytona, DaytonaConfig, ListSandboxesQuery\n"
+        f"client = Daytona(DaytonaConfig(api_key={KEY!r}, api_url={server.api_url!r}))\n"
+        "mine = list(client.list(ListSandboxesQuery(labels={'project': 'nb-test'})))\n"
+        "print(len(mine), mine[0].labels['codemode-jupyter'], mine[0].auto_stop_interval)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "daytona.ipynb"
+    nbformat.write(nb, path)
+    before = set(server.sandboxes)
+    server.reset_counts()
+
+    executed = execute_notebook(path, timeout=120)
+
+    def text(cell: dict) -> str:
+        parts = []
+        for output in cell.outputs:
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif "text/plain" in output.get("data", {}):
+                parts.append(output.data["text/plain"])
+        return "\n".join(parts)
+
+    tools_cell, gather_cell = executed.cells[3], executed.cells[4]
+    assert "Paris 5\nOslo 4\n" in text(tools_cell), text(tools_cell)
+    assert "ok, 2 tool calls in 2 rounds" in text(tools_cell)
+    assert "[10, 8]" in text(gather_cell), text(gather_cell)
+    assert "2 tool calls in 1 round" in text(gather_cell)
+    run = next(o for o in gather_cell.outputs
+               if "application/vnd.codemode.run+json" in o.get("data", {}))
+    assert run.data["application/vnd.codemode.run+json"]["result"]["ok"]
+    assert text(executed.cells[5]) == "1 true 5\n"  # our labels and auto-stop, as configured
+    counts = server.counts
+    assert counts["sandbox.create"] == 1  # one sandbox, shared by the cells
+    # deleted at kernel shutdown
+    assert counts["sandbox.delete"] == 1
+    assert set(server.sandboxes) == before

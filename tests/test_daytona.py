@@ -104,6 +104,31 @@ def test_notebook_run_with_tools_streams_in_program_order(server: DaytonaLoopbac
     ]
 
 
+def test_output_reaches_the_host_while_the_program_waits_on_a_tool(
+        server: DaytonaLoopbackServer) -> None:
+    """Streaming, not delivery at the end: the program prints, then blocks on a tool call;
+    the tool (run by the host before it answers) finds the print already received."""
+    seen: list[str] = []
+
+    def host_saw() -> str:
+        """What output the host has received so far."""
+        return "".join(seen)
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Output):
+            seen.append(event.text)
+
+    with connect(server, (host_saw,)) as cm:
+        cm.run("0")
+        result = cm.run("print('before the call')\n"
+                        "answer = host_saw()\n"
+                        "print('after the call')\n"
+                        "answer", on_event=on_event)
+    assert result.ok, result.error
+    assert result.value == "before the call\n"  # the host had it before it answered
+    assert result.stdout == "before the call\nafter the call\n"
+
+
 def test_state_persists_and_a_warm_cell_is_one_request(server: DaytonaLoopbackServer) -> None:
     with connect(server, (add,)) as cm:
         assert cm.run("x = 40").ok
@@ -293,6 +318,32 @@ def test_attached_sandbox_is_used_and_never_deleted(server: DaytonaLoopbackServe
     assert server.counts.get("sandbox.delete", 0) == 0
 
 
+def test_attach_by_async_sandbox_object(server: DaytonaLoopbackServer) -> None:
+    from daytona import AsyncDaytona, DaytonaConfig
+
+    async def create() -> object:
+        async with AsyncDaytona(DaytonaConfig(api_key=KEY, api_url=server.api_url)) as client:
+            return await client.create()
+
+    mine = asyncio.run(create())  # an AsyncSandbox whose client and loop are gone
+    with connect(server, (add,), sandbox=mine) as cm:
+        assert cm.run("add(1, 1)").value == 2
+        assert cm.status()["sandbox"] == mine.id
+    assert mine.id in server.sandboxes
+
+
+def test_credentials_and_endpoint_from_the_environment(
+        server: DaytonaLoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAYTONA_API_KEY", KEY)
+    monkeypatch.setenv("DAYTONA_API_URL", server.api_url)
+    monkeypatch.setenv("DAYTONA_TARGET", "eu")
+    with CodeMode(tools=[add], backend="daytona") as cm:
+        assert cm.run("add(2, 2)").value == 4
+        status = cm.status()
+    assert status["api_url"] == server.api_url and status["target"] == "eu"
+    assert server.counts["sandbox.create"] == 1
+
+
 def test_created_sandbox_is_labelled_auto_stops_and_is_deleted(
         server: DaytonaLoopbackServer) -> None:
     cm = connect(server, labels={"team": "data"}, auto_stop_minutes=7, session_label="kernel-1")
@@ -384,6 +435,16 @@ def test_retries_are_bounded(server: DaytonaLoopbackServer) -> None:
     assert server.counts["sandbox.create"] == FAST.attempts + 1
 
 
+def test_an_unreachable_api_fails_after_bounded_retries() -> None:
+    policy = RetryPolicy(attempts=2, backoff=0.01, request_timeout=5.0)
+    cm = CodeMode(backend="daytona", api_url=f"http://127.0.0.1:{_free_port()}/api",
+                  api_key=KEY, retry=policy)
+    with pytest.raises(DaytonaBackendError, match=r"cannot connect.*after 3 attempts.*"
+                                                  r"DAYTONA_API_URL"):
+        cm.run("1")
+    cm.close()
+
+
 def test_slow_responses_time_out_and_are_retried(server: DaytonaLoopbackServer) -> None:
     policy = RetryPolicy(attempts=2, backoff=0.01, request_timeout=0.5)
     server.inject("session.create", delay=5)
@@ -409,6 +470,43 @@ def test_a_stalled_network_never_outlives_the_run_timeout(server: DaytonaLoopbac
         assert done.wait(20), "the run outlived its timeout by far"
         server.clear_faults()
     assert result is not None and result.status == "timeout"
+
+
+def test_a_stalled_api_never_outlives_the_start_timeout() -> None:
+    """Every response stalls: starting a runtime within a run's 3 s gives up at about that
+    time (not the backend's own minutes-long budget) and says what it was waiting for."""
+    outcome: dict[str, BaseException] = {}
+    done = threading.Event()
+    with DaytonaLoopbackServer(api_key=KEY) as srv:
+        srv.inject(None, delay=60, times=1000)
+        backend = DaytonaBackend(api_url=srv.api_url, api_key=KEY, retry=FAST)
+
+        def start() -> None:
+            try:
+                backend.start_runtime(timeout=3)
+            except BaseException as exc:
+                outcome["error"] = exc
+            done.set()
+
+        threading.Thread(target=start, daemon=True).start()
+        assert done.wait(30), "starting the runtime outlived the run's timeout by far"
+        backend.close()
+    error = outcome.get("error")
+    assert isinstance(error, DaytonaBackendError), error
+    assert "3 s timeout" in str(error) and "create the sandbox" in str(error)
+
+
+def test_a_slow_creation_carries_on_into_the_next_start(server: DaytonaLoopbackServer) -> None:
+    server.inject("sandbox.create", delay=1.5)
+    backend = DaytonaBackend(api_url=server.api_url, api_key=KEY, retry=FAST)
+    try:
+        with pytest.raises(DaytonaBackendError, match="still waiting to create the sandbox"):
+            backend.start_runtime(timeout=0.2)
+        transport = backend.start_runtime()  # waits for the same creation, not a second one
+        transport.kill()
+    finally:
+        backend.close()
+    assert server.counts["sandbox.create"] == 1
 
 
 def test_dropped_log_stream_reconnects_without_loss(server: DaytonaLoopbackServer) -> None:

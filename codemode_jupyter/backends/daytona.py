@@ -439,6 +439,8 @@ class DaytonaBackend(Backend):
         self._notice = ""
         self._transports: weakref.WeakSet[DaytonaTransport] = weakref.WeakSet()
         self._background: set[asyncio.Future[Any]] = set()
+        self._sandbox_task: asyncio.Task[Any] | None = None
+        self._step = ""
         self._closed = False
         _bypass_proxy_for_loopback(self.api_url)
         self.loop = _LoopThread()
@@ -446,9 +448,26 @@ class DaytonaBackend(Backend):
 
     # --- Backend API ---
 
-    def start_runtime(self) -> Transport:
+    def start_runtime(self, timeout: float | None = None) -> Transport:
+        """Start a runtime, waiting at most `timeout` s (a run's deadline) if given.
+
+        If the wait runs out while the sandbox is being created or started, that goes on in
+        the background and the next start picks it up, so a slow Daytona makes progress
+        across runs instead of leaking half-made sandboxes.
+        """
         budget = self.create_timeout + 6 * self.retry.request_timeout
-        return self.loop.run(self._start_runtime(), budget, "starting the runtime")
+        if timeout is None or timeout >= budget:
+            return self.loop.run(self._start_runtime(), budget, "starting the runtime")
+        limit = max(timeout, 0.1)
+        try:
+            return self.loop.run(self._start_runtime(), limit, "starting the runtime")
+        except DaytonaBackendError as exc:
+            if "took longer than" not in str(exc):
+                raise
+            raise DaytonaBackendError(
+                f"Daytona: no runtime within the run's {timeout:g} s timeout: still waiting to "
+                f"{self._step or 'start the runtime'} ({self.api_url or 'app.daytona.io'} is "
+                "slow or not answering); the next run carries on from there") from None
 
     def run_oneshot(self, code: str, timeout: float) -> OneShot:
         budget = timeout + self.create_timeout + 2 * self.retry.request_timeout
@@ -499,9 +518,19 @@ class DaytonaBackend(Backend):
                         f"(HTTP 401 from {self.api_url or 'app.daytona.io'}): {API_KEY_HELP}"
                     ) from exc
                 if attempt >= policy.attempts or not is_transient(exc):
+                    if is_transient(exc) and http_status(exc) is None:
+                        message = self._unreachable(what, attempt + 1, exc)
+                        raise DaytonaBackendError(message) from exc
                     raise
                 await asyncio.sleep(policy.delay(attempt, exc))
         raise AssertionError("unreachable")
+
+    def _unreachable(self, what: str, tries: int, exc: BaseException) -> str:
+        url = self.api_url or "https://app.daytona.io/api"
+        timed_out = any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in _chain(exc))
+        why = "no answer" if timed_out else f"cannot connect ({exc})"
+        return (f"Daytona: could not {what}: {why} from {url} after {tries} "
+                f"attempt{'s' if tries > 1 else ''}; check DAYTONA_API_URL and the network")
 
     def keep(self, coro: Awaitable[T]) -> asyncio.Task[T]:
         """Run `coro` as a task the loop holds on to until it ends."""
@@ -543,9 +572,22 @@ class DaytonaBackend(Backend):
             self._client = AsyncDaytona(config)
         return self._client
 
+    async def _sandbox_ready(self) -> Any:
+        """The sandbox, running. Created (or found, or recovered) in a task of its own, which
+        a caller that stops waiting (a run's deadline) leaves going for the next caller."""
+        if self._sandbox is not None and not self._suspect:
+            return self._sandbox
+        task = self._sandbox_task
+        if task is None or task.done():
+            task = self._sandbox_task = asyncio.ensure_future(self._ensure_sandbox())
+            # Its caller may have stopped waiting: the failure is seen by the next one.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(task)
+
     async def _ensure_sandbox(self) -> Any:
         if self._sandbox is not None and not self._suspect:
             return self._sandbox
+        self._step = "create the sandbox" if self._sandbox is None else "check the sandbox"
         client = await self._daytona()
         if self._sandbox is None and self._attach_id is not None:
             attach_id = self._attach_id
@@ -627,8 +669,10 @@ class DaytonaBackend(Backend):
     async def _start_runtime(self) -> DaytonaTransport:
         from daytona import SessionExecuteRequest
 
-        sandbox = await self._ensure_sandbox()
+        sandbox = await self._sandbox_ready()
+        self._step = "upload the runtime"
         directory = await self._ensure_runtime_dir(sandbox)
+        self._step = "start the runtime"
         session_id = await self._ensure_session(sandbox)
         nonce = secrets.token_hex(8)
         # The shell reports the runtime's exit on stderr: Daytona's follow stream stays open
@@ -645,7 +689,7 @@ class DaytonaBackend(Backend):
         return transport
 
     async def _oneshot(self, code: str, timeout: float) -> OneShot:
-        sandbox = await self._ensure_sandbox()
+        sandbox = await self._sandbox_ready()
         seconds = max(1, math.ceil(timeout))
         try:
             response = await self.call(
@@ -660,7 +704,7 @@ class DaytonaBackend(Backend):
 
     async def _preview_url(self, port: int) -> str:
         """A URL that opens in a browser: signed (token inside), else the plain preview link."""
-        sandbox = await self._ensure_sandbox()
+        sandbox = await self._sandbox_ready()
         try:
             signed = await self.call("sign a preview link", lambda: (
                 sandbox.create_signed_preview_url(port, expires_in_seconds=self.preview_expires)))
@@ -672,6 +716,10 @@ class DaytonaBackend(Backend):
             return str(link.url)
 
     async def _release(self) -> None:
+        if self._sandbox_task is not None and not self._sandbox_task.done():
+            # A creation still under way: if Daytona finishes it anyway, the sandbox is
+            # labelled, and `cleanup_orphans` removes it once this process has ended.
+            self._sandbox_task.cancel()
         sandbox, client = self._sandbox, self._client
         self._sandbox = self._client = None
         live = [t for t in list(self._transports) if t.stop_quietly()]

@@ -163,19 +163,10 @@ class Tool:
             model = self._model.model_validate(by_alias)
         except ValidationError as exc:
             raise ToolArgumentError(_describe_validation(exc, self)) from None
-        call_args: list[Any] = []
-        call_kwargs: dict[str, Any] = {}
-        for param in self._params:
-            value = getattr(model, param.field)
-            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
-                call_args.append(value)
-            elif param.kind is inspect.Parameter.VAR_POSITIONAL:
-                call_args.extend(value)
-            elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                call_kwargs.update(value)
-            else:
-                call_kwargs[param.name] = value
-        return call_args, call_kwargs
+        validated = {param.name: getattr(model, param.field) for param in self._params}
+        # BoundArguments knows which values must go by position (e.g. before *args).
+        call = inspect.BoundArguments(self._signature, validated)
+        return list(call.args), dict(call.kwargs)
 
     def invoke(self, kwargs: dict[str, Any]) -> Any:
         """Validate and call with keyword arguments (the Tools panel's path); awaits async tools."""

@@ -456,3 +456,13 @@ def test_a_flood_on_the_control_channel_is_a_fault_not_host_memory() -> None:
         assert r.status == "crashed", r
         assert "broke its channel" in r.error.message
         assert session.run("1 + 1").value == 2
+
+
+def test_star_args_tools_get_their_arguments_by_position() -> None:
+    def join(first: str, *rest: str, sep: str = "-") -> str:
+        return sep.join([first, *rest])
+
+    with CodeMode(tools=[join]) as session:
+        r = session.run("join('a', 'b', 'c', sep='+')")
+    assert r.ok, r.error
+    assert r.value == "a+b+c"

@@ -878,6 +878,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     server = DaytonaLoopbackServer(api_key=args.api_key, port=args.port, root=args.root,
                                    network=args.network, isolate=False if args.no_jail else None)
+    # Ctrl-C and `kill` (SIGTERM) both stop it cleanly: sandbox processes killed, the
+    # temporary root removed. SIGINT is set explicitly: a shell's `&` would leave it ignored.
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     server.start()
     print(f"Daytona loopback server on {server.base_url}", flush=True)
     print(f"  export DAYTONA_API_URL={server.api_url} DAYTONA_API_KEY={args.api_key}", flush=True)

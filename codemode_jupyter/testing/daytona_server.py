@@ -688,6 +688,12 @@ class DaytonaLoopbackServer:
         sandbox, session = self._session(request)
         for cmd in session.values():
             kill_tree(cmd.proc)
+            # As the daemon does, answer once the command is dead: a client that deleted the
+            # session may rely on its processes being gone.
+            with contextlib.suppress(asyncio.TimeoutError, subprocess.TimeoutExpired):
+                await asyncio.wait_for(asyncio.to_thread(cmd.proc.wait, 5), 6)
+            if cmd.proc.returncode is not None:
+                cmd.finish(cmd.proc.returncode)
             for ws in [w for w, c in sandbox.streams.items() if c is cmd]:
                 await ws.close(code=1000)
         del sandbox.sessions[request.match_info["session"]]

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import events as ev
-from .backends import Backend, Transport, create_backend
+from .backends import Backend, BackendConfigError, Transport, create_backend
 from .calls import AsyncRunner, CallOutcome, encode_result, finish_call, prepare_call
 from .output import CappedText
 from .result import Preview, RunError, RunResult, ToolCall
@@ -109,6 +109,7 @@ class _Run:
         self.unsent: list[bytes] = []
         self.rounds = 0
         self.previews: list[Preview] = []
+        self.preview_ports: set[int] = set()
         self.started = time.perf_counter()
         self.state_lost = False
         self.paused = 0.0  # time spent in a debugger inside tools: not counted by the timeout
@@ -290,9 +291,10 @@ class CodeMode:
             self._conn.close()
             self._conn = None
 
-    def _connection(self, fresh: bool) -> tuple[RuntimeConnection, bool, str]:
-        """The live runtime (started if needed), whether it is new, and, if the previous one
-        ended between runs, how it ended (its state is gone: the run must say so)."""
+    def _connection(self, fresh: bool, timeout: float) -> tuple[RuntimeConnection, bool, str]:
+        """The live runtime (started if needed, within `timeout`), whether it is new, and, if
+        the previous one ended between runs, how it ended (its state is gone: the run must
+        say so)."""
         lost = ""
         if self._conn is not None and not self._conn.alive:
             lost = self._conn.transport.exit_info()
@@ -300,7 +302,7 @@ class CodeMode:
         if fresh:
             self._drop_runtime()
         if self._conn is None:
-            self._conn = RuntimeConnection(self.backend.start_runtime())
+            self._conn = RuntimeConnection(self.backend.start_runtime(timeout=timeout))
             return self._conn, True, lost
         return self._conn, False, lost
 
@@ -309,7 +311,17 @@ class CodeMode:
         timeout, max_calls = limits
         run = _Run(next(self._run_ids), on_event, self.max_output)
         status = self.backend.status()
-        conn, started, lost = self._connection(fresh)
+        try:
+            conn, started, lost = self._connection(fresh, timeout)
+        except BackendConfigError:
+            raise
+        except Exception as exc:  # no runtime: this run fails, the next one tries again
+            run.emit(ev.RunStarted(status.backend, status.isolation, True))
+            late = time.perf_counter() - run.started >= timeout
+            error = RunError("Timeout" if late else "RuntimeUnavailable",
+                             f"the runtime could not be started: {exc}")
+            return self._finish(run, {"status": "timeout" if late else "crashed",
+                                      "error": error, "state_lost": True}, status)
         run.emit(ev.RunStarted(status.backend, status.isolation, started))
         if lost:
             run.state_lost = True
@@ -351,8 +363,11 @@ class CodeMode:
             elif kind == "async_done":
                 self._end_call(conn, run, *frame)
             elif kind == P.PREVIEW:
-                self._preview(run, frame)
+                self._preview(conn, run, frame)
+            elif kind == "preview_url":
+                self._preview_ready(run, *frame)
             elif kind == P.DONE and frame.get("id") == run.id:
+                self._await_previews(conn, run, deadline)
                 return {"status": "ok" if frame.get("ok") else "error", "frame": frame}
             elif kind == "eof":
                 return self._crashed(conn)
@@ -396,13 +411,39 @@ class CodeMode:
             data, run.unsent = b"".join(run.unsent), []
             conn.transport.write(data)
 
-    def _preview(self, run: _Run, frame: dict) -> None:
+    def _preview(self, conn: RuntimeConnection, run: _Run, frame: dict) -> None:
+        """Ask the backend for a port's link off this thread (a remote backend may be slow);
+        the answer comes back through the inbox."""
         port = int(frame.get("port", 0))
-        if any(p.port == port for p in run.previews):
+        if port in run.preview_ports:
             return
-        preview = Preview(port, self.backend.preview_url(port))
+        run.preview_ports.add(port)
+        backend, inbox = self.backend, conn.inbox
+
+        def resolve() -> None:
+            try:
+                inbox.put(("preview_url", (port, backend.preview_url(port))))
+            except Exception as exc:
+                inbox.put(("preview_url", (port, f"(no link: {exc})")))
+
+        threading.Thread(target=resolve, name="codemode-preview", daemon=True).start()
+
+    @staticmethod
+    def _preview_ready(run: _Run, port: int, url: str) -> None:
+        preview = Preview(port, url)
         run.previews.append(preview)
         run.emit(ev.PreviewAnnounced(preview))
+
+    def _await_previews(self, conn: RuntimeConnection, run: _Run, deadline: float) -> None:
+        """A program that announced a preview and ended at once still gets its link."""
+        while len(run.previews) < len(run.preview_ports):
+            remaining = deadline + run.paused - time.perf_counter()
+            try:
+                kind, frame = conn.inbox.get(timeout=max(0.0, min(remaining, 5.0)))
+            except queue.Empty:
+                return
+            if kind == "preview_url":
+                self._preview_ready(run, *frame)
 
     def preview(self, port: int, on_event: ev.EventCallback | None = None) -> Preview:
         """A preview link for `port`, announced to the current run's listeners if any."""

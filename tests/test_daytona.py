@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -429,9 +430,9 @@ def test_transient_errors_are_retried(server: DaytonaLoopbackServer, status: int
 def test_retries_are_bounded(server: DaytonaLoopbackServer) -> None:
     server.inject("sandbox.create", status=503, times=100)
     cm = connect(server)
-    with pytest.raises(DaytonaBackendError, match="injected fault"):
-        cm.run("1")
+    result = cm.run("1")
     cm.close()
+    assert result.status == "crashed" and "injected fault" in result.error.message
     assert server.counts["sandbox.create"] == FAST.attempts + 1
 
 
@@ -439,10 +440,11 @@ def test_an_unreachable_api_fails_after_bounded_retries() -> None:
     policy = RetryPolicy(attempts=2, backoff=0.01, request_timeout=5.0)
     cm = CodeMode(backend="daytona", api_url=f"http://127.0.0.1:{_free_port()}/api",
                   api_key=KEY, retry=policy)
-    with pytest.raises(DaytonaBackendError, match=r"cannot connect.*after 3 attempts.*"
-                                                  r"DAYTONA_API_URL"):
-        cm.run("1")
+    result = cm.run("1")
     cm.close()
+    assert result.status == "crashed"
+    assert re.search(r"cannot connect.*after 3 attempts.*DAYTONA_API_URL", result.error.message,
+                     re.S)
 
 
 def test_slow_responses_time_out_and_are_retried(server: DaytonaLoopbackServer) -> None:
@@ -577,9 +579,9 @@ def test_every_wait_is_bounded_when_the_api_hangs(server: DaytonaLoopbackServer)
     policy = RetryPolicy(attempts=1, backoff=0.01, request_timeout=0.3)
     server.inject("sandbox.create", delay=30, times=10)
     cm = connect(server, retry=policy, create_timeout=0.5)
-    with pytest.raises(DaytonaBackendError, match="create"):
-        cm.run("1")
+    result = cm.run("1", timeout=20)
     cm.close()
+    assert not result.ok and "create" in result.error.message
 
 
 # --- the server as a program --------------------------------------------------------------------
@@ -624,3 +626,12 @@ def test_live_daytona_run_with_tools() -> None:
     assert first.stdout == "x is 42\n"
     assert second.value == 42
     assert preview.startswith("http")
+
+
+def test_a_stalled_api_never_outlives_the_runs_timeout(server: DaytonaLoopbackServer) -> None:
+    server.inject("sandbox.create", delay=120, times=100)
+    cm = connect(server)
+    result = cm.run("1", timeout=3)
+    cm.close()
+    assert result.status == "timeout" and result.error.type == "Timeout"
+    assert "could not be started" in result.error.message

@@ -466,3 +466,25 @@ def test_star_args_tools_get_their_arguments_by_position() -> None:
         r = session.run("join('a', 'b', 'c', sep='+')")
     assert r.ok, r.error
     assert r.value == "a+b+c"
+
+
+def test_a_runtime_that_cannot_start_fails_the_run_not_the_caller() -> None:
+    from codemode_jupyter.backends.local import LocalBackend
+
+    class Broken(LocalBackend):
+        def start_runtime(self, timeout: float | None = None):
+            raise OSError("no sandbox for you")
+
+    seen = []
+    with CodeMode(backend=Broken()) as session:
+        r = session.run("1", on_event=seen.append)
+    assert r.status == "crashed" and r.error.type == "RuntimeUnavailable"
+    assert "no sandbox for you" in r.error.message
+    assert type(seen[0]).__name__ == "RunStarted" and type(seen[-1]).__name__ == "RunFinished"
+
+
+def test_preview_links_arrive_even_when_the_program_ends_at_once() -> None:
+    with CodeMode() as session:
+        r = session.run("import codemode\ncodemode.preview(8123)\ncodemode.preview(8123)")
+    assert r.ok
+    assert [(p.port, p.url) for p in r.previews] == [(8123, "http://127.0.0.1:8123/")]

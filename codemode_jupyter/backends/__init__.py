@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Backend, BackendStatus, OneShot, Transport
+from .base import Backend, BackendConfigError, BackendStatus, OneShot, Transport
 
-__all__ = ["Backend", "BackendStatus", "OneShot", "Transport", "create_backend"]
+__all__ = [
+    "Backend",
+    "BackendConfigError",
+    "BackendStatus",
+    "OneShot",
+    "Transport",
+    "create_backend",
+]
 
 
 def create_backend(name: str, **options: Any) -> Backend:

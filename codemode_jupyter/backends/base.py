@@ -20,6 +20,11 @@ def runtime_sources() -> dict[str, bytes]:
     return {name: (RUNTIME_DIR / name).read_bytes() for name in RUNTIME_FILES}
 
 
+class BackendConfigError(RuntimeError):
+    """The backend cannot work until the user changes its configuration (e.g. a rejected key):
+    raised to the caller rather than reported as one failed run."""
+
+
 class Transport(ABC):
     """A byte stream to one live runtime process."""
 
@@ -68,8 +73,9 @@ class Backend(ABC):
     name: str = ""
 
     @abstractmethod
-    def start_runtime(self) -> Transport:
-        """Start a fresh runtime process and return its transport."""
+    def start_runtime(self, timeout: float | None = None) -> Transport:
+        """Start a fresh runtime process and return its transport, within `timeout` seconds
+        (the run's remaining time) when given; raise if that cannot be done."""
 
     @abstractmethod
     def run_oneshot(self, code: str, timeout: float) -> OneShot:

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from .base import Backend, BackendStatus, OneShot, Transport, runtime_sources
+from .base import (
+    Backend,
+    BackendConfigError,
+    BackendStatus,
+    OneShot,
+    Transport,
+    runtime_sources,
+)
 
 T = TypeVar("T")
 
@@ -54,7 +61,7 @@ class DaytonaBackendError(RuntimeError):
     """Daytona could not do what the backend needed; the message says what and why."""
 
 
-class DaytonaAuthError(DaytonaBackendError):
+class DaytonaAuthError(DaytonaBackendError, BackendConfigError):
     """The API key is missing or rejected. Never retried."""
 
 

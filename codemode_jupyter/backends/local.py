@@ -348,7 +348,8 @@ class LocalBackend(Backend):
             limits = Limits(limits.memory_mb, 0, limits.cpu_seconds, limits.file_size_mb)
         return limits.argv()
 
-    def start_runtime(self) -> Transport:
+    def start_runtime(self, timeout: float | None = None) -> Transport:
+        del timeout  # a local start takes milliseconds
         argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv()]
         proc = self.jail.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, bufsize=0)

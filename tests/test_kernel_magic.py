@@ -345,6 +345,7 @@ def test_tools_comm_lists_calls_and_reports_runs(kernel):
     assert trace.startswith("Traceback (most recent call last):\n")
     assert "raise ValueError(f'bad n {n}')" in trace and trace.endswith("ValueError: bad n 4\n")
     assert "codemode_jupyter" not in trace
+    assert 'File "Cell In[' in trace and "ipykernel_" not in trace  # named as IPython does
     ok(kernel, "%%codemode\nadd(a=40, b=2)")
     runs = panel.send("comm_msg", {"op": "runs"})
     assert runs["runs"][-1]["code"] == "add(a=40, b=2)\n"

@@ -34,12 +34,25 @@ def tool_traceback(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     while frames and frames[0].filename.startswith(_PACKAGE_DIR):
         frames.pop(0)
+    for frame in frames:
+        frame.filename = _cell_name(frame.filename)
     lines = ["Traceback (most recent call last):\n", *frames.format()] if frames else []
     if type(exc).__module__.startswith("codemode_jupyter"):
         lines.append(f"{type(exc).__name__}: {exc}\n")  # not codemode_jupyter.tools.X
     else:
         lines.extend(traceback.format_exception_only(type(exc), exc))
     return "".join(lines)
+
+
+def _cell_name(filename: str) -> str:
+    """`Cell In[3]` for code from a notebook cell (as IPython's tracebacks say), else as is."""
+    try:
+        from IPython import get_ipython
+
+        label = get_ipython().compile.format_code_name(filename)
+    except Exception:
+        return filename
+    return " ".join(label) if label else filename
 
 
 def _jsonable(value: Any) -> Any:

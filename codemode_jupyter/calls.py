@@ -6,6 +6,7 @@ Shared by the session engine and the replay fallback, so both treat calls identi
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import threading
 import time
@@ -18,7 +19,7 @@ from pydantic_core import to_jsonable_python
 
 from .result import RunError, ToolCall
 from .runtime import codemode_protocol as P
-from .tools import Tool, ToolArgumentError, ToolRegistry, UnknownToolError
+from .tools import Tool, ToolArgumentError, ToolRegistry, UnknownToolError, run_coroutine
 
 
 @dataclass
@@ -46,8 +47,8 @@ class PreparedCall:
         started = time.perf_counter()
         try:
             value = self.tool.fn(*self.args, **self.kwargs)
-            if asyncio.iscoroutine(value):
-                value = asyncio.run(value)
+            if inspect.isawaitable(value):  # an async tool reached here (replay), or a wrapper
+                value = run_coroutine(value)
         except Exception as exc:
             return failure(exc, time.perf_counter() - started)
         return success(value, time.perf_counter() - started)

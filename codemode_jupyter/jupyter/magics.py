@@ -122,7 +122,7 @@ class CodeModeMagics(Magics, Configurable):
         try:
             session = self._session(backend=args.backend, network=args.network or None)
             with _isolation_warnings(view), _breakpoints_stop_in_tools(session):
-                announced = self._announce_previews(session, view, args.preview)
+                announced = [session.preview(port, view.on_event) for port in args.preview]
                 result = session.run(
                     # The blank first line stands for the `%%codemode` line, so tracebacks
                     # give the line numbers the cell shows in the editor.
@@ -135,18 +135,12 @@ class CodeModeMagics(Magics, Configurable):
                 )
         except KeyboardInterrupt:
             result = session.last_result if session is not None else None
-            if result is not None:
-                _record_previews(result, announced)
-            view.finish(result)
-            if result is not None:
-                self._finish(code, result, args, view)
+            self._finish(code, result, args, view, announced)
             raise CodeModeInterrupted(result) from None
         except BaseException:
             view.finish(None)
             raise
-        _record_previews(result, announced)
-        view.finish(result)
-        self._finish(code, result, args, view)
+        self._finish(code, result, args, view, announced)
         if not result.ok:
             raise CodeModeError(result)
         return cell_value(result)
@@ -186,10 +180,20 @@ class CodeModeMagics(Magics, Configurable):
             )
         return TextView(in_cell=_in_kernel(self.shell))
 
-    def _announce_previews(self, session: Any, view: LiveView, ports: list[int]) -> list[Preview]:
-        return [session.preview(port, view.on_event) for port in ports]
-
-    def _finish(self, code: str, result: RunResult, args: Any, view: LiveView) -> None:
+    def _finish(
+        self,
+        code: str,
+        result: RunResult | None,
+        args: Any,
+        view: LiveView,
+        announced: list[Preview],
+    ) -> None:
+        """End the view and keep the run (None: interrupted before a result existed)."""
+        if result is not None:
+            _record_previews(result, announced)
+        view.finish(result)
+        if result is None:
+            return
         self.last_result = result
         self.runs.append((code, result))
         if args.out:
@@ -339,7 +343,6 @@ class CodeModeMagics(Magics, Configurable):
         debugger = self.shell.debugger_cls()
         debugger.reset()
         debugger.interaction(None, exc.__traceback__)
-
 
     def _cmd_attach(self, args: list[str]) -> None:
         if len(args) != 1:

@@ -180,7 +180,8 @@ class Jail:
         kwargs.setdefault("cwd", str(self.workdir))
         if self.uid is not None:
             kwargs.update(user=self.uid, group=self.uid, extra_groups=[])
-        return subprocess.Popen(self.command(argv), process_group=0, close_fds=True, **kwargs)
+        return subprocess.Popen(self.command(argv), start_new_session=True, close_fds=True,
+                                **kwargs)
 
     def close(self) -> None:
         _release_uid(self.uid)

@@ -28,7 +28,7 @@ from ..events import (
     ToolCallStarted,
 )
 from ..result import Preview, RunResult
-from .transcript import format_call, short_repr
+from .transcript import format_call, plural, short_repr
 
 #: Calls listed in the view; older ones are counted, not shown.
 MAX_CALL_ROWS = 30
@@ -172,8 +172,7 @@ def render_header(state: RunState) -> str:
     where = html.escape(state.backend or "…")
     if state.isolation:
         where += f" (isolation: {html.escape(state.isolation)})"
-    counter = f"{state.calls_total} tool call{'s' if state.calls_total != 1 else ''}"
-    counter += f" · {state.rounds} round{'s' if state.rounds != 1 else ''}"
+    counter = f"{plural(state.calls_total, 'tool call')} · {plural(state.rounds, 'round')}"
     text = (
         f"{_badge(state.status)} <b>Code Mode</b> "
         f"<span style='{_MUTED}'>{format_duration(state.elapsed())} · {counter} · "
@@ -432,10 +431,9 @@ class TextView(LiveView):
             return
         if self._in_cell:
             return
-        calls = len(result.tool_calls)
         self._err.write(
             f"[codemode] {result.status} in {format_duration(result.duration)}, "
-            f"{calls} tool call{'s' if calls != 1 else ''}\n"
+            f"{plural(len(result.tool_calls), 'tool call')}\n"
         )
         self._err.flush()
 

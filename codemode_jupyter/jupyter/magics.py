@@ -26,7 +26,7 @@ from .config import CodeMode as Settings
 from .discovery import Discovery, ToolCache, UnknownToolError, discover
 from .errors import CodeModeError, CodeModeInterrupted
 from .live_view import LiveView, TextView, WidgetView, format_duration
-from .transcript import run_bundle
+from .transcript import plural, run_bundle
 
 COMMANDS = ("tools", "prompt", "status", "reset", "last", "debug", "attach", "cleanup")
 #: backend_options that say which Daytona account to use (what `cleanup` needs of them).
@@ -286,7 +286,7 @@ class CodeModeMagics(Magics, Configurable):
     def _cmd_tools(self, args: list[str]) -> None:
         found = self.tools()
         count = len(found.tools)
-        print(f"{count} tool{'s' if count != 1 else ''}:" if count else "no tools defined")
+        print(f"{plural(count, 'tool')}:" if count else "no tools defined")
         for tool in found.tools.values():
             prefix = "async " if tool.is_async else ""
             print(f"  {prefix}{tool.name}{tool.signature}")
@@ -392,11 +392,10 @@ def cell_value(result: RunResult) -> Any:
 
 def describe_run(result: RunResult) -> str:
     """`%codemode last`: every tool call with args, result or error, and timing."""
-    calls = len(result.tool_calls)
     lines = [
         f"last run: {result.status} in {format_duration(result.duration)}, "
-        f"{calls} tool call{'s' if calls != 1 else ''} in {result.rounds} "
-        f"round{'s' if result.rounds != 1 else ''} ({result.backend}, isolation {result.isolation})"
+        f"{plural(len(result.tool_calls), 'tool call')} in {plural(result.rounds, 'round')} "
+        f"({result.backend}, isolation {result.isolation})"
     ]
     for call in result.tool_calls:
         head = f"  #{call.id} round {call.round}  {call.name}({_args(call.args)})"

@@ -38,6 +38,11 @@ def short_repr(value: Any) -> str:
     return " ".join(text.split())
 
 
+def plural(count: int, word: str) -> str:
+    """`1 tool call`, `2 tool calls`."""
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
 def format_call(name: str, args: dict[str, Any]) -> str:
     """`name(a=1, b='x')`, each argument shortened."""
     inner = ", ".join(f"{key}={short_repr(value)}" for key, value in args.items())
@@ -66,11 +71,8 @@ def _value_text(result: RunResult) -> str | None:
 def _summary(result: RunResult) -> str:
     parts = [result.status]
     if result.tool_calls:
-        calls = len(result.tool_calls)
-        rounds = result.rounds
         parts.append(
-            f"{calls} tool call{'s' if calls != 1 else ''} in "
-            f"{rounds} round{'s' if rounds != 1 else ''}"
+            f"{plural(len(result.tool_calls), 'tool call')} in {plural(result.rounds, 'round')}"
         )
     else:
         parts.append("no tool calls")

@@ -520,7 +520,7 @@ def describe_error(exc: BaseException) -> dict:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in _HIDDEN_FILES:
         tb = tb.tb_next
-    tb_exc = traceback.TracebackException(type(exc), exc, tb, compact=True)
+    tb_exc = traceback.TracebackException(type(exc), exc, tb)  # any python3 of a sandbox image
     tb_exc.stack = traceback.StackSummary.from_list(
         [f for f in tb_exc.stack if os.path.abspath(f.filename) not in _HIDDEN_FILES]
     )

@@ -65,6 +65,10 @@ class DaytonaAuthError(DaytonaBackendError, BackendConfigError):
     """The API key is missing or rejected. Never retried."""
 
 
+class DaytonaTimeout(DaytonaBackendError):
+    """A wait on Daytona ran out of time (the work it waited for may carry on)."""
+
+
 @dataclass
 class RetryPolicy:
     """Bounded retries with exponential backoff for 429, 5xx, timeouts and lost connections."""
@@ -164,7 +168,7 @@ class _LoopThread:
             return future.result(timeout + 5)
         except (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError):
             future.cancel()
-            raise DaytonaBackendError(f"Daytona: {what} took longer than {timeout:g} s") from None
+            raise DaytonaTimeout(f"Daytona: {what} took longer than {timeout:g} s") from None
         except DaytonaBackendError:
             raise
         except Exception as exc:
@@ -468,10 +472,8 @@ class DaytonaBackend(Backend):
         limit = max(timeout, 0.1)
         try:
             return self.loop.run(self._start_runtime(), limit, "starting the runtime")
-        except DaytonaBackendError as exc:
-            if "took longer than" not in str(exc):
-                raise
-            raise DaytonaBackendError(
+        except DaytonaTimeout:
+            raise DaytonaTimeout(
                 f"Daytona: no runtime within the run's {timeout:g} s timeout: still waiting to "
                 f"{self._step or 'start the runtime'} ({self.api_url or 'app.daytona.io'} is "
                 "slow or not answering); the next run carries on from there") from None
@@ -771,12 +773,16 @@ def _kernel_id() -> str | None:
     return name.removeprefix("kernel-").removesuffix(".json") or None
 
 
+def _host_label() -> str:
+    return socket.gethostname()[:63]  # label values are at most 63 characters
+
+
 def default_labels(session_label: str | None = None) -> dict[str, str]:
     """The labels that mark a sandbox as ours: creator, kernel/session, host and process."""
     return {
         LABEL_CREATOR: "true",
         LABEL_SESSION: session_label or _kernel_id() or uuid.uuid4().hex[:12],
-        LABEL_HOST: socket.gethostname()[:63],
+        LABEL_HOST: _host_label(),
         LABEL_PID: str(os.getpid()),
     }
 
@@ -863,7 +869,7 @@ def _keep_reason(sandbox_id: str, labels: dict[str, str], in_use: set[str],
                  all_hosts: bool) -> str | None:
     if sandbox_id in in_use:
         return "in use by this kernel"
-    if labels.get(LABEL_HOST) == socket.gethostname()[:63]:
+    if labels.get(LABEL_HOST) == _host_label():
         pid = labels.get(LABEL_PID, "")
         if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
             return f"in use by process {pid} on this host"

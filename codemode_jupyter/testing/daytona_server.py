@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -618,7 +619,7 @@ class DaytonaLoopbackServer:
         body = await request.json()
         command = body["command"]
         if body.get("cwd"):
-            command = f"cd {_quote(body['cwd'])} && {command}"
+            command = f"cd {shlex.quote(body['cwd'])} && {command}"
         code, output = await self._run_once(sandbox, command, body.get("envs"), body.get("timeout"))
         if code is None:
             return _timeout_error()
@@ -628,7 +629,7 @@ class DaytonaLoopbackServer:
         sandbox = self._lookup(request, started=True)
         body = await request.json()
         encoded = base64.b64encode(body["code"].encode()).decode()
-        argv = " ".join(_quote(a) for a in body.get("argv") or [])
+        argv = " ".join(shlex.quote(a) for a in body.get("argv") or [])
         command = f"printf '%s' '{encoded}' | base64 -d | python3 -u - {argv}"
         code, output = await self._run_once(sandbox, command, body.get("envs"), body.get("timeout"))
         if code is None:
@@ -764,11 +765,11 @@ class DaytonaLoopbackServer:
         cmd = self._command(request)
         data = (await request.json())["data"]
         if cmd.exit_code is not None:
-            return _error(410, "command already completed", code="COMMAND_ALREADY_COMPLETED")
+            return _completed_error()
         try:
             cmd.write_input(data)
-        except (BrokenPipeError, OSError):
-            return _error(410, "command already completed", code="COMMAND_ALREADY_COMPLETED")
+        except OSError:  # BrokenPipeError among them: the command's stdin is gone
+            return _completed_error()
         return web.Response(status=204)
 
     # --- previews ---
@@ -848,10 +849,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
 def _error(status: int, message: str, *, code: str | None = None,
            headers: dict[str, str] | None = None) -> web.Response:
     body: dict[str, Any] = {"statusCode": status, "message": message}
@@ -869,6 +866,10 @@ def _http_error(status: int, message: str) -> web.HTTPException:
 
 def _timeout_error() -> web.Response:
     return _error(408, "process execution timed out", code="PROCESS_EXECUTION_TIMEOUT")
+
+
+def _completed_error() -> web.Response:
+    return _error(410, "command already completed", code="COMMAND_ALREADY_COMPLETED")
 
 
 def main(argv: list[str] | None = None) -> None:

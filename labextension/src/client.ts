@@ -4,6 +4,7 @@
  * Pure logic over a minimal comm interface, so it is unit-tested with a fake comm; the
  * Tools panel wires it to a real kernel comm.
  */
+import { asString, isObject } from './model';
 
 /** The part of a kernel comm the client needs. */
 export interface ICommLike {
@@ -51,26 +52,15 @@ export const COMM_TARGET = 'codemode.tools';
 export const LOAD_HINT =
   'The Code Mode kernel extension is not loaded in this kernel. Run %load_ext codemode_jupyter in a cell.';
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function str(value: unknown): string {
-  if (typeof value === 'string') {
-    return value;
-  }
-  return value === null || value === undefined ? '' : String(value);
-}
-
 /** Normalise the kernel's tool list (untrusted shape). */
 export function readTools(value: unknown): IToolInfo[] {
   if (!Array.isArray(value)) {
     return [];
   }
   return value.filter(isObject).map(tool => ({
-    name: str(tool.name),
-    signature: str(tool.signature),
-    doc: str(tool.doc),
+    name: asString(tool.name),
+    signature: asString(tool.signature),
+    doc: asString(tool.doc),
     is_async: tool.is_async === true,
     schema: isObject(tool.schema) ? tool.schema : null
   }));
@@ -82,7 +72,7 @@ export function readRuns(value: unknown): IRunRecord[] {
     return [];
   }
   return value.filter(isObject).map(run => ({
-    code: str(run.code),
+    code: asString(run.code),
     result: isObject(run.result) ? run.result : {}
   }));
 }
@@ -90,13 +80,13 @@ export function readRuns(value: unknown): IRunRecord[] {
 function readCallResult(data: Record<string, unknown>): ICallResult {
   const error = isObject(data.error)
     ? {
-        type: str(data.error.type) || 'Error',
-        message: str(data.error.message),
-        traceback: str(data.error.traceback)
+        type: asString(data.error.type) || 'Error',
+        message: asString(data.error.message),
+        traceback: asString(data.error.traceback)
       }
     : null;
   return {
-    request_id: str(data.request_id),
+    request_id: asString(data.request_id),
     ok: data.ok === true && error === null,
     result: data.result,
     error,
@@ -166,7 +156,7 @@ export function parseArgs(
   try {
     value = JSON.parse(trimmed);
   } catch (reason) {
-    return { error: `Arguments are not valid JSON: ${str(reason)}` };
+    return { error: `Arguments are not valid JSON: ${asString(reason)}` };
   }
   if (!isObject(value)) {
     return {
@@ -288,7 +278,7 @@ export class ToolsClient {
         this._send({ op: 'call', request_id: requestId, name, args });
       } catch (reason) {
         this._pending.delete(requestId);
-        reject(reason instanceof Error ? reason : new Error(str(reason)));
+        reject(reason instanceof Error ? reason : new Error(asString(reason)));
       }
     });
   }

@@ -131,11 +131,13 @@ export const INLINE_LIMIT = 200;
 /** Longest text kept for a block (stdout, a tool result in full). */
 export const BLOCK_LIMIT = 100_000;
 
-function isObject(value: unknown): value is Record<string, unknown> {
+/** A JSON object (not null, not an array). */
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function asString(value: unknown, fallback = ''): string {
+/** `value` as text; `fallback` for null and undefined. */
+export function asString(value: unknown, fallback = ''): string {
   if (typeof value === 'string') {
     return value;
   }

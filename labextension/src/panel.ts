@@ -20,7 +20,7 @@ import {
   parseArgs,
   ToolsClient
 } from './client';
-import { formatDuration, formatValue, toCardModel } from './model';
+import { formatDuration, formatError, formatValue, toCardModel } from './model';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
   <g class="jp-icon3" fill="#616161">
@@ -487,7 +487,7 @@ export class ToolsPanel extends Widget {
           doc,
           'div',
           'codemode-ResultTitle',
-          `${error.message ? `${error.type}: ${error.message}` : error.type}${took ? ` (after ${took})` : ''}`
+          `${formatError(error)}${took ? ` (after ${took})` : ''}`
         ),
         // Bad arguments or an unknown tool come without frames: the title says it all.
         error.traceback.startsWith('Traceback')

@@ -513,6 +513,12 @@ export class ToolsPanel extends Widget {
     const doc = this.node.ownerDocument;
     this._runCount.textContent = `(${runs.length})`;
     this._runsEmpty.hidden = runs.length > 0 || this._client.state !== 'ready';
+    // The client replaces its run list only when the kernel sends one: tool pushes and
+    // call replies need not rebuild up to 20 cards.
+    if (runs === this._shownRuns) {
+      return;
+    }
+    this._shownRuns = runs;
     // Keep open the runs the user opened (keyed by position from the oldest).
     const open = new Set<string>();
     for (const item of Array.from(this._runList.children)) {
@@ -569,6 +575,7 @@ export class ToolsPanel extends Widget {
   private _comm: Kernel.IComm | null = null;
   private _executed = false;
   private _toolViews = new Map<string, IToolView>();
+  private _shownRuns: readonly IRunRecord[] | null = null;
   private _refreshButton: HTMLButtonElement;
   private _context: HTMLElement;
   private _status: HTMLElement;

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 CURRENT_ENV = "codemode-current-env"
 
@@ -38,7 +41,9 @@ def kernel_manager(**kwargs: Any) -> KernelManager:
     )
 
 
-def execute_notebook(path: str | Path, *, timeout: float = 300.0, cwd: str | Path | None = None):
+def execute_notebook(
+    path: str | Path, *, timeout: float = 300.0, cwd: str | Path | None = None
+) -> NotebookNode:
     """Execute a notebook with nbclient in a kernel of this environment; return the notebook.
 
     Raises nbclient's CellExecutionError on a cell that fails without

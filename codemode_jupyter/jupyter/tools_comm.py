@@ -123,14 +123,13 @@ class ToolsComm:
         self._comms[comm.comm_id] = comm
         comm.on_msg(lambda msg: self._on_msg(comm, msg))
         comm.on_close(lambda msg: self._comms.pop(comm.comm_id, None))
-        data = (open_msg.get("content") or {}).get("data") or {}
-        if data.get("op"):
+        if _data(open_msg).get("op"):
             self._on_msg(comm, open_msg)
 
     # --- requests ----------------------------------------------------------------------
 
     def _on_msg(self, comm: Any, msg: dict[str, Any]) -> None:
-        data = (msg.get("content") or {}).get("data") or {}
+        data = _data(msg)
         op = data.get("op")
         if op == "list":
             comm.send(self.tools_message())
@@ -201,6 +200,11 @@ class ToolsComm:
                 comm.send(message)
             except Exception:
                 self._comms.pop(comm_id, None)
+
+
+def _data(msg: dict[str, Any]) -> dict[str, Any]:
+    """A comm message's JSON payload ({} if it has none)."""
+    return (msg.get("content") or {}).get("data") or {}
 
 
 def _comm_manager() -> Any:

@@ -48,6 +48,8 @@ LABEL_SESSION = "codemode-jupyter-session"
 LABEL_HOST = "codemode-jupyter-host"
 LABEL_PID = "codemode-jupyter-pid"
 
+#: Where the SDK goes when neither api_url nor DAYTONA_API_URL says otherwise.
+DEFAULT_API_URL = "https://app.daytona.io/api"
 API_KEY_HELP = (
     "set DAYTONA_API_KEY to a valid key (https://app.daytona.io/dashboard/keys), "
     "or pass api_key=..."
@@ -191,7 +193,8 @@ class _LoopThread:
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
-        await asyncio.wait(tasks, timeout=2) if tasks else None
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
 
 # --- the transport -------------------------------------------------------------------------------
@@ -457,6 +460,11 @@ class DaytonaBackend(Backend):
         self.loop = _LoopThread()
         _LIVE.add(self)
 
+    @property
+    def endpoint(self) -> str:
+        """The API URL requests go to."""
+        return self.api_url or DEFAULT_API_URL
+
     # --- Backend API ---
 
     def start_runtime(self, timeout: float | None = None) -> Transport:
@@ -475,7 +483,7 @@ class DaytonaBackend(Backend):
         except DaytonaTimeout:
             raise DaytonaTimeout(
                 f"Daytona: no runtime within the run's {timeout:g} s timeout: still waiting to "
-                f"{self._step or 'start the runtime'} ({self.api_url or 'app.daytona.io'} is "
+                f"{self._step or 'start the runtime'} ({self.endpoint} is "
                 "slow or not answering); the next run carries on from there") from None
 
     def run_oneshot(self, code: str, timeout: float) -> OneShot:
@@ -489,7 +497,7 @@ class DaytonaBackend(Backend):
     def status(self) -> BackendStatus:
         details = {"sandbox": str(getattr(self._sandbox, "id", "") or self._attach_id or ""),
                    "attached": "yes" if not self._owned else "no",
-                   "api_url": self.api_url or "https://app.daytona.io/api"}
+                   "api_url": self.endpoint}
         if self.target:
             details["target"] = self.target
         if self._notice:
@@ -524,7 +532,7 @@ class DaytonaBackend(Backend):
                 if is_auth_error(exc):
                     raise DaytonaAuthError(
                         f"Daytona rejected the API key while trying to {what} "
-                        f"(HTTP 401 from {self.api_url or 'app.daytona.io'}): {API_KEY_HELP}"
+                        f"(HTTP 401 from {self.endpoint}): {API_KEY_HELP}"
                     ) from exc
                 if attempt >= policy.attempts or not is_transient(exc):
                     if is_transient(exc) and http_status(exc) is None:
@@ -535,10 +543,9 @@ class DaytonaBackend(Backend):
         raise AssertionError("unreachable")
 
     def _unreachable(self, what: str, tries: int, exc: BaseException) -> str:
-        url = self.api_url or "https://app.daytona.io/api"
         timed_out = any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in _chain(exc))
         why = "no answer" if timed_out else f"cannot connect ({exc})"
-        return (f"Daytona: could not {what}: {why} from {url} after {tries} "
+        return (f"Daytona: could not {what}: {why} from {self.endpoint} after {tries} "
                 f"attempt{'s' if tries > 1 else ''}; check DAYTONA_API_URL and the network")
 
     def keep(self, coro: Awaitable[T]) -> asyncio.Task[T]:
@@ -804,8 +811,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, under another user
+        pass
     return True
 
 

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from conftest import free_port
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter import events as ev
@@ -259,14 +260,8 @@ def test_replay_protocol_over_code_run(server: DaytonaLoopbackServer) -> None:
 # --- previews -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_preview_link_is_signed_and_reaches_the_sandbox() -> None:
-    port = _free_port()
+    port = free_port()
     code = (
         "import http.server, threading\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
@@ -438,7 +433,7 @@ def test_retries_are_bounded(server: DaytonaLoopbackServer) -> None:
 
 def test_an_unreachable_api_fails_after_bounded_retries() -> None:
     policy = RetryPolicy(attempts=2, backoff=0.01, request_timeout=5.0)
-    cm = CodeMode(backend="daytona", api_url=f"http://127.0.0.1:{_free_port()}/api",
+    cm = CodeMode(backend="daytona", api_url=f"http://127.0.0.1:{free_port()}/api",
                   api_key=KEY, retry=policy)
     result = cm.run("1")
     cm.close()
@@ -588,7 +583,7 @@ def test_every_wait_is_bounded_when_the_api_hangs(server: DaytonaLoopbackServer)
 
 
 def test_server_runs_with_python_dash_m() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "codemode_jupyter.testing.daytona_server", "--port", str(port),
          "--api-key", KEY], stdout=subprocess.PIPE, text=True)

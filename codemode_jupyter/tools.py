@@ -7,6 +7,7 @@ is validated exactly as the annotations say before the function ever runs.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import enum
 import inspect
@@ -79,6 +80,7 @@ class Tool:
         self._signature = _signature(fn)
         self._hints = _type_hints(fn)
         self._params, self._model = self._build_model()
+        self._schema: dict[str, Any] | None = None
         kinds = {p.kind for p in self._params}
         #: Parameter names positional arguments fill, or None when *args makes that unclear.
         self.positional_names: list[str] | None = None if inspect.Parameter.VAR_POSITIONAL in \
@@ -126,8 +128,10 @@ class Tool:
         return text
 
     def parameters_schema(self) -> dict[str, Any]:
-        """JSON schema of the arguments (pydantic's, by parameter name)."""
-        return self._model.model_json_schema(by_alias=True)
+        """JSON schema of the arguments (pydantic's, by parameter name); built once."""
+        if self._schema is None:
+            self._schema = self._model.model_json_schema(by_alias=True)
+        return copy.deepcopy(self._schema)
 
     def stub(self) -> str:
         """A Python stub: `def name(params) -> ret:` with the docstring, as the prompt shows it."""

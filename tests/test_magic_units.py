@@ -283,3 +283,13 @@ def test_cli_renders_transcripts_results_and_errors_as_text():
     assert render_output({"output_type": "error", "traceback": ["\x1b[31mBoom\x1b[0m"]}) == "Boom"
     stderr = {"output_type": "stream", "name": "stderr", "text": "a\n"}
     assert render_output(stderr) == "stderr| a\n"
+
+
+def test_daytona_settings_do_not_split_local_sessions() -> None:
+    from codemode_jupyter.jupyter.config import CodeMode as Settings
+
+    settings = Settings()
+    before = settings.session_key()
+    settings.daytona_labels = {"team": "x"}
+    assert settings.session_key() == before
+    assert settings.session_key(backend="daytona") != Settings().session_key(backend="daytona")

@@ -83,5 +83,7 @@ class CodeMode(Configurable):
         values = {key: getattr(self, key) for key in SESSION_KEYS}
         values.update(overrides)
         values["backend_options"] = repr(sorted(values["backend_options"].items()))
-        daytona = repr(sorted(self.daytona_options().items()))
+        # Daytona settings define a session only on Daytona: a local one keeps its state.
+        uses_daytona = values["backend"] == "daytona"
+        daytona = repr(sorted(self.daytona_options().items())) if uses_daytona else ""
         return (*(values[key] for key in SESSION_KEYS), daytona)

@@ -22,14 +22,17 @@ from .runtime import codemode_protocol as P
 from .tools import ToolRegistry
 
 _BOOTSTRAP = """\
-import base64, os, runpy, sys, tempfile
-home = tempfile.mkdtemp(prefix="codemode-")
-for name, data in {files!r}.items():
-    with open(os.path.join(home, name), "wb") as f:
-        f.write(base64.b64decode(data))
-os.environ["CODEMODE_REPLAY_B64"] = {request!r}
-sys.argv = [os.path.join(home, "codemode_runtime.py"), "--replay", *sys.argv[1:]]
-runpy.run_path(sys.argv[0], run_name="__main__")
+import base64, os, runpy, shutil, sys, tempfile
+home = tempfile.mkdtemp(prefix="codemode-replay-")
+try:
+    for name, data in {files!r}.items():
+        with open(os.path.join(home, name), "wb") as f:
+            f.write(base64.b64decode(data))
+    os.environ["CODEMODE_REPLAY_B64"] = {request!r}
+    sys.argv = [os.path.join(home, "codemode_runtime.py"), "--replay", *sys.argv[1:]]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    shutil.rmtree(home, ignore_errors=True)
 """
 
 

@@ -181,3 +181,21 @@ def test_isolation_none_warns_and_still_runs() -> None:
         assert session.status()["isolation"] == "none"
         r = session.run("print('ran')\n1 + 1")
         assert r.ok and r.value == 2 and r.isolation == "none"
+
+
+def test_work_dirs_of_dead_sessions_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = Path(tempfile.gettempdir()) / f"codemode-jail-{dead}-x1"
+    orphan.mkdir()
+    mine = LocalBackend()
+    try:
+        assert not orphan.exists()
+        assert mine._tmp.exists()
+    finally:
+        mine.close()
+    assert not mine._tmp.exists()

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -31,6 +32,7 @@ _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
               "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")
 _UID_BASE = 200_000
+_TMP_PREFIX = "codemode-jail-"
 CHANNEL_LOST = 70  # the runtime's exit code when its control channel broke
 
 
@@ -212,6 +214,26 @@ class Jail:
         return opts
 
 
+def _sweep_orphaned_dirs() -> None:
+    """Remove the work dirs of sessions whose process died without closing them (killed
+    kernels): their names carry the pid that made them."""
+    tmp = Path(tempfile.gettempdir())
+    for path in tmp.glob(f"{_TMP_PREFIX}*-*"):
+        pid = path.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _child_pids(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -330,7 +352,10 @@ class LocalBackend(Backend):
     def __init__(self, *, network: bool = False, mounts: Iterable[str | tuple | Mount] = (),
                  memory_mb: int = 1024, max_procs: int = 256, cpu_seconds: int = 3600,
                  file_size_mb: int = 1024, bwrap: str | None = None) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="codemode-"))
+        _sweep_orphaned_dirs()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
+        # Removed when this backend is collected or the interpreter exits, even unclosed.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         os.chmod(self._tmp, 0o755)
         self._runtime_dir = self._tmp / "runtime"
         self._runtime_dir.mkdir()
@@ -389,4 +414,4 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self.jail.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._cleanup()

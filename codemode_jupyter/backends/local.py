@@ -150,7 +150,8 @@ class Jail:
         self.tmp_size_mb = tmp_size_mb
         # A uid of its own cannot open mounts that only root may enter: then the jail stays
         # root (still namespaced), and the process limit cannot be enforced.
-        shared = all(_world_reachable(m.source) for m in self.mounts)
+        needed = [m.source for m in self.mounts] + [p for p in [_python_home()] if p]
+        shared = all(_world_reachable(path) for path in needed)
         self.uid = _claim_uid() if shared else None
         self._bwrap = bwrap if bwrap is not None else find_bwrap()
         reason = _namespaces_work(self._bwrap, self.uid) if self._bwrap else "bwrap not found"

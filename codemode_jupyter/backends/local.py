@@ -408,7 +408,8 @@ class LocalBackend(Backend):
                    "memory": f"{self.jail.limits.memory_mb} MiB",
                    "python": self._python}
         if os.geteuid() == 0 and self.jail.uid is None:
-            details["process limit"] = "not enforced (a mount is readable by root only)"
+            details["process limit"] = ("not enforced (a mount or the python is readable by "
+                                        "root only)")
         if self.jail.isolation_problem:
             details["problem"] = self.jail.isolation_problem
         return BackendStatus("local", self.jail.isolation, details)

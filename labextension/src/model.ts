@@ -430,21 +430,19 @@ export function toCardModel(data: unknown): ICardModel {
   }
 
   const sections: ITextSection[] = [];
-  if (result.stdout || result.stdout_dropped) {
-    sections.push({
-      kind: 'stdout',
-      title: 'stdout',
-      text: truncate(result.stdout, BLOCK_LIMIT),
-      note: droppedNote(result.stdout_dropped)
-    });
-  }
-  if (result.stderr || result.stderr_dropped) {
-    sections.push({
-      kind: 'stderr',
-      title: 'stderr',
-      text: truncate(result.stderr, BLOCK_LIMIT),
-      note: droppedNote(result.stderr_dropped)
-    });
+  const streams = [
+    ['stdout', result.stdout, result.stdout_dropped],
+    ['stderr', result.stderr, result.stderr_dropped]
+  ] as const;
+  for (const [kind, text, dropped] of streams) {
+    if (text || dropped) {
+      sections.push({
+        kind,
+        title: kind,
+        text: truncate(text, BLOCK_LIMIT),
+        note: droppedNote(dropped)
+      });
+    }
   }
   const valueText =
     result.value_repr ??

@@ -6,12 +6,16 @@ Shared by the session engine and the replay fallback, so both treat calls identi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
 import inspect
 import json
+import reprlib
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +53,9 @@ class PreparedCall:
             value = self.tool.fn(*self.args, **self.kwargs)
             if inspect.isawaitable(value):  # an async tool reached here (replay), or a wrapper
                 value = run_coroutine(value)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise  # Ctrl-C while a tool runs stops the run, as in any cell
+        except BaseException as exc:  # SystemExit & co. from a tool are the tool's failure
             return failure(exc, time.perf_counter() - started)
         return success(value, time.perf_counter() - started)
 
@@ -57,7 +63,9 @@ class PreparedCall:
         started = time.perf_counter()
         try:
             value = await self.tool.fn(*self.args, **self.kwargs)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise  # the run ended: its calls are cancelled
+        except BaseException as exc:  # even SystemExit: it must not stop the tools' loop
             return failure(exc, time.perf_counter() - started)
         return success(value, time.perf_counter() - started)
 
@@ -89,23 +97,109 @@ def _named_args(registry: ToolRegistry, name: str, args: list, kwargs: dict) -> 
 
 
 _PLAIN = (str, int, bool, type(None))  # JSON as they are: no need to check
+MAX_RESULT = 64 << 20  # characters of JSON one tool result may take
+MAX_RESULT_DEPTH = 100  # how deep a converted result may nest
+MAX_RESULT_ITEMS = 1_000_000  # how many values a converted result may hold
+_dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+
+
+class ResultNotSerialisable(TypeError):
+    """A tool's result cannot cross to the program as JSON."""
 
 
 def success(value: Any, duration: float) -> CallOutcome:
-    if type(value) in _PLAIN:
-        return CallOutcome(value=value, duration=duration)
+    """The outcome of a tool that returned `value`: as JSON-able data, or a clear error."""
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        try:
-            value = to_jsonable_python(value)
-            json.dumps(value, allow_nan=False)
-        except Exception:
-            problem = TypeError(f"the result is not JSON-serialisable ({type(value).__name__}: "
-                                f"{_short_repr(value)}); return dicts, lists, str, numbers, "
-                                "bools or None")
-            return failure(problem, duration)
+        value = to_json_value(value)
+    except ResultNotSerialisable as exc:
+        return failure(TypeError(str(exc)), duration)  # the program sees a plain TypeError
     return CallOutcome(value=value, duration=duration)
+
+
+def to_json_value(value: Any) -> Any:
+    """`value` as data the program can receive, within bounds; raises ResultNotSerialisable."""
+    kind = type(value)
+    if kind in _PLAIN:
+        if kind is str and len(value) > MAX_RESULT:
+            raise _too_large(len(value))
+        if kind is int and value.bit_length() > 14_000:
+            _check_int_digits(value)
+        return value
+    try:
+        text = _dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            _check_convertible(value)
+            value = to_jsonable_python(value)
+            text = _dumps(value)
+        except ResultNotSerialisable:
+            raise
+        except Exception as exc:
+            raise _not_json(value, exc) from None
+    if len(text) > MAX_RESULT:
+        raise _too_large(len(text))
+    return value
+
+
+def _check_int_digits(value: int) -> None:
+    try:
+        str(value)
+    except ValueError:
+        raise ResultNotSerialisable(
+            "the result is an int too large for JSON (more than 4300 digits); return it as a str"
+        ) from None
+
+
+def _check_convertible(value: Any) -> None:
+    """Refuse, before converting, what conversion could not finish: iterators (maybe endless),
+    and structures nested too deep or too large."""
+    level, depth, seen = [value], 0, 0
+    while level:
+        depth += 1
+        if depth > MAX_RESULT_DEPTH:
+            raise ResultNotSerialisable(
+                f"the result nests deeper than {MAX_RESULT_DEPTH} levels; flatten it"
+            )
+        nested: list[Any] = []
+        for item in level:
+            seen += 1
+            if seen > MAX_RESULT_ITEMS:
+                raise ResultNotSerialisable(
+                    f"the result holds more than {MAX_RESULT_ITEMS:,} values; return less"
+                )
+            nested.extend(_children(item))
+        level = nested
+
+
+def _children(item: Any) -> list[Any]:
+    if isinstance(item, (str, bytes, int, float, bool, type(None))):
+        return []
+    if isinstance(item, dict):
+        return [*item.keys(), *item.values()]
+    if isinstance(item, (list, tuple, set, frozenset)):
+        return list(item)
+    if isinstance(item, Iterator):
+        raise ResultNotSerialisable(
+            f"the result is or holds an iterator ({type(item).__name__}), which may never end; "
+            "return a list"
+        )
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return [getattr(item, f.name, None) for f in dataclasses.fields(item)]
+    return []
+
+
+def _too_large(size: int) -> ResultNotSerialisable:
+    return ResultNotSerialisable(
+        f"the result is too large ({size:,} characters of JSON; at most {MAX_RESULT:,})"
+    )
+
+
+def _not_json(value: Any, exc: BaseException) -> ResultNotSerialisable:
+    why = "nested too deep" if isinstance(exc, RecursionError) else "not JSON-serialisable"
+    return ResultNotSerialisable(
+        f"the result is {why} ({type(value).__name__}: {_short_repr(value)}); return dicts, "
+        "lists, str, numbers, bools or None"
+    )
 
 
 def failure(exc: BaseException, duration: float) -> CallOutcome:
@@ -128,8 +222,14 @@ def encode_result(call: ToolCall, wire_id: int) -> bytes:
 
 
 def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    try:
+        return _reprs.repr(value)
+    except Exception:  # a repr that fails must not turn a clear error into a crash
+        return f"<{type(value).__name__} object>"
+
+
+_reprs = reprlib.Repr()
+_reprs.maxstring = _reprs.maxother = 80
 
 
 class AsyncRunner:
@@ -137,26 +237,58 @@ class AsyncRunner:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="codemode-async-tools",
-                                 daemon=True).start()
-                self._loop = loop
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=_serve_loop, args=(self._loop,),
+                                                name="codemode-async-tools", daemon=True)
+                self._thread.start()
             return self._loop
 
-    def submit(self, prepared: PreparedCall, done: Callable[[CallOutcome], None]) -> None:
+    def submit(self, prepared: PreparedCall,
+               done: Callable[[CallOutcome], None]) -> concurrent.futures.Future:
+        """Start an async call; `done` gets its outcome unless the call is cancelled first."""
         future = asyncio.run_coroutine_threadsafe(prepared.run_async(), self._ensure_loop())
-        future.add_done_callback(lambda f: done(f.result() if not f.cancelled() and
-                                                f.exception() is None else
-                                                failure(f.exception() or
-                                                        RuntimeError("cancelled"), 0.0)))
+
+        def finished(f: concurrent.futures.Future) -> None:
+            if f.cancelled():
+                return  # its run ended: nobody waits for the outcome
+            exc = f.exception()
+            done(f.result() if exc is None else failure(exc, 0.0))
+
+        future.add_done_callback(finished)
+        return future
 
     def close(self) -> None:
+        """Cancel what still runs, stop the loop and wait (briefly) for its thread."""
         with self._lock:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._loop = None
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # already closed
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+
+
+def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the tools' loop until it is stopped on purpose; whatever a tool's stray task raises
+    (even SystemExit) is that task's problem, not the end of every later async call."""
+    asyncio.set_event_loop(loop)
+    while True:
+        try:
+            loop.run_forever()
+            break  # stopped by close()
+        except BaseException:
+            continue
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()

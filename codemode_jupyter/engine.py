@@ -9,17 +9,21 @@ backend it drives.
 
 from __future__ import annotations
 
-import itertools
 import os
 import queue
+import secrets
 import threading
 import time
+import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
 from . import events as ev
+from . import options
 from .backends import Backend, BackendConfigError, create_backend
 from .calls import AsyncRunner, CallOutcome, encode_result, finish_call, prepare_call
 from .connection import RuntimeConnection
@@ -36,14 +40,16 @@ HISTORY = 20
 class _Run:
     """The state of one run while it goes."""
 
-    def __init__(self, run_id: int, on_event: ev.EventCallback | None, max_output: int) -> None:
-        self.id = run_id
+    def __init__(self, on_event: ev.EventCallback | None, max_output: int) -> None:
+        # Unguessable, so nothing a program left running can forge the next run's frames.
+        self.id = secrets.token_hex(12)
         self.on_event = on_event
         self.stdout = CappedText(max_output)
         self.stderr = CappedText(max_output)
         self.calls: list[ToolCall] = []
         self.wire_ids: dict[int, int] = {}  # per-run call id -> the runtime's id for the call
         self.in_flight: set[int] = set()
+        self.async_calls: list[Future] = []
         self.unsent: list[bytes] = []
         self.rounds = 0
         self.previews: list[Preview] = []
@@ -52,14 +58,50 @@ class _Run:
         self.state_lost = False
         self.paused = 0.0  # time spent in a debugger inside tools: not counted by the timeout
         self.debugging = False
+        self.listener_failure = ""
+        self.inbox: queue.SimpleQueue | None = None  # the runtime's, once the run has one
+        self.cancel_requested = False
 
     def emit(self, event: ev.Event) -> None:
-        if self.on_event is not None:
+        """Tell the listener; a listener that fails is noted once and never stops the run."""
+        if self.on_event is None:
+            return
+        try:
             self.on_event(event)
+        except Exception as exc:
+            if not self.listener_failure:
+                self.listener_failure = (
+                    f"[codemode] the on_event listener raised {type(exc).__name__}: {exc} "
+                    f"(on {type(event).__name__}); the run went on without it\n"
+                )
 
     def output(self, stream: int, text: str) -> None:
         (self.stderr if stream == 2 else self.stdout).append(text)
         self.emit(ev.Output("stderr" if stream == 2 else "stdout", text))
+
+    def cancel_async_calls(self) -> None:
+        """A run's async calls end with it: no late result can reach a later run."""
+        for future in self.async_calls:
+            future.cancel()
+        self.async_calls.clear()
+
+
+class _Resources:
+    """What a session holds that must be released even if it is never closed: collected or
+    not, its runtime (and the jail around it) must not outlive it."""
+
+    def __init__(self) -> None:
+        self.conn: RuntimeConnection | None = None
+        self.backend: Backend | None = None
+        self.async_runner = AsyncRunner()
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+        self.async_runner.close()
+        if self.backend is not None:
+            self.backend.close()
 
 
 class CodeMode:
@@ -73,9 +115,10 @@ class CodeMode:
         if protocol not in ("session", "replay"):
             raise ValueError("protocol must be 'session' or 'replay'")
         self.protocol = protocol
-        self.timeout = timeout
-        self.max_tool_calls = max_tool_calls
-        self.max_output = max_output
+        self.timeout = options.positive_seconds("timeout", timeout)
+        self.max_tool_calls = options.count("max_tool_calls", max_tool_calls)
+        self.max_output = options.count("max_output", max_output, 1)
+        options.count("memory_mb", memory_mb, 1)
         #: Keep the host's engine threads and the local runtime on one CPU: sequential tool
         #: calls then wake no sleeping CPU (about half the latency on a small VM), but the
         #: program and all it starts share that CPU.
@@ -84,12 +127,11 @@ class CodeMode:
         self._backend_arg = backend
         self._backend_options = self._options_for(backend, network, mounts, memory_mb, sandbox,
                                                   backend_options)
-        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
-        self._conn: RuntimeConnection | None = None
-        self._run_ids = itertools.count(1)
+        self._res = _Resources()
+        self._res.backend = backend if isinstance(backend, Backend) else None
+        self._release = weakref.finalize(self, self._res.release)
         self._run_lock = threading.Lock()
         self._current: _Run | None = None
-        self._async = AsyncRunner()
         self.last_result: RunResult | None = None
         self.history: deque[RunResult] = deque(maxlen=HISTORY)
         self._closed = False
@@ -104,6 +146,14 @@ class CodeMode:
             return {"sandbox": sandbox, **extra}
         return dict(extra)
 
+    @property
+    def _conn(self) -> RuntimeConnection | None:
+        return self._res.conn
+
+    @property
+    def _async(self) -> AsyncRunner:
+        return self._res.async_runner
+
     # --- public API ---------------------------------------------------------------------
 
     @property
@@ -115,9 +165,9 @@ class CodeMode:
 
     @property
     def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = create_backend(str(self._backend_arg), **self._backend_options)
-        return self._backend
+        if self._res.backend is None:
+            self._res.backend = create_backend(str(self._backend_arg), **self._backend_options)
+        return self._res.backend
 
     def system_prompt(self) -> str:
         """The tools as Python stubs, with how to call them: the prompt for an LLM."""
@@ -141,9 +191,14 @@ class CodeMode:
         """
         if self._closed:
             raise RuntimeError("this CodeMode is closed")
+        if not isinstance(code, str):
+            raise ValueError(f"code must be a str, not {type(code).__name__}")
+        limits = (
+            self.timeout if timeout is None else options.positive_seconds("timeout", timeout),
+            self.max_tool_calls if max_tool_calls is None
+            else options.count("max_tool_calls", max_tool_calls),
+        )
         registry = ToolRegistry(tools) if tools is not None else self._registry
-        limits = (timeout if timeout is not None else self.timeout,
-                  max_tool_calls if max_tool_calls is not None else self.max_tool_calls)
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError("a program is already running in this CodeMode session")
         try:
@@ -184,12 +239,27 @@ class CodeMode:
 
     def cancel(self) -> None:
         """Stop the running program (from any thread); it ends within about a second."""
-        run, conn = self._current, self._conn
-        if run is not None and conn is not None:
-            conn.inbox.put(("cancel", None))
+        run = self._current
+        if run is not None:
+            run.cancel_requested = True
+            inbox = run.inbox
+            if inbox is not None:
+                inbox.put(("cancel", run))
 
     def reset(self) -> None:
-        """A fresh namespace for the next run (the runtime restarts if it will not reset)."""
+        """A fresh namespace for the next run (the runtime restarts if it will not reset).
+
+        Refused while a program runs: cancel it first, or wait for it.
+        """
+        if not self._run_lock.acquire(blocking=False):
+            raise RuntimeError("cannot reset while a program is running in this session; "
+                               "cancel() it or wait for it to end")
+        try:
+            self._reset_namespace()
+        finally:
+            self._run_lock.release()
+
+    def _reset_namespace(self) -> None:
         conn = self._conn
         if conn is None or not conn.alive:
             return
@@ -211,10 +281,7 @@ class CodeMode:
         if self._closed:
             return
         self._closed = True
-        self._drop_runtime()
-        self._async.close()
-        if self._backend is not None:
-            self._backend.close()
+        self._release()
 
     def __enter__(self) -> CodeMode:
         return self
@@ -225,30 +292,51 @@ class CodeMode:
     # --- one run -----------------------------------------------------------------------
 
     def _drop_runtime(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn, self._res.conn = self._res.conn, None
+        if conn is not None:
+            conn.close()
 
     def _connection(self, fresh: bool, timeout: float) -> tuple[RuntimeConnection, bool, str]:
         """The live runtime (started if needed, within `timeout`), whether it is new, and, if
         the previous one ended between runs, how it ended (its state is gone: the run must
         say so)."""
         lost = ""
-        if self._conn is not None and not self._conn.alive:
-            lost = self._conn.transport.exit_info()
+        conn = self._conn
+        if conn is not None and not conn.alive:
+            lost = conn.fault or conn.transport.exit_info()
             self._drop_runtime()
         if fresh:
             self._drop_runtime()
         if self._conn is None:
-            self._conn = RuntimeConnection(self.backend.start_runtime(timeout=timeout))
-            return self._conn, True, lost
+            transport = self.backend.start_runtime(timeout=timeout)
+            self._res.conn = RuntimeConnection(transport, self.max_output)
+            return self._res.conn, True, lost
         return self._conn, False, lost
 
     def _run_session(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
                      on_event: ev.EventCallback | None, fresh: bool) -> RunResult:
-        timeout, max_calls = limits
-        run = _Run(next(self._run_ids), on_event, self.max_output)
+        run = _Run(on_event, self.max_output)
         status = self.backend.status()
+        self._current = run
+        try:
+            return self._start_and_serve(run, code, registry, limits, status, fresh)
+        except KeyboardInterrupt:
+            raise
+        except BackendConfigError:
+            raise
+        except Exception as exc:  # an engine fault must not escape run(): the run fails
+            self._drop_runtime()
+            error = RunError("EngineError", f"the host failed serving the program "
+                             f"({type(exc).__name__}: {exc}); its runtime was replaced",
+                             traceback.format_exc())
+            return self._finish(run, {"status": "crashed", "error": error,
+                                      "state_lost": True}, status)
+        finally:
+            self._current = None
+
+    def _start_and_serve(self, run: _Run, code: str, registry: ToolRegistry,
+                         limits: tuple[float, int], status: Any, fresh: bool) -> RunResult:
+        timeout, max_calls = limits
         try:
             conn, started, lost = self._connection(fresh, timeout)
         except BackendConfigError:
@@ -265,9 +353,10 @@ class CodeMode:
             run.state_lost = True
             run.output(2, f"[codemode] {lost} while idle; a fresh runtime took over and the "
                           "earlier state was lost\n")
-        for stream, text in conn.take_late_output():
-            run.output(stream, text)
-        self._current = run
+        self._show_late_output(conn, run)
+        run.inbox = conn.inbox
+        if run.cancel_requested:
+            conn.inbox.put(("cancel", run))
         conn.sink = run
         try:
             conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs()})
@@ -277,9 +366,20 @@ class CodeMode:
             self._finish(run, outcome, status)
             raise
         finally:
-            self._current = None
             conn.sink = None
+            run.cancel_async_calls()
         return self._finish(run, outcome, status)
+
+    @staticmethod
+    def _show_late_output(conn: RuntimeConnection, run: _Run) -> None:
+        """What threads of earlier runs wrote between runs: capped, and labelled as theirs."""
+        for stream, text in conn.take_late_output():
+            run.output(stream, "[codemode] written between runs by threads an earlier run "
+                               "left running:\n")
+            run.output(stream, text.text())
+            if not text.text().endswith("\n"):
+                run.output(stream, "\n")
+            run.output(stream, "[codemode] end of the earlier runs' output\n")
 
     def _serve(self, conn: RuntimeConnection, run: _Run, registry: ToolRegistry,
                deadline: float, max_calls: int) -> dict:
@@ -299,17 +399,19 @@ class CodeMode:
                                       f"the program made more than {max_calls} tool calls")
                 self._start_call(conn, run, registry, frame)
             elif kind == "async_done":
-                self._end_call(conn, run, *frame)
+                if frame[0] is run:
+                    self._end_call(conn, run, *frame[1:])
             elif kind == P.PREVIEW:
                 self._preview(conn, run, frame)
             elif kind == "preview_url":
-                self._preview_ready(run, *frame)
-            elif kind == P.DONE and frame.get("id") == run.id:
+                if frame[0] is run:
+                    self._preview_ready(run, *frame[1:])
+            elif kind == P.DONE and frame["id"] == run.id:
                 self._await_previews(conn, run, deadline)
-                return {"status": "ok" if frame.get("ok") else "error", "frame": frame}
+                return {"status": "ok" if frame["ok"] else "error", "frame": frame}
             elif kind == "eof":
                 return self._crashed(conn)
-            elif kind == "cancel":
+            elif kind == "cancel" and frame is run:
                 return self._halt(conn, run, "interrupted", "the program was cancelled")
 
     def _start_call(self, conn: RuntimeConnection, run: _Run, registry: ToolRegistry,
@@ -332,8 +434,8 @@ class CodeMode:
             self._end_call(conn, run, prepared.call, outcome)
             return
         inbox = conn.inbox
-        self._async.submit(prepared, lambda outcome: inbox.put(
-            ("async_done", (prepared.call, outcome))))
+        run.async_calls.append(self._async.submit(prepared, lambda outcome: inbox.put(
+            ("async_done", (run, prepared.call, outcome)))))
 
     def _end_call(self, conn: RuntimeConnection, run: _Run, call: ToolCall,
                   outcome: CallOutcome) -> None:
@@ -352,7 +454,7 @@ class CodeMode:
     def _preview(self, conn: RuntimeConnection, run: _Run, frame: dict) -> None:
         """Ask the backend for a port's link off this thread (a remote backend may be slow);
         the answer comes back through the inbox."""
-        port = int(frame.get("port", 0))
+        port = frame["port"]
         if port in run.preview_ports:
             return
         run.preview_ports.add(port)
@@ -360,9 +462,9 @@ class CodeMode:
 
         def resolve() -> None:
             try:
-                inbox.put(("preview_url", (port, backend.preview_url(port))))
+                inbox.put(("preview_url", (run, port, backend.preview_url(port))))
             except Exception as exc:
-                inbox.put(("preview_url", (port, f"(no link: {exc})")))
+                inbox.put(("preview_url", (run, port, f"(no link: {exc})")))
 
         threading.Thread(target=resolve, name="codemode-preview", daemon=True).start()
 
@@ -380,12 +482,12 @@ class CodeMode:
                 kind, frame = conn.inbox.get(timeout=max(0.0, min(remaining, 5.0)))
             except queue.Empty:
                 return
-            if kind == "preview_url":
-                self._preview_ready(run, *frame)
+            if kind == "preview_url" and frame[0] is run:
+                self._preview_ready(run, *frame[1:])
 
     def preview(self, port: int, on_event: ev.EventCallback | None = None) -> Preview:
         """A preview link for `port`, announced to the current run's listeners if any."""
-        preview = Preview(port, self.backend.preview_url(port))
+        preview = Preview(port, self.backend.preview_url(options.port(port)))
         if on_event is not None:
             on_event(ev.PreviewAnnounced(preview))
         return preview
@@ -400,6 +502,7 @@ class CodeMode:
     def _halt(self, conn: RuntimeConnection, run: _Run, status: str, why: str) -> dict:
         """Interrupt the program; if it does not stop within _GRACE, replace the runtime."""
         kinds = {"timeout": "Timeout", "interrupted": "Interrupted", "limit": "ToolCallLimit"}
+        run.cancel_async_calls()
         conn.send({"t": P.INTERRUPT, "id": run.id})
         deadline = time.perf_counter() + _GRACE
         while True:
@@ -407,7 +510,7 @@ class CodeMode:
                 kind, frame = conn.inbox.get(timeout=max(0.0, deadline - time.perf_counter()))
             except (queue.Empty, KeyboardInterrupt):
                 break
-            if kind == P.DONE and frame.get("id") == run.id:
+            if kind == P.DONE and frame["id"] == run.id:
                 trace = (frame.get("error") or {}).get("traceback", "")
                 return {"status": status, "error": RunError(kinds[status], why, trace)}
             if kind == "eof":
@@ -427,6 +530,8 @@ class CodeMode:
             raw = frame.get("error") or {}
             error = RunError(raw.get("type", "Error"), raw.get("message", ""),
                              raw.get("traceback", ""))
+        if run.listener_failure:
+            run.stderr.append(run.listener_failure)
         result = RunResult(
             ok=outcome["status"] == "ok", status=outcome["status"],
             stdout=run.stdout.text(), stderr=run.stderr.text(),

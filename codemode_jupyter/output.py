@@ -9,6 +9,7 @@ class CappedText:
     """Keeps the first and the last `limit // 2` characters of a stream of text."""
 
     def __init__(self, limit: int) -> None:
+        self.limit = limit
         self._half = max(limit // 2, 1)
         self._head: list[str] = []
         self._head_size = 0
@@ -34,6 +35,11 @@ class CappedText:
             self._tail[0] = self._tail[0][cut:]
             self._tail_size -= cut
             self.dropped += cut
+
+    @property
+    def size(self) -> int:
+        """Characters written so far, kept or dropped."""
+        return self._head_size + self._tail_size + self.dropped
 
     def text(self) -> str:
         head = "".join(self._head)

@@ -9,6 +9,7 @@ runs unisolated, and says so (once, loudly) rather than failing or pretending.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from .base import Backend, BackendStatus, OneShot, Transport, runtime_sources
 
@@ -275,17 +277,26 @@ def _python_home() -> str | None:
 
 
 class PipeTransport(Transport):
-    """The runtime's stdin and stdout, as pipes to a local process."""
+    """The runtime's stdin and stdout, as pipes to a local process.
+
+    An fd number is used only while its pipe is open: stdin is closed under the write lock
+    (so a tool result that comes after kill() is dropped, never written to whatever file the
+    host opened next under that number), and stdout only by the reader, once it saw EOF.
+    """
 
     def __init__(self, proc: subprocess.Popen, isolated: bool) -> None:
         self.proc = proc
         self.isolated = isolated
-        self._in = proc.stdin.fileno()
-        self._out = proc.stdout.fileno()
+        self._in: int | None = proc.stdin.fileno()
+        self._out: int | None = proc.stdout.fileno()
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._tail: str | None = None
 
     def write(self, data: bytes) -> None:
         with self._lock:
+            if self._in is None:
+                return  # killed: the runtime is gone
             view = memoryview(data)
             try:
                 while view:
@@ -294,10 +305,17 @@ class PipeTransport(Transport):
                 pass  # the runtime is gone; read() reports it
 
     def read(self) -> bytes:
-        try:
-            return os.read(self._out, 1 << 16)
-        except OSError:
-            return b""
+        with self._read_lock:
+            if self._out is None:
+                return b""
+            try:
+                data = os.read(self._out, 1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                self._out = None
+                self.proc.stdout.close()
+            return data
 
     def kill(self) -> None:
         inner = _child_pids(self.proc.pid)  # bwrap's init in the jail's PID namespace
@@ -312,11 +330,11 @@ class PipeTransport(Transport):
         # counted against the jail's process limit.
         for pid in inner:
             _wait_gone(pid, timeout=5.0)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        with self._lock:
+            self._in = None
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        self._keep_stderr_tail()
 
     def exit_info(self) -> str:
         code = self.proc.wait()
@@ -327,22 +345,28 @@ class PipeTransport(Transport):
             how += " (the runtime lost its control channel: the program closed it)"
         if code < 0 and -code == signal.SIGKILL:
             how += " (out of memory, a resource limit, or stopped by the host)"
-        tail = self._stderr_tail()
+        tail = self._keep_stderr_tail()
         return f"the runtime {how}" + (f": {tail}" if tail else "")
 
-    def _stderr_tail(self) -> str:
-        stream = self.proc.stderr
-        if stream is None or stream.closed:
-            return ""
+    def _keep_stderr_tail(self) -> str:
+        """The last lines the runtime wrote to stderr, read once its process has ended."""
+        if self._tail is None:
+            self._tail = _read_tail(self.proc.stderr)
+        return self._tail
+
+
+def _read_tail(stream: Any) -> str:
+    if stream is None or stream.closed:
+        return ""
+    try:
         os.set_blocking(stream.fileno(), False)
-        try:
-            data = stream.read() or b""
-        except OSError:
-            data = b""
-        finally:
-            stream.close()
-        lines = data.decode(errors="replace").strip().splitlines()
-        return "\n".join(lines[-5:])
+        data = stream.read() or b""
+    except OSError:
+        data = b""
+    finally:
+        stream.close()
+    lines = data.decode(errors="replace").strip().splitlines()
+    return "\n".join(lines[-5:])
 
 
 class LocalBackend(Backend):

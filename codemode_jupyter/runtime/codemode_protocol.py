@@ -4,10 +4,10 @@ Standard library only: this file is shipped into the sandbox next to codemode_ru
 the host imports it too, so both sides share one definition.
 
 Host -> runtime (the runtime's stdin):
-    run        {"t": "run", "id": int, "code": str, "tools": [{"name", "signature", "doc"}]}
+    run        {"t": "run", "id": str, "code": str, "tools": [{"name", "signature", "doc"}]}
     result     {"t": "result", "id": int, "ok": true, "value": any}
                {"t": "result", "id": int, "ok": false, "error": {"type", "message"}}
-    interrupt  {"t": "interrupt"}
+    interrupt  {"t": "interrupt", "id": str}
     reset      {"t": "reset"}
 
 Runtime -> host (the runtime's stdout; the program's own output never goes there raw):
@@ -15,9 +15,13 @@ Runtime -> host (the runtime's stdout; the program's own output never goes there
     out        {"t": "out", "s": 1 | 2, "d": str}
     call       {"t": "call", "id": int, "name": str, "args": list, "kwargs": dict}
     preview    {"t": "preview", "port": int}
-    done       {"t": "done", "id": int, "ok": true, "value": any, "repr": str | null}
-               {"t": "done", "id": int, "ok": false, "error": {"type", "message", "traceback"}}
+    done       {"t": "done", "id": str, "ok": true, "value": any, "repr": str | null}
+               {"t": "done", "id": str, "ok": false, "error": {"type", "message", "traceback"}}
     reset_done {"t": "reset_done"}
+
+A run's id is a random token the host makes for each run, so no frame left over from an earlier
+run (or forged by its background threads) can pass for the current run's. The host checks every
+frame's fields (connection.py); a frame that does not fit is a fault of the runtime.
 """
 
 from __future__ import annotations
@@ -40,7 +44,13 @@ STDOUT = 1
 STDERR = 2
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_decode = json.JSONDecoder().decode
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # encode() never writes NaN or Infinity
+
+
+_decode = json.JSONDecoder(parse_constant=_no_constants).decode
 
 
 def encode(frame: dict) -> bytes:
@@ -50,7 +60,10 @@ def encode(frame: dict) -> bytes:
 
 def decode(line: bytes) -> dict:
     """Parse one line; raises ValueError on anything that is not a JSON object frame."""
-    frame = _decode(line.decode("utf-8", "replace"))
+    try:
+        frame = _decode(line.decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     if not isinstance(frame, dict) or "t" not in frame:
         raise ValueError("not a frame")
     return frame

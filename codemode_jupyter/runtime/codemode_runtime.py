@@ -406,7 +406,9 @@ class Runtime:
 
         def preview(port: int) -> None:
             """Announce that the program serves HTTP on `port`; the host shows a link to it."""
-            channel.send({"t": P.PREVIEW, "port": int(port)})
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ValueError(f"preview() takes a TCP port, 1-65535, not {port!r:.40}")
+            channel.send({"t": P.PREVIEW, "port": port})
 
         module.preview = preview
         module.ToolError = ToolError

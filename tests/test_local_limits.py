@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -86,6 +87,40 @@ def test_forked_children_over_the_limit_stop_the_sandbox(enforcement: str) -> No
         assert f"({mechanism})" in r.error.message
         again = session.run("'fresh runtime'")
         assert again.ok and again.value == "fresh runtime"
+
+
+def test_the_watchdog_counts_pages_shared_after_fork_once() -> None:
+    """Four processes share one 100 MiB heap: over 256 MiB by RSS, about 100 MiB in truth."""
+
+    def watchdog_looked() -> int:
+        memory = session._conn.transport.memory
+        start, deadline = memory.polls, time.monotonic() + 30
+        while memory.polls < start + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return memory.polls - start
+
+    code = (
+        "import os\n"
+        "heap = bytearray(100 * 1024 * 1024)\n"
+        "r, w = os.pipe()\n"
+        "children = []\n"
+        "for _ in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os.close(w)\n"
+        "        os.read(r, 1)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "looked = watchdog_looked()\n"
+        "os.close(w)\n"
+        "for pid in children:\n"
+        "    os.waitpid(pid, 0)\n"
+        "looked"
+    )
+    with CodeMode(tools=[watchdog_looked], memory_mb=256, memory_enforcement="watchdog") as session:
+        r = session.run(code, timeout=60)
+    assert r.ok, r.error
+    assert r.value >= 2
 
 
 def test_the_replay_protocol_is_bounded_too() -> None:

@@ -36,6 +36,7 @@ _names = itertools.count(1)
 _FILL_RATE = 2 << 30
 _POLL_MIN, _POLL_MAX = 0.02, 0.5
 _MAX_WALK = 100_000  # processes the watchdog visits per poll, at most
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class MemoryUnavailable(BackendConfigError):
@@ -214,6 +215,7 @@ class WatchdogMemory(JailMemory):
     """A thread that sums the PSS of the jail's processes and stops the jail when over."""
 
     label = "watchdog"
+    polls = 0  # measurements taken so far
 
     def _enter(self, pid: int) -> None:
         self._init = pid
@@ -221,7 +223,8 @@ class WatchdogMemory(JailMemory):
     def _watch(self) -> None:
         interval = _POLL_MIN
         while not self._wait_end(interval):
-            used = sum(_pss(pid) for pid in _descendants(self._init))
+            used = _resident(_descendants(self._init), self.limit)
+            self.polls += 1
             if used > self.limit:
                 self._trip()
                 self._wait_end(None)
@@ -412,6 +415,22 @@ def _descendants(root: int) -> list[int]:
         for tid in tasks:
             todo.extend(int(child) for child in _read(f"/proc/{pid}/task/{tid}/children").split())
     return found
+
+
+def _resident(pids: list[int], limit: int) -> int:
+    """Resident memory of `pids` in bytes. RSS is a counter the kernel keeps (cheap to read),
+    but counts pages shared after a fork once per process; PSS counts them once in all, but
+    the kernel walks every page to compute it. PSS <= RSS, so PSS only when RSS is over."""
+    rss = sum(_rss(pid) for pid in pids)
+    return rss if rss <= limit else sum(_pss(pid) for pid in pids)
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _pss(pid: int) -> int:

@@ -70,7 +70,9 @@ def run_replay(backend: Backend, code: str, registry: ToolRegistry, limits: tupl
         if not found:
             return _end(emit, status, started, calls, executions, "crashed",
                         RunError("RuntimeCrashed", f"the execution ended without a result "
-                                 f"(exit code {shot.exit_code})"), stdout=shot.output)
+                                 f"(exit code {shot.exit_code})"
+                                 + (f": {shot.error}" if shot.error else "")),
+                        stdout=shot.output)
         outcome = P.decode(tail.strip().encode())
         if outcome["t"] != "need_tools":
             return _done(emit, status, started, calls, executions, outcome, output, max_output)

@@ -58,6 +58,7 @@ class OneShot:
 
     output: str
     exit_code: int
+    error: str = ""  # what stopped it, when the backend knows (e.g. the memory limit)
 
 
 @dataclass

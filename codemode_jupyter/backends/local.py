@@ -1,15 +1,18 @@
 """The local backend: runtimes in a bubblewrap jail on this machine, no account, no daemon.
 
 The jail has its own mount, PID, IPC, UTS and network namespaces, read-only system
-directories, a private writable home and /tmp, and an environment built from scratch. When the
-host runs as root, the jail also runs as an unused uid of its own, so the process limit is the
-jail's alone and the host's root-only files stay closed. Where namespaces are not available it
-runs unisolated, and says so (once, loudly) rather than failing or pretending.
+directories, a private writable home, /tmp and /dev/shm of bounded size (everything else,
+"/" included, is read-only), and an environment built from scratch. Its memory is bounded as a
+whole (jail_memory.py). When the host runs as root, the jail also runs as an unused uid of its
+own, so the process limit is the jail's alone and the host's root-only files stay closed. Where
+namespaces are not available it runs unisolated, and says so (once, loudly) rather than
+failing or pretending.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shutil
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import Backend, BackendStatus, OneShot, Transport, runtime_sources
+from .jail_memory import JailMemory, MemoryPolicy, check_enforcement, sweep_orphaned_cgroups
 
 SANDBOX_HOME = "/sandbox"
 RUNTIME_MOUNT = "/opt/codemode"
@@ -36,6 +41,11 @@ _ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/loc
 _UID_BASE = 200_000
 _TMP_PREFIX = "codemode-jail-"
 CHANNEL_LOST = 70  # the runtime's exit code when its control channel broke
+# Sizes of the jail's writable places, in MiB. They are tmpfs, so their files live in RAM and,
+# under a memory cgroup, count against memory_mb; together they stay below its default, so a
+# program that fills them gets ENOSPC rather than being stopped for memory.
+HOME_MB, TMP_MB, SHM_MB = 512, 256, 64
+_START_TIMEOUT = 30.0  # for bwrap to report its sandbox's pid; it takes milliseconds
 
 
 class IsolationWarning(UserWarning):
@@ -143,13 +153,18 @@ class Jail:
     def __init__(self, workdir: Path | str, *, network: bool = False,
                  mounts: Iterable[str | tuple | Mount] = (), memory_mb: int = 1024,
                  home: str = SANDBOX_HOME, limits: Limits | None = None,
-                 bwrap: str | None = None, tmp_size_mb: int = 512) -> None:
+                 bwrap: str | None = None, home_mb: int | None = None, tmp_mb: int = TMP_MB,
+                 shm_mb: int = SHM_MB, memory_enforcement: str = "auto") -> None:
+        """`home_mb`: the home is a tmpfs of that size, private to one jail process; None
+        binds `workdir` there instead (files then outlive the jail, on the host's disk)."""
         self.workdir = Path(workdir)
         self.network = network
         self.mounts = [Mount.parse(m) for m in mounts]
         self.home = home
         self.limits = limits or Limits(memory_mb=memory_mb)
-        self.tmp_size_mb = tmp_size_mb
+        _check_sizes(memory_mb=self.limits.memory_mb, home_mb=home_mb, tmp_mb=tmp_mb,
+                     shm_mb=shm_mb)
+        self.home_mb, self.tmp_mb, self.shm_mb = home_mb, tmp_mb, shm_mb
         # A uid of its own cannot open mounts that only root may enter: then the jail stays
         # root (still namespaced), and the process limit cannot be enforced.
         needed = [m.source for m in self.mounts] + [p for p in [_python_home()] if p]
@@ -159,6 +174,8 @@ class Jail:
         reason = _namespaces_work(self._bwrap, self.uid) if self._bwrap else "bwrap not found"
         self.isolation = "bubblewrap" if not reason else "none"
         self.isolation_problem = reason
+        self.memory_policy = MemoryPolicy(self.limits.memory_mb, memory_enforcement,
+                                          isolated=not reason)
         if self.uid is not None:
             os.chown(self.workdir, self.uid, self.uid)
         if reason:
@@ -167,11 +184,12 @@ class Jail:
                 "WITHOUT isolation, with the host's files and network (status: isolation none)",
                 IsolationWarning, stacklevel=3)
 
-    def command(self, argv: Sequence[str], cwd: str | None = None) -> list[str]:
+    def command(self, argv: Sequence[str], cwd: str | None = None,
+                bwrap_extra: Sequence[str] = ()) -> list[str]:
         """The full argv that runs `argv` inside the jail."""
         if self.isolation == "none":
             return list(argv)
-        return [self._bwrap, *self._bwrap_options(cwd or self.home), "--", *argv]
+        return [self._bwrap, *self._bwrap_options(cwd or self.home), *bwrap_extra, "--", *argv]
 
     def environment(self) -> dict[str, str]:
         """The jail's whole environment: nothing of the host's."""
@@ -179,17 +197,68 @@ class Jail:
         return {"HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                 "USER": "sandbox", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
 
-    def popen(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen:
+    def popen(self, argv: Sequence[str], *, bwrap_extra: Sequence[str] = (),
+              **kwargs: object) -> subprocess.Popen:
         """Start `argv` in the jail as its own process group (so it can be killed whole)."""
         kwargs.setdefault("env", self.environment())
         kwargs.setdefault("cwd", str(self.workdir))
         if self.uid is not None:
             kwargs.update(user=self.uid, group=self.uid, extra_groups=[])
-        return subprocess.Popen(self.command(argv), start_new_session=True, close_fds=True,
-                                **kwargs)
+        return subprocess.Popen(self.command(argv, bwrap_extra=bwrap_extra),
+                                start_new_session=True, close_fds=True, **kwargs)
+
+    def start(self, argv: Sequence[str],
+              **kwargs: object) -> tuple[subprocess.Popen, JailMemory | None]:
+        """Like popen, with the jail's memory bounded as a whole (None: the runtime bounds
+        each process itself, see MemoryPolicy).
+
+        No process of the jail runs outside the bound, without a preexec_fn (unsafe in a
+        threaded host): bwrap reports its sandbox's first process on --info-fd, and that
+        process waits on --block-fd, after building the mounts but before it runs or forks
+        anything, until we have put it in the bound. Everything it starts is born inside.
+        """
+        memory = self.memory_policy.new_bound() if self.isolation != "none" else None
+        if memory is None:
+            return self.popen(argv, **kwargs), None
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        try:
+            proc = self.popen(argv, bwrap_extra=["--info-fd", str(info_w), "--block-fd",
+                                                 str(block_r)],
+                              pass_fds=(info_w, block_r), **kwargs)
+        except BaseException:
+            memory.close()
+            for fd in (info_r, info_w, block_r, block_w):
+                os.close(fd)
+            raise
+        os.close(info_w)
+        os.close(block_r)
+        try:
+            pid = _read_sandbox_pid(info_r, _START_TIMEOUT)
+            if pid is None:  # bwrap failed before making the sandbox: it says why itself
+                memory.close()
+                return proc, None
+            memory.attach(pid)
+        except BaseException:
+            _kill_group(proc)
+            memory.close()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.write(block_w, b"go")
+            os.close(block_w)
+            os.close(info_r)
+        return proc, memory
 
     def close(self) -> None:
         _release_uid(self.uid)
+
+    def describe_files(self) -> str:
+        """The bounds of the jail's writable places, for status()."""
+        if self.isolation == "none":
+            return "not bounded (isolation none: the home is a host directory)"
+        home = f"{self.home} {self.home_mb} MiB" if self.home_mb else f"{self.home} host dir"
+        return f"{home}, /tmp {self.tmp_mb} MiB, /dev/shm {self.shm_mb} MiB, / read-only"
 
     def _bwrap_options(self, cwd: str) -> list[str]:
         opts = ["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
@@ -206,15 +275,56 @@ class Jail:
         python_home = _python_home()
         if python_home:
             opts += ["--ro-bind", python_home, python_home]
+        # Every writable place has a size; "/" and /dev (tmpfs that bwrap builds, of no size)
+        # become read-only once the mount points are made.
         opts += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(self.tmp_size_mb << 20), "--tmpfs", "/tmp",
-                 "--bind", str(self.workdir), self.home]
+                 "--perms", "1777", "--size", str(self.shm_mb << 20), "--tmpfs", "/dev/shm",
+                 "--remount-ro", "/dev",
+                 "--size", str(self.tmp_mb << 20), "--tmpfs", "/tmp"]
+        if self.home_mb is None:
+            opts += ["--bind", str(self.workdir), self.home]
+        else:
+            opts += ["--size", str(self.home_mb << 20), "--tmpfs", self.home]
         for mount in self.mounts:
             opts += ["--bind" if mount.writable else "--ro-bind", mount.source, mount.target]
-        opts += ["--chdir", cwd, "--clearenv"]
+        opts += ["--remount-ro", "/", "--chdir", cwd, "--clearenv"]
         for key, value in self.environment().items():
             opts += ["--setenv", key, value]
         return opts
+
+
+def _check_sizes(**sizes: object) -> None:
+    """Sizes in MiB are whole numbers, at least 1 (home_mb may be None: a host directory)."""
+    for name, value in sizes.items():
+        if value is None and name == "home_mb":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a whole number of MiB, at least 1, not {value!r}")
+
+
+def _read_sandbox_pid(fd: int, timeout: float) -> int | None:
+    """The pid of bwrap's sandbox from its --info-fd (None if bwrap ended without one)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        if not poller.poll(max(0, round((deadline - time.monotonic()) * 1000))):
+            raise RuntimeError(f"the jail did not start within {timeout:g} s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        return int(json.loads(data)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _sweep_orphaned_dirs() -> None:
@@ -284,9 +394,11 @@ class PipeTransport(Transport):
     host opened next under that number), and stdout only by the reader, once it saw EOF.
     """
 
-    def __init__(self, proc: subprocess.Popen, isolated: bool) -> None:
+    def __init__(self, proc: subprocess.Popen, isolated: bool,
+                 memory: JailMemory | None = None) -> None:
         self.proc = proc
         self.isolated = isolated
+        self.memory = memory
         self._in: int | None = proc.stdin.fileno()
         self._out: int | None = proc.stdout.fileno()
         self._lock = threading.Lock()
@@ -335,6 +447,8 @@ class PipeTransport(Transport):
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
         self._keep_stderr_tail()
+        if self.memory is not None:
+            self.memory.close()  # its cgroup goes too
 
     def exit_info(self) -> str:
         code = self.proc.wait()
@@ -343,7 +457,9 @@ class PipeTransport(Transport):
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         if code == CHANNEL_LOST:
             how += " (the runtime lost its control channel: the program closed it)"
-        if code < 0 and -code == signal.SIGKILL:
+        if self.memory is not None and self.memory.tripped():
+            how += f" because {self.memory.verdict()}"
+        elif code < 0 and -code == signal.SIGKILL:
             how += " (out of memory, a resource limit, or stopped by the host)"
         tail = self._keep_stderr_tail()
         return f"the runtime {how}" + (f": {tail}" if tail else "")
@@ -376,8 +492,18 @@ class LocalBackend(Backend):
 
     def __init__(self, *, network: bool = False, mounts: Iterable[str | tuple | Mount] = (),
                  memory_mb: int = 1024, max_procs: int = 256, cpu_seconds: int = 3600,
-                 file_size_mb: int = 1024, bwrap: str | None = None) -> None:
+                 file_size_mb: int = 1024, bwrap: str | None = None, disk_mb: int = HOME_MB,
+                 tmp_mb: int = TMP_MB, shm_mb: int = SHM_MB,
+                 memory_enforcement: str = "auto") -> None:
+        """`memory_mb` bounds the jail as a whole: its processes and the files in its
+        writable places, which live in RAM (tmpfs): the home (`disk_mb`, kept across the runs
+        of one runtime, gone with it), /tmp (`tmp_mb`) and /dev/shm (`shm_mb`).
+        `memory_enforcement`: "auto", "cgroup" or "watchdog" (see jail_memory.py)."""
+        # Checked before anything is made, so that bad options leave nothing behind.
+        _check_sizes(memory_mb=memory_mb, disk_mb=disk_mb, tmp_mb=tmp_mb, shm_mb=shm_mb)
+        check_enforcement(memory_enforcement)
         _sweep_orphaned_dirs()
+        sweep_orphaned_cgroups()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
         # Removed when this backend is collected or the interpreter exits, even unclosed.
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
@@ -390,7 +516,9 @@ class LocalBackend(Backend):
         workdir.mkdir()
         limits = Limits(memory_mb, max_procs, cpu_seconds, file_size_mb)
         mounts = [*mounts, Mount(str(self._runtime_dir), RUNTIME_MOUNT)]
-        self.jail = Jail(workdir, network=network, mounts=mounts, limits=limits, bwrap=bwrap)
+        self.jail = Jail(workdir, network=network, mounts=mounts, limits=limits, bwrap=bwrap,
+                         home_mb=disk_mb, tmp_mb=tmp_mb, shm_mb=shm_mb,
+                         memory_enforcement=memory_enforcement)
         self._python = find_python()
 
     def _runtime_path(self) -> str:
@@ -400,36 +528,45 @@ class LocalBackend(Backend):
 
     def _limits_argv(self) -> list[str]:
         limits = self.jail.limits
-        if self.jail.uid is None:
-            # Without a uid of its own, a process limit would count all the user's processes.
-            limits = Limits(limits.memory_mb, 0, limits.cpu_seconds, limits.file_size_mb)
-        return limits.argv()
+        # Without a uid of its own, a process limit would count all the user's processes.
+        procs = limits.max_procs if self.jail.uid is not None else 0
+        # An address-space limit per process only where the jail is not bounded as a whole:
+        # it counts reservations, not use (each thread's stack and malloc arena), so it
+        # stops threads long before memory runs out.
+        memory = limits.memory_mb if self.jail.memory_policy.mechanism == "rlimit" else 0
+        return Limits(memory, procs, limits.cpu_seconds, limits.file_size_mb).argv()
 
     def start_runtime(self, timeout: float | None = None) -> Transport:
         del timeout  # a local start takes milliseconds
         argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv()]
-        proc = self.jail.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, bufsize=0)
-        return PipeTransport(proc, self.jail.isolation != "none")
+        proc, memory = self.jail.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, bufsize=0)
+        return PipeTransport(proc, self.jail.isolation != "none", memory)
 
     def run_oneshot(self, code: str, timeout: float) -> OneShot:
         argv = [self._python, "-I", "-u", "-", *self._limits_argv()]
-        proc = self.jail.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+        proc, memory = self.jail.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT)
         try:
             out, _ = proc.communicate(code.encode(), timeout=timeout)
+            exit_code = proc.returncode
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-            return OneShot(out.decode(errors="replace"), -1)
-        return OneShot(out.decode(errors="replace"), proc.returncode)
+            exit_code = -1
+        finally:
+            if memory is not None:
+                memory.close()
+        error = memory.verdict() if memory is not None and memory.tripped() else ""
+        return OneShot(out.decode(errors="replace"), exit_code, error)
 
     def preview_url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/"
 
     def status(self) -> BackendStatus:
         details = {"network": "on" if self.jail.network else "off",
-                   "memory": f"{self.jail.limits.memory_mb} MiB",
+                   "memory": self.jail.memory_policy.describe(),
+                   "files": self.jail.describe_files(),
                    "python": self._python}
         if os.geteuid() == 0 and self.jail.uid is None:
             details["process limit"] = ("not enforced (a mount or the python is readable by "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import codecs
 import concurrent.futures
 import contextlib
 import hashlib
@@ -39,6 +40,7 @@ from .base import (
     Transport,
     runtime_sources,
 )
+from .daytona_logs import LogDemux, LogReplayMismatch, open_log_stream, read_log_stream, supported
 
 T = TypeVar("T")
 
@@ -47,6 +49,8 @@ LABEL_CREATOR = "codemode-jupyter"
 LABEL_SESSION = "codemode-jupyter-session"
 LABEL_HOST = "codemode-jupyter-host"
 LABEL_PID = "codemode-jupyter-pid"
+#: Unique to one backend: how it finds sandboxes it created but does not use.
+LABEL_BACKEND = "codemode-jupyter-backend"
 
 #: Where the SDK goes when neither api_url nor DAYTONA_API_URL says otherwise.
 DEFAULT_API_URL = "https://app.daytona.io/api"
@@ -57,6 +61,7 @@ API_KEY_HELP = (
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_STDERR = 8192
 _EXIT_MARK = "codemode-runtime-exit"
+_WAKING = frozenset({"starting", "restoring", "creating", "pending_build", "building_snapshot"})
 
 
 class DaytonaBackendError(RuntimeError):
@@ -143,8 +148,14 @@ def is_transient(exc: BaseException) -> bool:
     status = http_status(exc)
     if status is not None:
         return status in _TRANSIENT_STATUS
-    network = (asyncio.TimeoutError, TimeoutError, ConnectionError, aiohttp.ClientError,
-               DaytonaConnectionError, DaytonaTimeoutError)
+    network = (
+        asyncio.TimeoutError,
+        TimeoutError,
+        ConnectionError,
+        aiohttp.ClientError,
+        DaytonaConnectionError,
+        DaytonaTimeoutError,
+    )
     return any(isinstance(err, network) for err in _chain(exc))
 
 
@@ -156,8 +167,9 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="codemode-daytona",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="codemode-daytona", daemon=True
+        )
         self._thread.start()
 
     def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
@@ -203,16 +215,18 @@ class _LoopThread:
 class DaytonaTransport(Transport):
     """The byte stream to a runtime running as a Daytona session command.
 
-    Reads come from the command's logs websocket (reconnected if it drops: the daemon replays
-    the log from its start, so what was already delivered is skipped). Writes are queued and
-    sent in order by one task, a request each, so the engine never waits on the network.
-    The runtime's exit is seen through a marker the launching shell prints on stderr.
+    Reads come from the command's logs websocket, demultiplexed as bytes (daytona_logs), and
+    reconnected if it drops: the daemon replays the log from its start, and reading resumes at
+    the byte after the last one read. Writes are queued and sent in order by one task, a
+    request each, so the engine never waits on the network. The runtime's exit is seen
+    through a marker the launching shell prints on stderr.
     """
 
     batch_results = True
 
-    def __init__(self, backend: DaytonaBackend, sandbox: Any, session_id: str, cmd_id: str,
-                 nonce: str) -> None:
+    def __init__(
+        self, backend: DaytonaBackend, sandbox: Any, session_id: str, cmd_id: str, nonce: str
+    ) -> None:
         self._backend = backend
         self._sandbox = sandbox
         self._session_id = session_id
@@ -220,8 +234,8 @@ class DaytonaTransport(Transport):
         self._exit_re = re.compile(rf"{_EXIT_MARK}-{nonce} (-?\d+)\n?")
         self._inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._stderr = ""
-        self._delivered = {1: 0, 2: 0}
-        self._skip = {1: 0, 2: 0}
+        self._logs = LogDemux()
+        self._stderr_decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._lock = threading.Lock()
         self._ended = False
         self._info = ""
@@ -263,7 +277,8 @@ class DaytonaTransport(Transport):
         if self._end("the runtime was stopped"):
             with contextlib.suppress(RuntimeError):  # loop closed: the sandbox went with it
                 self._backend.loop.loop.call_soon_threadsafe(
-                    lambda: self._backend.keep(self._kill_session()))
+                    lambda: self._backend.keep(self._kill_session())
+                )
 
     def stop_quietly(self) -> bool:
         """End without deleting the session (the caller does it); False if already ended."""
@@ -296,8 +311,10 @@ class DaytonaTransport(Transport):
         """Delete the session, which kills the runtime and everything it started."""
         self._backend.forget_session(self._session_id)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._sandbox.process.delete_session(self._session_id),
-                                   self._backend.retry.request_timeout)
+            await asyncio.wait_for(
+                self._sandbox.process.delete_session(self._session_id),
+                self._backend.retry.request_timeout,
+            )
 
     async def _fail(self, info: str, suspect: bool = True) -> None:
         if self._end(info):
@@ -308,26 +325,16 @@ class DaytonaTransport(Transport):
 
     # --- output ---
 
-    def _take(self, stream: int, text: str) -> str:
-        # Real daemons pad log frames with NULs; frames never hold a raw NUL (JSON escapes it).
-        text = text.replace("\x00", "")
-        skip = self._skip[stream]
-        if skip:
-            cut = min(skip, len(text))
-            self._skip[stream] -= cut
-            text = text[cut:]
-        self._delivered[stream] += len(text)
-        return text
+    def _on_message(self, message: bytes) -> None:
+        for stream, data in self._logs.feed(message):
+            if stream == 1:
+                if not self._ended:
+                    self._inbox.put(data)  # the engine splits and decodes frames itself
+            else:
+                self._on_stderr(data)
 
-    def _on_stdout(self, text: str) -> None:
-        text = self._take(1, text)
-        if text and not self._ended:
-            self._inbox.put(text.encode("utf-8", "surrogatepass"))
-
-    def _on_stderr(self, text: str) -> None:
-        text = self._take(2, text)
-        if not text:
-            return
+    def _on_stderr(self, data: bytes) -> None:
+        text = self._stderr_decoder.decode(data)
         self._stderr = (self._stderr + text)[-_MAX_STDERR:]
         match = self._exit_re.search(self._stderr)
         if match:
@@ -336,24 +343,32 @@ class DaytonaTransport(Transport):
     async def _follow(self) -> None:
         """Stream the command's logs until the runtime ends, reconnecting a dropped stream."""
         failures = 0
+        process = self._sandbox.process
         while True:
-            self._skip = dict(self._delivered)
+            self._logs.restart()
+            reached = self._logs.position
             error: BaseException | None = None
             try:
-                await self._sandbox.process.get_session_command_logs_async(
-                    self._session_id, self._cmd_id, self._on_stdout, self._on_stderr)
+                stream = await open_log_stream(process, self._session_id, self._cmd_id)
+                await read_log_stream(stream, self._on_message)
             except asyncio.CancelledError:
                 raise
+            except LogReplayMismatch as exc:  # resuming would corrupt the output: stop here
+                await self._fail(f"Daytona: {exc}", suspect=False)
+                return
             except Exception as exc:
                 error = exc
             verdict = await self._diagnose(error)
             if verdict is not None:
                 await self._fail(*verdict)
                 return
-            failures += 1
+            # Only drops in a row count: a long session may lose its stream now and then.
+            failures = 1 if self._logs.position > reached else failures + 1
             if failures > self._backend.retry.attempts:
-                await self._fail(f"lost the runtime's log stream from Daytona {failures} times "
-                                 f"({error or 'closed'}); the run cannot continue")
+                await self._fail(
+                    f"lost the runtime's log stream from Daytona {failures} times "
+                    f"({error or 'closed'}); the run cannot continue"
+                )
                 return
             await asyncio.sleep(self._backend.retry.delay(failures - 1, error or Exception()))
 
@@ -363,7 +378,8 @@ class DaytonaTransport(Transport):
         try:
             command = await self._backend.call(
                 "check the runtime",
-                lambda: process.get_session_command(self._session_id, self._cmd_id))
+                lambda: process.get_session_command(self._session_id, self._cmd_id),
+            )
         except Exception as exc:
             if is_auth_error(exc):
                 return str(exc), False
@@ -390,7 +406,9 @@ class DaytonaTransport(Transport):
                 await self._backend.call(
                     "send to the runtime",
                     lambda text=text: process.send_session_command_input(
-                        self._session_id, self._cmd_id, text))
+                        self._session_id, self._cmd_id, text
+                    ),
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -422,13 +440,23 @@ class DaytonaBackend(Backend):
 
     name = "daytona"
 
-    def __init__(self, *, api_key: str | None = None, api_url: str | None = None,
-                 target: str | None = None, snapshot: str | None = None,
-                 language: str = "python", auto_stop_minutes: int = 15,
-                 auto_delete_minutes: int | None = None, labels: dict[str, str] | None = None,
-                 sandbox: Any = None, session_label: str | None = None,
-                 retry: RetryPolicy | None = None, create_timeout: float = 120.0,
-                 preview_expires: int = 3600) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        target: str | None = None,
+        snapshot: str | None = None,
+        language: str = "python",
+        auto_stop_minutes: int = 15,
+        auto_delete_minutes: int | None = None,
+        labels: dict[str, str] | None = None,
+        sandbox: Any = None,
+        session_label: str | None = None,
+        retry: RetryPolicy | None = None,
+        create_timeout: float = 120.0,
+        preview_expires: int = 3600,
+    ) -> None:
         self.api_key = api_key or os.environ.get("DAYTONA_API_KEY") or None
         if not self.api_key:
             raise DaytonaAuthError(f"the Daytona backend needs an API key: {API_KEY_HELP}")
@@ -441,7 +469,14 @@ class DaytonaBackend(Backend):
         self.retry = retry or RetryPolicy()
         self.create_timeout = create_timeout
         self.preview_expires = preview_expires
-        self.labels = {**default_labels(session_label), **(labels or {})}
+        self.labels = {
+            **default_labels(session_label),
+            **(labels or {}),
+            LABEL_BACKEND: uuid.uuid4().hex[:12],
+        }
+        # Set once a creation was retried: the first try may have made a sandbox too (a
+        # gateway timeout on a creation that succeeded), which `_delete_extras` looks for.
+        self._extras_possible = False
         self._attach_id = _sandbox_id(sandbox)
         self._owned = self._attach_id is None
         self._client: Any = None
@@ -484,20 +519,24 @@ class DaytonaBackend(Backend):
             raise DaytonaTimeout(
                 f"Daytona: no runtime within the run's {timeout:g} s timeout: still waiting to "
                 f"{self._step or 'start the runtime'} ({self.endpoint} is "
-                "slow or not answering); the next run carries on from there") from None
+                "slow or not answering); the next run carries on from there"
+            ) from None
 
     def run_oneshot(self, code: str, timeout: float) -> OneShot:
         budget = timeout + self.create_timeout + 2 * self.retry.request_timeout
         return self.loop.run(self._oneshot(code, timeout), budget, "running the program")
 
     def preview_url(self, port: int) -> str:
-        return self.loop.run(self._preview_url(port), 3 * self.retry.request_timeout,
-                             "getting a preview link")
+        return self.loop.run(
+            self._preview_url(port), 3 * self.retry.request_timeout, "getting a preview link"
+        )
 
     def status(self) -> BackendStatus:
-        details = {"sandbox": str(getattr(self._sandbox, "id", "") or self._attach_id or ""),
-                   "attached": "yes" if not self._owned else "no",
-                   "api_url": self.endpoint}
+        details = {
+            "sandbox": str(getattr(self._sandbox, "id", "") or self._attach_id or ""),
+            "attached": "yes" if not self._owned else "no",
+            "api_url": self.endpoint,
+        }
         if self.target:
             details["target"] = self.target
         if self._notice:
@@ -516,8 +555,9 @@ class DaytonaBackend(Backend):
 
     # --- used by transports ---
 
-    async def call(self, what: str, op: Callable[[], Awaitable[T]], *,
-                   timeout: float | None = None) -> T:
+    async def call(
+        self, what: str, op: Callable[[], Awaitable[T]], *, timeout: float | None = None
+    ) -> T:
         """Await `op()` with a timeout, retrying transient failures with backoff.
 
         An authentication failure raises DaytonaAuthError at once.
@@ -545,8 +585,10 @@ class DaytonaBackend(Backend):
     def _unreachable(self, what: str, tries: int, exc: BaseException) -> str:
         timed_out = any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in _chain(exc))
         why = "no answer" if timed_out else f"cannot connect ({exc})"
-        return (f"Daytona: could not {what}: {why} from {self.endpoint} after {tries} "
-                f"attempt{'s' if tries > 1 else ''}; check DAYTONA_API_URL and the network")
+        return (
+            f"Daytona: could not {what}: {why} from {self.endpoint} after {tries} "
+            f"attempt{'s' if tries > 1 else ''}; check DAYTONA_API_URL and the network"
+        )
 
     def keep(self, coro: Awaitable[T]) -> asyncio.Task[T]:
         """Run `coro` as a task the loop holds on to until it ends."""
@@ -572,6 +614,10 @@ class DaytonaBackend(Backend):
                 self._suspect = True
                 return f"the Daytona sandbox {sandbox.id} was deleted"
             return None
+        leaving = _leaving(sandbox)
+        if leaving is not None:
+            self._suspect = True
+            return f"the Daytona sandbox {sandbox.id} {leaving}"
         state = _state(sandbox)
         if state != "started":
             self._suspect = True
@@ -617,18 +663,25 @@ class DaytonaBackend(Backend):
         return self._sandbox
 
     async def _recover(self) -> None:
-        """After a fault: restart a stopped sandbox, replace a deleted one."""
+        """After a fault: restart a stopped sandbox, replace one that is gone or going."""
         old = self._sandbox
         self._home = self._runtime_dir = self._session_id = None
         try:
             await self.call("check the sandbox", lambda: old.refresh_data())
+            leaving = _leaving(old)
         except Exception as exc:
             if not is_not_found(exc):
                 raise
+            leaving = "was deleted"
+        if leaving is not None:
+            # A sandbox being destroyed (or broken) refuses to start: never wait for it.
+            if self._owned and _state(old) in ("error", "build_failed"):
+                self.keep(self._delete_quietly(old))
             self._sandbox = await self._create(await self._daytona())
-            self._owned = True
-            self._notice = (f"sandbox {old.id} was deleted; created {self._sandbox.id} "
-                            "(its files and the program's state were lost)")
+            self._notice = (
+                f"sandbox {old.id} {leaving}; created {self._sandbox.id} "
+                "(its files and the program's state were lost)"
+            )
             return
         if _state(old) != "started":
             await self._ensure_started(old)
@@ -638,25 +691,67 @@ class DaytonaBackend(Backend):
         state = _state(sandbox)
         if state == "started":
             return
-        if state in ("starting", "restoring", "creating", "pending_build", "building_snapshot"):
-            await self.call("wait for the sandbox", lambda: sandbox.wait_for_sandbox_start(
-                timeout=self.create_timeout), timeout=self.create_timeout + 5)
+        leaving = _leaving(sandbox)
+        if leaving is not None:
+            raise DaytonaBackendError(
+                f"Daytona: the sandbox {sandbox.id} {leaving}; it cannot be used"
+            )
+        if state in _WAKING:
+            await self.call(
+                "wait for the sandbox",
+                lambda: sandbox.wait_for_sandbox_start(timeout=self.create_timeout),
+                timeout=self.create_timeout + 5,
+            )
             return
-        await self.call("start the sandbox", lambda: sandbox.start(timeout=self.create_timeout),
-                        timeout=self.create_timeout + 5)
+        await self.call(
+            "start the sandbox",
+            lambda: sandbox.start(timeout=self.create_timeout),
+            timeout=self.create_timeout + 5,
+        )
 
     async def _create(self, client: Any) -> Any:
         from daytona import CreateSandboxFromSnapshotParams
 
         params = CreateSandboxFromSnapshotParams(
-            language=self.language, snapshot=self.snapshot, labels=dict(self.labels),
+            language=self.language,
+            snapshot=self.snapshot,
+            labels=dict(self.labels),
             auto_stop_interval=self.auto_stop_minutes,
-            auto_delete_interval=self.auto_delete_minutes)
-        sandbox = await self.call(
-            "create a sandbox", lambda: client.create(params, timeout=self.create_timeout),
-            timeout=self.create_timeout + 5)
+            auto_delete_interval=self.auto_delete_minutes,
+        )
+        attempts = 0
+
+        async def create() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return await client.create(params, timeout=self.create_timeout)
+
+        try:
+            sandbox = await self.call("create a sandbox", create, timeout=self.create_timeout + 5)
+        finally:
+            # A retried request may have succeeded the first time too (a gateway timeout).
+            self._extras_possible = self._extras_possible or attempts > 1
         self._owned = True
+        if self._extras_possible:
+            self.keep(self._delete_extras(client, keep=str(sandbox.id)))
         return sandbox
+
+    async def _delete_extras(self, client: Any, keep: str | None) -> None:
+        """Delete the sandboxes this backend created and does not use (all but `keep`)."""
+        try:
+            found = await self.call(
+                "list our sandboxes",
+                lambda: _list_labelled(client, {LABEL_BACKEND: self.labels[LABEL_BACKEND]}),
+            )
+        except Exception:
+            return  # best effort: they are labelled, `cleanup_orphans` finds them later
+        for sandbox in found:
+            if str(sandbox.id) != keep and _state(sandbox) not in ("destroying", "destroyed"):
+                await self._delete_quietly(sandbox)
+
+    async def _delete_quietly(self, sandbox: Any) -> None:
+        with contextlib.suppress(Exception):
+            await self.call("delete a sandbox", lambda: sandbox.delete())
 
     async def _ensure_runtime_dir(self, sandbox: Any) -> str:
         """Upload the runtime files once per sandbox, to a directory named by their hash."""
@@ -669,8 +764,10 @@ class DaytonaBackend(Backend):
         if self._home is None:
             self._home = await self.call("find the home directory", sandbox.get_user_home_dir)
         directory = f"{str(self._home).rstrip('/')}/.codemode-jupyter/{digest[:16]}"
-        files = [FileUpload(source=data, destination=f"{directory}/{name}")
-                 for name, data in sources.items()]
+        files = [
+            FileUpload(source=data, destination=f"{directory}/{name}")
+            for name, data in sources.items()
+        ]
         await self.call("upload the runtime", lambda: sandbox.fs.upload_files(files))
         self._runtime_dir = directory
         return directory
@@ -686,6 +783,13 @@ class DaytonaBackend(Backend):
         from daytona import SessionExecuteRequest
 
         sandbox = await self._sandbox_ready()
+        if not supported(sandbox.process):
+            from importlib.metadata import version
+
+            raise DaytonaBackendError(
+                f"this version of the daytona SDK ({version('daytona')}) cannot hand over a "
+                "command's raw log stream; install the version codemode-jupyter requires"
+            )
         self._step = "upload the runtime"
         directory = await self._ensure_runtime_dir(sandbox)
         self._step = "start the runtime"
@@ -698,7 +802,8 @@ class DaytonaBackend(Backend):
         request = SessionExecuteRequest(command=command, run_async=True, suppress_input_echo=True)
         response = await self.call(
             "start the runtime",
-            lambda: sandbox.process.execute_session_command(session_id, request))
+            lambda: sandbox.process.execute_session_command(session_id, request),
+        )
         transport = DaytonaTransport(self, sandbox, session_id, response.cmd_id, nonce)
         transport.begin()
         self._transports.add(transport)
@@ -709,21 +814,28 @@ class DaytonaBackend(Backend):
         seconds = max(1, math.ceil(timeout))
         try:
             response = await self.call(
-                "run the program", lambda: sandbox.process.code_run(code, timeout=seconds),
-                timeout=seconds + self.retry.request_timeout)
+                "run the program",
+                lambda: sandbox.process.code_run(code, timeout=seconds),
+                timeout=seconds + self.retry.request_timeout,
+            )
         except Exception as exc:
             if http_status(exc) == 408 or isinstance(exc, asyncio.TimeoutError):
                 return OneShot("", -1)  # the sandbox stopped it at its timeout
             raise
-        return OneShot(response.result or "", response.exit_code if response.exit_code is not None
-                       else -1)
+        return OneShot(
+            response.result or "", response.exit_code if response.exit_code is not None else -1
+        )
 
     async def _preview_url(self, port: int) -> str:
         """A URL that opens in a browser: signed (token inside), else the plain preview link."""
         sandbox = await self._sandbox_ready()
         try:
-            signed = await self.call("sign a preview link", lambda: (
-                sandbox.create_signed_preview_url(port, expires_in_seconds=self.preview_expires)))
+            signed = await self.call(
+                "sign a preview link",
+                lambda: sandbox.create_signed_preview_url(
+                    port, expires_in_seconds=self.preview_expires
+                ),
+            )
             return str(signed.url)
         except DaytonaAuthError:
             raise
@@ -740,8 +852,14 @@ class DaytonaBackend(Backend):
         self._sandbox = self._client = None
         live = [t for t in list(self._transports) if t.stop_quietly()]
         if sandbox is not None and self._owned:
-            with contextlib.suppress(Exception):
-                await self.call("delete the sandbox", lambda: sandbox.delete())
+            await self._delete_quietly(sandbox)
+        if client is not None and self._extras_possible:
+            # One more look for a twin that showed up late; an attached sandbox has no such
+            # label. Bounded: closing must not wait out a stalled API's retries.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._delete_extras(client, keep=None), self.retry.request_timeout
+                )
         elif live:  # the user's sandbox stays, our runtimes in it do not
             await asyncio.gather(*(t._kill_session() for t in live), return_exceptions=True)
         if self._background:  # kills already under way finish before the loop goes
@@ -757,6 +875,28 @@ class DaytonaBackend(Backend):
 def _state(sandbox: Any) -> str:
     state = getattr(sandbox, "state", None)
     return str(getattr(state, "value", state) or "unknown")
+
+
+def _leaving(sandbox: Any) -> str | None:
+    """Why a sandbox will not run again (deleted or being deleted, failed), else None.
+
+    Right after a delete Daytona shows the sandbox as "destroying" for a while, and refuses to
+    start it ("state change in progress"): it is as good as gone.
+    """
+    state = _state(sandbox)
+    desired = getattr(sandbox, "desired_state", None)
+    if state in ("destroying", "destroyed") or getattr(desired, "value", desired) == "destroyed":
+        return "was deleted"
+    if state in ("error", "build_failed"):
+        reason = getattr(sandbox, "error_reason", None)
+        return f"failed (state {state}{f': {reason}' if reason else ''})"
+    return None
+
+
+async def _list_labelled(client: Any, labels: dict[str, str]) -> list[Any]:
+    from daytona import ListSandboxesQuery
+
+    return [sandbox async for sandbox in client.list(ListSandboxesQuery(labels=labels))]
 
 
 def _sandbox_id(sandbox: Any) -> str | None:
@@ -827,9 +967,15 @@ class OrphanSandbox:
     reason: str
 
 
-def cleanup_orphans(*, api_key: str | None = None, api_url: str | None = None,
-                    target: str | None = None, dry_run: bool = False,
-                    all_hosts: bool = False, timeout: float = 120.0) -> list[OrphanSandbox]:
+def cleanup_orphans(
+    *,
+    api_key: str | None = None,
+    api_url: str | None = None,
+    target: str | None = None,
+    dry_run: bool = False,
+    all_hosts: bool = False,
+    timeout: float = 120.0,
+) -> list[OrphanSandbox]:
     """Find sandboxes labelled by codemode-jupyter that no live session uses, and delete them.
 
     A sandbox is kept if a backend in this process uses it, or if it was created on this host
@@ -845,17 +991,13 @@ def cleanup_orphans(*, api_key: str | None = None, api_url: str | None = None,
 
 
 async def _cleanup(backend: DaytonaBackend, dry_run: bool, all_hosts: bool) -> list[OrphanSandbox]:
-    from daytona import ListSandboxesQuery
-
     client = await backend._daytona()
     in_use = {str(b._sandbox.id) for b in list(_LIVE) if b._sandbox is not None}
-
-    async def listed() -> list[Any]:
-        query = ListSandboxesQuery(labels={LABEL_CREATOR: "true"})
-        return [sandbox async for sandbox in client.list(query)]
-
     found = []
-    for sandbox in await backend.call("list sandboxes", listed):
+    listed = await backend.call(
+        "list sandboxes", lambda: _list_labelled(client, {LABEL_CREATOR: "true"})
+    )
+    for sandbox in listed:
         labels = dict(sandbox.labels or {})
         keep = _keep_reason(str(sandbox.id), labels, in_use, all_hosts)
         deleted = False
@@ -867,13 +1009,21 @@ async def _cleanup(backend: DaytonaBackend, dry_run: bool, all_hosts: bool) -> l
                 if not is_not_found(exc):
                     keep = f"could not delete: {exc}"
                 deleted = keep is None
-        found.append(OrphanSandbox(str(sandbox.id), _state(sandbox), labels, deleted,
-                                   keep or ("deleted" if deleted else "orphan (dry run)")))
+        found.append(
+            OrphanSandbox(
+                str(sandbox.id),
+                _state(sandbox),
+                labels,
+                deleted,
+                keep or ("deleted" if deleted else "orphan (dry run)"),
+            )
+        )
     return found
 
 
-def _keep_reason(sandbox_id: str, labels: dict[str, str], in_use: set[str],
-                 all_hosts: bool) -> str | None:
+def _keep_reason(
+    sandbox_id: str, labels: dict[str, str], in_use: set[str], all_hosts: bool
+) -> str | None:
     if sandbox_id in in_use:
         return "in use by this kernel"
     if labels.get(LABEL_HOST) == _host_label():

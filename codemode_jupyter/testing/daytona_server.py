@@ -7,9 +7,14 @@ one-shot `execute` and `code-run`, bulk upload and the user's home directory. Ea
 host directory; commands run inside the local backend's bubblewrap jail when it is available
 (home `/home/daytona`, as on Daytona), else as plain subprocesses with the directory as home.
 
-Faults can be injected (HTTP status, slow responses, dropped log websockets, a sandbox that is
-deleted or stopped behind the client's back) and every request is counted by route, through
-the Python API (`DaytonaLoopbackServer`) or the admin endpoints under `/_admin`.
+As Daytona's daemon does, it sends a command's log (each chunk behind a 3-byte stream marker)
+in 1,024-byte reads, so a message may end inside a marker or a UTF-8 character.
+
+Faults can be injected (HTTP status, slow responses, requests that succeed but are answered
+with an error, log websockets dropped at a chosen byte, a sandbox that is deleted, stopped or
+broken behind the client's back, deleted sandboxes that linger as "destroying") and every
+request is counted by route, through the Python API (`DaytonaLoopbackServer`) or the admin
+endpoints under `/_admin`.
 
     python -m codemode_jupyter.testing.daytona_server --port 3986
     export DAYTONA_API_URL=http://127.0.0.1:3986/api DAYTONA_API_KEY=loopback
@@ -20,10 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import collections
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -74,8 +81,9 @@ class Runner:
             raise PermissionError(f"the loopback server only backs paths under {self.home}: {path}")
         return self.workdir / relative
 
-    def popen(self, command: str, env: dict[str, str] | None = None,
-              merge: bool = False) -> subprocess.Popen:
+    def popen(
+        self, command: str, env: dict[str, str] | None = None, merge: bool = False
+    ) -> subprocess.Popen:
         """Run a shell command in the sandbox (its own process group), pipes on all three fds."""
         pipes: dict[str, Any] = {
             "stdin": subprocess.PIPE,
@@ -86,8 +94,13 @@ class Runner:
             environment = {**self._jail.environment(), **(env or {})}
             return self._jail.popen(["sh", "-c", command], env=environment, **pipes)
         environment = {"HOME": self.home, "PATH": _PATH, "LANG": "C.UTF-8", **(env or {})}
-        return subprocess.Popen(["sh", "-c", command], cwd=self.workdir, env=environment,
-                                start_new_session=True, **pipes)
+        return subprocess.Popen(
+            ["sh", "-c", command],
+            cwd=self.workdir,
+            env=environment,
+            start_new_session=True,
+            **pipes,
+        )
 
     def close(self) -> None:
         if self._jail is not None:
@@ -117,13 +130,18 @@ def kill_tree(proc: subprocess.Popen) -> None:
 class Command:
     """One session command: its process, its interleaved output log and its exit code."""
 
-    def __init__(self, command: str, proc: subprocess.Popen, loop: asyncio.AbstractEventLoop,
-                 echo: bool) -> None:
+    def __init__(
+        self, command: str, proc: subprocess.Popen, loop: asyncio.AbstractEventLoop, echo: bool
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.command = command
         self.proc = proc
         self.echo = echo
         self.chunks: list[tuple[int, bytes]] = []
+        # The daemon's log file: each chunk behind its stream's marker, as its followers read it.
+        self.log = bytearray()
+        self.units: list[int] = []  # where each marked chunk ends in `log`
+        self.cut_floor = 0  # injected log cuts look for their place past this point
         self.exit_code: int | None = None
         self._loop = loop
         self._changed = asyncio.Event()
@@ -152,6 +170,8 @@ class Command:
 
     def feed(self, stream: int, data: bytes) -> None:
         self.chunks.append((stream, data))
+        self.log += (STDOUT_MARK if stream == 1 else STDERR_MARK) + data
+        self.units.append(len(self.log))
         self._notify()
 
     def finish(self, code: int) -> None:
@@ -207,12 +227,30 @@ class Sandbox:
 
 @dataclass
 class Fault:
-    """An injected fault: for `times` matching requests, wait `delay` then answer `status`."""
+    """An injected fault: for `times` matching requests, wait `delay` then answer `status`.
+
+    With `served`, the request is carried out first and only its answer is replaced, as when
+    a gateway times out on a request that did succeed behind it.
+    """
 
     route: str | None
     status: int | None = None
     delay: float = 0.0
     times: int = 1
+    served: bool = False
+
+
+@dataclass
+class LogDrop:
+    """An injected log-stream fault: `times` streams are dropped (close 1011), each once
+    `after` more messages have gone out. With `inside`, the drop waits for the next match of
+    that pattern in the log and the stream's last message ends `offset` bytes into it."""
+
+    times: int
+    after: int
+    inside: re.Pattern[bytes] | None = None
+    offset: int = 1
+    left: int = 0  # messages still to let through before the next drop
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -226,12 +264,22 @@ class DaytonaLoopbackServer:
     loopback, which preview links need to get through.
     """
 
-    def __init__(self, *, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", port: int = 0,
-                 root: str | Path | None = None, network: bool = False,
-                 isolate: bool | None = None, auto_stop_seconds_per_minute: float = 60.0,
-                 daemon_quirks: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        root: str | Path | None = None,
+        network: bool = False,
+        isolate: bool | None = None,
+        auto_stop_seconds_per_minute: float = 60.0,
+        daemon_quirks: bool = True,
+        log_read_size: int | None = 1024,
+    ) -> None:
         self.api_key = api_key
         self.daemon_quirks = daemon_quirks
+        self.log_read_size = log_read_size
         self.host = host
         self.port = port
         self.network = network
@@ -243,7 +291,8 @@ class DaytonaLoopbackServer:
         self.sandboxes: dict[str, Sandbox] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._faults: list[Fault] = []
-        self._ws_drop = [0, 0, 0]  # drops left, chunks to let through first, reset value
+        self._log_drop: LogDrop | None = None
+        self._destroying_seconds = 0.0
         self._signed: dict[str, tuple[str, int, float]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -297,6 +346,8 @@ class DaytonaLoopbackServer:
         for sandbox in list(self.sandboxes.values()):
             for cmd in sandbox.commands():
                 kill_tree(cmd.proc)
+            if sandbox.dto["state"] == "destroying":
+                self._gone(sandbox.id)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -329,28 +380,62 @@ class DaytonaLoopbackServer:
 
     # --- fault switches and counters (thread-safe) ---
 
-    def inject(self, route: str | None = None, *, status: int | None = None, delay: float = 0.0,
-               times: int = 1) -> None:
+    def inject(
+        self,
+        route: str | None = None,
+        *,
+        status: int | None = None,
+        delay: float = 0.0,
+        times: int = 1,
+        served: bool = False,
+    ) -> None:
         """Make the next `times` requests to `route` (a route name, None for any) fail or stall.
 
-        Route names are the keys of `counts`, e.g. "sandbox.create", "command.input".
+        Route names are the keys of `counts`, e.g. "sandbox.create", "command.input". With
+        `served`, each request takes effect and only then is answered with `status` (a
+        creation that succeeded behind a gateway that timed out: `status=504, served=True`).
         """
         with self._lock:
-            self._faults.append(Fault(route, status, delay, times))
+            self._faults.append(Fault(route, status, delay, times, served))
 
-    def drop_log_streams(self, times: int = 1, after_chunks: int = 0) -> None:
+    def drop_log_streams(
+        self,
+        times: int = 1,
+        after_chunks: int = 0,
+        *,
+        inside: bytes | re.Pattern[bytes] | None = None,
+        offset: int = 1,
+    ) -> None:
         """Drop log websockets abnormally (close 1011), `times` times.
 
-        Whichever stream (open or new) is about to send a chunk once `after_chunks` more
-        chunks have gone out is dropped instead; then the count restarts for the next drop.
+        Whichever stream (open or new) is about to send a message once `after_chunks` more
+        messages have gone out is dropped instead; then the count restarts for the next drop.
+        With `inside` (bytes, or a compiled bytes pattern), the drop happens partway into the
+        next match in a command's log: the stream's last message ends `offset` bytes into it
+        (inside a stream marker, a UTF-8 character, a frame...), as when the daemon's read
+        ended there and the connection died. Each later drop looks past the previous one.
         """
+        pattern = re.compile(re.escape(inside)) if isinstance(inside, bytes) else inside
         with self._lock:
-            self._ws_drop = [times, after_chunks, after_chunks]
+            self._log_drop = LogDrop(times, after_chunks, pattern, offset, after_chunks)
+
+    @property
+    def log_drops_pending(self) -> int:
+        """How many of the injected log-stream drops have not happened yet."""
+        with self._lock:
+            return self._log_drop.times if self._log_drop is not None else 0
+
+    def keep_destroying(self, seconds: float) -> None:
+        """Deleted sandboxes stay listed in state "destroying" for `seconds` (0: gone at once),
+        refusing to start ("state change in progress"), as Daytona's API shows them."""
+        with self._lock:
+            self._destroying_seconds = seconds
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
-            self._ws_drop = [0, 0, 0]
+            self._log_drop = None
+            self._destroying_seconds = 0.0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -370,6 +455,10 @@ class DaytonaLoopbackServer:
         """Stop a sandbox behind the client's back (as Daytona's idle auto-stop does)."""
         self._call(self._stop, sandbox_id)
 
+    def fail_sandbox(self, sandbox_id: str, reason: str = "injected fault") -> None:
+        """Put a sandbox in state "error" (its processes die), as a broken runner would."""
+        self._call(lambda sid: self._fail(sid, reason), sandbox_id)
+
     def _call(self, fn: Callable[[str], Any], sandbox_id: str) -> None:
         assert self._loop is not None, "server not started"
         future = asyncio.run_coroutine_threadsafe(fn(sandbox_id), self._loop)
@@ -385,18 +474,27 @@ class DaytonaLoopbackServer:
                     return fault
         return None
 
-    def _drop_now(self) -> bool:
-        """Whether the chunk about to be sent should drop its stream instead."""
+    def _log_cut(self, cmd: Command, start: int, end: int) -> int | None:
+        """Where an injected drop cuts the message log[start:end] short (then the stream
+        closes), or None to send it whole."""
         with self._lock:
-            drop = self._ws_drop
-            if drop[0] <= 0:
-                return False
-            if drop[1] > 0:
-                drop[1] -= 1
-                return False
-            drop[0] -= 1
-            drop[1] = drop[2]
-            return True
+            drop = self._log_drop
+            if drop is None or drop.times <= 0:
+                return None
+            if drop.left > 0:
+                drop.left -= 1
+                return None
+            cut = start
+            if drop.inside is not None:
+                # The cut point must lie in this message: past `start`, at most `end`.
+                match = drop.inside.search(cmd.log, max(cmd.cut_floor, start - drop.offset + 1))
+                if match is None or match.start() + drop.offset > end:
+                    return None
+                cut = match.start() + drop.offset
+                cmd.cut_floor = match.start() + 1  # a replay is not cut at the same place
+            drop.times -= 1
+            drop.left = drop.after
+            return cut
 
     # --- HTTP plumbing ---
 
@@ -412,12 +510,20 @@ class DaytonaLoopbackServer:
         if not route.startswith("preview") and not self._authorized(request):
             return _error(401, "Invalid credentials: check your API key")
         fault = self._take_fault(route)
+        if fault is not None and fault.served:
+            await handler(request)  # it happened; the client is told otherwise
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            return _error(fault.status or 504, f"injected fault ({fault.status or 504})")
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.status:
-                return _error(fault.status, f"injected fault ({fault.status})",
-                              headers={"Retry-After": "0"} if fault.status == 429 else None)
+                return _error(
+                    fault.status,
+                    f"injected fault ({fault.status})",
+                    headers={"Retry-After": "0"} if fault.status == 429 else None,
+                )
         return await handler(request)
 
     def _authorized(self, request: web.Request) -> bool:
@@ -435,8 +541,12 @@ class DaytonaLoopbackServer:
             ("POST", s + "/{sid}/stop", self.stop_sandbox_route, "sandbox.stop"),
             ("GET", s + "/{sid}/toolbox-proxy-url", self.toolbox_proxy_url, "sandbox.toolbox_url"),
             ("GET", s + "/{sid}/ports/{port}/preview-url", self.preview_url, "sandbox.preview_url"),
-            ("GET", s + "/{sid}/ports/{port}/signed-preview-url", self.signed_preview_url,
-             "sandbox.signed_preview_url"),
+            (
+                "GET",
+                s + "/{sid}/ports/{port}/signed-preview-url",
+                self.signed_preview_url,
+                "sandbox.signed_preview_url",
+            ),
             ("GET", "/api/socket.io/", self.no_events, "events"),
             ("GET", t + "/user-home-dir", self.home_dir, "toolbox.home_dir"),
             ("POST", t + "/files/bulk-upload", self.bulk_upload, "files.upload"),
@@ -447,12 +557,24 @@ class DaytonaLoopbackServer:
             ("GET", t + "/process/session/{session}", self.get_session, "session.get"),
             ("DELETE", t + "/process/session/{session}", self.delete_session, "session.delete"),
             ("POST", t + "/process/session/{session}/exec", self.session_exec, "session.exec"),
-            ("GET", t + "/process/session/{session}/command/{cmd}", self.get_command,
-             "command.get"),
-            ("GET", t + "/process/session/{session}/command/{cmd}/logs", self.command_logs,
-             "command.logs"),
-            ("POST", t + "/process/session/{session}/command/{cmd}/input", self.command_input,
-             "command.input"),
+            (
+                "GET",
+                t + "/process/session/{session}/command/{cmd}",
+                self.get_command,
+                "command.get",
+            ),
+            (
+                "GET",
+                t + "/process/session/{session}/command/{cmd}/logs",
+                self.command_logs,
+                "command.logs",
+            ),
+            (
+                "POST",
+                t + "/process/session/{session}/command/{cmd}/input",
+                self.command_input,
+                "command.input",
+            ),
             ("*", "/preview/{sid}/{port}/{tail:.*}", self.preview_proxy, "preview.proxy"),
             ("*", "/preview-signed/{token}/{tail:.*}", self.signed_preview_proxy, "preview.signed"),
         ]
@@ -463,15 +585,18 @@ class DaytonaLoopbackServer:
         r.add_post(_ADMIN + "/inject", self._admin_inject)
         r.add_post(_ADMIN + "/drop-log-streams", self._admin_drop)
         r.add_post(_ADMIN + "/clear-faults", self._admin_clear)
+        r.add_post(_ADMIN + "/keep-destroying", self._admin_keep_destroying)
         r.add_post(_ADMIN + "/sandbox/{sid}/delete", self._admin_delete)
         r.add_post(_ADMIN + "/sandbox/{sid}/stop", self._admin_stop)
+        r.add_post(_ADMIN + "/sandbox/{sid}/fail", self._admin_fail)
 
     # --- control plane ---
 
     def _lookup(self, request: web.Request, *, started: bool = False) -> Sandbox:
         key = request.match_info["sid"]
         sandbox = self.sandboxes.get(key) or next(
-            (sb for sb in self.sandboxes.values() if sb.dto["name"] == key), None)
+            (sb for sb in self.sandboxes.values() if sb.dto["name"] == key), None
+        )
         if sandbox is None:
             raise _http_error(404, f"Sandbox with ID or name {key} not found")
         sandbox.last_activity = time.monotonic()
@@ -487,17 +612,28 @@ class DaytonaLoopbackServer:
         runner = Runner(root, network=self.network, isolate=self.isolate)
         now = _now()
         dto = {
-            "id": sandbox_id, "organizationId": ORG_ID, "name": body.get("name") or sandbox_id,
+            "id": sandbox_id,
+            "organizationId": ORG_ID,
+            "name": body.get("name") or sandbox_id,
             "snapshot": body.get("snapshot") or "loopback-default",
             "user": body.get("user") or "daytona",
-            "env": body.get("env") or {}, "labels": body.get("labels") or {},
+            "env": body.get("env") or {},
+            "labels": body.get("labels") or {},
             "public": bool(body.get("public", False)),
-            "networkBlockAll": not self.network, "kvm": False,
-            "target": body.get("target") or "loopback", "cpu": 1, "gpu": 0, "memory": 1, "disk": 3,
-            "state": "started", "autoStopInterval": body.get("autoStopInterval", 15),
+            "networkBlockAll": not self.network,
+            "kvm": False,
+            "target": body.get("target") or "loopback",
+            "cpu": 1,
+            "gpu": 0,
+            "memory": 1,
+            "disk": 3,
+            "state": "started",
+            "desiredState": "started",
+            "autoStopInterval": body.get("autoStopInterval", 15),
             "autoArchiveInterval": body.get("autoArchiveInterval", 10080),
             "autoDeleteInterval": body.get("autoDeleteInterval", -1),
-            "createdAt": now, "updatedAt": now,
+            "createdAt": now,
+            "updatedAt": now,
             "toolboxProxyUrl": f"{self.base_url}/toolbox",
         }
         self.sandboxes[sandbox_id] = Sandbox(dto, root, runner)
@@ -506,7 +642,8 @@ class DaytonaLoopbackServer:
     async def list_sandboxes(self, request: web.Request) -> web.Response:
         wanted = json.loads(request.query.get("labels") or "{}")
         items = [
-            sb.dto for sb in self.sandboxes.values()
+            sb.dto
+            for sb in self.sandboxes.values()
             if all(sb.dto["labels"].get(k) == v for k, v in wanted.items())
         ]
         return web.json_response({"items": items, "nextCursor": None})
@@ -521,11 +658,15 @@ class DaytonaLoopbackServer:
 
     async def start_sandbox_route(self, request: web.Request) -> web.Response:
         sandbox = self._lookup(request)
-        sandbox.dto.update(state="started", updatedAt=_now())
+        if sandbox.dto["state"] == "destroying":
+            return _state_change_error()
+        sandbox.dto.update(state="started", desiredState="started", updatedAt=_now())
         return web.json_response(sandbox.dto)
 
     async def stop_sandbox_route(self, request: web.Request) -> web.Response:
         sandbox = self._lookup(request)
+        if sandbox.dto["state"] == "destroying":
+            return _state_change_error()
         await self._stop(sandbox.id)
         return web.json_response(sandbox.dto)
 
@@ -536,10 +677,13 @@ class DaytonaLoopbackServer:
     async def preview_url(self, request: web.Request) -> web.Response:
         sandbox = self._lookup(request)
         port = int(request.match_info["port"])
-        return web.json_response({
-            "sandboxId": sandbox.id, "url": f"{self.base_url}/preview/{sandbox.id}/{port}/",
-            "token": sandbox.preview_token,
-        })
+        return web.json_response(
+            {
+                "sandboxId": sandbox.id,
+                "url": f"{self.base_url}/preview/{sandbox.id}/{port}/",
+                "token": sandbox.preview_token,
+            }
+        )
 
     async def signed_preview_url(self, request: web.Request) -> web.Response:
         sandbox = self._lookup(request)
@@ -547,10 +691,14 @@ class DaytonaLoopbackServer:
         expires = int(request.query.get("expiresInSeconds") or 60)
         token = secrets.token_urlsafe(16)
         self._signed[token] = (sandbox.id, port, time.time() + expires)
-        return web.json_response({
-            "sandboxId": sandbox.id, "port": port, "token": token,
-            "url": f"{self.base_url}/preview-signed/{token}/",
-        })
+        return web.json_response(
+            {
+                "sandboxId": sandbox.id,
+                "port": port,
+                "token": token,
+                "url": f"{self.base_url}/preview-signed/{token}/",
+            }
+        )
 
     async def no_events(self, request: web.Request) -> web.Response:
         # No socket.io: the SDK falls back to polling, which never waits here because
@@ -558,11 +706,24 @@ class DaytonaLoopbackServer:
         return _error(404, "events are not served by the loopback server")
 
     async def _destroy(self, sandbox_id: str) -> None:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is None or sandbox.dto["state"] == "destroying":
+            return
+        await self._halt(sandbox)
+        with self._lock:
+            linger = self._destroying_seconds
+        if linger > 0:
+            sandbox.dto.update(state="destroying", desiredState="destroyed", updatedAt=_now())
+            asyncio.get_running_loop().call_later(linger, self._gone, sandbox_id)
+        else:
+            self._gone(sandbox_id)
+
+    def _gone(self, sandbox_id: str) -> None:
+        """The end of a deletion: the record and the files go."""
         sandbox = self.sandboxes.pop(sandbox_id, None)
         if sandbox is None:
             return
-        await self._halt(sandbox)
-        sandbox.dto.update(state="destroyed", updatedAt=_now())
+        sandbox.dto.update(state="destroyed", desiredState="destroyed", updatedAt=_now())
         sandbox.runner.close()
         shutil.rmtree(sandbox.root, ignore_errors=True)
 
@@ -570,7 +731,13 @@ class DaytonaLoopbackServer:
         sandbox = self.sandboxes.get(sandbox_id)
         if sandbox is not None:
             await self._halt(sandbox)
-            sandbox.dto.update(state="stopped", updatedAt=_now())
+            sandbox.dto.update(state="stopped", desiredState="stopped", updatedAt=_now())
+
+    async def _fail(self, sandbox_id: str, reason: str) -> None:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is not None:
+            await self._halt(sandbox)
+            sandbox.dto.update(state="error", errorReason=reason, updatedAt=_now())
 
     async def _halt(self, sandbox: Sandbox) -> None:
         """Kill every process and cut every log stream, as a stopping machine would."""
@@ -636,8 +803,9 @@ class DaytonaLoopbackServer:
             return _timeout_error()
         return web.json_response({"exitCode": code, "result": output, "artifacts": {"charts": []}})
 
-    async def _run_once(self, sandbox: Sandbox, command: str, envs: dict | None,
-                        timeout: float | None) -> tuple[int | None, str]:
+    async def _run_once(
+        self, sandbox: Sandbox, command: str, envs: dict | None, timeout: float | None
+    ) -> tuple[int | None, str]:
         proc = sandbox.runner.popen(command, env=envs, merge=True)
 
         def wait() -> tuple[int | None, str]:
@@ -675,15 +843,21 @@ class DaytonaLoopbackServer:
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         sandbox = self._lookup(request, started=True)
-        return web.json_response([
-            {"sessionId": sid, "commands": [c.to_json() for c in cmds.values()]}
-            for sid, cmds in sandbox.sessions.items()
-        ])
+        return web.json_response(
+            [
+                {"sessionId": sid, "commands": [c.to_json() for c in cmds.values()]}
+                for sid, cmds in sandbox.sessions.items()
+            ]
+        )
 
     async def get_session(self, request: web.Request) -> web.Response:
         _, session = self._session(request)
-        return web.json_response({"sessionId": request.match_info["session"],
-                                  "commands": [c.to_json() for c in session.values()]})
+        return web.json_response(
+            {
+                "sessionId": request.match_info["session"],
+                "commands": [c.to_json() for c in session.values()],
+            }
+        )
 
     async def delete_session(self, request: web.Request) -> web.Response:
         sandbox, session = self._session(request)
@@ -697,24 +871,34 @@ class DaytonaLoopbackServer:
                 cmd.finish(cmd.proc.returncode)
             for ws in [w for w, c in sandbox.streams.items() if c is cmd]:
                 await ws.close(code=1000)
-        del sandbox.sessions[request.match_info["session"]]
+        # Two deletes of one session may both have waited above: the second finds it gone.
+        sandbox.sessions.pop(request.match_info["session"], None)
         return web.Response(status=204)
 
     async def session_exec(self, request: web.Request) -> web.Response:
         sandbox, session = self._session(request)
         body = await request.json()
         proc = sandbox.runner.popen(body["command"])
-        cmd = Command(body["command"], proc, asyncio.get_running_loop(),
-                      echo=not body.get("suppressInputEcho", False))
+        cmd = Command(
+            body["command"],
+            proc,
+            asyncio.get_running_loop(),
+            echo=not body.get("suppressInputEcho", False),
+        )
         session[cmd.id] = cmd
         if body.get("runAsync") or body.get("async"):
             return web.json_response({"cmdId": cmd.id}, status=202)
         while cmd.exit_code is None:
             await cmd.changed()
-        return web.json_response({
-            "cmdId": cmd.id, "output": cmd.text(), "stdout": cmd.text(1), "stderr": cmd.text(2),
-            "exitCode": cmd.exit_code,
-        })
+        return web.json_response(
+            {
+                "cmdId": cmd.id,
+                "output": cmd.text(),
+                "stdout": cmd.text(1),
+                "stderr": cmd.text(2),
+                "exitCode": cmd.exit_code,
+            }
+        )
 
     async def get_command(self, request: web.Request) -> web.Response:
         return web.json_response(self._command(request).to_json())
@@ -722,8 +906,9 @@ class DaytonaLoopbackServer:
     async def command_logs(self, request: web.Request) -> web.StreamResponse:
         cmd = self._command(request)
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return web.json_response({"output": cmd.text(), "stdout": cmd.text(1),
-                                      "stderr": cmd.text(2)})
+            return web.json_response(
+                {"output": cmd.text(), "stdout": cmd.text(1), "stderr": cmd.text(2)}
+            )
         sandbox, _ = self._session(request)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -735,31 +920,43 @@ class DaytonaLoopbackServer:
         return ws
 
     async def _follow(self, cmd: Command, ws: web.WebSocketResponse) -> None:
-        """Send the whole log so far, then each new chunk, until the session goes.
+        """Send the whole log so far, then what is added to it, until the session goes.
 
-        With `daemon_quirks` (the default) it behaves as Daytona's daemon does: messages
-        padded with NULs to 1024 bytes, and the stream stays open after the command ends.
-        Without, the stream closes (1000) once the command has ended and all is sent.
+        Messages are reads of `log_read_size` bytes of the log, as Daytona's daemon sends
+        them (so a message may end inside a marker or a UTF-8 character), or with
+        `log_read_size=None` one marked chunk each. With `daemon_quirks` (the default) the
+        daemon's other habits too: messages padded with NULs to a multiple of 1024 bytes, and
+        the stream stays open after the command ends. Without, it closes (1000) once the
+        command has ended and all is sent.
         """
         sent = 0
         while not ws.closed:
-            while sent < len(cmd.chunks) and not ws.closed:
-                if self._drop_now():
+            while sent < len(cmd.log) and not ws.closed:
+                end = self._read_end(cmd, sent)
+                cut = self._log_cut(cmd, sent, end)
+                if cut is not None:  # what was read so far goes out, then the connection dies
+                    if cut > sent:
+                        await ws.send_bytes(bytes(cmd.log[sent:cut]))
                     await ws.close(code=1011, message=b"injected fault: log stream dropped")
                     return
-                stream, data = cmd.chunks[sent]
-                sent += 1
-                await ws.send_bytes(self._frame(stream, data))
-            if not self.daemon_quirks and cmd.exit_code is not None and sent == len(cmd.chunks):
+                await ws.send_bytes(self._pad(bytes(cmd.log[sent:end])))
+                sent = end
+            if not self.daemon_quirks and cmd.exit_code is not None and sent == len(cmd.log):
                 await ws.close(code=1000)
                 return
             await cmd.changed()
 
-    def _frame(self, stream: int, data: bytes) -> bytes:
-        frame = (STDOUT_MARK if stream == 1 else STDERR_MARK) + data
-        if self.daemon_quirks and len(frame) % 1024:
-            frame += b"\x00" * (1024 - len(frame) % 1024)
-        return frame
+    def _read_end(self, cmd: Command, start: int) -> int:
+        if self.log_read_size:
+            return min(len(cmd.log), start + self.log_read_size)
+        return cmd.units[bisect.bisect_right(cmd.units, start)]
+
+    def _pad(self, message: bytes) -> bytes:
+        # The daemon sends its whole read buffer: a short read (the log's end, which is
+        # always a chunk's end) comes padded with NULs.
+        if self.daemon_quirks and len(message) % 1024:
+            message += b"\x00" * (1024 - len(message) % 1024)
+        return message
 
     async def command_input(self, request: web.Request) -> web.Response:
         cmd = self._command(request)
@@ -796,16 +993,23 @@ class DaytonaLoopbackServer:
         if not sandbox.started:
             return _error(502, "sandbox is not running")
         if not self.network:
-            return _error(502, "sandbox network is isolated: start the server with --network "
-                          "to reach preview ports")
+            return _error(
+                502,
+                "sandbox network is isolated: start the server with --network "
+                "to reach preview ports",
+            )
         url = f"http://127.0.0.1:{port}/{request.match_info['tail']}"
         try:
-            async with ClientSession(timeout=ClientTimeout(total=30)) as client, \
-                    client.request(request.method, url, params=request.query,
-                                   data=await request.read()) as upstream:
+            async with (
+                ClientSession(timeout=ClientTimeout(total=30)) as client,
+                client.request(
+                    request.method, url, params=request.query, data=await request.read()
+                ) as upstream,
+            ):
                 body = await upstream.read()
-                return web.Response(status=upstream.status, body=body,
-                                    content_type=upstream.content_type)
+                return web.Response(
+                    status=upstream.status, body=body, content_type=upstream.content_type
+                )
         except OSError as exc:
             return _error(502, f"nothing answers on port {port} in the sandbox: {exc}")
 
@@ -820,13 +1024,28 @@ class DaytonaLoopbackServer:
 
     async def _admin_inject(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.inject(body.get("route"), status=body.get("status"), delay=body.get("delay", 0.0),
-                    times=body.get("times", 1))
+        self.inject(
+            body.get("route"),
+            status=body.get("status"),
+            delay=body.get("delay", 0.0),
+            times=body.get("times", 1),
+            served=bool(body.get("served", False)),
+        )
         return web.json_response({})
 
     async def _admin_drop(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.drop_log_streams(body.get("times", 1), body.get("after_chunks", 0))
+        inside = body.get("inside")
+        self.drop_log_streams(
+            body.get("times", 1),
+            body.get("after_chunks", 0),
+            inside=inside.encode() if inside is not None else None,
+            offset=body.get("offset", 1),
+        )
+        return web.json_response({})
+
+    async def _admin_keep_destroying(self, request: web.Request) -> web.Response:
+        self.keep_destroying(float((await request.json()).get("seconds", 0)))
         return web.json_response({})
 
     async def _admin_clear(self, request: web.Request) -> web.Response:
@@ -841,6 +1060,10 @@ class DaytonaLoopbackServer:
         await self._stop(request.match_info["sid"])
         return web.json_response({})
 
+    async def _admin_fail(self, request: web.Request) -> web.Response:
+        await self._fail(request.match_info["sid"], "injected fault")
+        return web.json_response({})
+
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -849,8 +1072,9 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
-def _error(status: int, message: str, *, code: str | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body: dict[str, Any] = {"statusCode": status, "message": message}
     if code:
         body.update(code=code, source="DAYTONA_DAEMON")
@@ -858,8 +1082,9 @@ def _error(status: int, message: str, *, code: str | None = None,
 
 
 def _http_error(status: int, message: str) -> web.HTTPException:
-    error = web.HTTPException(text=json.dumps({"statusCode": status, "message": message}),
-                              content_type="application/json")
+    error = web.HTTPException(
+        text=json.dumps({"statusCode": status, "message": message}), content_type="application/json"
+    )
     error.set_status(status)
     return error
 
@@ -872,19 +1097,40 @@ def _completed_error() -> web.Response:
     return _error(410, "command already completed", code="COMMAND_ALREADY_COMPLETED")
 
 
+def _state_change_error() -> web.Response:
+    return _error(409, "Sandbox state change in progress")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m codemode_jupyter.testing.daytona_server",
-        description="Serve a Daytona-compatible API on 127.0.0.1, sandboxes in the local jail.")
+        description="Serve a Daytona-compatible API on 127.0.0.1, sandboxes in the local jail.",
+    )
     parser.add_argument("--port", type=int, default=3986)
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--root", help="directory for sandbox files (default: a temporary one)")
-    parser.add_argument("--network", action="store_true",
-                        help="let sandboxes use the host network (needed for preview links)")
+    parser.add_argument(
+        "--network",
+        action="store_true",
+        help="let sandboxes use the host network (needed for preview links)",
+    )
     parser.add_argument("--no-jail", action="store_true", help="run commands without bubblewrap")
+    parser.add_argument(
+        "--log-read-size",
+        type=int,
+        default=1024,
+        help="bytes per log message, as the daemon reads them (0: one per chunk)",
+    )
     args = parser.parse_args(argv)
-    server = DaytonaLoopbackServer(api_key=args.api_key, port=args.port, root=args.root,
-                                   network=args.network, isolate=False if args.no_jail else None)
+    server = DaytonaLoopbackServer(
+        api_key=args.api_key,
+        port=args.port,
+        root=args.root,
+        network=args.network,
+        isolate=False if args.no_jail else None,
+        log_read_size=args.log_read_size or None,
+    )
+
     # Ctrl-C and `kill` (SIGTERM) both stop it cleanly: sandbox processes killed, the
     # temporary root removed. SIGINT is set explicitly: a shell's `&` would leave it ignored.
     def stop(signum: int, frame: object) -> None:
@@ -895,8 +1141,10 @@ def main(argv: list[str] | None = None) -> None:
     server.start()
     print(f"Daytona loopback server on {server.base_url}", flush=True)
     print(f"  export DAYTONA_API_URL={server.api_url} DAYTONA_API_KEY={args.api_key}", flush=True)
-    print(f"  export NO_PROXY=127.0.0.1,localhost  # admin: {server.base_url}{_ADMIN}/counts",
-          flush=True)
+    print(
+        f"  export NO_PROXY=127.0.0.1,localhost  # admin: {server.base_url}{_ADMIN}/counts",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

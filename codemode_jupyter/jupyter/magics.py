@@ -21,6 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import publish_display_data
 from traitlets.config import Configurable
 
+from ..backends import require_backend
 from ..result import Preview, RunResult
 from .config import CodeMode as Settings
 from .discovery import Discovery, ToolCache, UnknownToolError, discover
@@ -347,6 +348,7 @@ class CodeModeMagics(Magics, Configurable):
     def _cmd_attach(self, args: list[str]) -> None:
         if len(args) != 1:
             raise UsageError("usage: %codemode attach SANDBOX_ID")
+        require_backend("daytona")  # no SDK: say which extra to install, before switching
         self.settings.backend = "daytona"
         self.settings.backend_options = {**self.settings.backend_options, "sandbox": args[0]}
         print(
@@ -358,6 +360,7 @@ class CodeModeMagics(Magics, Configurable):
         unknown = set(args) - {"--dry-run", "--all-hosts"}
         if unknown:
             raise UsageError("usage: %codemode cleanup [--dry-run] [--all-hosts]")
+        require_backend("daytona")  # no SDK: say which extra to install, not "no API key"
         from ..backends.daytona import cleanup_orphans
 
         configured = {**self.settings.daytona_options(), **self.settings.backend_options}

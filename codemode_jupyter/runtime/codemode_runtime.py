@@ -257,7 +257,9 @@ class Runtime:
         self._inbox_ready = threading.Condition()
         self._pending: dict[int, list] = {}
         self._ids = itertools.count(1)
-        self._running: int | None = None
+        self._running: str | None = None
+        self._run_lock = threading.Lock()
+        self._stop_early: set[str] = set()
         self._main_ident = threading.get_ident()
         self._pid = os.getpid()
         self._tool_names: list[str] = []
@@ -291,8 +293,12 @@ class Runtime:
                 waiter[1] = frame
                 waiter[0]()
         elif kind == P.INTERRUPT:
-            if self._running is not None and frame.get("id") in (None, self._running):
-                signal.pthread_kill(self._main_ident, signal.SIGINT)
+            with self._run_lock:
+                if self._running is not None and frame.get("id") in (None, self._running):
+                    signal.pthread_kill(self._main_ident, signal.SIGINT)
+                elif frame.get("id") is not None:
+                    # Its run frame is queued but not started: it stops as soon as it starts.
+                    self._stop_early.add(frame["id"])
         else:
             with self._inbox_ready:
                 self._inbox.append(frame)
@@ -424,14 +430,20 @@ class Runtime:
         run_id = frame["id"]
         self.install_tools(frame.get("tools", []))
         reply = {"t": P.DONE, "id": run_id}
-        self._running = run_id
+        with self._run_lock:
+            self._running = run_id
+            stopped = run_id in self._stop_early
+            self._stop_early.clear()
         try:
+            if stopped:
+                raise KeyboardInterrupt
             value = run_program(frame["code"], self.namespace)
             reply.update(ok=True, **encode_value(value))
         except BaseException as exc:  # the program's failure is data, whatever it raised
             reply.update(ok=False, error=describe_error(exc))
         finally:
-            self._running = None
+            with self._run_lock:
+                self._running = None
         if os.getpid() != self._pid:
             self._end_forked_child(reply)
         self.sync_output()

@@ -156,3 +156,28 @@ def test_pydantic_ai_agent_completes_a_two_step_task(cm):
     output = agent.run_sync("How much warmer is Rome than Oslo?").output
     assert output.startswith("done: status: ok") and "value: 0" in output
     assert "def lookup(city: str) -> dict:" in seen[0]
+
+
+def test_a_rejected_call_is_tool_rejected_and_permission_error_in_the_program(cm):
+    approver = QueueApprover()
+    gate = ApprovalGate(approver, "all")
+    _answer_next(approver, Decision.reject("not today"))
+    code = ("try:\n    lookup('Oslo')\nexcept ToolRejected as e:\n"
+            "    print(isinstance(e, PermissionError), isinstance(e, ToolError), e)\n")
+    result = cm.run(code, tools=gate.guard(cm.tools, cm))
+    assert result.ok and result.stdout.startswith("True True lookup:"), result
+    assert "not today" in result.stdout
+
+
+def test_tool_marked_for_approval_is_guarded(cm):
+    from codemode_jupyter import tool
+
+    @tool(approve=True)
+    def risky() -> str:
+        return "done"
+
+    from codemode_jupyter.tools import Tool
+
+    gate = ApprovalGate(QueueApprover(), [])
+    assert gate.needs_approval(Tool.from_callable(risky))
+    assert not gate.needs_approval(Tool.from_callable(lookup))

@@ -56,7 +56,15 @@ class UnknownToolError(ToolError, NameError):
     """The program called a tool the host does not have."""
 
 
-_SPECIAL_ERRORS = {"ToolArgumentError": ToolArgumentError, "UnknownToolError": UnknownToolError}
+class ToolRejected(ToolError, PermissionError):
+    """A person (or an approval timeout) refused the call; the message says why."""
+
+
+_SPECIAL_ERRORS = {
+    "ToolArgumentError": ToolArgumentError,
+    "UnknownToolError": UnknownToolError,
+    "ToolRejected": ToolRejected,
+}
 _error_classes: dict[str, type] = {}
 
 
@@ -403,7 +411,8 @@ class Runtime:
     def _fresh_namespace(self) -> dict:
         namespace = {"__name__": "__main__", "__builtins__": builtins}
         namespace.update(ToolError=ToolError, ToolArgumentError=ToolArgumentError,
-                         UnknownToolError=UnknownToolError, codemode=self._codemode_module())
+                         UnknownToolError=UnknownToolError, ToolRejected=ToolRejected,
+                         codemode=self._codemode_module())
         return namespace
 
     def _codemode_module(self) -> types.ModuleType:
@@ -418,6 +427,7 @@ class Runtime:
 
         module.preview = preview
         module.ToolError = ToolError
+        module.ToolRejected = ToolRejected
         sys.modules["codemode"] = module
         return module
 

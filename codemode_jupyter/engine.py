@@ -57,6 +57,9 @@ class _Run:
         self.started = time.perf_counter()
         self.state_lost = False
         self.paused = 0.0  # time spent in a debugger inside tools: not counted by the timeout
+        self.paused_lock = threading.Lock()
+        self.pauses = 0  # pauses going on now (async calls waiting for a person)
+        self.pause_started = 0.0
         self.debugging = False
         self.listener_failure = ""
         self.inbox: queue.SimpleQueue | None = None  # the runtime's, once the run has one
@@ -78,6 +81,18 @@ class _Run:
     def output(self, stream: int, text: str) -> None:
         (self.stderr if stream == 2 else self.stdout).append(text)
         self.emit(ev.Output("stderr" if stream == 2 else "stdout", text))
+
+    def pause(self) -> None:
+        with self.paused_lock:
+            self.pauses += 1
+            if self.pauses == 1:
+                self.pause_started = time.perf_counter()
+
+    def resume(self) -> None:
+        with self.paused_lock:
+            self.pauses -= 1
+            if self.pauses == 0:
+                self.paused += time.perf_counter() - self.pause_started
 
     def cancel_async_calls(self) -> None:
         """A run's async calls end with it: no late result can reach a later run."""
@@ -239,6 +254,20 @@ class CodeMode:
         if run is not None:
             run.debugging = True
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """While inside, the current run waits for a person (an approval of an async call):
+        its timeout does not run. Callable from any thread; overlapping pauses count once."""
+        run = self._current
+        if run is None:
+            yield
+            return
+        run.pause()
+        try:
+            yield
+        finally:
+            run.resume()
+
     def cancel(self) -> None:
         """Stop the running program (from any thread); it ends within about a second."""
         run = self._current
@@ -388,11 +417,11 @@ class CodeMode:
         """Answer the runtime's frames until the program is done; return the outcome."""
         while True:
             remaining = deadline + run.paused - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 and not run.pauses:
                 return self._halt(conn, run, "timeout",
                                   f"the program ran past its {deadline - run.started:g} s timeout")
             try:
-                kind, frame = conn.inbox.get(timeout=min(remaining, _POLL))
+                kind, frame = conn.inbox.get(timeout=max(min(remaining, _POLL), 0.01))
             except queue.Empty:
                 continue
             if kind == P.CALL:
@@ -431,7 +460,8 @@ class CodeMode:
         if prepared.error is not None or not prepared.tool.is_async:
             outcome = prepared.run_sync()
             if run.debugging:
-                run.paused += outcome.duration
+                with run.paused_lock:
+                    run.paused += outcome.duration
                 run.debugging = False
             self._end_call(conn, run, prepared.call, outcome)
             return

@@ -181,3 +181,11 @@ def test_tool_marked_for_approval_is_guarded(cm):
     gate = ApprovalGate(QueueApprover(), [])
     assert gate.needs_approval(Tool.from_callable(risky))
     assert not gate.needs_approval(Tool.from_callable(lookup))
+
+
+def test_waiting_for_an_async_approval_does_not_use_the_timeout(cm):
+    gate = ApprovalGate(QueueApprover(), "all", timeout=2.0)  # nobody answers: rejected at 2 s
+    code = ("try:\n    await slow_lookup_async('Oslo')\nexcept ToolRejected as e:\n"
+            "    print('rejected')\n")
+    result = cm.run(code, tools=gate.guard(cm.tools, cm), timeout=1.0)
+    assert result.ok and result.stdout == "rejected\n", result

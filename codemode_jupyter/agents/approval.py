@@ -270,7 +270,9 @@ class ApprovalGate:
 
             @functools.wraps(fn)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-                decision = await _in_thread(lambda: self.ask(tool, args, kwargs))
+                # Time spent waiting for a person does not count against the run's timeout.
+                with session.paused():
+                    decision = await _in_thread(lambda: self.ask(tool, args, kwargs))
                 if decision.action == "approve":
                     return await fn(*args, **kwargs)
                 return _refuse(tool.name, decision)

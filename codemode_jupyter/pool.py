@@ -22,6 +22,7 @@ interpreter exit (kernel shutdown) through a weakref finalizer.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import itertools
@@ -345,6 +346,40 @@ class _State:
         self.tools.close()
 
 
+_LIVE: weakref.WeakSet[_State] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hooked = False
+
+
+def _close_live_pools() -> None:
+    for state in list(_LIVE):
+        state.shutdown()
+
+
+def _hook_exit() -> None:
+    """Close the pools still open when the interpreter exits (a kernel shutting down).
+
+    As a threading exit hook, registered after concurrent.futures': those run in reverse
+    order, so ours runs while executors still take work. Closing a Daytona sandbox needs
+    them (aiohttp resolves host names on asyncio's executor), and at `atexit` time they
+    refuse new work, so the delete requests would never go out.
+    """
+    global _exit_hooked
+    with _exit_hook_lock:
+        if _exit_hooked:
+            return
+        _exit_hooked = True
+    import concurrent.futures.thread  # noqa: F401 - registered first, so it runs after ours
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading exit hooks")
+        register(_close_live_pools)
+    except RuntimeError:  # an old or exiting interpreter: atexit is the next best
+        atexit.register(_close_live_pools)
+
+
 def _close_quietly(session: CodeMode) -> None:
     with contextlib.suppress(Exception):
         session.close()
@@ -409,6 +444,8 @@ class Pool:
             size, make_session, tools_host, CreationPacer(interval, start_backoff, stop), stop
         )
         self._finalizer = weakref.finalize(self, self._state.shutdown)
+        _LIVE.add(self._state)
+        _hook_exit()
 
     @staticmethod
     def _run_options(

@@ -1,14 +1,18 @@
 """codemode-jupyter: run Code Mode programs in a sandbox; their tool calls run on the host."""
 
 from .engine import CodeMode
+from .pool import Pool
+from .pool_tasks import TaskResult
 from .result import Preview, RunError, RunResult, ToolCall
 from .tools import Tool, ToolRegistry, tool
 
 __all__ = [
     "CodeMode",
+    "Pool",
     "Preview",
     "RunError",
     "RunResult",
+    "TaskResult",
     "Tool",
     "ToolCall",
     "ToolRegistry",

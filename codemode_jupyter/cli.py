@@ -86,9 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--timeout", type=float, default=300.0, help="seconds per cell")
     run_parser.add_argument("--save", type=Path, help="write the executed notebook here")
     _add_serve_command(commands)
+    from .batch import add_parser as add_batch_parser
+
+    add_batch_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "batch":
+        from .batch import main as batch_main
+
+        return batch_main(args)
     if not args.notebook.is_file():
         parser.error(f"no such notebook: {args.notebook}")
     return run(args.notebook, args.timeout, args.save, sys.stdout)

@@ -293,6 +293,8 @@ class DaytonaLoopbackServer:
         self._faults: list[Fault] = []
         self._log_drop: LogDrop | None = None
         self._destroying_seconds = 0.0
+        self._rate_limits: list[list[Any]] = []  # [route, times left, Retry-After]: rate_limit()
+        self.rate_limited = 0  # requests answered 429 by rate_limit()
         self._signed: dict[str, tuple[str, int, float]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -434,6 +436,7 @@ class DaytonaLoopbackServer:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._rate_limits.clear()
             self._log_drop = None
             self._destroying_seconds = 0.0
 
@@ -446,6 +449,28 @@ class DaytonaLoopbackServer:
     def reset_counts(self) -> None:
         with self._lock:
             self._counts.clear()
+
+    # --- rate limiting (the pool's faults: a burst of 429s that say when to come back) ---
+
+    def rate_limit(self, route: str, times: int, retry_after: float) -> None:
+        """Answer the next `times` requests to `route` with 429 and `Retry-After: retry_after`
+        (seconds), as Daytona does when a rate limit is hit; `rate_limited` counts them."""
+        with self._lock:
+            self._rate_limits.append([route, times, retry_after])
+
+    def _take_rate_limit(self, route: str) -> web.Response | None:
+        with self._lock:
+            for limit in self._rate_limits:
+                if limit[0] == route:
+                    limit[1] -= 1
+                    if limit[1] <= 0:
+                        self._rate_limits.remove(limit)
+                    self.rate_limited += 1
+                    retry_after = f"{limit[2]:g}"
+                    break
+            else:
+                return None
+        return _error(429, "Rate limit exceeded", headers={"Retry-After": retry_after})
 
     def delete_sandbox(self, sandbox_id: str) -> None:
         """Delete a sandbox behind the client's back (as the dashboard or a cleanup job would)."""
@@ -509,6 +534,9 @@ class DaytonaLoopbackServer:
             self._counts[route] += 1
         if not route.startswith("preview") and not self._authorized(request):
             return _error(401, "Invalid credentials: check your API key")
+        limited = self._take_rate_limit(route)  # rate_limit(): a 429 burst with Retry-After
+        if limited is not None:
+            return limited
         fault = self._take_fault(route)
         if fault is not None and fault.served:
             await handler(request)  # it happened; the client is told otherwise

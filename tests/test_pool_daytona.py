@@ -1,0 +1,146 @@
+"""Daytona pools through the real `daytona` SDK against the loopback server, with faults."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from codemode_jupyter import Pool
+from codemode_jupyter.backends.daytona import DaytonaAuthError, RetryPolicy
+from codemode_jupyter.jupyter.headless import KernelSession
+from codemode_jupyter.pool import POOL_LABEL
+from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
+
+pytestmark = pytest.mark.timeout(90)
+
+KEY = "loopback-pool-key"
+# Short waits, but Retry-After up to 1 s is honoured as the server asks.
+RETRY = RetryPolicy(attempts=3, backoff=0.01, max_backoff=1.0, request_timeout=5.0)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[DaytonaLoopbackServer]:
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    with DaytonaLoopbackServer(api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _fresh(server: DaytonaLoopbackServer) -> Iterator[None]:
+    server.clear_faults()
+    server.reset_counts()
+    yield
+    server.clear_faults()
+
+
+def pool(server: DaytonaLoopbackServer, tools: list, **options: object) -> Pool:
+    options.setdefault("retry", RETRY)
+    options.setdefault("start_backoff", 0.05)
+    return Pool(tools=tools, backend="daytona", api_url=server.api_url, api_key=KEY, **options)
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def live(server: DaytonaLoopbackServer) -> dict[str, dict]:
+    return {sid: sb.dto for sid, sb in list(server.sandboxes.items())}
+
+
+def test_pool_runs_tasks_on_labelled_sandboxes_and_deletes_them(server) -> None:
+    code = "assert 'seen' not in globals()\nseen = 1\nadd(x, 1)"
+    with pool(server, [add], size=3) as p:
+        results = p.map(code, inputs=[{"x": i} for i in range(12)])
+        sandboxes = live(server)
+        server.reset_counts()
+        warm = p.map("add(x, 1)", inputs=[{"x": 0}] * 3)
+        counts = server.counts
+    assert [r.value for r in results] == list(range(1, 13))
+    assert {r.attempts[0].sandbox_id for r in results} <= set(sandboxes)
+    assert len(sandboxes) == 3
+    assert {dto["labels"][POOL_LABEL] for dto in sandboxes.values()} == {p.id}
+    # A warm task: a reset, the program, one tool round; no new sandbox, no new upload.
+    assert all(r.ok for r in warm)
+    assert counts.get("command.input") == 3 * 3
+    assert not {"sandbox.create", "files.upload", "session.exec"} & set(counts)
+    assert live(server) == {}
+
+
+def test_a_sandbox_deleted_mid_task_is_replaced_and_the_task_runs_again(server) -> None:
+    doomed = threading.Event()
+
+    def doom() -> bool:
+        """Delete every sandbox, once."""
+        if doomed.is_set():
+            return False
+        doomed.set()
+        for sid in list(live(server)):
+            server.delete_sandbox(sid)
+        return True
+
+    code = "if x == 2:\n    doom()\nadd(x, 10)"
+    with pool(server, [add, doom], size=1) as p:
+        results = p.map(code, inputs=[{"x": i} for i in range(5)])
+        summary = p.summary()
+    assert [r.value for r in results] == [10, 11, 12, 13, 14]
+    hit = results[2]
+    assert [a.status for a in hit.attempts] == ["crashed", "ok"]
+    assert hit.attempts[0].sandbox_id != hit.attempts[1].sandbox_id
+    assert summary["sandboxes_replaced"] == 1 and summary["retried"] == 1
+    assert live(server) == {}
+
+
+def test_a_burst_of_429s_is_waited_out_as_retry_after_asks(server) -> None:
+    # More 429s than one creation's retries: some starts fail and the pool tries again.
+    server.rate_limit("sandbox.create", times=5, retry_after=0.2)
+    with pool(server, [add], size=3) as p:
+        results = p.map("add(x, 1)", inputs=[{"x": i} for i in range(6)])
+    assert [r.value for r in results] == list(range(1, 7))
+    assert server.rate_limited == 5
+    assert live(server) == {}
+
+
+def test_server_errors_on_creation_are_retried_without_losing_a_task(server) -> None:
+    server.inject("sandbox.create", status=503, times=4)
+    with pool(server, [add], size=2) as p:
+        results = p.map("add(x, 1)", inputs=[{"x": i} for i in range(4)])
+        summary = p.summary()
+    assert [r.value for r in results] == [1, 2, 3, 4]
+    assert summary["status"] == {"ok": 4}
+    assert live(server) == {}
+
+
+def test_an_auth_failure_stops_the_whole_pool_at_once(server) -> None:
+    p = Pool(
+        tools=[add], backend="daytona", api_url=server.api_url, api_key="wrong", retry=RETRY, size=3
+    )
+    with p, pytest.raises(DaytonaAuthError, match="DAYTONA_API_KEY"):
+        p.map("add(x, 1)", inputs=[{"x": i} for i in range(20)])
+    assert p.summary()["tasks"] < 20  # stopped, not ground through task by task
+    with pytest.raises(DaytonaAuthError):
+        p.submit("1")
+    assert live(server) == {}
+
+
+def test_kernel_shutdown_deletes_the_sandboxes_of_a_pool_left_open(server) -> None:
+    env = {**os.environ, "DAYTONA_API_URL": server.api_url, "DAYTONA_API_KEY": KEY}
+    kernel = KernelSession(env=env)
+    try:
+        run = kernel.execute(
+            textwrap.dedent("""
+            from codemode_jupyter import Pool
+            from codemode_jupyter.backends.daytona import RetryPolicy
+            pool = Pool(backend="daytona", size=2, retry=RetryPolicy(attempts=2))
+            [r.value for r in pool.map("x * 2", inputs=[{"x": 1}, {"x": 2}])]
+        """)
+        )
+        assert run.result == "[2, 4]", run.messages
+        assert len(live(server)) == 2
+    finally:
+        kernel.shutdown()
+    assert live(server) == {}

@@ -28,7 +28,11 @@ from codemode_jupyter.jupyter.headless import KernelSession
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "pip install 'codemode-jupyter[daytona]'"
 #: Modules only the daytona extra provides for; everything else must need no extra.
-DAYTONA_MODULES = ("codemode_jupyter/backends/daytona.py", "codemode_jupyter/testing/")
+DAYTONA_MODULES = (
+    "codemode_jupyter/backends/daytona.py",
+    "codemode_jupyter/backends/daytona_logs.py",
+    "codemode_jupyter/testing/",
+)
 #: Runs inside the sandbox, where nothing but the standard library exists.
 SANDBOX_MODULES = ("codemode_jupyter/runtime/",)
 

@@ -22,7 +22,14 @@ from typing import Any
 
 from . import events as ev
 from . import options
-from .backends import Backend, BackendConfigError, BackendStatus, create_backend, options_for
+from .backends import (
+    Backend,
+    BackendConfigError,
+    BackendStatus,
+    create_backend,
+    options_for,
+    require_backend,
+)
 from .calls import CallOutcome, encode_result, finish_call, prepare_call, submit_async
 from .connection import Inbox, RuntimeConnection
 from .loop_thread import LoopThread
@@ -65,6 +72,8 @@ class CodeMode:
                  sandbox: Any = None, pin_cpu: bool = False, **backend_options: Any) -> None:
         if protocol not in ("session", "replay"):
             raise ValueError("protocol must be 'session' or 'replay'")
+        if isinstance(backend, str):
+            require_backend(backend)  # an unknown name or a missing SDK fails here, not later
         self.protocol = protocol
         self.timeout = options.positive_seconds("timeout", timeout)
         self.max_tool_calls = options.count("max_tool_calls", max_tool_calls)

@@ -398,3 +398,8 @@ def test_nothing_is_left_after_many_sessions() -> None:
     after = set(os.listdir("/proc/self/fd")), threading.active_count()
     assert len(after[0] - before[0]) == 0, after[0] - before[0]
     assert after[1] <= before[1]
+
+
+def test_an_unknown_backend_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        CodeMode(backend="nope")

@@ -28,11 +28,7 @@ from codemode_jupyter.jupyter.headless import KernelSession
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "pip install 'codemode-jupyter[daytona]'"
 #: Modules only the daytona extra provides for; everything else must need no extra.
-DAYTONA_MODULES = (
-    "codemode_jupyter/backends/daytona.py",
-    "codemode_jupyter/backends/daytona_logs.py",
-    "codemode_jupyter/testing/",
-)
+DAYTONA_MODULES = ("codemode_jupyter/backends/daytona", "codemode_jupyter/testing/")
 #: Runs inside the sandbox, where nothing but the standard library exists.
 SANDBOX_MODULES = ("codemode_jupyter/runtime/",)
 
@@ -174,18 +170,19 @@ def test_without_the_sdk_local_runs_and_daytona_names_the_extra(unpacked: Path) 
         import codemode_jupyter
         assert codemode_jupyter.__file__.startswith({str(unpacked)!r}), codemode_jupyter.__file__
         from codemode_jupyter import CodeMode
-        from codemode_jupyter.backends import BackendConfigError, create_backend
+        from codemode_jupyter.backends import BackendConfigError, create_backend, require_backend
 
         with CodeMode(backend="local") as cm:
             result = cm.run("print(6 * 7)")
             print("local:", result.status, result.stdout.strip())
-        cm = CodeMode(backend="daytona", api_key="not-needed-to-fail")
-        for attempt in (cm.status, lambda: cm.run("1"), lambda: create_backend("daytona")):
+        attempts = (lambda: CodeMode(backend="daytona", api_key="not-needed-to-fail"),
+                    lambda: create_backend("daytona"),
+                    lambda: require_backend("daytona"))
+        for attempt in attempts:
             try:
                 attempt()
             except BackendConfigError as exc:
                 print("daytona:", type(exc).__name__, isinstance(exc, ImportError), exc)
-        cm.close()
         """,
         unpacked,
     )

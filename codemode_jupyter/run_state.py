@@ -37,9 +37,7 @@ class Outcome:
             error = RunError(
                 raw.get("type", "Error"), raw.get("message", ""), raw.get("traceback", "")
             )
-        return cls(
-            "ok" if error is None else "error", error, frame.get("value"), frame.get("repr")
-        )
+        return cls("ok" if error is None else "error", error, frame.get("value"), frame.get("repr"))
 
 
 class RunState:

@@ -77,10 +77,7 @@ def create_backend(name: str, options: BackendOptions | None = None, /, **kwargs
     """Make a backend by name ("local" or "daytona") from its options object, or from its
     options as keyword arguments (checked first: a wrong one starts nothing)."""
     cls = backend_class(name)
-    if options is None:
-        options = cls.options_type.build(kwargs)
-    elif kwargs:
-        raise TypeError("give create_backend either an options object or keyword arguments")
+    options = cls.options_type.of(options, kwargs)
     require_backend(name)
     return cls(options)
 

@@ -423,12 +423,8 @@ _LIVE: weakref.WeakSet[DaytonaBackend] = weakref.WeakSet()
 
 
 class DaytonaBackend(Backend):
-    """Runtimes in one Daytona sandbox (created, or attached with `sandbox=`).
-
-    Credentials come from the arguments or DAYTONA_API_KEY / DAYTONA_API_URL / DAYTONA_TARGET.
-    `auto_stop_minutes` is the idle interval after which Daytona stops a sandbox we created;
-    `labels` are added to ours (see LABEL_*). `retry` bounds every request.
-    """
+    """Runtimes in one Daytona sandbox (created, or attached with `sandbox=`); its options,
+    credentials included, are DaytonaOptions'."""
 
     name = "daytona"
     options_type = DaytonaOptions

@@ -22,7 +22,7 @@ from codemode_jupyter import CodeMode
 from codemode_jupyter import events as ev
 
 #: How much each figure may grow over a phase (after a warm-up) before the soak fails.
-BOUNDS = {"rss_mib": 64.0, "fds": 0, "threads": 0, "processes": 0}
+BOUNDS = {"rss_mib": 16.0, "fds": 0, "threads": 0, "processes": 0}
 
 
 def add(a: int, b: int = 1) -> int:

@@ -85,10 +85,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("notebook", type=Path)
     run_parser.add_argument("--timeout", type=float, default=300.0, help="seconds per cell")
     run_parser.add_argument("--save", type=Path, help="write the executed notebook here")
+    _add_serve_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if not args.notebook.is_file():
         parser.error(f"no such notebook: {args.notebook}")
     return run(args.notebook, args.timeout, args.save, sys.stdout)
+
+
+def _add_serve_command(commands: Any) -> None:
+    from .agents.cli_serve import add_arguments
+
+    serve = commands.add_parser("serve", help="serve a module's functions as a Code Mode "
+                                "MCP server (needs the agents extra)")
+    add_arguments(serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .agents import MissingExtraError
+    from .agents.cli_serve import run as serve
+
+    try:
+        return serve(args)
+    except (MissingExtraError, ImportError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"codemode-jupyter serve: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -35,18 +35,20 @@ class UnknownToolError(NameError):
 
 
 def tool(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None
+    fn: Callable[..., Any] | None = None, *, name: str | None = None,
+    description: str | None = None, approve: bool = False,
 ) -> Any:
     """Mark a function as a Code Mode tool, optionally renaming or re-describing it.
 
     Usable bare (`@tool`) or with options (`@tool(name="search")`). The function is returned
-    unchanged, so it stays callable as before.
+    unchanged, so it stays callable as before. `approve=True`: where approvals are on (an
+    agent server, `%%codemode --step`), each call waits for a person's decision.
     """
 
     def mark(target: Callable[..., Any]) -> Callable[..., Any]:
         if name is not None:
             _check_name(name)
-        setattr(target, _MARK, {"name": name, "description": description})
+        setattr(target, _MARK, {"name": name, "description": description, "approve": approve})
         return target
 
     return mark(fn) if fn is not None else mark

@@ -23,7 +23,8 @@ for version in "${versions[@]}"; do
   "$venv/bin/python" -m pip install --quiet "daytona==$version"
   echo "=== daytona $version"
   if ! PYTHONPATH="$PWD" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-      tests/test_daytona.py tests/test_daytona_magic.py tests/test_kernel_daytona.py; then
+      tests/test_daytona.py tests/test_daytona_logs.py tests/test_daytona_sandboxes.py \
+      tests/test_daytona_magic.py tests/test_kernel_daytona.py; then
     failed+=("$version")
   fi
   rm -rf "$venv"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import pytest
+
+from codemode_jupyter.backends.daytona import RetryPolicy
 from codemode_jupyter.jupyter.headless import KernelSession
+
+#: Retries quick enough for Daytona tests that inject faults.
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, request_timeout=5.0)
 
 
 def free_port() -> int:
@@ -25,3 +33,22 @@ def loaded_kernel() -> Iterator[KernelSession]:
         yield session
     finally:
         session.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Daytona loopback server for the test module, accepting the module's `KEY`."""
+    from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
+
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    with DaytonaLoopbackServer(api_key=request.module.KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def daytona_faults_cleared(server: Any) -> Iterator[None]:
+    """The loopback server with no faults and zeroed route counts, before and after a test."""
+    server.clear_faults()
+    server.reset_counts()
+    yield
+    server.clear_faults()

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from conftest import free_port
+from conftest import FAST, free_port
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter import events as ev
@@ -36,25 +36,9 @@ from codemode_jupyter.backends.daytona import (
 from codemode_jupyter.runtime import codemode_protocol as P
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("daytona_faults_cleared")]
 
 KEY = "loopback-test-key"
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, request_timeout=5.0)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DaytonaLoopbackServer]:
-    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-    with DaytonaLoopbackServer(api_key=KEY) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: DaytonaLoopbackServer) -> Iterator[None]:
-    server.clear_faults()
-    server.reset_counts()
-    yield
-    server.clear_faults()
 
 
 def connect(server: DaytonaLoopbackServer, tools: tuple = (), **options: object) -> CodeMode:

@@ -4,36 +4,20 @@ creation that did succeed with a gateway timeout."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
+from conftest import FAST
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona import LABEL_SESSION, RetryPolicy
+from codemode_jupyter.backends.daytona import LABEL_SESSION
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("daytona_faults_cleared")]
 
 KEY = "loopback-sandboxes-key"
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, request_timeout=5.0)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DaytonaLoopbackServer]:
-    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-    with DaytonaLoopbackServer(api_key=KEY) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: DaytonaLoopbackServer) -> Iterator[None]:
-    server.clear_faults()
-    server.reset_counts()
-    yield
-    server.clear_faults()
 
 
 def connect(server: DaytonaLoopbackServer, **options: object) -> CodeMode:

@@ -55,7 +55,15 @@ class UnknownToolError(ToolError, NameError):
     """The program called a tool the host does not have."""
 
 
-_SPECIAL_ERRORS = {"ToolArgumentError": ToolArgumentError, "UnknownToolError": UnknownToolError}
+class ToolRejected(ToolError, PermissionError):
+    """A person (or an approval timeout) refused the call; the message says why."""
+
+
+_SPECIAL_ERRORS = {
+    "ToolArgumentError": ToolArgumentError,
+    "UnknownToolError": UnknownToolError,
+    "ToolRejected": ToolRejected,
+}
 _error_classes: dict[str, type] = {}
 
 
@@ -256,7 +264,9 @@ class Runtime:
         self._inbox_ready = threading.Condition()
         self._pending: dict[int, list] = {}
         self._ids = itertools.count(1)
-        self._running: int | None = None
+        self._running: str | None = None
+        self._run_lock = threading.Lock()
+        self._stop_early: set[str] = set()
         self._main_ident = threading.get_ident()
         self._pid = os.getpid()
         self._tool_names: list[str] = []
@@ -290,8 +300,12 @@ class Runtime:
                 waiter[1] = frame
                 waiter[0]()
         elif kind == P.INTERRUPT:
-            if self._running is not None and frame.get("id") in (None, self._running):
-                signal.pthread_kill(self._main_ident, signal.SIGINT)
+            with self._run_lock:
+                if self._running is not None and frame.get("id") in (None, self._running):
+                    signal.pthread_kill(self._main_ident, signal.SIGINT)
+                elif frame.get("id") is not None:
+                    # Its run frame is queued but not started: it stops as soon as it starts.
+                    self._stop_early.add(frame["id"])
         else:
             with self._inbox_ready:
                 self._inbox.append(frame)
@@ -396,7 +410,8 @@ class Runtime:
     def _fresh_namespace(self) -> dict:
         namespace = {"__name__": "__main__", "__builtins__": builtins}
         namespace.update(ToolError=ToolError, ToolArgumentError=ToolArgumentError,
-                         UnknownToolError=UnknownToolError, codemode=self._codemode_module())
+                         UnknownToolError=UnknownToolError, ToolRejected=ToolRejected,
+                         codemode=self._codemode_module())
         return namespace
 
     def _codemode_module(self) -> types.ModuleType:
@@ -411,6 +426,7 @@ class Runtime:
 
         module.preview = preview
         module.ToolError = ToolError
+        module.ToolRejected = ToolRejected
         sys.modules["codemode"] = module
         return module
 
@@ -423,14 +439,20 @@ class Runtime:
         run_id = frame["id"]
         self.install_tools(frame.get("tools", []))
         reply = {"t": P.DONE, "id": run_id}
-        self._running = run_id
+        with self._run_lock:
+            self._running = run_id
+            stopped = run_id in self._stop_early
+            self._stop_early.clear()
         try:
+            if stopped:
+                raise KeyboardInterrupt
             value = run_program(frame["code"], self.namespace)
             reply.update(ok=True, **encode_value(value))
         except BaseException as exc:  # the program's failure is data, whatever it raised
             reply.update(ok=False, error=describe_error(exc))
         finally:
-            self._running = None
+            with self._run_lock:
+                self._running = None
         if os.getpid() != self._pid:
             self._end_forked_child(reply)
         self.sync_output()

@@ -1,0 +1,100 @@
+"""An approval card (ipywidgets): the call, its arguments, Approve / Reject (with a reason)
+and, when stepping, "Return instead" with a JSON value.
+
+Clicks reach the kernel only while its main thread is idle, which is the case for agent runs
+(they run on a thread of their own). A person's own running cell keeps the main thread busy,
+so `%%codemode --step` uses the stdin prompt (`StdinApprover`) instead.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .approval import ApprovalRequest, Decision
+
+
+class _Card:
+    def __init__(self, request: ApprovalRequest) -> None:
+        import ipywidgets as w
+
+        self.request = request
+        self.event = threading.Event()
+        self.decision: Decision | None = None
+        self.title = w.HTML(self._title("waits for approval"))
+        self.reason = w.Text(placeholder="reason (optional)", layout=w.Layout(width="40%"))
+        self.approve = w.Button(description="Approve", button_style="success")
+        self.reject = w.Button(description="Reject", button_style="danger")
+        self.approve.on_click(lambda _: self.decide(Decision.approve()))
+        self.reject.on_click(lambda _: self.decide(Decision.reject(self.reason.value)))
+        row = [self.approve, self.reject, self.reason]
+        if request.allow_return:
+            self.value = w.Text(placeholder="value to return (JSON)", layout=w.Layout(width="30%"))
+            self.returns = w.Button(description="Return instead")
+            self.returns.on_click(
+                lambda _: self.decide(Decision.returning(_parse(self.value.value)))
+            )
+            row += [self.returns, self.value]
+        self.widget = w.VBox([self.title, w.HBox(row)])
+
+    def _title(self, state: str) -> str:
+        call = html.escape(self.request.describe())
+        return f"<b>call #{self.request.id}</b> <code>{call}</code> {html.escape(state)}"
+
+    def decide(self, decision: Decision) -> None:
+        if self.decision is not None:
+            return
+        self.decision = decision
+        self.event.set()
+        done = {
+            "approve": "approved",
+            "return": f"answered with {decision.value!r}",
+            "reject": f"rejected{': ' + decision.reason if decision.reason else ''}",
+        }
+        self.title.value = self._title(done[decision.action])
+        for child in self.widget.children[1].children:
+            child.disabled = True
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # not JSON: the text itself
+
+
+class WidgetApprover:
+    """Shows a card per paused call through `place(widget)` and waits for a click."""
+
+    def __init__(self, place: Callable[[Any], None]) -> None:
+        self.place = place
+        self._cards: dict[int, _Card] = {}
+        self._lock = threading.Lock()
+
+    def decide(self, request: ApprovalRequest, timeout: float | None) -> Decision:
+        card = _Card(request)
+        with self._lock:
+            self._cards[request.id] = card
+        try:
+            self.place(card.widget)
+            if not card.event.wait(timeout):
+                card.decide(Decision.reject(f"no decision within {timeout:g} s"))
+        finally:
+            with self._lock:
+                self._cards.pop(request.id, None)
+        assert card.decision is not None
+        return card.decision
+
+    def card(self, request_id: int) -> Any:
+        """The widget of a waiting call (tests click its buttons)."""
+        with self._lock:
+            return self._cards[request_id].widget
+
+    def withdraw(self, request_id: int, reason: str) -> None:
+        with self._lock:
+            card = self._cards.get(request_id)
+        if card is not None:
+            card.decide(Decision.reject(reason))

@@ -1,0 +1,166 @@
+"""Agent programs run one at a time, in order, on a thread of their own.
+
+Sync tools run on the thread that calls `CodeMode.run`, so agent programs get a dedicated
+thread: the server's event loop stays free, and in a kernel the main thread stays free for
+the person's cells and for widget clicks (approval cards).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import events as ev
+from ..engine import CodeMode
+from ..result import RunError, RunResult
+from .approval import ApprovalGate
+
+SessionSource = CodeMode | Callable[[], CodeMode]
+#: Called with (job, event) for every event of every agent run (the feed, the server's log).
+Observer = Callable[["Job", ev.Event], None]
+
+
+@dataclass
+class Job:
+    """One program an agent sent, queued or running."""
+
+    id: int
+    code: str
+    reset: bool = False
+    on_event: ev.EventCallback | None = None
+    future: Future = field(default_factory=Future)
+    cancelled: bool = False
+
+
+class AgentRunner:
+    """Runs jobs in order on one thread. `session` is a CodeMode or a factory called before
+    each run (so a closed named session can be replaced); `tools`, if given, is called before
+    each run for the current tool list (a notebook's functions change)."""
+
+    def __init__(
+        self,
+        session: SessionSource,
+        *,
+        tools: Callable[[], Iterable[Any]] | None = None,
+        gate: ApprovalGate | None = None,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self._session = session
+        self._tools = tools
+        self.gate = gate
+        self.observers: list[Observer] = list(observers)
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._ids = itertools.count(1)
+        self._current: Job | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def session(self) -> CodeMode:
+        return self._session if isinstance(self._session, CodeMode) else self._session()
+
+    def current_tools(self) -> list[Any] | None:
+        """The tools agent programs get now (None: the session's own)."""
+        return None if self._tools is None else list(self._tools())
+
+    def submit(
+        self, code: str, *, reset: bool = False, on_event: ev.EventCallback | None = None
+    ) -> Job:
+        """Queue a program; its future gives the RunResult."""
+        job = Job(next(self._ids), code, reset, on_event)
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the agent runner is stopped")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="codemode-agent-runs", daemon=True
+                )
+                self._thread.start()
+            self._jobs.put(job)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Drop a queued job, or stop it if it runs (waiting approvals are rejected)."""
+        job.cancelled = True
+        job.future.cancel()
+        with self._lock:
+            running = self._current is job
+        if running:
+            if self.gate is not None:
+                self.gate.withdraw_all("the run was cancelled")
+            self.session().cancel()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the running job, drop queued ones, and end the thread. Idempotent."""
+        with self._lock:
+            self._stopped = True
+            thread, current = self._thread, self._current
+        if current is not None:
+            self.cancel(current)
+        self._jobs.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._stopped:
+                self._drain()
+                return
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            with self._lock:
+                self._current = job
+            try:
+                job.future.set_result(self._run(job))
+            except BaseException as exc:
+                job.future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.future.cancel()
+
+    def _run(self, job: Job) -> RunResult:
+        session = self.session()
+
+        def emit(event: ev.Event) -> None:
+            for observer in list(self.observers):
+                try:
+                    observer(job, event)
+                except Exception:
+                    pass  # a broken view must not fail the agent's run
+            if job.on_event is not None:
+                job.on_event(event)
+
+        tools = self.current_tools()
+        if self.gate is not None:
+            tools = self.gate.guard(tools if tools is not None else session.tools, session)
+        try:
+            if job.reset:
+                session.reset()
+            return session.run(job.code, on_event=emit, tools=tools)
+        except RuntimeError as exc:  # e.g. a person's cell runs in the same session now
+            result = RunResult(
+                ok=False,
+                status="error",
+                error=RunError("SessionBusy", str(exc), traceback.format_exc()),
+            )
+            emit(ev.RunFinished(result))
+            return result
+        finally:
+            if self.gate is not None:
+                self.gate.withdraw_all("the run ended")

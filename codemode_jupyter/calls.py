@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
 import inspect
 import json
-import reprlib
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,9 +18,11 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
+from .loop_thread import LoopThread, run_coroutine
 from .result import RunError, ToolCall
 from .runtime import codemode_protocol as P
-from .tools import Tool, ToolArgumentError, ToolRegistry, UnknownToolError, run_coroutine
+from .text import short_repr
+from .tools import Tool, ToolArgumentError, ToolRegistry, UnknownToolError
 
 
 @dataclass
@@ -197,7 +196,7 @@ def _too_large(size: int) -> ResultNotSerialisable:
 def _not_json(value: Any, exc: BaseException) -> ResultNotSerialisable:
     why = "nested too deep" if isinstance(exc, RecursionError) else "not JSON-serialisable"
     return ResultNotSerialisable(
-        f"the result is {why} ({type(value).__name__}: {_short_repr(value)}); return dicts, "
+        f"the result is {why} ({type(value).__name__}: {short_repr(value, 80)}); return dicts, "
         "lists, str, numbers, bools or None"
     )
 
@@ -221,74 +220,18 @@ def encode_result(call: ToolCall, wire_id: int) -> bytes:
     return P.encode({"t": P.RESULT, "id": wire_id, "ok": False, "error": error})
 
 
-def _short_repr(value: Any) -> str:
-    try:
-        return _reprs.repr(value)
-    except Exception:  # a repr that fails must not turn a clear error into a crash
-        return f"<{type(value).__name__} object>"
+def submit_async(
+    runner: LoopThread, prepared: PreparedCall, done: Callable[[CallOutcome], None]
+) -> concurrent.futures.Future:
+    """Start an async call on `runner`; `done` gets its outcome unless the call is cancelled
+    first (its run ended: nobody waits for the outcome)."""
+    future = runner.submit(prepared.run_async())
 
-
-_reprs = reprlib.Repr()
-_reprs.maxstring = _reprs.maxother = 80
-
-
-class AsyncRunner:
-    """A private event loop on its own thread, where async tools run and overlap."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=_serve_loop, args=(self._loop,),
-                                                name="codemode-async-tools", daemon=True)
-                self._thread.start()
-            return self._loop
-
-    def submit(self, prepared: PreparedCall,
-               done: Callable[[CallOutcome], None]) -> concurrent.futures.Future:
-        """Start an async call; `done` gets its outcome unless the call is cancelled first."""
-        future = asyncio.run_coroutine_threadsafe(prepared.run_async(), self._ensure_loop())
-
-        def finished(f: concurrent.futures.Future) -> None:
-            if f.cancelled():
-                return  # its run ended: nobody waits for the outcome
-            exc = f.exception()
-            done(f.result() if exc is None else failure(exc, 0.0))
-
-        future.add_done_callback(finished)
-        return future
-
-    def close(self) -> None:
-        """Cancel what still runs, stop the loop and wait (briefly) for its thread."""
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
+    def finished(f: concurrent.futures.Future) -> None:
+        if f.cancelled():
             return
-        with contextlib.suppress(RuntimeError):  # already closed
-            loop.call_soon_threadsafe(loop.stop)
-        if thread is not threading.current_thread():
-            thread.join(timeout=2.0)
+        exc = f.exception()
+        done(f.result() if exc is None else failure(exc, 0.0))
 
-
-def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Run the tools' loop until it is stopped on purpose; whatever a tool's stray task raises
-    (even SystemExit) is that task's problem, not the end of every later async call."""
-    asyncio.set_event_loop(loop)
-    while True:
-        try:
-            loop.run_forever()
-            break  # stopped by close()
-        except BaseException:
-            continue
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    with contextlib.suppress(BaseException):
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    loop.close()
+    future.add_done_callback(finished)
+    return future

@@ -1,7 +1,8 @@
 """The host's end of one live runtime: its transport, and the I/O thread that routes frames.
 
 Output frames go straight to the current run's sink (so streaming never waits for a tool);
-every other frame is queued in `inbox` for the thread that runs the program's tools. Every
+every other frame is queued in `inbox`, as `(Inbox kind, payload)`, for the thread that runs
+the program's tools; the engine queues its own news there too (the kinds below the frames). Every
 frame is checked against its kind's fields first: the runtime shares its process with the
 program, so a frame that does not fit is a fault of the runtime, which is then stopped.
 """
@@ -10,11 +11,29 @@ from __future__ import annotations
 
 import queue
 import threading
+from enum import Enum
 from typing import Any, Protocol
 
 from .backends import Transport
 from .output import CappedText
 from .runtime import codemode_protocol as P
+
+
+class Inbox(Enum):
+    """What a message in a connection's inbox is, and so what its payload holds."""
+
+    CALL = P.CALL  # the program calls a tool: the frame
+    PREVIEW = P.PREVIEW  # the program announced a port to preview: the frame
+    DONE = P.DONE  # the program ended: the frame
+    RESET_DONE = P.RESET_DONE  # the namespace was reset: the frame
+    EOF = "eof"  # the runtime has gone (see `fault` and the transport's exit_info): None
+    CALL_DONE = "call_done"  # an async tool call ended: (run, call, outcome)
+    PREVIEW_URL = "preview_url"  # the backend gave a preview port's link: (run, port, url)
+    CANCEL = "cancel"  # cancel() was called: the run to stop
+
+
+#: The inbox kind of each frame that goes to the inbox.
+_QUEUED = {kind.value: kind for kind in (Inbox.CALL, Inbox.PREVIEW, Inbox.DONE, Inbox.RESET_DONE)}
 
 #: The fields each runtime -> host frame must have, with their exact types (bool is not int).
 _FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
@@ -121,7 +140,7 @@ class RuntimeConnection:
             self.fault = f"the host failed reading the runtime ({type(exc).__name__}: {exc})"
             self.transport.kill()
         self.alive = False
-        self.inbox.put(("eof", None))
+        self.inbox.put((Inbox.EOF, None))
 
     def _route(self, line: bytes) -> None:
         if not line.strip():
@@ -144,7 +163,7 @@ class RuntimeConnection:
             if self.sink is None and kind in _RUN_KINDS:
                 self._outside_a_run(frame)
             else:
-                self.inbox.put((kind, frame))
+                self.inbox.put((_QUEUED[kind], frame))
 
     def _outside_a_run(self, frame: dict) -> None:
         """A frame that belongs to a run when none is going (threads a program left behind):

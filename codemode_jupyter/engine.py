@@ -11,94 +11,37 @@ from __future__ import annotations
 
 import os
 import queue
-import secrets
 import threading
 import time
 import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
 from . import events as ev
 from . import options
-from .backends import Backend, BackendConfigError, create_backend, require_backend
-from .calls import AsyncRunner, CallOutcome, encode_result, finish_call, prepare_call
-from .connection import RuntimeConnection
-from .output import CappedText
+from .backends import (
+    Backend,
+    BackendConfigError,
+    BackendStatus,
+    create_backend,
+    options_for,
+    require_backend,
+)
+from .calls import CallOutcome, encode_result, finish_call, prepare_call, submit_async
+from .connection import Inbox, RuntimeConnection
+from .loop_thread import LoopThread
+from .replay import run_replay
 from .result import Preview, RunError, RunResult, ToolCall
+from .run_state import Outcome, RunState
 from .runtime import codemode_protocol as P
 from .tools import ToolRegistry
 
 _POLL = 0.25  # how often a waiting run looks up from its inbox for cancel and Ctrl-C
 _GRACE = 0.5  # how long an interrupted program may take to stop before its runtime is killed
 HISTORY = 20
-
-
-class _Run:
-    """The state of one run while it goes."""
-
-    def __init__(self, on_event: ev.EventCallback | None, max_output: int) -> None:
-        # Unguessable, so nothing a program left running can forge the next run's frames.
-        self.id = secrets.token_hex(12)
-        self.on_event = on_event
-        self.stdout = CappedText(max_output)
-        self.stderr = CappedText(max_output)
-        self.calls: list[ToolCall] = []
-        self.wire_ids: dict[int, int] = {}  # per-run call id -> the runtime's id for the call
-        self.in_flight: set[int] = set()
-        self.async_calls: list[Future] = []
-        self.unsent: list[bytes] = []
-        self.rounds = 0
-        self.previews: list[Preview] = []
-        self.preview_ports: set[int] = set()
-        self.started = time.perf_counter()
-        self.state_lost = False
-        self.paused = 0.0  # time spent in a debugger inside tools: not counted by the timeout
-        self.paused_lock = threading.Lock()
-        self.pauses = 0  # pauses going on now (async calls waiting for a person)
-        self.pause_started = 0.0
-        self.debugging = False
-        self.listener_failure = ""
-        self.inbox: queue.SimpleQueue | None = None  # the runtime's, once the run has one
-        self.cancel_requested = False
-
-    def emit(self, event: ev.Event) -> None:
-        """Tell the listener; a listener that fails is noted once and never stops the run."""
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(event)
-        except Exception as exc:
-            if not self.listener_failure:
-                self.listener_failure = (
-                    f"[codemode] the on_event listener raised {type(exc).__name__}: {exc} "
-                    f"(on {type(event).__name__}); the run went on without it\n"
-                )
-
-    def output(self, stream: int, text: str) -> None:
-        (self.stderr if stream == 2 else self.stdout).append(text)
-        self.emit(ev.Output("stderr" if stream == 2 else "stdout", text))
-
-    def pause(self) -> None:
-        with self.paused_lock:
-            self.pauses += 1
-            if self.pauses == 1:
-                self.pause_started = time.perf_counter()
-
-    def resume(self) -> None:
-        with self.paused_lock:
-            self.pauses -= 1
-            if self.pauses == 0:
-                self.paused += time.perf_counter() - self.pause_started
-
-    def cancel_async_calls(self) -> None:
-        """A run's async calls end with it: no late result can reach a later run."""
-        for future in self.async_calls:
-            future.cancel()
-        self.async_calls.clear()
 
 
 class _Resources:
@@ -108,7 +51,7 @@ class _Resources:
     def __init__(self) -> None:
         self.conn: RuntimeConnection | None = None
         self.backend: Backend | None = None
-        self.async_runner = AsyncRunner()
+        self.async_runner = LoopThread("codemode-async-tools")
 
     def release(self) -> None:
         conn, self.conn = self.conn, None
@@ -135,40 +78,38 @@ class CodeMode:
         self.timeout = options.positive_seconds("timeout", timeout)
         self.max_tool_calls = options.count("max_tool_calls", max_tool_calls)
         self.max_output = options.count("max_output", max_output, 1)
-        options.count("memory_mb", memory_mb, 1)
         #: Keep the host's engine threads and the local runtime on one CPU: sequential tool
         #: calls then wake no sleeping CPU (about half the latency on a small VM), but the
         #: program and all it starts share that CPU.
         self.pin_cpu = pin_cpu and hasattr(os, "sched_setaffinity")
         self._registry = ToolRegistry(tools)
         self._backend_arg = backend
-        self._backend_options = self._options_for(backend, network, mounts, memory_mb, sandbox,
-                                                  backend_options)
+        # Checked now, so a wrong option fails before anything starts; each backend takes the
+        # shared options it has a use for (a Backend instance came with its own).
+        if isinstance(backend, Backend):
+            if backend_options:
+                raise TypeError("backend options go to the backend's constructor: give them "
+                                "to the Backend, or name the backend instead")
+            self._backend_options = None
+        else:
+            shared = {"network": network, "mounts": mounts, "memory_mb": memory_mb,
+                      "sandbox": sandbox}
+            self._backend_options = options_for(backend, shared, **backend_options)
         self._res = _Resources()
         self._res.backend = backend if isinstance(backend, Backend) else None
         self._release = weakref.finalize(self, self._res.release)
         self._run_lock = threading.Lock()
-        self._current: _Run | None = None
+        self._current: RunState | None = None
         self.last_result: RunResult | None = None
         self.history: deque[RunResult] = deque(maxlen=HISTORY)
         self._closed = False
-
-    @staticmethod
-    def _options_for(backend: str | Backend, network: bool, mounts: Iterable[Any] | None,
-                     memory_mb: int, sandbox: Any, extra: dict[str, Any]) -> dict[str, Any]:
-        if backend == "local":
-            return {"network": network, "mounts": list(mounts or ()), "memory_mb": memory_mb,
-                    **extra}
-        if backend == "daytona" and sandbox is not None:
-            return {"sandbox": sandbox, **extra}
-        return dict(extra)
 
     @property
     def _conn(self) -> RuntimeConnection | None:
         return self._res.conn
 
     @property
-    def _async(self) -> AsyncRunner:
+    def _async(self) -> LoopThread:
         return self._res.async_runner
 
     # --- public API ---------------------------------------------------------------------
@@ -183,7 +124,7 @@ class CodeMode:
     @property
     def backend(self) -> Backend:
         if self._res.backend is None:
-            self._res.backend = create_backend(str(self._backend_arg), **self._backend_options)
+            self._res.backend = create_backend(str(self._backend_arg), self._backend_options)
         return self._res.backend
 
     def system_prompt(self) -> str:
@@ -220,12 +161,7 @@ class CodeMode:
             raise RuntimeError("a program is already running in this CodeMode session")
         try:
             if self.protocol == "replay":
-                from .replay import run_replay
-
-                result = run_replay(self.backend, code, registry, limits, on_event,
-                                    self.max_output, self._async)
-                self.last_result = result
-                self.history.append(result)
+                result = self._run_replay(code, registry, limits, on_event)
             else:
                 with self._pinned():
                     result = self._run_session(code, registry, limits, on_event, fresh)
@@ -275,7 +211,7 @@ class CodeMode:
             run.cancel_requested = True
             inbox = run.inbox
             if inbox is not None:
-                inbox.put(("cancel", run))
+                inbox.put((Inbox.CANCEL, run))
 
     def reset(self) -> None:
         """A fresh namespace for the next run (the runtime restarts if it will not reset).
@@ -301,9 +237,9 @@ class CodeMode:
                 kind, _ = conn.inbox.get(timeout=deadline - time.monotonic())
             except queue.Empty:
                 break
-            if kind == P.RESET_DONE:
+            if kind is Inbox.RESET_DONE:
                 return
-            if kind == "eof":
+            if kind is Inbox.EOF:
                 break
         self._drop_runtime()
 
@@ -344,9 +280,16 @@ class CodeMode:
             return self._res.conn, True, lost
         return self._conn, False, lost
 
+    def _run_replay(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
+                    on_event: ev.EventCallback | None) -> RunResult:
+        run = RunState(on_event, self.max_output)
+        status = self.backend.status()
+        run.emit(ev.RunStarted(status.backend, status.isolation, True))
+        return self._finish(run, run_replay(self.backend, code, registry, limits, run), status)
+
     def _run_session(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
                      on_event: ev.EventCallback | None, fresh: bool) -> RunResult:
-        run = _Run(on_event, self.max_output)
+        run = RunState(on_event, self.max_output)
         status = self.backend.status()
         self._current = run
         try:
@@ -360,13 +303,13 @@ class CodeMode:
             error = RunError("EngineError", f"the host failed serving the program "
                              f"({type(exc).__name__}: {exc}); its runtime was replaced",
                              traceback.format_exc())
-            return self._finish(run, {"status": "crashed", "error": error,
-                                      "state_lost": True}, status)
+            return self._finish(run, Outcome("crashed", error, state_lost=True), status)
         finally:
             self._current = None
 
-    def _start_and_serve(self, run: _Run, code: str, registry: ToolRegistry,
-                         limits: tuple[float, int], status: Any, fresh: bool) -> RunResult:
+    def _start_and_serve(self, run: RunState, code: str, registry: ToolRegistry,
+                         limits: tuple[float, int], status: BackendStatus,
+                         fresh: bool) -> RunResult:
         timeout, max_calls = limits
         try:
             conn, started, lost = self._connection(fresh, timeout)
@@ -377,8 +320,8 @@ class CodeMode:
             late = time.perf_counter() - run.started >= timeout
             error = RunError("Timeout" if late else "RuntimeUnavailable",
                              f"the runtime could not be started: {exc}")
-            return self._finish(run, {"status": "timeout" if late else "crashed",
-                                      "error": error, "state_lost": True}, status)
+            return self._finish(run, Outcome("timeout" if late else "crashed", error,
+                                             state_lost=True), status)
         run.emit(ev.RunStarted(status.backend, status.isolation, started))
         if lost:
             run.state_lost = True
@@ -387,7 +330,7 @@ class CodeMode:
         self._show_late_output(conn, run)
         run.inbox = conn.inbox
         if run.cancel_requested:
-            conn.inbox.put(("cancel", run))
+            conn.inbox.put((Inbox.CANCEL, run))
         conn.sink = run
         try:
             conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs()})
@@ -402,7 +345,7 @@ class CodeMode:
         return self._finish(run, outcome, status)
 
     @staticmethod
-    def _show_late_output(conn: RuntimeConnection, run: _Run) -> None:
+    def _show_late_output(conn: RuntimeConnection, run: RunState) -> None:
         """What threads of earlier runs wrote between runs: capped, and labelled as theirs."""
         for stream, text in conn.take_late_output():
             run.output(stream, "[codemode] written between runs by threads an earlier run "
@@ -412,8 +355,8 @@ class CodeMode:
                 run.output(stream, "\n")
             run.output(stream, "[codemode] end of the earlier runs' output\n")
 
-    def _serve(self, conn: RuntimeConnection, run: _Run, registry: ToolRegistry,
-               deadline: float, max_calls: int) -> dict:
+    def _serve(self, conn: RuntimeConnection, run: RunState, registry: ToolRegistry,
+               deadline: float, max_calls: int) -> Outcome:
         """Answer the runtime's frames until the program is done; return the outcome."""
         while True:
             remaining = deadline + run.paused - time.perf_counter()
@@ -424,28 +367,28 @@ class CodeMode:
                 kind, frame = conn.inbox.get(timeout=max(min(remaining, _POLL), 0.01))
             except queue.Empty:
                 continue
-            if kind == P.CALL:
+            if kind is Inbox.CALL:
                 if len(run.calls) >= max_calls:
                     return self._halt(conn, run, "limit",
                                       f"the program made more than {max_calls} tool calls")
                 self._start_call(conn, run, registry, frame)
-            elif kind == "async_done":
+            elif kind is Inbox.CALL_DONE:
                 if frame[0] is run:
                     self._end_call(conn, run, *frame[1:])
-            elif kind == P.PREVIEW:
+            elif kind is Inbox.PREVIEW:
                 self._preview(conn, run, frame)
-            elif kind == "preview_url":
+            elif kind is Inbox.PREVIEW_URL:
                 if frame[0] is run:
                     self._preview_ready(run, *frame[1:])
-            elif kind == P.DONE and frame["id"] == run.id:
+            elif kind is Inbox.DONE and frame["id"] == run.id:
                 self._await_previews(conn, run, deadline)
-                return {"status": "ok" if frame["ok"] else "error", "frame": frame}
-            elif kind == "eof":
+                return Outcome.from_done(frame)
+            elif kind is Inbox.EOF:
                 return self._crashed(conn)
-            elif kind == "cancel" and frame is run:
+            elif kind is Inbox.CANCEL and frame is run:
                 return self._halt(conn, run, "interrupted", "the program was cancelled")
 
-    def _start_call(self, conn: RuntimeConnection, run: _Run, registry: ToolRegistry,
+    def _start_call(self, conn: RuntimeConnection, run: RunState, registry: ToolRegistry,
                     frame: dict) -> None:
         if not run.in_flight:
             run.rounds += 1
@@ -466,10 +409,10 @@ class CodeMode:
             self._end_call(conn, run, prepared.call, outcome)
             return
         inbox = conn.inbox
-        run.async_calls.append(self._async.submit(prepared, lambda outcome: inbox.put(
-            ("async_done", (run, prepared.call, outcome)))))
+        run.async_calls.append(submit_async(self._async, prepared, lambda outcome: inbox.put(
+            (Inbox.CALL_DONE, (run, prepared.call, outcome)))))
 
-    def _end_call(self, conn: RuntimeConnection, run: _Run, call: ToolCall,
+    def _end_call(self, conn: RuntimeConnection, run: RunState, call: ToolCall,
                   outcome: CallOutcome) -> None:
         finish_call(call, outcome)
         run.in_flight.discard(call.id)
@@ -483,7 +426,7 @@ class CodeMode:
             data, run.unsent = b"".join(run.unsent), []
             conn.transport.write(data)
 
-    def _preview(self, conn: RuntimeConnection, run: _Run, frame: dict) -> None:
+    def _preview(self, conn: RuntimeConnection, run: RunState, frame: dict) -> None:
         """Ask the backend for a port's link off this thread (a remote backend may be slow);
         the answer comes back through the inbox."""
         port = frame["port"]
@@ -494,19 +437,19 @@ class CodeMode:
 
         def resolve() -> None:
             try:
-                inbox.put(("preview_url", (run, port, backend.preview_url(port))))
+                inbox.put((Inbox.PREVIEW_URL, (run, port, backend.preview_url(port))))
             except Exception as exc:
-                inbox.put(("preview_url", (run, port, f"(no link: {exc})")))
+                inbox.put((Inbox.PREVIEW_URL, (run, port, f"(no link: {exc})")))
 
         threading.Thread(target=resolve, name="codemode-preview", daemon=True).start()
 
     @staticmethod
-    def _preview_ready(run: _Run, port: int, url: str) -> None:
+    def _preview_ready(run: RunState, port: int, url: str) -> None:
         preview = Preview(port, url)
         run.previews.append(preview)
         run.emit(ev.PreviewAnnounced(preview))
 
-    def _await_previews(self, conn: RuntimeConnection, run: _Run, deadline: float) -> None:
+    def _await_previews(self, conn: RuntimeConnection, run: RunState, deadline: float) -> None:
         """A program that announced a preview and ended at once still gets its link."""
         while len(run.previews) < len(run.preview_ports):
             remaining = deadline + run.paused - time.perf_counter()
@@ -514,7 +457,7 @@ class CodeMode:
                 kind, frame = conn.inbox.get(timeout=max(0.0, min(remaining, 5.0)))
             except queue.Empty:
                 return
-            if kind == "preview_url" and frame[0] is run:
+            if kind is Inbox.PREVIEW_URL and frame[0] is run:
                 self._preview_ready(run, *frame[1:])
 
     def preview(self, port: int, on_event: ev.EventCallback | None = None) -> Preview:
@@ -524,14 +467,13 @@ class CodeMode:
             on_event(ev.PreviewAnnounced(preview))
         return preview
 
-    def _crashed(self, conn: RuntimeConnection) -> dict:
+    def _crashed(self, conn: RuntimeConnection) -> Outcome:
         info = conn.fault or conn.transport.exit_info()
         self._drop_runtime()
         message = f"{info}; its state was lost, and the next run starts a fresh runtime"
-        return {"status": "crashed", "error": RunError("RuntimeCrashed", message),
-                "state_lost": True}
+        return Outcome("crashed", RunError("RuntimeCrashed", message), state_lost=True)
 
-    def _halt(self, conn: RuntimeConnection, run: _Run, status: str, why: str) -> dict:
+    def _halt(self, conn: RuntimeConnection, run: RunState, status: str, why: str) -> Outcome:
         """Interrupt the program; if it does not stop within _GRACE, replace the runtime."""
         kinds = {"timeout": "Timeout", "interrupted": "Interrupted", "limit": "ToolCallLimit"}
         run.cancel_async_calls()
@@ -542,37 +484,21 @@ class CodeMode:
                 kind, frame = conn.inbox.get(timeout=max(0.0, deadline - time.perf_counter()))
             except (queue.Empty, KeyboardInterrupt):
                 break
-            if kind == P.DONE and frame["id"] == run.id:
+            if kind is Inbox.DONE and frame["id"] == run.id:
                 trace = (frame.get("error") or {}).get("traceback", "")
-                return {"status": status, "error": RunError(kinds[status], why, trace)}
-            if kind == "eof":
+                return Outcome(status, RunError(kinds[status], why, trace))
+            if kind is Inbox.EOF:
                 break
-            if kind == P.CALL:  # a stopping program gets no more tool results
+            if kind is Inbox.CALL:  # a stopping program gets no more tool results
                 conn.transport.write(P.encode({"t": P.RESULT, "id": frame["id"], "ok": False,
                     "error": {"type": "RuntimeError", "message": "the run was stopped"}}))
         self._drop_runtime()
-        return {"status": status, "state_lost": True,
-                "error": RunError(kinds[status], f"{why}; it did not stop, so its runtime was "
-                                  "replaced and its state was lost")}
+        return Outcome(status, RunError(kinds[status], f"{why}; it did not stop, so its runtime "
+                                        "was replaced and its state was lost"), state_lost=True)
 
-    def _finish(self, run: _Run, outcome: dict, status: Any) -> RunResult:
-        frame = outcome.get("frame") or {}
-        error = outcome.get("error")
-        if outcome["status"] == "error":
-            raw = frame.get("error") or {}
-            error = RunError(raw.get("type", "Error"), raw.get("message", ""),
-                             raw.get("traceback", ""))
-        if run.listener_failure:
-            run.stderr.append(run.listener_failure)
-        result = RunResult(
-            ok=outcome["status"] == "ok", status=outcome["status"],
-            stdout=run.stdout.text(), stderr=run.stderr.text(),
-            value=frame.get("value"), value_repr=frame.get("repr"), error=error,
-            tool_calls=run.calls, rounds=run.rounds, previews=run.previews,
-            duration=time.perf_counter() - run.started,
-            state_lost=outcome.get("state_lost", False) or run.state_lost,
-            stdout_dropped=run.stdout.dropped, stderr_dropped=run.stderr.dropped,
-            backend=status.backend, isolation=status.isolation)
+    def _finish(self, run: RunState, outcome: Outcome, status: BackendStatus) -> RunResult:
+        """The run's result, recorded (listeners of RunFinished find it in last_result)."""
+        result = run.result(outcome, status)
         self.last_result = result
         self.history.append(result)
         run.emit(ev.RunFinished(result))

@@ -15,9 +15,9 @@ import time
 from . import events as ev
 from .backends import Backend
 from .backends.base import runtime_sources
-from .calls import AsyncRunner, finish_call, prepare_call
-from .output import CappedText
-from .result import RunError, RunResult, ToolCall
+from .calls import finish_call, prepare_call
+from .result import RunError
+from .run_state import Outcome, RunState
 from .runtime import codemode_protocol as P
 from .tools import ToolRegistry
 
@@ -44,81 +44,50 @@ def bootstrap_program(request: dict) -> str:
 
 
 def run_replay(backend: Backend, code: str, registry: ToolRegistry, limits: tuple[float, int],
-               on_event: ev.EventCallback | None, max_output: int,
-               async_runner: AsyncRunner) -> RunResult:
-    """Run `code` with the need_tools/replay protocol, one execution per tool round."""
-    del async_runner  # calls run one at a time here, async tools included
+               run: RunState) -> Outcome:
+    """Run `code` with the need_tools/replay protocol, one execution per tool round, recording
+    in `run`; return how it ended."""
     timeout, max_calls = limits
-    started = time.perf_counter()
-    emit = on_event or (lambda event: None)
-    status = backend.status()
-    emit(ev.RunStarted(status.backend, status.isolation, True))
+    run.executions = 0
     known: list[dict] = []
-    calls: list[ToolCall] = []
-    executions = 0
     while True:
-        remaining = started + timeout - time.perf_counter()
+        remaining = run.started + timeout - time.perf_counter()
         if remaining <= 0:
-            return _end(emit, status, started, calls, executions, "timeout",
-                        RunError("Timeout", f"the program ran past its {timeout:g} s timeout"))
+            return Outcome("timeout", RunError("Timeout",
+                                               f"the program ran past its {timeout:g} s timeout"))
         marker = f"@@codemode-{secrets.token_hex(8)}@@"
         request = {"t": "replay", "code": code, "tools": registry.specs(), "results": known,
                    "marker": marker}
         shot = backend.run_oneshot(bootstrap_program(request), timeout=remaining)
-        executions += 1
+        run.executions += 1
         output, found, tail = shot.output.rpartition("\n" + marker)
         if not found:
-            return _end(emit, status, started, calls, executions, "crashed",
-                        RunError("RuntimeCrashed", f"the execution ended without a result "
-                                 f"(exit code {shot.exit_code})"
-                                 + (f": {shot.error}" if shot.error else "")),
-                        stdout=shot.output)
+            run.stdout.append(shot.output)
+            return Outcome("crashed", RunError(
+                "RuntimeCrashed", f"the execution ended without a result (exit code "
+                f"{shot.exit_code})" + (f": {shot.error}" if shot.error else "")))
         outcome = P.decode(tail.strip().encode())
         if outcome["t"] != "need_tools":
-            return _done(emit, status, started, calls, executions, outcome, output, max_output)
+            if output:
+                run.output(P.STDOUT, output)
+            return Outcome.from_done(outcome)
         for wanted in outcome["calls"]:
-            if len(calls) >= max_calls:
-                return _end(emit, status, started, calls, executions, "limit",
-                            RunError("ToolCallLimit",
-                                     f"the program made more than {max_calls} tool calls"))
-            frame = {"id": len(calls) + 1, **wanted}
-            known.append(_call(registry, frame, len(calls) + 1, calls, emit))
+            if len(run.calls) >= max_calls:
+                return Outcome("limit", RunError(
+                    "ToolCallLimit", f"the program made more than {max_calls} tool calls"))
+            known.append(_call(registry, {"id": len(run.calls) + 1, **wanted}, run))
 
 
-def _call(registry: ToolRegistry, frame: dict, round_no: int, calls: list[ToolCall],
-          emit: ev.EventCallback) -> dict:
-    prepared = prepare_call(registry, frame, round_no)
+def _call(registry: ToolRegistry, frame: dict, run: RunState) -> dict:
+    """Run one call the program wants (each is a round of its own); the reply to replay."""
+    run.rounds += 1
+    prepared = prepare_call(registry, frame, run.rounds)
     call = prepared.call
-    calls.append(call)
-    emit(ev.ToolCallStarted(call.id, call.name, call.args, call.round))
+    run.calls.append(call)
+    run.emit(ev.ToolCallStarted(call.id, call.name, call.args, call.round))
     finish_call(call, prepared.run_sync())
-    emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error,
-                             call.duration))
+    run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error,
+                                 call.duration))
     if call.error is None:
         return {"ok": True, "value": call.result}
     return {"ok": False, "error": {"type": call.error.type, "message": call.error.message}}
-
-
-def _done(emit: ev.EventCallback, status, started: float, calls: list[ToolCall],
-          executions: int, outcome: dict, output: str, max_output: int) -> RunResult:
-    stdout = CappedText(max_output)
-    stdout.append(output)
-    if output:
-        emit(ev.Output("stdout", output))
-    raw = outcome.get("error")
-    error = RunError(raw["type"], raw["message"], raw.get("traceback", "")) if raw else None
-    return _end(emit, status, started, calls, executions, "ok" if outcome.get("ok") else "error",
-                error, stdout=stdout.text(), value=outcome.get("value"),
-                value_repr=outcome.get("repr"), dropped=stdout.dropped)
-
-
-def _end(emit: ev.EventCallback, status, started: float, calls: list[ToolCall], executions: int,
-         state: str, error: RunError | None, stdout: str = "", value: object = None,
-         value_repr: str | None = None, dropped: int = 0) -> RunResult:
-    result = RunResult(ok=state == "ok", status=state, stdout=stdout, value=value,
-                       value_repr=value_repr, error=error, tool_calls=calls, rounds=len(calls),
-                       duration=time.perf_counter() - started, stdout_dropped=dropped,
-                       backend=status.backend, isolation=status.isolation,
-                       executions=executions)
-    emit(ev.RunFinished(result))
-    return result

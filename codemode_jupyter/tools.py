@@ -6,7 +6,6 @@ is validated exactly as the annotations say before the function ever runs.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import enum
@@ -20,6 +19,9 @@ from typing import Any
 
 import typing_extensions
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from .loop_thread import run_coroutine
+from .text import clip
 
 _MARK = "__codemode_tool__"
 
@@ -358,24 +360,6 @@ def _describe_validation(exc: ValidationError, item: Tool) -> str:
     for error in exc.errors(include_url=False):
         loc = [aliases.get(str(part), str(part)) for part in error.get("loc", ())]
         where = ".".join(loc) or "arguments"
-        got = error.get("input")
-        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        shown = clip(repr(error.get("input")), 60, "...")
         problems.append(f"argument {where!r}: {error.get('msg')} (got {shown})")
     return "; ".join(problems) + f"; expected {item.name}{item.signature}"
-
-
-def run_coroutine(awaitable: Any) -> Any:
-    """Await `awaitable` from sync code, even on a thread whose event loop is running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_await(awaitable))
-    # A loop already runs on this thread (a kernel): run the coroutine on a private one.
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _await(awaitable)).result()
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable

@@ -16,7 +16,7 @@ import pytest
 from codemode_jupyter import CodeMode
 from codemode_jupyter import events as ev
 from codemode_jupyter.backends import Transport
-from codemode_jupyter.connection import RuntimeConnection
+from codemode_jupyter.connection import Inbox, RuntimeConnection
 from codemode_jupyter.runtime import codemode_protocol as P
 
 # Writes one raw line on the runtime's control channel, as a hostile program can: the channel
@@ -414,7 +414,7 @@ def test_frames_between_runs_are_refused_or_dropped_and_output_is_capped() -> No
     (stream, text), = conn.take_late_output()
     assert stream == 1 and text.size == 300_000 and len(text.text()) < 1100
     transport.kill()
-    assert conn.inbox.get(timeout=10) == ("eof", None)  # nothing else was queued
+    assert conn.inbox.get(timeout=10) == (Inbox.EOF, None)  # nothing else was queued
 
 
 def test_nothing_is_left_after_many_sessions() -> None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..text import clip
 from ..tools import Tool
 
 DEFAULT_TIMEOUT = 300.0  # seconds a call waits for a decision before it counts as rejected
@@ -333,5 +334,4 @@ def _named(fn: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Any]:
 
 
 def _short(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(repr(value), limit)

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import events as ev
 from ..result import RunResult, ToolCall
+from ..text import clip
 
 _reprs = reprlib.Repr()
 _reprs.maxstring = _reprs.maxother = 200
@@ -21,7 +22,7 @@ def short(value: Any, limit: int = 300) -> str:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = _reprs.repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def call_line(call: ToolCall) -> str:

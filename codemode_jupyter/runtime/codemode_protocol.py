@@ -43,6 +43,9 @@ RESET_DONE = "reset_done"
 STDOUT = 1
 STDERR = 2
 
+#: The runtime's exit code when its control channel broke (the program closed or broke it).
+CHANNEL_LOST = 70
+
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 

@@ -38,7 +38,6 @@ _HIDDEN_FILES = {os.path.abspath(__file__), os.path.abspath(P.__file__)}
 _FLUSH_AT = 8192
 _FRAME_TEXT = 1 << 20
 _FLUSH_DELAY = 0.01
-CHANNEL_LOST = 70  # exit code when the program closed or broke the control channel
 
 
 class ToolError(Exception):
@@ -110,7 +109,7 @@ class Channel:
                 while view:
                     view = view[os.write(self._fd, view) :]
             except OSError:
-                os._exit(CHANNEL_LOST)  # the program broke the channel: nothing left to serve
+                os._exit(P.CHANNEL_LOST)  # the program broke the channel: nothing left to serve
 
 
 class TextStream(io.TextIOBase):
@@ -286,7 +285,7 @@ class Runtime:
             except InterruptedError:
                 continue
             except OSError:
-                os._exit(CHANNEL_LOST)
+                os._exit(P.CHANNEL_LOST)
             if not data:
                 os._exit(0)  # the host has gone: nothing left to serve
             for line in splitter.feed(data):

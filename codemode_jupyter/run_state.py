@@ -1,0 +1,130 @@
+"""One run while it goes (`RunState`) and how it ended (`Outcome`).
+
+Shared by the session engine and the replay fallback: both record output and calls here, and
+`RunState.result` is the one place a RunResult is assembled.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from . import events as ev
+from .backends import BackendStatus
+from .output import CappedText
+from .result import Preview, RunError, RunResult, ToolCall
+
+
+@dataclass
+class Outcome:
+    """How a run ended: its status (as RunResult.status), and the program's value or error."""
+
+    status: str
+    error: RunError | None = None
+    value: Any = None
+    value_repr: str | None = None
+    state_lost: bool = False  # the runtime was replaced: the program's state is gone
+
+    @classmethod
+    def from_done(cls, frame: dict) -> Outcome:
+        """What a `done` frame reports (the replay's last line has the same fields)."""
+        error = None
+        if not frame.get("ok"):
+            raw = frame.get("error") or {}
+            error = RunError(
+                raw.get("type", "Error"), raw.get("message", ""), raw.get("traceback", "")
+            )
+        return cls("ok" if error is None else "error", error, frame.get("value"), frame.get("repr"))
+
+
+class RunState:
+    """The state of one run while it goes."""
+
+    def __init__(self, on_event: ev.EventCallback | None, max_output: int) -> None:
+        # Unguessable, so nothing a program left running can forge the next run's frames.
+        self.id = secrets.token_hex(12)
+        self.on_event = on_event
+        self.stdout = CappedText(max_output)
+        self.stderr = CappedText(max_output)
+        self.calls: list[ToolCall] = []
+        self.wire_ids: dict[int, int] = {}  # per-run call id -> the runtime's id for the call
+        self.in_flight: set[int] = set()
+        self.async_calls: list[Future] = []
+        self.unsent: list[bytes] = []
+        self.rounds = 0
+        self.executions = 1  # the replay fallback runs the program once per tool round
+        self.previews: list[Preview] = []
+        self.preview_ports: set[int] = set()
+        self.started = time.perf_counter()
+        self.state_lost = False
+        self.paused = 0.0  # time spent in a debugger inside tools: not counted by the timeout
+        self.paused_lock = threading.Lock()
+        self.pauses = 0  # pauses going on now (async calls waiting for a person)
+        self.pause_started = 0.0
+        self.debugging = False
+        self.listener_failure = ""
+        self.inbox: Any = None  # the runtime connection's inbox, once the run has one
+        self.cancel_requested = False
+
+    def emit(self, event: ev.Event) -> None:
+        """Tell the listener; a listener that fails is noted once and never stops the run."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception as exc:
+            if not self.listener_failure:
+                self.listener_failure = (
+                    f"[codemode] the on_event listener raised {type(exc).__name__}: {exc} "
+                    f"(on {type(event).__name__}); the run went on without it\n"
+                )
+
+    def output(self, stream: int, text: str) -> None:
+        (self.stderr if stream == 2 else self.stdout).append(text)
+        self.emit(ev.Output("stderr" if stream == 2 else "stdout", text))
+
+    def pause(self) -> None:
+        with self.paused_lock:
+            self.pauses += 1
+            if self.pauses == 1:
+                self.pause_started = time.perf_counter()
+
+    def resume(self) -> None:
+        with self.paused_lock:
+            self.pauses -= 1
+            if self.pauses == 0:
+                self.paused += time.perf_counter() - self.pause_started
+
+    def cancel_async_calls(self) -> None:
+        """A run's async calls end with it: no late result can reach a later run."""
+        for future in self.async_calls:
+            future.cancel()
+        self.async_calls.clear()
+
+    def result(self, outcome: Outcome, status: BackendStatus) -> RunResult:
+        """The run's RunResult, as it ended with `outcome` on a backend in `status`."""
+        if self.listener_failure:
+            self.stderr.append(self.listener_failure)
+        return RunResult(
+            ok=outcome.status == "ok",
+            status=outcome.status,
+            stdout=self.stdout.text(),
+            stderr=self.stderr.text(),
+            value=outcome.value,
+            value_repr=outcome.value_repr,
+            error=outcome.error,
+            tool_calls=self.calls,
+            rounds=self.rounds,
+            previews=self.previews,
+            duration=time.perf_counter() - self.started,
+            state_lost=outcome.state_lost or self.state_lost,
+            stdout_dropped=self.stdout.dropped,
+            stderr_dropped=self.stderr.dropped,
+            backend=status.backend,
+            isolation=status.isolation,
+            executions=self.executions,
+        )

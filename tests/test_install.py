@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "pip install 'codemode-jupyter[daytona]'"
 #: Modules only the daytona extra provides for; everything else must need no extra.
 DAYTONA_MODULES = ("codemode_jupyter/backends/daytona", "codemode_jupyter/testing/")
+#: Modules only the agents extra provides for (MCP server, pydantic-ai).
+AGENTS_MODULES = ("codemode_jupyter/agents/",)
 #: Runs inside the sandbox, where nothing but the standard library exists.
 SANDBOX_MODULES = ("codemode_jupyter/runtime/",)
 
@@ -95,12 +97,13 @@ def provided(dists: set[str]) -> set[str]:
 
 def third_party_imports(wheel: Path, *, daytona: bool) -> dict[str, set[str]]:
     """Distribution -> modules of the wheel importing it: those of the daytona extra's modules
-    (daytona=True) or of all the others. The sandbox's modules are left out."""
+    (daytona=True) or of all the others. The sandbox's and the agents extra's modules are left
+    out (tests/test_agents_* need that extra and skip without it)."""
     found: dict[str, set[str]] = {}
     dists = metadata.packages_distributions()
     with zipfile.ZipFile(wheel) as zf:
         for name in zf.namelist():
-            if not name.endswith(".py") or name.startswith(SANDBOX_MODULES):
+            if not name.endswith(".py") or name.startswith(SANDBOX_MODULES + AGENTS_MODULES):
                 continue
             if name.startswith(DAYTONA_MODULES) != daytona:
                 continue
@@ -113,13 +116,28 @@ def third_party_imports(wheel: Path, *, daytona: bool) -> dict[str, set[str]]:
 
 
 def _imported(source: str) -> set[str]:
+    """Top-level packages `source` imports, but for optional ones (inside a try whose
+    handler catches ImportError)."""
+    tree = ast.parse(source)
+    optional = {id(node) for trial in ast.walk(tree) if _catches_import_error(trial)
+                for stmt in trial.body for node in ast.walk(stmt)}
     tops = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
         if isinstance(node, ast.Import):
             tops.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             tops.add(node.module.split(".")[0])
     return tops
+
+
+def _catches_import_error(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Try):
+        return False
+    names = {n.id for h in node.handlers if h.type is not None for n in ast.walk(h.type)
+             if isinstance(n, ast.Name)}
+    return bool(names & {"ImportError", "ModuleNotFoundError"})
 
 
 def test_what_the_package_imports_a_plain_install_provides(wheel: Path) -> None:

@@ -22,7 +22,6 @@ interpreter exit (kernel shutdown) through a weakref finalizer.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import contextlib
 import itertools
@@ -38,6 +37,7 @@ from typing import Any
 from . import options as check
 from .backends import BackendConfigError, require_backend
 from .engine import CodeMode
+from .exit_hooks import at_exit
 from .pool_stats import PoolStats
 from .pool_tasks import Attempt, Task, TaskResult, check_inputs, unshift_lines
 from .pool_tools import HostTools
@@ -357,27 +357,13 @@ def _close_live_pools() -> None:
 
 
 def _hook_exit() -> None:
-    """Close the pools still open when the interpreter exits (a kernel shutting down).
-
-    As a threading exit hook, registered after concurrent.futures': those run in reverse
-    order, so ours runs while executors still take work. Closing a Daytona sandbox needs
-    them (aiohttp resolves host names on asyncio's executor), and at `atexit` time they
-    refuse new work, so the delete requests would never go out.
-    """
+    """Close the pools still open when the interpreter exits (a kernel shutting down)."""
     global _exit_hooked
     with _exit_hook_lock:
         if _exit_hooked:
             return
         _exit_hooked = True
-    import concurrent.futures.thread  # noqa: F401 - registered first, so it runs after ours
-
-    register = getattr(threading, "_register_atexit", None)
-    try:
-        if register is None:
-            raise RuntimeError("no threading exit hooks")
-        register(_close_live_pools)
-    except RuntimeError:  # an old or exiting interpreter: atexit is the next best
-        atexit.register(_close_live_pools)
+    at_exit(_close_live_pools)
 
 
 def _close_quietly(session: CodeMode) -> None:

@@ -11,7 +11,6 @@ thread; every wait on it is bounded, so nothing here can hang the kernel.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import codecs
 import contextlib
 import hashlib
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
+from ..exit_hooks import at_exit
 from ..loop_thread import LoopThread
 from .base import (
     Backend,
@@ -1011,9 +1011,11 @@ def _keep_reason(
     return None
 
 
-@atexit.register
 def _close_all() -> None:
     """At interpreter exit (kernel shutdown), delete the sandboxes we created."""
     for backend in list(_LIVE):
         with contextlib.suppress(Exception):
             backend.close()
+
+
+at_exit(_close_all)

@@ -9,6 +9,7 @@ backend it drives.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -26,6 +27,7 @@ from .backends import (
     Backend,
     BackendConfigError,
     BackendStatus,
+    Transport,
     create_backend,
     options_for,
     require_backend,
@@ -37,6 +39,7 @@ from .replay import run_replay
 from .result import Preview, RunError, RunResult, ToolCall
 from .run_state import Outcome, RunState
 from .runtime import codemode_protocol as P
+from .spares import SpareRuntime
 from .tools import ToolRegistry
 
 _POLL = 0.25  # how often a waiting run looks up from its inbox for cancel and Ctrl-C
@@ -46,14 +49,34 @@ HISTORY = 20
 
 class _Resources:
     """What a session holds that must be released even if it is never closed: collected or
-    not, its runtime (and the jail around it) must not outlive it."""
+    not, its runtime (and the jail around it) must not outlive it. Nothing here refers back to
+    the CodeMode, so the spare's thread cannot keep a forgotten session alive."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: Backend | None, factory: Callable[[], Backend]) -> None:
         self.conn: RuntimeConnection | None = None
-        self.backend: Backend | None = None
+        self.backend = backend
+        self._factory = factory
+        self._backend_lock = threading.Lock()
         self.async_runner = LoopThread("codemode-async-tools")
+        self.spare: SpareRuntime | None = None
+
+    def get_backend(self) -> Backend:
+        with self._backend_lock:  # the spare's thread may ask at the same time
+            if self.backend is None:
+                self.backend = self._factory()
+            return self.backend
+
+    def start_runtime(self, timeout: float | None = None) -> Transport:
+        """The spare if one is ready (or nearly), else a runtime started now."""
+        transport = self.spare.take(timeout) if self.spare is not None else None
+        return transport or self.start_runtime_now(timeout)
+
+    def start_runtime_now(self, timeout: float | None = None) -> Transport:
+        return self.get_backend().start_runtime(timeout=timeout)
 
     def release(self) -> None:
+        if self.spare is not None:
+            self.spare.close()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
@@ -69,7 +92,8 @@ class CodeMode:
                  *, protocol: str = "session", timeout: float = 60.0, max_tool_calls: int = 1000,
                  max_output: int = 1_000_000, network: bool = False,
                  mounts: Iterable[Any] | None = None, memory_mb: int = 1024,
-                 sandbox: Any = None, pin_cpu: bool = False, **backend_options: Any) -> None:
+                 sandbox: Any = None, pin_cpu: bool = False, spare: bool | None = None,
+                 **backend_options: Any) -> None:
         if protocol not in ("session", "replay"):
             raise ValueError("protocol must be 'session' or 'replay'")
         if isinstance(backend, str):
@@ -95,9 +119,17 @@ class CodeMode:
             shared = {"network": network, "mounts": mounts, "memory_mb": memory_mb,
                       "sandbox": sandbox}
             self._backend_options = options_for(backend, shared, **backend_options)
-        self._res = _Resources()
-        self._res.backend = backend if isinstance(backend, Backend) else None
+        self._res = _Resources(backend if isinstance(backend, Backend) else None,
+                               functools.partial(create_backend, str(backend),
+                                                 self._backend_options))
         self._release = weakref.finalize(self, self._res.release)
+        #: Keep a runtime started ahead of need (default: on the local backend, where it is a
+        #: process; a Daytona spare would hold a second sandbox session).
+        # A pinned session's runtimes must start on its pinned thread: no spare by default.
+        self.spare = (backend == "local" and not self.pin_cpu) if spare is None else bool(spare)
+        if self.spare and protocol == "session":
+            self._res.spare = SpareRuntime(self._res.start_runtime_now)
+            self._res.spare.fill()
         self._run_lock = threading.Lock()
         self._current: RunState | None = None
         self.last_result: RunResult | None = None
@@ -123,9 +155,7 @@ class CodeMode:
 
     @property
     def backend(self) -> Backend:
-        if self._res.backend is None:
-            self._res.backend = create_backend(str(self._backend_arg), self._backend_options)
-        return self._res.backend
+        return self._res.get_backend()
 
     def system_prompt(self) -> str:
         """The tools as Python stubs, with how to call them: the prompt for an LLM."""
@@ -137,6 +167,7 @@ class CodeMode:
         return {"backend": backend.backend, "isolation": backend.isolation,
                 "protocol": self.protocol,
                 "runtime_alive": bool(self._conn and self._conn.alive),
+                "spare_runtime": self._res.spare.state if self._res.spare else "off",
                 "runs": len(self.history), "tools": self._registry.names(), **backend.details}
 
     def run(self, code: str, *, timeout: float | None = None, max_tool_calls: int | None = None,
@@ -275,7 +306,7 @@ class CodeMode:
         if fresh:
             self._drop_runtime()
         if self._conn is None:
-            transport = self.backend.start_runtime(timeout=timeout)
+            transport = self._res.start_runtime(timeout)
             self._res.conn = RuntimeConnection(transport, self.max_output)
             return self._res.conn, True, lost
         return self._conn, False, lost

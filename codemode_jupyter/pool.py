@@ -418,7 +418,10 @@ class Pool:
         self.size = size
         if backend == "daytona":
             options["labels"] = {**(options.get("labels") or {}), POOL_LABEL: self.id}
-        CodeMode(backend=backend, timeout=timeout, **options).close()  # bad options fail here
+        # A spare runtime per sandbox pays off only when tasks take fresh runtimes.
+        options.setdefault("spare", bool(fresh))
+        # Bad options fail here, before any sandbox starts.
+        CodeMode(backend=backend, timeout=timeout, **{**options, "spare": False}).close()
         tools_host = HostTools(tools, tool_workers)
         self._tool_names = tools_host.names
         stop = threading.Event()

@@ -132,7 +132,7 @@ def test_the_replay_protocol_is_bounded_too() -> None:
 
 def test_the_watchdog_thread_lives_only_as_long_as_its_runtime() -> None:
     before = set(memory_threads())
-    with CodeMode(memory_enforcement="watchdog") as session:
+    with CodeMode(memory_enforcement="watchdog", spare=False) as session:
         assert session.run("1").ok
         (watchdog,) = set(memory_threads()) - before
         assert watchdog.is_alive()
@@ -203,7 +203,7 @@ def test_status_names_the_memory_mechanism() -> None:
 @needs_cgroup
 def test_no_cgroup_is_left_behind() -> None:
     before = my_cgroups()
-    session = CodeMode(memory_enforcement="cgroup")
+    session = CodeMode(memory_enforcement="cgroup", spare=False)  # one runtime, one cgroup
     try:
         assert session.run("1").ok
         assert len(my_cgroups() - before) == 1

@@ -125,6 +125,10 @@ class Transport(ABC):
     def kill(self) -> None:
         """Stop the runtime now (and everything it started). read() then returns b"" soon."""
 
+    def alive(self) -> bool:
+        """Whether the runtime still runs, as far as the host can tell without reading."""
+        return True
+
     @abstractmethod
     def exit_info(self) -> str:
         """After EOF: how the runtime ended (exit code or signal) and the tail of its stderr."""

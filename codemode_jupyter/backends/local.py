@@ -460,6 +460,9 @@ class PipeTransport(Transport):
         if self.memory is not None:
             self.memory.close()  # its cgroup goes too
 
+    def alive(self) -> bool:
+        return self._in is not None and self.proc.poll() is None
+
     def exit_info(self) -> str:
         code = self.proc.wait()
         if code > 128 and self.isolated:  # bwrap reports its child's signal as 128 + n

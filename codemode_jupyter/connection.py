@@ -108,6 +108,7 @@ class RuntimeConnection:
         self.alive = True
         self.fault = ""
         self.info: dict[str, Any] = {}
+        self.ready = threading.Event()  # set on the runtime's ready frame (or its end)
         self.sink: OutputSink | None = None
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
@@ -140,6 +141,7 @@ class RuntimeConnection:
             self.fault = f"the host failed reading the runtime ({type(exc).__name__}: {exc})"
             self.transport.kill()
         self.alive = False
+        self.ready.set()
         self.inbox.put((Inbox.EOF, None))
 
     def _route(self, line: bytes) -> None:
@@ -155,6 +157,7 @@ class RuntimeConnection:
             self._output(frame["s"], frame["d"])
         elif kind == P.READY:
             self.info = frame
+            self.ready.set()
         else:
             if kind in _NESTED_KINDS and _may_nest_deeper(line) and (
                 nesting_depth(frame, MAX_DEPTH) > MAX_DEPTH

@@ -66,12 +66,12 @@ class _Resources:
                 self.backend = self._factory()
             return self.backend
 
-    def start_runtime(self, timeout: float | None = None) -> Transport:
+    def connect(self, timeout: float | None, max_output: int) -> RuntimeConnection:
         """The spare if one is ready (or nearly), else a runtime started now."""
-        transport = self.spare.take(timeout) if self.spare is not None else None
-        return transport or self.start_runtime_now(timeout)
+        conn = self.spare.take(timeout) if self.spare is not None else None
+        return conn or RuntimeConnection(self.start_runtime(timeout), max_output)
 
-    def start_runtime_now(self, timeout: float | None = None) -> Transport:
+    def start_runtime(self, timeout: float | None = None) -> Transport:
         return self.get_backend().start_runtime(timeout=timeout)
 
     def release(self) -> None:
@@ -128,7 +128,8 @@ class CodeMode:
         # A pinned session's runtimes must start on its pinned thread: no spare by default.
         self.spare = (backend == "local" and not self.pin_cpu) if spare is None else bool(spare)
         if self.spare and protocol == "session":
-            self._res.spare = SpareRuntime(self._res.start_runtime_now)
+            start, cap = self._res.start_runtime, self.max_output
+            self._res.spare = SpareRuntime(lambda: RuntimeConnection(start(), cap))
             self._res.spare.fill()
         self._run_lock = threading.Lock()
         self._current: RunState | None = None
@@ -306,8 +307,7 @@ class CodeMode:
         if fresh:
             self._drop_runtime()
         if self._conn is None:
-            transport = self._res.start_runtime(timeout)
-            self._res.conn = RuntimeConnection(transport, self.max_output)
+            self._res.conn = self._res.connect(timeout, self.max_output)
             return self._res.conn, True, lost
         return self._conn, False, lost
 

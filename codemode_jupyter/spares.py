@@ -12,7 +12,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .backends import Transport
+from .connection import RuntimeConnection
+
+#: How long a spare may take to say it is ready before it is given up (and killed).
+READY_WAIT = 30.0
 
 # Spares are started on threads that live as long as the process: a jail dies with the thread
 # that started it (bubblewrap's --die-with-parent is the parent *thread's* death signal), so a
@@ -32,10 +35,10 @@ def _launch(fn: Callable[[], None]) -> None:
 class SpareRuntime:
     """Holds at most one started runtime; `take` hands it over and starts the next."""
 
-    def __init__(self, start: Callable[[], Transport]) -> None:
+    def __init__(self, start: Callable[[], RuntimeConnection]) -> None:
         self._start = start
         self._lock = threading.Condition()
-        self._ready: Transport | None = None
+        self._ready: RuntimeConnection | None = None
         self._starting = False
         self._closed = False
         self.problem = ""  # why the last start failed, if it did
@@ -55,43 +58,48 @@ class SpareRuntime:
         _launch(self._start_one)
 
     def _start_one(self) -> None:
-        transport, problem = None, ""
+        conn, problem = None, ""
         try:
-            transport = self._start()
+            conn = self._start()
+            # Up means its ready frame came: python has started and the runtime listens.
+            if not conn.ready.wait(READY_WAIT) or not conn.alive:
+                problem = conn.fault or "the spare runtime did not become ready"
+                conn.close()
+                conn = None
         except Exception as exc:  # the next run starts its own runtime and reports the fault
             problem = f"{type(exc).__name__}: {exc}"
         with self._lock:
             self._starting = False
             self.problem = problem
-            if self._closed and transport is not None:
-                transport.kill()
-                transport = None
-            self._ready = transport
+            if self._closed and conn is not None:
+                conn.close()
+                conn = None
+            self._ready = conn
             self._lock.notify_all()
 
-    def wait_ready(self, timeout: float | None) -> Transport | None:
+    def wait_ready(self, timeout: float | None) -> RuntimeConnection | None:
         """The spare once it is up (not handed over: it stays the spare), or None."""
         with self._lock:
             self._lock.wait_for(lambda: not self._starting, timeout)
             return self._ready
 
-    def take(self, timeout: float | None) -> Transport | None:
+    def take(self, timeout: float | None) -> RuntimeConnection | None:
         """The spare (waiting up to `timeout` for one being started), or None; then start the
         next one."""
         with self._lock:
             if self._starting:
                 self._lock.wait_for(lambda: not self._starting, timeout)
-            transport, self._ready = self._ready, None
-        if transport is not None and not transport.alive():
-            transport.kill()
-            transport = None
+            conn, self._ready = self._ready, None
+        if conn is not None and not (conn.alive and conn.transport.alive()):
+            conn.close()
+            conn = None
         self.fill()
-        return transport
+        return conn
 
     def close(self) -> None:
         """Kill the spare; one still starting is killed as soon as it is up."""
         with self._lock:
             self._closed = True
-            transport, self._ready = self._ready, None
-        if transport is not None:
-            transport.kill()
+            conn, self._ready = self._ready, None
+        if conn is not None:
+            conn.close()

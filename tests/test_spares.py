@@ -13,9 +13,9 @@ def add(a: int, b: int = 1) -> int:
 
 def spare_pid(session: CodeMode) -> int:
     """The host pid of the session's spare runtime, once it is up."""
-    transport = session._res.spare.wait_ready(timeout=30)
-    assert transport is not None
-    return transport.proc.pid
+    conn = session._res.spare.wait_ready(timeout=30)
+    assert conn is not None
+    return conn.transport.proc.pid
 
 
 def test_the_first_run_takes_the_spare_and_a_new_one_is_started() -> None:
@@ -48,10 +48,10 @@ def test_after_a_crash_the_spare_takes_over_and_says_state_was_lost() -> None:
 def test_spares_die_with_their_session_closed_or_collected() -> None:
     with CodeMode() as session:
         session.run("1")
-        procs = [session._conn.transport.proc, session._res.spare.wait_ready(30).proc]
+        procs = [session._conn.transport.proc, session._res.spare.wait_ready(30).transport.proc]
     assert all(p.poll() is not None for p in procs)
     forgotten = CodeMode()
-    proc = forgotten._res.spare.wait_ready(30).proc
+    proc = forgotten._res.spare.wait_ready(30).transport.proc
     del forgotten
     gc.collect()
     assert proc.poll() is not None

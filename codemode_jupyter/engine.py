@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from . import events as ev
@@ -27,8 +28,10 @@ from . import options
 from .backends import Backend, BackendConfigError, create_backend, require_backend
 from .calls import AsyncRunner, CallOutcome, encode_result, finish_call, prepare_call
 from .connection import RuntimeConnection
+from .files import put_frames
 from .output import CappedText
 from .result import Preview, RunError, RunResult, ToolCall
+from .richrun import RichOptions, RichRun
 from .runtime import codemode_protocol as P
 from .tools import ToolRegistry
 
@@ -61,6 +64,18 @@ class _Run:
         self.listener_failure = ""
         self.inbox: queue.SimpleQueue | None = None  # the runtime's, once the run has one
         self.cancel_requested = False
+        self.rich: RichRun | None = None
+        self.files: Iterable[Any] | None = None  # uploaded before this run
+
+    def display(self, frame: dict) -> None:
+        """A display frame (from the I/O thread, in order with output)."""
+        if self.rich is not None:
+            self.rich.display(frame)
+
+    def artifact(self, frame: dict) -> None:
+        """A chunk of a file the program left under outputs/ (from the I/O thread)."""
+        if self.rich is not None:
+            self.rich.artifact(frame)
 
     def emit(self, event: ev.Event) -> None:
         """Tell the listener; a listener that fails is noted once and never stops the run."""
@@ -111,7 +126,14 @@ class CodeMode:
                  *, protocol: str = "session", timeout: float = 60.0, max_tool_calls: int = 1000,
                  max_output: int = 1_000_000, network: bool = False,
                  mounts: Iterable[Any] | None = None, memory_mb: int = 1024,
-                 sandbox: Any = None, pin_cpu: bool = False, **backend_options: Any) -> None:
+                 sandbox: Any = None, pin_cpu: bool = False,
+                 max_display_bytes: int = RichOptions.max_display_bytes,
+                 max_displays: int = RichOptions.max_displays, files: Iterable[Any] = (),
+                 max_upload_bytes: int = RichOptions.max_upload_bytes,
+                 outputs_dir: str | os.PathLike | None = "codemode-outputs",
+                 max_artifacts: int = RichOptions.max_artifacts,
+                 max_artifact_bytes: int = RichOptions.max_artifact_bytes,
+                 **backend_options: Any) -> None:
         if protocol not in ("session", "replay"):
             raise ValueError("protocol must be 'session' or 'replay'")
         if isinstance(backend, str):
@@ -121,6 +143,11 @@ class CodeMode:
         self.max_tool_calls = options.count("max_tool_calls", max_tool_calls)
         self.max_output = options.count("max_output", max_output, 1)
         options.count("memory_mb", memory_mb, 1)
+        #: Displays and files: caps, uploads for every new runtime, where artifacts go.
+        self.rich = RichOptions(max_display_bytes, max_displays, list(files), max_upload_bytes,
+                                None if outputs_dir is None else Path(outputs_dir),
+                                max_artifacts, max_artifact_bytes)
+        self._runs_started = 0
         #: Keep the host's engine threads and the local runtime on one CPU: sequential tool
         #: calls then wake no sleeping CPU (about half the latency on a small VM), but the
         #: program and all it starts share that CPU.
@@ -185,9 +212,11 @@ class CodeMode:
 
     def run(self, code: str, *, timeout: float | None = None, max_tool_calls: int | None = None,
             on_event: ev.EventCallback | None = None, tools: Iterable[Any] | None = None,
-            fresh: bool = False) -> RunResult:
+            fresh: bool = False, files: Iterable[Any] | None = None) -> RunResult:
         """Run `code` once in the sandbox and return what happened.
 
+        `files`: host files or folders ("path" or "path:dest") copied into the sandbox's work
+        dir first (a missing one raises FileNotFoundError before anything runs).
         Sync tools run on this thread. A KeyboardInterrupt while waiting stops the program,
         records the interrupted result in `last_result`, and is raised again.
         """
@@ -201,6 +230,8 @@ class CodeMode:
             else options.count("max_tool_calls", max_tool_calls),
         )
         registry = ToolRegistry(tools) if tools is not None else self._registry
+        files = list(files or ())
+        self.rich.uploads(False, files)  # checked now: a missing file fails before the run
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError("a program is already running in this CodeMode session")
         try:
@@ -213,7 +244,7 @@ class CodeMode:
                 self.history.append(result)
             else:
                 with self._pinned():
-                    result = self._run_session(code, registry, limits, on_event, fresh)
+                    result = self._run_session(code, registry, limits, on_event, fresh, files)
         finally:
             self._run_lock.release()
         return result
@@ -316,8 +347,11 @@ class CodeMode:
         return self._conn, False, lost
 
     def _run_session(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
-                     on_event: ev.EventCallback | None, fresh: bool) -> RunResult:
+                     on_event: ev.EventCallback | None, fresh: bool,
+                     files: Iterable[Any] | None = None) -> RunResult:
         run = _Run(on_event, self.max_output)
+        self._runs_started += 1
+        run.rich, run.files = RichRun(self.rich, self._runs_started, run.emit), files
         status = self.backend.status()
         self._current = run
         try:
@@ -361,7 +395,10 @@ class CodeMode:
             conn.inbox.put(("cancel", run))
         conn.sink = run
         try:
-            conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs()})
+            for data in put_frames(self.rich.uploads(started, run.files)):
+                conn.transport.write(data)
+            conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs(),
+                       "limits": run.rich.limits()})
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
         except KeyboardInterrupt:
             outcome = self._halt(conn, run, "interrupted", "the program was interrupted")
@@ -532,6 +569,9 @@ class CodeMode:
             raw = frame.get("error") or {}
             error = RunError(raw.get("type", "Error"), raw.get("message", ""),
                              raw.get("traceback", ""))
+        rich, notes = run.rich.finish() if run.rich is not None else ({}, [])
+        for note in notes:
+            run.stderr.append(note)
         if run.listener_failure:
             run.stderr.append(run.listener_failure)
         result = RunResult(
@@ -542,7 +582,8 @@ class CodeMode:
             duration=time.perf_counter() - run.started,
             state_lost=outcome.get("state_lost", False) or run.state_lost,
             stdout_dropped=run.stdout.dropped, stderr_dropped=run.stderr.dropped,
-            backend=status.backend, isolation=status.isolation)
+            backend=status.backend, isolation=status.isolation,
+            value_bundle=frame.get("bundle"), **rich)
         self.last_result = result
         self.history.append(result)
         run.emit(ev.RunFinished(result))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-RUNTIME_FILES = ("codemode_protocol.py", "codemode_runtime.py")
+RUNTIME_FILES = ("codemode_protocol.py", "codemode_rich.py", "codemode_runtime.py")
 
 
 def runtime_sources() -> dict[str, bytes]:

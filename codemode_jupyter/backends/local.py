@@ -37,7 +37,8 @@ SANDBOX_HOME = "/sandbox"
 RUNTIME_MOUNT = "/opt/codemode"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
-              "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")
+              "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf",
+              "/etc/fonts", "/etc/matplotlibrc")  # for fontconfig and Debian's matplotlib
 _UID_BASE = 200_000
 _TMP_PREFIX = "codemode-jail-"
 CHANNEL_LOST = 70  # the runtime's exit code when its control channel broke

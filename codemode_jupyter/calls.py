@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_core import to_jsonable_python
-
 from .result import RunError, ToolCall
+from .rich import to_jsonable
 from .runtime import codemode_protocol as P
 from .tools import Tool, ToolArgumentError, ToolRegistry, UnknownToolError, run_coroutine
 
@@ -130,7 +129,7 @@ def to_json_value(value: Any) -> Any:
     except (TypeError, ValueError, RecursionError):
         try:
             _check_convertible(value)
-            value = to_jsonable_python(value)
+            value = to_jsonable(value)  # numpy, pandas & co. too (rich.py)
             text = _dumps(value)
         except ResultNotSerialisable:
             raise

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import events as ev
 from . import options
+from . import packages as packages_mod
 from .backends import Backend, BackendConfigError, create_backend, require_backend
 from .calls import AsyncRunner, CallOutcome, encode_result, finish_call, prepare_call
 from .connection import RuntimeConnection
@@ -133,6 +134,8 @@ class CodeMode:
                  outputs_dir: str | os.PathLike | None = "codemode-outputs",
                  max_artifacts: int = RichOptions.max_artifacts,
                  max_artifact_bytes: int = RichOptions.max_artifact_bytes,
+                 packages: Iterable[str] | None = None,
+                 packages_dir: str | os.PathLike | None = None,
                  **backend_options: Any) -> None:
         if protocol not in ("session", "replay"):
             raise ValueError("protocol must be 'session' or 'replay'")
@@ -156,6 +159,10 @@ class CodeMode:
         self._backend_arg = backend
         self._backend_options = self._options_for(backend, network, mounts, memory_mb, sandbox,
                                                   backend_options)
+        #: Installed before the first run (packages.py); kept until pip succeeds.
+        self._packages_pending = packages_mod.check_specs(packages)
+        if backend == "local" and packages_dir is not None:
+            self._backend_options["packages_dir"] = str(packages_dir)
         self._res = _Resources()
         self._res.backend = backend if isinstance(backend, Backend) else None
         self._release = weakref.finalize(self, self._res.release)
@@ -232,6 +239,7 @@ class CodeMode:
         registry = ToolRegistry(tools) if tools is not None else self._registry
         files = list(files or ())
         self.rich.uploads(False, files)  # checked now: a missing file fails before the run
+        packages_mod.install_pending(self)  # raises PackageInstallError with pip's output
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError("a program is already running in this CodeMode session")
         try:

@@ -294,6 +294,18 @@ class Jail:
         return opts
 
 
+def _packages_dir(path: str | os.PathLike) -> Path:
+    directory = Path(path).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _packages_mount(directory: Path) -> Mount:
+    from ..packages import JAIL_PACKAGES
+
+    return Mount(str(directory), JAIL_PACKAGES)
+
+
 def _check_sizes(**sizes: object) -> None:
     """Sizes in MiB are whole numbers, at least 1 (home_mb may be None: a host directory)."""
     for name, value in sizes.items():
@@ -495,7 +507,7 @@ class LocalBackend(Backend):
                  memory_mb: int = 1024, max_procs: int = 256, cpu_seconds: int = 3600,
                  file_size_mb: int = 1024, bwrap: str | None = None, disk_mb: int = HOME_MB,
                  tmp_mb: int = TMP_MB, shm_mb: int = SHM_MB,
-                 memory_enforcement: str = "auto") -> None:
+                 memory_enforcement: str = "auto", packages_dir: str | None = None) -> None:
         """`memory_mb` bounds the jail as a whole: its processes and the files in its
         writable places, which live in RAM (tmpfs): the home (`disk_mb`, kept across the runs
         of one runtime, gone with it), /tmp (`tmp_mb`) and /dev/shm (`shm_mb`).
@@ -517,10 +529,36 @@ class LocalBackend(Backend):
         workdir.mkdir()
         limits = Limits(memory_mb, max_procs, cpu_seconds, file_size_mb)
         mounts = [*mounts, Mount(str(self._runtime_dir), RUNTIME_MOUNT)]
+        self.packages_dir: Path | None = None
+        if packages_dir is not None:  # mounted from the start: the jail's uid accounts for it
+            self.packages_dir = _packages_dir(packages_dir)
+            mounts.append(_packages_mount(self.packages_dir))
         self.jail = Jail(workdir, network=network, mounts=mounts, limits=limits, bwrap=bwrap,
                          home_mb=disk_mb, tmp_mb=tmp_mb, shm_mb=shm_mb,
                          memory_enforcement=memory_enforcement)
         self._python = find_python()
+
+    @property
+    def python(self) -> str:
+        return self._python
+
+    def use_packages_dir(self, path: str | os.PathLike) -> None:
+        """Mount a host directory of packages (pip --target) read-only for the runtimes started
+        from now on, and put it on their sys.path (packages.py fills it)."""
+        directory = _packages_dir(path)
+        if self.jail.uid is not None and not _world_reachable(str(directory)):
+            raise ValueError(f"the sandbox's user cannot read {directory} (a folder on its "
+                             "path is private): choose a packages_dir it can read")
+        self.packages_dir = directory
+        self.jail.mounts.append(_packages_mount(directory))
+
+    def _site_argv(self) -> list[str]:
+        if self.packages_dir is None:
+            return []
+        from ..packages import JAIL_PACKAGES
+
+        inside = str(self.packages_dir) if self.jail.isolation == "none" else JAIL_PACKAGES
+        return ["--site", inside]
 
     def _runtime_path(self) -> str:
         if self.jail.isolation == "none":
@@ -539,7 +577,8 @@ class LocalBackend(Backend):
 
     def start_runtime(self, timeout: float | None = None) -> Transport:
         del timeout  # a local start takes milliseconds
-        argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv()]
+        argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv(),
+                *self._site_argv()]
         proc, memory = self.jail.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, bufsize=0)
         return PipeTransport(proc, self.jail.isolation != "none", memory)
@@ -569,6 +608,11 @@ class LocalBackend(Backend):
                    "memory": self.jail.memory_policy.describe(),
                    "files": self.jail.describe_files(),
                    "python": self._python}
+        if self.packages_dir is not None:
+            from ..packages import installed
+
+            details["packages"] = ", ".join(installed(self.packages_dir)) or "none yet"
+            details["packages dir"] = str(self.packages_dir)
         if os.geteuid() == 0 and self.jail.uid is None:
             details["process limit"] = ("not enforced (a mount or the python is readable by "
                                         "root only)")

@@ -458,6 +458,7 @@ class Runtime:
             if stopped:
                 raise KeyboardInterrupt
             self._apply_limits(frame.get("limits"))
+            add_package_dirs()
             self._check_uploads()
             value = run_program(frame["code"], self.namespace)
             reply.update(ok=True, **encode_value(value))
@@ -525,6 +526,22 @@ class Runtime:
                     self.uploads.put(frame)
             except KeyboardInterrupt:
                 continue  # an interrupt that arrived just after its run ended
+
+
+#: Directories of the sandbox's own packages (pip --target): `--site DIR` arguments, and the
+#: one pip fills inside a remote sandbox. Each is put on sys.path once it exists.
+PACKAGE_DIRS = [os.path.expanduser("~/.codemode-packages")]
+
+
+def add_package_dirs() -> None:
+    """Before each run: package directories that appeared (a pip install between runs)."""
+    import importlib
+    import site
+
+    for directory in PACKAGE_DIRS:
+        if directory not in sys.path and os.path.isdir(directory):
+            site.addsitedir(directory)
+    importlib.invalidate_caches()  # packages installed since the last run are found
 
 
 def _whole(value: object, default: int) -> int:
@@ -714,6 +731,8 @@ def serve_replay() -> None:
 
 if __name__ == "__main__":
     apply_limits(sys.argv)
+    if "--site" in sys.argv:
+        PACKAGE_DIRS.insert(0, sys.argv[sys.argv.index("--site") + 1])
     if "--replay" in sys.argv:
         serve_replay()
     else:

@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_core import to_jsonable_python
-
 from .loop_thread import LoopThread, run_coroutine
 from .result import RunError, ToolCall
+from .rich import to_jsonable
 from .runtime import codemode_protocol as P
 from .text import short_repr
 from .tools import Tool, ToolArgumentError, ToolRegistry, UnknownToolError
@@ -129,7 +128,7 @@ def to_json_value(value: Any) -> Any:
     except (TypeError, ValueError, RecursionError):
         try:
             _check_convertible(value)
-            value = to_jsonable_python(value)
+            value = to_jsonable(value)  # numpy, pandas & co. too (rich.py)
             text = _dumps(value)
         except ResultNotSerialisable:
             raise

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from .backends import Transport
+from .displays import check_bundle, check_display_frame
 from .output import CappedText
 from .runtime import codemode_protocol as P
 
@@ -41,12 +42,14 @@ _FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
     P.CALL: (("id", int), ("name", str), ("args", list), ("kwargs", dict)),
     P.PREVIEW: (("port", int),),
     P.DONE: (("id", str), ("ok", bool)),
+    P.DISPLAY: (("data", dict),),
+    P.ARTIFACT: (("name", str), ("d", str), ("more", bool)),
     P.READY: (),
     P.RESET_DONE: (),
 }
 #: Frames whose payload may nest; deeper than this is refused, so nothing later (validation,
 #: transcripts, json.dumps) can hit the interpreter's recursion limit on the host.
-_NESTED_KINDS = (P.CALL, P.DONE)
+_NESTED_KINDS = (P.CALL, P.DONE, P.DISPLAY)
 _RUN_KINDS = (P.CALL, P.DONE, P.PREVIEW)  # frames that only make sense while a run goes
 MAX_DEPTH = 100
 
@@ -78,6 +81,19 @@ def check_frame(frame: dict) -> None:
             isinstance(error.get(key, ""), str) for key in ("type", "message", "traceback")
         ):
             raise FrameError("'done' frame with a malformed error")
+    _check_rich(frame)
+
+
+def _check_rich(frame: dict) -> None:
+    """A display's and a value's MIME bundle (runtime/codemode_rich.py makes them)."""
+    kind = frame["t"]
+    try:
+        if kind == P.DISPLAY:
+            check_display_frame(frame)
+        elif kind == P.DONE and "bundle" in frame:
+            check_bundle(frame["bundle"], "'done' frame's bundle")
+    except ValueError as exc:
+        raise FrameError(str(exc)) from None
 
 
 def nesting_depth(value: Any, limit: int) -> int:
@@ -163,7 +179,9 @@ class RuntimeConnection:
                 nesting_depth(frame, MAX_DEPTH) > MAX_DEPTH
             ):
                 raise FrameError(f"a {kind!r} frame nested deeper than {MAX_DEPTH} levels")
-            if self.sink is None and kind in _RUN_KINDS:
+            if kind in (P.DISPLAY, P.ARTIFACT):
+                self._rich(kind, frame)
+            elif self.sink is None and kind in _RUN_KINDS:
                 self._outside_a_run(frame)
             else:
                 self.inbox.put((_QUEUED[kind], frame))
@@ -185,6 +203,13 @@ class RuntimeConnection:
             return
         with self._late_lock:
             self._late[stream].append(text)
+
+    def _rich(self, kind: str, frame: dict) -> None:
+        """Displays and artifacts go to the run straight from this thread, so they keep their
+        place among its output; with no run going they are dropped (threads left behind)."""
+        handler = getattr(self.sink, kind, None)
+        if handler is not None:
+            handler(frame)
 
     def take_late_output(self) -> list[tuple[int, CappedText]]:
         """Output that arrived between runs (background threads), capped, for the next run."""

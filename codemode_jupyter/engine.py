@@ -19,10 +19,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from . import events as ev
 from . import options
+from . import packages as packages_mod
 from .backends import (
     Backend,
     BackendConfigError,
@@ -34,9 +36,11 @@ from .backends import (
 )
 from .calls import CallOutcome, encode_result, finish_call, prepare_call, submit_async
 from .connection import Inbox, RuntimeConnection
+from .files import put_frames
 from .loop_thread import LoopThread
 from .replay import run_replay
 from .result import Preview, RunError, RunResult, ToolCall
+from .richrun import RichOptions, RichRun
 from .run_state import Outcome, RunState
 from .runtime import codemode_protocol as P
 from .spares import SpareRuntime
@@ -93,6 +97,14 @@ class CodeMode:
                  max_output: int = 1_000_000, network: bool = False,
                  mounts: Iterable[Any] | None = None, memory_mb: int = 1024,
                  sandbox: Any = None, pin_cpu: bool = False, spare: bool | None = None,
+                 max_display_bytes: int = RichOptions.max_display_bytes,
+                 max_displays: int = RichOptions.max_displays, files: Iterable[Any] = (),
+                 max_upload_bytes: int = RichOptions.max_upload_bytes,
+                 outputs_dir: str | os.PathLike | None = "codemode-outputs",
+                 max_artifacts: int = RichOptions.max_artifacts,
+                 max_artifact_bytes: int = RichOptions.max_artifact_bytes,
+                 packages: Iterable[str] | None = None,
+                 packages_dir: str | os.PathLike | None = None,
                  **backend_options: Any) -> None:
         if protocol not in ("session", "replay"):
             raise ValueError("protocol must be 'session' or 'replay'")
@@ -102,6 +114,11 @@ class CodeMode:
         self.timeout = options.positive_seconds("timeout", timeout)
         self.max_tool_calls = options.count("max_tool_calls", max_tool_calls)
         self.max_output = options.count("max_output", max_output, 1)
+        #: Displays and files: caps, uploads for every new runtime, where artifacts go.
+        self.rich = RichOptions(max_display_bytes, max_displays, list(files), max_upload_bytes,
+                                None if outputs_dir is None else Path(outputs_dir),
+                                max_artifacts, max_artifact_bytes)
+        self._runs_started = 0
         #: Keep the host's engine threads and the local runtime on one CPU: sequential tool
         #: calls then wake no sleeping CPU (about half the latency on a small VM), but the
         #: program and all it starts share that CPU.
@@ -118,7 +135,11 @@ class CodeMode:
         else:
             shared = {"network": network, "mounts": mounts, "memory_mb": memory_mb,
                       "sandbox": sandbox}
+            if packages_dir is not None:
+                backend_options = {**backend_options, "packages_dir": str(packages_dir)}
             self._backend_options = options_for(backend, shared, **backend_options)
+        #: Installed before the first run (packages.py); kept until pip succeeds.
+        self._packages_pending = packages_mod.check_specs(packages)
         self._res = _Resources(backend if isinstance(backend, Backend) else None,
                                functools.partial(create_backend, str(backend),
                                                  self._backend_options))
@@ -173,8 +194,11 @@ class CodeMode:
 
     def run(self, code: str, *, timeout: float | None = None, max_tool_calls: int | None = None,
             on_event: ev.EventCallback | None = None, tools: Iterable[Any] | None = None,
-            fresh: bool = False) -> RunResult:
+            fresh: bool = False, files: Iterable[Any] | None = None) -> RunResult:
         """Run `code` once in the sandbox and return what happened.
+
+        `files`: host files or folders ("path" or "path:dest") copied into the sandbox's work
+        dir first (a missing one raises FileNotFoundError before anything runs).
 
         Sync tools run on this thread. A KeyboardInterrupt while waiting stops the program,
         records the interrupted result in `last_result`, and is raised again.
@@ -189,6 +213,9 @@ class CodeMode:
             else options.count("max_tool_calls", max_tool_calls),
         )
         registry = ToolRegistry(tools) if tools is not None else self._registry
+        files = list(files or ())
+        self.rich.uploads(False, files)  # checked now: a missing file fails before the run
+        packages_mod.install_pending(self)  # raises PackageInstallError with pip's output
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError("a program is already running in this CodeMode session")
         try:
@@ -196,7 +223,7 @@ class CodeMode:
                 result = self._run_replay(code, registry, limits, on_event)
             else:
                 with self._pinned():
-                    result = self._run_session(code, registry, limits, on_event, fresh)
+                    result = self._run_session(code, registry, limits, on_event, fresh, files)
         finally:
             self._run_lock.release()
         return result
@@ -290,6 +317,13 @@ class CodeMode:
 
     # --- one run -----------------------------------------------------------------------
 
+    def sandbox_changed(self) -> None:
+        """The backend's set-up changed (a mount was added): the next run starts a runtime
+        made with it, and the spare is made anew."""
+        self._drop_runtime()
+        if self._res.spare is not None:
+            self._res.spare.renew()
+
     def _drop_runtime(self) -> None:
         conn, self._res.conn = self._res.conn, None
         if conn is not None:
@@ -319,8 +353,11 @@ class CodeMode:
         return self._finish(run, run_replay(self.backend, code, registry, limits, run), status)
 
     def _run_session(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
-                     on_event: ev.EventCallback | None, fresh: bool) -> RunResult:
+                     on_event: ev.EventCallback | None, fresh: bool,
+                     files: Iterable[Any] | None = None) -> RunResult:
         run = RunState(on_event, self.max_output)
+        self._runs_started += 1
+        run.rich, run.files = RichRun(self.rich, self._runs_started, run.emit), files
         status = self.backend.status()
         self._current = run
         try:
@@ -364,7 +401,10 @@ class CodeMode:
             conn.inbox.put((Inbox.CANCEL, run))
         conn.sink = run
         try:
-            conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs()})
+            for data in put_frames(self.rich.uploads(started, run.files)):
+                conn.transport.write(data)
+            conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs(),
+                       "limits": run.rich.limits()})
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
         except KeyboardInterrupt:
             outcome = self._halt(conn, run, "interrupted", "the program was interrupted")

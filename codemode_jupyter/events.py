@@ -53,11 +53,22 @@ class PreviewAnnounced:
 
 
 @dataclass
+class Display:
+    """display() in the program (or a figure it showed): a MIME bundle, in order with output.
+
+    `data` maps MIME types to text (binary types as base64) or JSON data, with "text/plain"
+    always there; `metadata` is keyed the same way, as in a Jupyter display_data output."""
+
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass
 class RunFinished:
     result: RunResult
 
 
 Event = Union[  # noqa: UP007 - a runtime alias, usable in isinstance() on Python 3.10 too
-    RunStarted, Output, ToolCallStarted, ToolCallFinished, PreviewAnnounced, RunFinished
+    RunStarted, Output, ToolCallStarted, ToolCallFinished, PreviewAnnounced, Display, RunFinished
 ]
 EventCallback = Callable[[Event], None]

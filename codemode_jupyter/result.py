@@ -57,6 +57,16 @@ class Preview:
 
 
 @dataclass
+class Artifact:
+    """A file the program left under outputs/ (or passed to codemode.save()), now on the host."""
+
+    name: str  # relative to outputs/ in the sandbox
+    size: int
+    sha256: str
+    path: str  # where it is on the host
+
+
+@dataclass
 class RunResult:
     """The outcome of one `CodeMode.run`.
 
@@ -81,6 +91,12 @@ class RunResult:
     isolation: str = ""
     #: How many times the program was executed: 1, except in replay mode.
     executions: int = 1
+    #: display() calls and figures, in order: {"data": {mime: ...}, "metadata": {...}}.
+    displays: list[dict[str, Any]] = field(default_factory=list)
+    displays_dropped: int = 0
+    #: The value's rich representation ({mime: data}) when it has one beyond its text.
+    value_bundle: dict[str, Any] | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (the `result` of application/vnd.codemode.run+json)."""
@@ -88,4 +104,5 @@ class RunResult:
         data["error"] = asdict(self.error) if self.error else None
         data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
         data["previews"] = [asdict(p) for p in self.previews]
+        data["artifacts"] = [asdict(a) for a in self.artifacts]
         return data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from . import events as ev
 from .backends import BackendStatus
 from .output import CappedText
 from .result import Preview, RunError, RunResult, ToolCall
+from .richrun import RichRun
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Outcome:
     value: Any = None
     value_repr: str | None = None
     state_lost: bool = False  # the runtime was replaced: the program's state is gone
+    value_bundle: dict | None = None  # the value's rich representation (MIME bundle)
 
     @classmethod
     def from_done(cls, frame: dict) -> Outcome:
@@ -38,7 +41,8 @@ class Outcome:
             error = RunError(
                 raw.get("type", "Error"), raw.get("message", ""), raw.get("traceback", "")
             )
-        return cls("ok" if error is None else "error", error, frame.get("value"), frame.get("repr"))
+        return cls("ok" if error is None else "error", error, frame.get("value"), frame.get("repr"),
+                   value_bundle=frame.get("bundle"))
 
 
 class RunState:
@@ -69,6 +73,18 @@ class RunState:
         self.listener_failure = ""
         self.inbox: Any = None  # the runtime connection's inbox, once the run has one
         self.cancel_requested = False
+        self.rich: RichRun | None = None  # displays and artifacts (session runs)
+        self.files: Iterable[Any] | None = None  # uploaded before this run
+
+    def display(self, frame: dict) -> None:
+        """A display frame (from the I/O thread, in order with output)."""
+        if self.rich is not None:
+            self.rich.display(frame)
+
+    def artifact(self, frame: dict) -> None:
+        """A chunk of a file the program left under outputs/ (from the I/O thread)."""
+        if self.rich is not None:
+            self.rich.artifact(frame)
 
     def emit(self, event: ev.Event) -> None:
         """Tell the listener; a listener that fails is noted once and never stops the run."""
@@ -107,6 +123,9 @@ class RunState:
 
     def result(self, outcome: Outcome, status: BackendStatus) -> RunResult:
         """The run's RunResult, as it ended with `outcome` on a backend in `status`."""
+        rich, notes = self.rich.finish() if self.rich is not None else ({}, [])
+        for note in notes:
+            self.stderr.append(note)
         if self.listener_failure:
             self.stderr.append(self.listener_failure)
         return RunResult(
@@ -127,4 +146,6 @@ class RunState:
             backend=status.backend,
             isolation=status.isolation,
             executions=self.executions,
+            value_bundle=outcome.value_bundle,
+            **rich,
         )

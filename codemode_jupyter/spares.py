@@ -41,6 +41,7 @@ class SpareRuntime:
         self._ready: RuntimeConnection | None = None
         self._starting = False
         self._closed = False
+        self._generation = 0  # bumped when the sandbox's set-up changes: older spares are stale
         self.problem = ""  # why the last start failed, if it did
 
     @property
@@ -58,6 +59,8 @@ class SpareRuntime:
         _launch(self._start_one)
 
     def _start_one(self) -> None:
+        with self._lock:
+            generation = self._generation
         conn, problem = None, ""
         try:
             conn = self._start()
@@ -71,11 +74,23 @@ class SpareRuntime:
         with self._lock:
             self._starting = False
             self.problem = problem
-            if self._closed and conn is not None:
+            stale = generation != self._generation
+            if (self._closed or stale) and conn is not None:
                 conn.close()
                 conn = None
             self._ready = conn
             self._lock.notify_all()
+        if stale:
+            self.fill()
+
+    def renew(self) -> None:
+        """The sandbox's set-up changed (a mount was added): drop the spare, start a new one."""
+        with self._lock:
+            self._generation += 1
+            conn, self._ready = self._ready, None
+        if conn is not None:
+            conn.close()
+        self.fill()
 
     def wait_ready(self, timeout: float | None) -> RuntimeConnection | None:
         """The spare once it is up (not handed over: it stays the spare), or None."""

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --browser
+bash .ci/install-sandbox-packages.sh
 .venv/bin/ruff check .
 if [ -f labextension/package.json ]; then
   [ -d labextension/node_modules ] || (cd labextension && npm ci --no-audit --no-fund)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-RUNTIME_FILES = ("codemode_protocol.py", "codemode_runtime.py")
+RUNTIME_FILES = ("codemode_protocol.py", "codemode_rich.py", "codemode_runtime.py")
 
 
 def runtime_sources() -> dict[str, bytes]:

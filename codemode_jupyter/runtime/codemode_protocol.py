@@ -4,7 +4,12 @@ Standard library only: this file is shipped into the sandbox next to codemode_ru
 the host imports it too, so both sides share one definition.
 
 Host -> runtime (the runtime's stdin):
-    run        {"t": "run", "id": str, "code": str, "tools": [{"name", "signature", "doc"}]}
+    run        {"t": "run", "id": str, "code": str, "tools": [{"name", "signature", "doc"}],
+                "limits": {"display": int, "artifacts": int, "artifact_bytes": int}}
+               (limits is optional: the runtime's own defaults apply to what is missing)
+    put        {"t": "put", "path": str, "d": str (base64), "more": bool}
+               a file for the work dir, in chunks (each under 1 MiB), before a run frame;
+               a chunk with more=false ends the file. A failed write fails the next run.
     result     {"t": "result", "id": int, "ok": true, "value": any}
                {"t": "result", "id": int, "ok": false, "error": {"type", "message"}}
     interrupt  {"t": "interrupt", "id": str}
@@ -15,7 +20,14 @@ Runtime -> host (the runtime's stdout; the program's own output never goes there
     out        {"t": "out", "s": 1 | 2, "d": str}
     call       {"t": "call", "id": int, "name": str, "args": list, "kwargs": dict}
     preview    {"t": "preview", "port": int}
-    done       {"t": "done", "id": str, "ok": true, "value": any, "repr": str | null}
+    display    {"t": "display", "data": {mime: str | JSON}, "metadata": {mime: dict}}
+               display() in the program: a MIME bundle with "text/plain" always present
+               (binary types as base64 text), sent in order with the program's output
+    artifact   {"t": "artifact", "name": str, "d": str (base64), "more": bool}
+               a file the program left under outputs/ (or passed to codemode.save()), in
+               chunks, sent at the end of a run before its done frame
+    done       {"t": "done", "id": str, "ok": true, "value": any, "repr": str | null,
+                "bundle": {mime: str | JSON} (optional: the value's rich representation)}
                {"t": "done", "id": str, "ok": false, "error": {"type", "message", "traceback"}}
     reset_done {"t": "reset_done"}
 
@@ -32,11 +44,14 @@ RUN = "run"
 RESULT = "result"
 INTERRUPT = "interrupt"
 RESET = "reset"
+PUT = "put"
 
 READY = "ready"
 OUT = "out"
 CALL = "call"
 PREVIEW = "preview"
+DISPLAY = "display"
+ARTIFACT = "artifact"
 DONE = "done"
 RESET_DONE = "reset_done"
 
@@ -45,6 +60,7 @@ STDERR = 2
 
 #: The runtime's exit code when its control channel broke (the program closed or broke it).
 CHANNEL_LOST = 70
+CHUNK = 768 << 10  # bytes of file data per put/artifact frame (1 MiB once in base64)
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 

@@ -30,11 +30,12 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import codemode_protocol as P
+import codemode_rich as R
 
 del sys.path[0]
 
 CELL = "<cell>"
-_HIDDEN_FILES = {os.path.abspath(__file__), os.path.abspath(P.__file__)}
+_HIDDEN_FILES = {os.path.abspath(f) for f in (__file__, P.__file__, R.__file__)}
 _FLUSH_AT = 8192
 _FRAME_TEXT = 1 << 20
 _FLUSH_DELAY = 0.01
@@ -272,6 +273,11 @@ class Runtime:
         self._tool_names: list[str] = []
         self.streams: list[TextStream] = []
         self.pumps: list[FdPump] = []
+        workdir = os.getcwd()  # the program may chdir; files in and out stay relative to this
+        self.displayer = R.Displayer(channel.send_bytes, self.sync_output, warn)
+        self.uploads = R.Uploads(workdir)
+        self.artifacts = R.Artifacts(workdir)
+        R.install_matplotlib_backend(self.displayer)
         self.namespace = self._fresh_namespace()
 
     # --- the control channel ---------------------------------------------------------------
@@ -411,7 +417,7 @@ class Runtime:
         namespace = {"__name__": "__main__", "__builtins__": builtins}
         namespace.update(ToolError=ToolError, ToolArgumentError=ToolArgumentError,
                          UnknownToolError=UnknownToolError, ToolRejected=ToolRejected,
-                         codemode=self._codemode_module())
+                         codemode=self._codemode_module(), display=self.displayer.display)
         return namespace
 
     def _codemode_module(self) -> types.ModuleType:
@@ -425,6 +431,10 @@ class Runtime:
             channel.send({"t": P.PREVIEW, "port": port})
 
         module.preview = preview
+        module.display = self.displayer.display
+        module.save = self.artifacts.save
+        for helper in (R.HTML, R.Markdown, R.SVG, R.Latex, R.JSON, R.Image):
+            setattr(module, helper.__name__, helper)
         module.ToolError = ToolError
         module.ToolRejected = ToolRejected
         sys.modules["codemode"] = module
@@ -446,10 +456,22 @@ class Runtime:
         try:
             if stopped:
                 raise KeyboardInterrupt
+            self._apply_limits(frame.get("limits"))
+            add_package_dirs()
+            self._check_uploads()
             value = run_program(frame["code"], self.namespace)
             reply.update(ok=True, **encode_value(value))
+            bundle = R.value_bundle(value, self.displayer.limit)
+            if bundle is not None:
+                reply["bundle"] = bundle
         except BaseException as exc:  # the program's failure is data, whatever it raised
             reply.update(ok=False, error=describe_error(exc))
+        try:
+            if os.getpid() == self._pid:
+                self._end_of_run()
+        except BaseException as exc:  # interrupted while showing figures or sending files
+            if reply["ok"]:
+                reply = {"t": P.DONE, "id": run_id, "ok": False, "error": describe_error(exc)}
         finally:
             with self._run_lock:
                 self._running = None
@@ -461,6 +483,25 @@ class Runtime:
         except (TypeError, ValueError):
             reply.update(value=None)
             self.channel.send(reply)
+
+    def _apply_limits(self, limits: object) -> None:
+        """The host's caps for this run's displays and artifacts (the host checks them too)."""
+        limits = limits if isinstance(limits, dict) else {}
+        self.displayer.limit = _whole(limits.get("display"), R.MAX_DISPLAY)
+        self.artifacts.max_files = _whole(limits.get("artifacts"), R.MAX_ARTIFACTS)
+        self.artifacts.max_bytes = _whole(limits.get("artifact_bytes"), R.MAX_ARTIFACT_BYTES)
+
+    def _check_uploads(self) -> None:
+        errors = self.uploads.take_errors()
+        if errors:
+            raise OSError("the files for this run could not all be written into the sandbox: "
+                          + "; ".join(errors))
+
+    def _end_of_run(self) -> None:
+        """Figures still open are shown and the run's files sent, as a cell ends in IPython."""
+        R.flush_figures(self.displayer)
+        self.sync_output()
+        self.artifacts.send(self.channel.send_bytes, warn)
 
     def _end_forked_child(self, reply: dict) -> None:
         """A process the program forked reached the end of the program: it ends there, as a
@@ -480,8 +521,37 @@ class Runtime:
                     self.execute(frame)
                 elif frame["t"] == P.RESET:
                     self.reset()
+                elif frame["t"] == P.PUT:
+                    self.uploads.put(frame)
             except KeyboardInterrupt:
                 continue  # an interrupt that arrived just after its run ended
+
+
+#: Directories of the sandbox's own packages (pip --target): `--site DIR` arguments, and the
+#: one pip fills inside a remote sandbox. Each is put on sys.path once it exists.
+PACKAGE_DIRS = [os.path.expanduser("~/.codemode-packages")]
+
+
+def add_package_dirs() -> None:
+    """Before each run: package directories that appeared (a pip install between runs)."""
+    import importlib
+    import site
+
+    for directory in PACKAGE_DIRS:
+        if directory not in sys.path and os.path.isdir(directory):
+            site.addsitedir(directory)
+    importlib.invalidate_caches()  # packages installed since the last run are found
+
+
+def _whole(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else default
+
+
+def warn(message: str) -> None:
+    """A note for the person running the program, on its stderr."""
+    sys.stderr.write(f"[codemode] {message}\n")
+    sys.stderr.flush()
 
 
 def _resolve(future: asyncio.Future) -> None:
@@ -609,6 +679,12 @@ class NeedTools(BaseException):
     """
 
 
+def _print_display(*objs: object, **_options: object) -> None:
+    """display() in replay mode, where no frames go: the text form of each object."""
+    for obj in objs:
+        print(R.mime_bundle(obj)[0]["text/plain"])
+
+
 def serve_replay() -> None:
     """One execution of the replay protocol: known results are replayed, the first unknown
     call stops the program, and the last line (after the marker) says what happened."""
@@ -633,7 +709,8 @@ def serve_replay() -> None:
         stub.__name__ = name
         return stub
 
-    namespace = {"__name__": "__main__", "__builtins__": builtins, "ToolError": ToolError}
+    namespace = {"__name__": "__main__", "__builtins__": builtins, "ToolError": ToolError,
+                 "display": _print_display}
     for spec in request["tools"]:
         namespace[spec["name"]] = namespace["external_" + spec["name"]] = stub_for(spec["name"])
     outcome: dict = {"t": P.DONE, "id": 0}
@@ -653,6 +730,8 @@ def serve_replay() -> None:
 
 if __name__ == "__main__":
     apply_limits(sys.argv)
+    if "--site" in sys.argv:
+        PACKAGE_DIRS.insert(0, sys.argv[sys.argv.index("--site") + 1])
     if "--replay" in sys.argv:
         serve_replay()
     else:

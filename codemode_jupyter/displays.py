@@ -1,0 +1,94 @@
+"""Displays a run sends (display() in the program, its figures): checked, and kept within the
+run's caps, so a program that displays in a loop cannot flood the host or the front end.
+
+One display may take `MAX_ONE_DISPLAY` characters (10 MiB), a run's displays together
+`max_display_bytes`, and a run keeps at most `max_displays` of them; what is left out is
+counted and said at the end of the run's stderr, as dropped output is.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_ONE_DISPLAY = 10 << 20
+MAX_DISPLAY_BYTES = 50 << 20
+MAX_DISPLAYS = 500
+_JSON_SUFFIX = "+json"
+
+
+class BadDisplay(ValueError):
+    """A display frame (or a done frame's bundle) that does not fit the protocol."""
+
+
+def check_bundle(data: Any, what: str = "'display' frame") -> None:
+    """A MIME bundle: a dict of MIME type to text (JSON data for JSON types), with text/plain."""
+    if not isinstance(data, dict) or not data:
+        raise BadDisplay(f"{what} without a MIME bundle")
+    if not isinstance(data.get("text/plain"), str):
+        raise BadDisplay(f"{what} without text/plain")
+    for mime, value in data.items():
+        if not (isinstance(mime, str) and 0 < len(mime) <= 200 and "/" in mime):
+            raise BadDisplay(f"{what} with a bad MIME type {mime!r:.40}")
+        if not isinstance(value, str) and not is_json_type(mime):
+            raise BadDisplay(f"{what} with {mime} data that is not text")
+
+
+def check_display_frame(frame: dict) -> None:
+    check_bundle(frame.get("data"))
+    metadata = frame.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise BadDisplay("'display' frame with metadata that is not an object")
+
+
+def is_json_type(mime: str) -> bool:
+    return mime == "application/json" or mime.endswith(_JSON_SUFFIX)
+
+
+def bundle_size(data: dict[str, Any]) -> int:
+    """Characters the bundle takes (about its size in a saved notebook)."""
+    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
+
+
+class DisplayBook:
+    """The displays of one run, within its caps. Used from the engine's I/O thread only."""
+
+    def __init__(
+        self,
+        max_bytes: int = MAX_DISPLAY_BYTES,
+        max_count: int = MAX_DISPLAYS,
+        max_one: int = MAX_ONE_DISPLAY,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self.max_one = min(max_one, max_bytes)
+        self.items: list[dict[str, Any]] = []
+        self.size = 0
+        self.dropped = 0
+        self.dropped_size = 0
+
+    def add(self, data: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any] | None:
+        """The display as kept (None if it was left out: too big, or past the run's caps)."""
+        size = bundle_size(data)
+        if (
+            size > self.max_one
+            or self.size + size > self.max_bytes
+            or len(self.items) >= self.max_count
+        ):
+            self.dropped += 1
+            self.dropped_size += size
+            return None
+        self.size += size
+        item = {"data": data, "metadata": metadata}
+        self.items.append(item)
+        return item
+
+    def note(self) -> str:
+        """What was left out, for the run's stderr ('' if nothing was)."""
+        if not self.dropped:
+            return ""
+        return (
+            f"[codemode] {self.dropped} display(s) ({self.dropped_size / 2**20:.1f} MiB) "
+            f"were dropped: a run keeps at most {self.max_count} displays and "
+            f"{self.max_bytes / 2**20:g} MiB of them, {self.max_one / 2**20:g} MiB each\n"
+        )

@@ -18,7 +18,6 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import publish_display_data
 from traitlets.config import Configurable
 
 from ..backends import require_backend
@@ -26,8 +25,9 @@ from ..result import Preview, RunResult
 from .config import CodeMode as Settings
 from .discovery import Discovery, ToolCache, UnknownToolError, discover
 from .errors import CodeModeError, CodeModeInterrupted
-from .live_view import LiveView, TextView, WidgetView, format_duration
-from .transcript import plural, run_bundle
+from .text import clip, format_duration, plural
+from .transcript import merged_payload, run_bundle
+from .view import QuietView, RichView, TextView, View
 
 COMMANDS = ("tools", "prompt", "status", "reset", "last", "debug", "attach", "cleanup")
 #: backend_options that say which Daytona account to use (what `cleanup` needs of them).
@@ -50,22 +50,6 @@ class ValueRepr:
         return self.text
 
 
-class _NullView(LiveView):
-    """--quiet: record nothing, show nothing."""
-
-    def on_event(self, event: Any) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def finish(self, result: RunResult | None) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        print(f"codemode: {message}", file=sys.stderr)
-
-
 @magics_class
 class CodeModeMagics(Magics, Configurable):
     """The magics; settings live in the `CodeMode` configurable (`self.settings`)."""
@@ -76,7 +60,7 @@ class CodeModeMagics(Magics, Configurable):
         self.sessions: dict[tuple[Any, ...], Any] = {}
         self.tool_cache = ToolCache()
         self.last_result: RunResult | None = None
-        self.runs: deque[tuple[str, RunResult]] = deque(maxlen=MAX_RUNS)
+        self.runs: deque[RunRecord] = deque(maxlen=MAX_RUNS)
         #: Called with (code, result) after every run (the tools comm pushes `runs`).
         self.run_listeners: list[Callable[[str, RunResult], None]] = []
         self._last_session_key: tuple[Any, ...] | None = None
@@ -116,7 +100,7 @@ class CodeModeMagics(Magics, Configurable):
         """Run `code` with the options in `line`; the program's value is the cell's result."""
         args = self._parse(line)
         found = self._discover(args.tools)
-        view = self._make_view(args.quiet)
+        view = self._make_view(args.quiet, code)
         view.start()
         session = None
         announced: list[Preview] = []
@@ -168,15 +152,17 @@ class CodeModeMagics(Magics, Configurable):
         except UnknownToolError as exc:
             raise UsageError(f"%%codemode --tools: {exc}") from None
 
-    def _make_view(self, quiet: bool) -> LiveView:
+    def _make_view(self, quiet: bool, code: str) -> View:
         if quiet:
-            return _NullView()
+            return QuietView(self.settings.max_output)
         mode = self.settings.display
         if mode == "auto":
-            mode = "widget" if _in_kernel(self.shell) else "text"
-        if mode == "widget":
-            return WidgetView(
-                output_cap=self.settings.view_output_chars,
+            mode = "rich" if _in_kernel(self.shell) else "text"
+        if mode in ("rich", "widget"):
+            return RichView(
+                code,
+                output_cap=self.settings.max_output,
+                live_output_chars=self.settings.view_output_chars,
                 rate=self.settings.view_updates_per_second,
             )
         return TextView(in_cell=_in_kernel(self.shell))
@@ -186,7 +172,7 @@ class CodeModeMagics(Magics, Configurable):
         code: str,
         result: RunResult | None,
         args: Any,
-        view: LiveView,
+        view: View,
         announced: list[Preview],
     ) -> None:
         """End the view and keep the run (None: interrupted before a result existed)."""
@@ -195,18 +181,24 @@ class CodeModeMagics(Magics, Configurable):
         view.finish(result)
         if result is None:
             return
+        entries = view.entries()
         self.last_result = result
-        self.runs.append((code, result))
+        record = RunRecord(code, result, entries, self.shell.execution_count)
+        self.runs.append(record)
         if args.out:
             self.shell.user_ns[args.out] = result
         if args.quiet:
             _write_streams(result)
-        elif _in_kernel(self.shell) or self.settings.display == "widget":
+        elif _in_kernel(self.shell) or isinstance(view, RichView):
             # In a terminal the text view has already shown everything; in a kernel cell it
             # has streamed the program's output, which the transcript then does not repeat.
+            # The value is left out when Out[n] shows it.
             streamed = isinstance(view, TextView)
-            data, metadata = run_bundle(code, result, streams=not streamed)
-            publish_display_data(data, metadata)
+            shown_as_out = result.ok and cell_value(result) is not None
+            data, metadata = run_bundle(
+                code, result, entries, streams=not streamed, value=not shown_as_out
+            )
+            view.publish(data, metadata)
         for listener in list(self.run_listeners):
             try:
                 listener(code, result)
@@ -374,6 +366,21 @@ class CodeModeMagics(Magics, Configurable):
             print(f"{orphan.id}  {orphan.state:<10}  {orphan.reason}")
 
 
+class RunRecord:
+    """A finished run as the Tools panel lists it."""
+
+    def __init__(
+        self, code: str, result: RunResult, entries: list[dict[str, Any]], execution_count: int
+    ) -> None:
+        self.code = code
+        self.result = result
+        self.entries = entries
+        self.execution_count = execution_count
+
+    def payload(self) -> dict[str, Any]:
+        return merged_payload(self.code, self.result, self.entries)
+
+
 def _record_previews(result: RunResult, announced: list[Preview]) -> None:
     """`--preview PORT` links belong to the run: the transcript and the saved card show them."""
     ports = {preview.port for preview in result.previews}
@@ -408,18 +415,14 @@ def describe_run(result: RunResult) -> str:
             if call.error.traceback:
                 lines.extend("      " + t for t in call.error.traceback.rstrip().split("\n"))
         else:
-            lines.append(f"      -> {_clip(repr(call.result), 500)}")
+            lines.append(f"      -> {clip(repr(call.result), 500)}")
     if result.error is not None:
         lines.append(f"  program: {result.error}")
     return "\n".join(lines)
 
 
 def _args(args: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_clip(repr(v), 200)}" for k, v in args.items())
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return ", ".join(f"{k}={clip(repr(v), 200)}" for k, v in args.items())
 
 
 def _in_kernel(shell: Any) -> bool:
@@ -468,7 +471,7 @@ def _debugpy_attached() -> bool:
 
 
 @contextmanager
-def _isolation_warnings(view: LiveView) -> Iterator[None]:
+def _isolation_warnings(view: View) -> Iterator[None]:
     """Show the backend's isolation warning in the view, where it cannot upset nbval.
 
     Every other warning is re-issued as it would have been.

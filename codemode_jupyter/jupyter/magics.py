@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -376,6 +377,7 @@ class RunRecord:
         self.result = result
         self.entries = entries
         self.execution_count = execution_count
+        self.finished_at = time.time()
 
     def payload(self) -> dict[str, Any]:
         return merged_payload(self.code, self.result, self.entries)

@@ -145,7 +145,11 @@ class ToolsComm:
 
     def runs_message(self) -> dict[str, Any]:
         runs = [
-            {"execution_count": run.execution_count, **_jsonable(run.payload())}
+            {
+                "execution_count": run.execution_count,
+                "finished_at": run.finished_at,
+                **_jsonable(run.payload()),
+            }
             for run in self._runs()
         ]
         return {"op": "runs", "runs": runs}

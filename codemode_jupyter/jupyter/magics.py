@@ -184,7 +184,8 @@ class CodeModeMagics(Magics, Configurable):
             return
         entries = view.entries()
         self.last_result = result
-        record = RunRecord(code, result, entries, self.shell.execution_count)
+        # IPython counts a cell before running it: this cell is In[execution_count - 1].
+        record = RunRecord(code, result, entries, self.shell.execution_count - 1)
         self.runs.append(record)
         if args.out:
             self.shell.user_ns[args.out] = result

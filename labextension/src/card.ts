@@ -92,6 +92,8 @@ function callEntry(
         ? clip(formatError(entry.error), INLINE_LIMIT)
         : entry.state;
   const took = entry.duration !== null ? formatDuration(entry.duration) : '';
+  // The call and its outcome flow as one line of text that wraps where it must, so the
+  // row stays readable in a narrow sidebar; the mark and the duration keep their columns.
   const summary = el(
     doc,
     'summary',
@@ -99,14 +101,19 @@ function callEntry(
     el(doc, 'span', 'codemode-CallMark', MARKS[entry.state] ?? '?'),
     el(
       doc,
-      'code',
-      'codemode-CallText',
-      el(doc, 'span', 'codemode-CallName', entry.name),
-      `(${clip(entry.args, INLINE_LIMIT)})`
+      'span',
+      'codemode-CallLine',
+      el(
+        doc,
+        'code',
+        'codemode-CallText',
+        el(doc, 'span', 'codemode-CallName', entry.name),
+        `(${clip(entry.args, INLINE_LIMIT)})`
+      ),
+      entry.state === 'ok' ? el(doc, 'span', 'codemode-CallArrow', ' → ') : ' ',
+      el(doc, 'code', 'codemode-CallOutcome', outcome)
     ),
-    el(doc, 'span', 'codemode-CallArrow', entry.state === 'ok' ? '→' : ''),
-    el(doc, 'code', 'codemode-CallOutcome', outcome),
-    took ? el(doc, 'span', 'codemode-CallDuration', took) : null
+    el(doc, 'span', 'codemode-CallDuration', took)
   );
   const body = el(
     doc,

@@ -141,6 +141,12 @@ def test_preview_option_puts_a_link_in_the_view(kernel):
     saved = final["metadata"][MIME_RUN]["result"]
     assert [p["url"] for p in saved["previews"]] == ["http://127.0.0.1:8123/",
                                                      "http://127.0.0.1:8124/"]
+    # Without --network nothing in the jail can be reached: the view says so.
+    [warning] = final["metadata"][MIME_RUN]["warnings"]
+    assert warning.startswith("--preview 8123, 8124: the sandbox has no network")
+    networked = ok(kernel, "%%codemode --preview 8125 --network\n1")
+    final = networked.of_type("display_data")[-1]["content"]
+    assert "warnings" not in final["metadata"][MIME_RUN]
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -109,6 +109,8 @@ class CodeModeMagics(Magics, Configurable):
             session = self._session(backend=args.backend, network=args.network or None)
             with _isolation_warnings(view), _breakpoints_stop_in_tools(session):
                 announced = [session.preview(port, view.on_event) for port in args.preview]
+                if args.preview and session.status().get("network") == "off":
+                    view.warn(preview_warning(args.preview))
                 result = session.run(
                     # The blank first line stands for the `%%codemode` line, so tracebacks
                     # give the line numbers the cell shows in the editor.
@@ -198,7 +200,12 @@ class CodeModeMagics(Magics, Configurable):
             streamed = isinstance(view, TextView)
             shown_as_out = result.ok and cell_value(result) is not None
             data, metadata = run_bundle(
-                code, result, entries, streams=not streamed, value=not shown_as_out
+                code,
+                result,
+                entries,
+                streams=not streamed,
+                value=not shown_as_out,
+                warnings=view.warnings,
             )
             view.publish(data, metadata)
         for listener in list(self.run_listeners):
@@ -388,6 +395,16 @@ def _record_previews(result: RunResult, announced: list[Preview]) -> None:
     """`--preview PORT` links belong to the run: the transcript and the saved card show them."""
     ports = {preview.port for preview in result.previews}
     result.previews[:0] = [p for p in announced if p.port not in ports]
+
+
+def preview_warning(ports: list[int]) -> str:
+    """What `--preview` without `--network` says: the jail's own network cannot be reached."""
+    listed = ", ".join(str(port) for port in ports)
+    return (
+        f"--preview {listed}: the sandbox has no network, so a server it starts cannot be "
+        "reached from the browser; run the cell with --network (the server must listen on "
+        "127.0.0.1 or 0.0.0.0)"
+    )
 
 
 def cell_value(result: RunResult) -> Any:

@@ -165,7 +165,10 @@ def split_timeline(
 
 
 def run_payload(
-    code: str, result: RunResult, timeline: list[dict[str, Any]]
+    code: str,
+    result: RunResult,
+    timeline: list[dict[str, Any]],
+    warnings: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run+json value (what nbval compares) and its metadata (what varies)."""
     full = result.to_dict()
@@ -182,6 +185,9 @@ def run_payload(
         "result": stable,
     }
     metadata = {"version": PAYLOAD_VERSION, "result": varying, "timeline": varying_entries}
+    if warnings:
+        # Warnings may name the machine (why isolation is off): kept out of compared data.
+        metadata["warnings"] = list(warnings)
     return data, metadata
 
 
@@ -192,6 +198,7 @@ def run_bundle(
     *,
     streams: bool = True,
     value: bool = True,
+    warnings: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(data, metadata) of the display_data a finished cell keeps.
 
@@ -199,7 +206,7 @@ def run_bundle(
     streamed them into the cell already); the timeline always has them. `value=False`: the
     transcript leaves out the value (the cell's Out[n] shows it).
     """
-    payload, varying = run_payload(code, result, timeline)
+    payload, varying = run_payload(code, result, timeline, warnings)
     data = {
         "text/plain": transcript_text(result, streams=streams, value=value),
         MIME_RUN: payload,

@@ -41,7 +41,7 @@ class View:
 
     def __init__(self, output_cap: int = 1_000_000) -> None:
         self.timeline = Timeline(output_cap)
-        self.warning = ""
+        self.warnings: list[str] = []
         self._lock = threading.Lock()
 
     def on_event(self, event: Event) -> None:
@@ -50,7 +50,8 @@ class View:
 
     def warn(self, message: str) -> None:
         with self._lock:
-            self.warning = message
+            if message not in self.warnings:
+                self.warnings.append(message)
 
     def start(self) -> None:
         """Show the (empty) view; the cell's program has not started yet."""
@@ -163,7 +164,7 @@ class RichView(View):
             timeline = self.timeline
             entries = timeline.snapshot(self.live_output_chars, LIVE_ENTRIES)
             status, backend, isolation = timeline.status, timeline.backend, timeline.isolation
-            warning = self.warning
+            warnings = list(self.warnings)
         payload = {
             "version": PAYLOAD_VERSION,
             "code": self.code,
@@ -173,9 +174,10 @@ class RichView(View):
                 "duration": time.monotonic() - self.started,
                 "backend": backend,
                 "isolation": isolation,
-                "warning": warning,
             },
         }
+        if warnings:
+            payload["warnings"] = warnings
         return {MIME_RUN: payload, "text/plain": live_text(payload)}
 
     def _send(self, data: dict[str, Any], *, update: bool) -> None:
@@ -263,6 +265,7 @@ class TextView(View):
             pass
 
     def warn(self, message: str) -> None:
+        super().warn(message)
         self._line(f"[codemode] warning: {message}", "warning")
 
     def finish(self, result: RunResult | None) -> None:

@@ -131,8 +131,9 @@ export function safeUrl(url: string): string {
  * Put back what the kernel keeps out of the compared output data.
  *
  * The output's `data` holds only what is the same on every run (nbval compares it); the
- * timings, backend, isolation, URLs and tracebacks live in the output's `metadata` under
- * the same MIME type: `{"result": {...}, "timeline": {"<index>": {...}}}` (version 2) or
+ * timings, backend, isolation, URLs, tracebacks and warnings live in the output's `metadata`
+ * under the same MIME type: `{"result": {...}, "timeline": {"<index>": {...}},
+ * "warnings": [...]}` (version 2) or
  * `{"result": {..., "tool_calls": [...]}}` (version 1, merged call by call).
  */
 export function mergeVarying(data: unknown, metadata: unknown): unknown {
@@ -157,6 +158,9 @@ export function mergeVarying(data: unknown, metadata: unknown): unknown {
       }
     }
     merged.result = result;
+  }
+  if (Array.isArray(metadata.warnings)) {
+    merged.warnings = metadata.warnings;
   }
   if (Array.isArray(data.timeline) && isObject(metadata.timeline)) {
     const extras = metadata.timeline;
@@ -316,9 +320,11 @@ export function toRunView(data: unknown): IRunView {
       `This run was saved by a newer codemode-jupyter (format ${version}); some details may be missing.`
     );
   }
-  if (asString(result.warning)) {
-    warnings.push(asString(result.warning));
-  } else if (isolation === 'none') {
+  const given = Array.isArray(data.warnings)
+    ? data.warnings.map(w => asString(w)).filter(w => w)
+    : [];
+  warnings.push(...given);
+  if (!given.length && isolation === 'none') {
     warnings.push('The program ran without sandbox isolation.');
   }
   if (result.state_lost === true) {

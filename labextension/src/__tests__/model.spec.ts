@@ -80,7 +80,8 @@ describe('toRunView', () => {
           state: 'running'
         }
       ],
-      result: { status: 'running', duration: 1.5, warning: 'no isolation' }
+      warnings: ['no isolation'],
+      result: { status: 'running', duration: 1.5 }
     });
     expect(view.live).toBe(true);
     expect(view.statusLabel).toBe('running');

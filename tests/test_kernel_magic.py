@@ -300,6 +300,21 @@ def test_status_prompt_reset(kernel):
     assert "reset" in ok(kernel, "%codemode reset").stream()
     assert run(kernel, "%%codemode\nbefore_reset").error["evalue"].startswith("NameError")
     assert usage_error(run(kernel, "%codemode bogus"))
+    assert usage_error(run(kernel, "%codemode last --everything"))
+
+
+def test_help_from_the_question_mark_and_the_help_command(kernel):
+    # `%%codemode?` pages the magic's docstring: every option with its default.
+    for query in ("%%codemode?", "%codemode?"):
+        page = run(kernel, query).reply["content"]["payload"][0]["data"]["text/plain"]
+        page = " ".join(page.split())
+        assert "--max-tool-calls N" in page and "CodeMode.max_tool_calls, 1000" in page
+        assert "%codemode last [--all]" in page
+    shown = ok(kernel, "%codemode help").stream()
+    assert shown.startswith("usage: %%codemode") and "examples:" in shown
+    wrong = run(kernel, "%%codemode --timeout soon\n1")
+    assert usage_error(wrong) and wrong.reply["content"]["evalue"].startswith(
+        "usage: %%codemode")
 
 
 # --- the tools comm --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+from IPython.core.error import UsageError
 
 from codemode_jupyter import tool
 from codemode_jupyter.cli import render_output
@@ -23,6 +24,7 @@ from codemode_jupyter.jupyter.transcript import (
     split_timeline,
     transcript_text,
 )
+from codemode_jupyter.jupyter.usage import cell_parser, command_parser, help_text
 from codemode_jupyter.jupyter.view import TextView
 from codemode_jupyter.result import Preview, RunError, RunResult, ToolCall
 
@@ -87,7 +89,9 @@ def test_bundle_metadata_merges_back_into_the_full_result():
     entries = timeline_from_result(result)
     stable, varying = split_timeline(entries)
     assert stable == payload["timeline"]
-    assert varying["1"]["error"]["traceback"] == "host trace 0.5"
+    assert [e["kind"] for e in entries][:3] == ["preview", "call", "call"]  # previews lead
+    assert varying["0"] == {"url": "https://8000-0.5.example/?token=x"}
+    assert varying["2"]["error"]["traceback"] == "host trace 0.5"
     assert [{**e, **varying.get(str(i), {})} for i, e in enumerate(stable)] == entries
 
 
@@ -165,6 +169,42 @@ def test_last_run_description_has_timings_and_errors():
     text = describe_run(make_result())
     assert "#2 round 2  get_weather(city='Nowhere')" in text
     assert "raised KeyError: 'Nowhere'" in text and "ms]" in text
+
+
+def test_last_run_of_a_long_run_shows_head_and_tail():
+    calls = [ToolCall(i, "f", {"i": i}, i, result=i) for i in range(1, 31)]
+    result = make_result(tool_calls=calls)
+    text = describe_run(result)
+    assert "#10 round 10" in text and "#21 round 21" in text and "#15 " not in text
+    assert "  … 10 more calls (%codemode last --all shows them)" in text
+    assert "#15 round 15" in describe_run(result, everything=True)
+
+
+# --- options and help ------------------------------------------------------------------------
+
+
+def test_help_explains_every_option_with_its_default_in_plain_text():
+    text = help_text()
+    for option in cell_parser()._actions:
+        [flag] = option.option_strings
+        line = text[text.index(f"  {flag}") :].split("\n  --")[0]
+        assert "(default:" in " ".join(line.split()), line
+    assert "(default: CodeMode.timeout, 60.0)" in " ".join(text.split())
+    for command in ("tools", "last [--all]", "attach SANDBOX_ID", "help"):
+        assert f"%codemode {command}" in text
+    assert "`" not in text  # plain text, not Markdown
+    assert "examples:" not in text and "examples:" in help_text(examples=True)
+
+
+def test_a_wrong_option_prints_the_usage_line_with_the_error():
+    with pytest.raises(UsageError) as caught:
+        cell_parser().parse_line("--timeout soon")
+    message = str(caught.value)
+    assert message.startswith("usage: %%codemode [--backend NAME] [--timeout S]")
+    assert message.endswith("%%codemode: error: argument --timeout: invalid float value: 'soon'")
+    with pytest.raises(UsageError, match="unrecognized arguments: --everything"):
+        command_parser("last").parse_line("--everything")
+    assert command_parser("last").parse_line("--all").all is True
 
 
 # --- discovery -------------------------------------------------------------------------------

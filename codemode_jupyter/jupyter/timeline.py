@@ -9,7 +9,7 @@ after it:
   "cancelled", "result": str, "error": {"type", "message", "traceback"}, "duration": float}`;
   `args` (`city='Paris'`) and `result` are Python literals as the program sees them, cut at
   `REPR_LIMIT` characters; the entry sits where the call started
-- `{"kind": "preview", "port": int, "url": str}`
+- `{"kind": "preview", "port": int, "url": str}`: first in the timeline (see `add_preview`)
 - `{"kind": "gap", "chars": int}`: output dropped here to keep within the cap
 - `{"kind": "display", "data": {mime: value}}`: reserved for rich output (renderers show the
   text/plain of a kind they do not know)
@@ -151,9 +151,20 @@ class Timeline:
             entry["result"] = clip(full_repr(result), REPR_LIMIT)
 
     def add_preview(self, port: int, url: str) -> None:
-        if any(e["kind"] == "preview" and e["port"] == port for e in self.entries):
-            return
-        self.entries.append({"kind": "preview", "port": port, "url": url})
+        """Previews lead the timeline, in the order they were announced.
+
+        A program's `codemode.preview()` does not wait for the host, so its announcement may
+        reach the host after output the program wrote later: placed first, the timeline is
+        the same on every run.
+        """
+        index = 0
+        while index < len(self.entries) and self.entries[index]["kind"] == "preview":
+            if self.entries[index]["port"] == port:
+                return
+            index += 1
+        self.entries.insert(index, {"kind": "preview", "port": port, "url": url})
+        if self._head is not None:
+            self._head += 1
 
     def finish(self, result: RunResult | None) -> None:
         """The run ended (None: interrupted before a result existed); calls in flight end too."""

@@ -25,7 +25,7 @@ from codemode_jupyter.jupyter.transcript import (
     transcript_text,
 )
 from codemode_jupyter.jupyter.usage import cell_parser, command_parser, help_text
-from codemode_jupyter.jupyter.view import TextView
+from codemode_jupyter.jupyter.view import TextView, live_text
 from codemode_jupyter.result import Preview, RunError, RunResult, ToolCall
 
 
@@ -380,3 +380,21 @@ def test_daytona_settings_do_not_split_local_sessions() -> None:
     settings.daytona_labels = {"team": "x"}
     assert settings.session_key() == before
     assert settings.session_key(backend="daytona") != Settings().session_key(backend="daytona")
+
+
+def test_live_text_fallback_lists_the_timeline_with_timings():
+    payload = {
+        "result": {"status": "running", "duration": 1.5},
+        "timeline": [
+            {"kind": "output", "stream": "stdout", "text": "before\n"},
+            {"kind": "call", "id": 1, "name": "get", "args": "city='Paris'", "state": "ok",
+             "result": "{'temp': 18}", "duration": 0.002},
+            {"kind": "call", "id": 2, "name": "slow", "args": "", "state": "running"},
+        ],
+    }
+    assert live_text(payload).splitlines() == [
+        "── codemode: running · 1.50 s · 2 tool calls",
+        "before",
+        "  get(city='Paris') → {'temp': 18}  2.00 ms",
+        "  slow() … running",
+    ]

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import loaded_kernel
 
 from codemode_jupyter.jupyter.headless import KernelSession
+from codemode_jupyter.jupyter.transcript import MIME_RUN
 
 
 def descendants(pid: int) -> set[int]:
@@ -61,23 +63,49 @@ def kernel():
         yield session
 
 
-def test_stop_button_interrupts_the_program_and_the_kernel_lives_on(kernel):
-    def interrupt_once_running(msg: dict) -> None:
-        # The live view's Output widget shows "started": the program is in its loop.
-        if msg["msg_type"] != "comm_msg":
+def interrupt_when(kernel, found) -> Any:
+    """An iopub hook: interrupt the kernel once a live update's timeline satisfies `found`."""
+    sent = []
+
+    def hook(msg: dict) -> None:
+        if msg["msg_type"] != "update_display_data" or sent:
             return
-        state = msg["content"]["data"].get("state", {})
-        if any("started" in o.get("text", "") for o in state.get("outputs", [])):
+        payload = msg["content"]["data"].get(MIME_RUN)
+        if payload and found(payload["timeline"]):
+            sent.append(True)
             kernel.km.interrupt_kernel()
 
+    return hook
+
+
+def test_stop_button_interrupts_the_program_and_the_kernel_lives_on(kernel):
+    # The live view shows "started": the program is in its loop.
+    started = interrupt_when(kernel, lambda entries: any(
+        "started" in e.get("text", "") for e in entries))
     execution = kernel.execute("%%codemode\nprint('started', flush=True)\nwhile True:\n    pass",
-                               on_message=interrupt_once_running)
+                               on_message=started)
     assert execution.reply["content"]["status"] == "error"
     assert execution.error["ename"] == "CodeModeInterrupted"
     assert len(execution.error["traceback"]) == 1  # short, no host stack
     status = kernel.execute("%codemode last").stream()
     assert status.startswith("last run: interrupted")
     assert kernel.execute("%%codemode\n'next cell works'").result == "'next cell works'"
+
+
+def test_calls_in_flight_show_as_cancelled_after_an_interrupt(kernel):
+    assert kernel.execute("import asyncio\n"
+                          "async def wait(s: float) -> float:\n"
+                          "    await asyncio.sleep(s)\n    return s\n").ok
+    in_flight = interrupt_when(kernel, lambda entries: any(
+        e["kind"] == "call" and e["state"] == "running" for e in entries))
+    execution = kernel.execute("%%codemode\nprint('waiting')\nawait wait_async(s=60)",
+                               on_message=in_flight)
+    assert execution.error["ename"] == "CodeModeInterrupted"
+    final = [m["content"]["data"][MIME_RUN] for m in execution.of_type("display_data")
+             if MIME_RUN in m["content"]["data"]]
+    assert len(final) == 1 and final[0]["result"]["status"] == "interrupted"
+    calls = [e for e in final[0]["timeline"] if e["kind"] == "call"]
+    assert [(c["name"], c["state"]) for c in calls] == [("wait", "cancelled")]
 
 
 def test_unload_closes_sessions_and_reload_works(kernel):
@@ -124,7 +152,7 @@ def test_extension_and_settings_from_ipython_config(tmp_path):
         # What stays is deterministic (no timings on stderr) and does not repeat the output.
         assert execution.stream("stderr") == "[codemode] local, isolation: bubblewrap\n"
         transcripts = execution.displays("text/plain")
-        assert transcripts == ["── codemode: ok, no tool calls\n  value: 3"]
+        assert transcripts == ["── codemode: ok, no tool calls"]  # Out[n] has the value
     finally:
         session.shutdown()
 
@@ -144,6 +172,8 @@ def test_terminal_ipython_shows_text_not_widgets(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("FROM THE SANDBOX\nOut[")
     assert "]: 42\n" in done.stdout
-    assert "[tool] shout ok" in done.stderr and "[codemode] ok in" in done.stderr
+    # Each call with its arguments and result; no colour codes when stderr is not a terminal.
+    assert "  shout(text='from the sandbox') → 'FROM THE SANDBOX'  " in done.stderr
+    assert "[codemode] ok in" in done.stderr and "\x1b[" not in done.stderr
     assert "VBox" not in done.stdout and "live view" not in done.stdout
     assert "── codemode" not in done.stdout  # the text view showed it all already

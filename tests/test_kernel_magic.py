@@ -16,8 +16,6 @@ from conftest import loaded_kernel
 from codemode_jupyter.jupyter.headless import KernelSession
 from codemode_jupyter.jupyter.transcript import MIME_RUN
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
 
 @pytest.fixture(scope="module")
 def kernel():
@@ -42,7 +40,7 @@ def usage_error(execution) -> bool:
 
 
 def transcript(execution) -> str:
-    texts = [t for t in execution.displays("text/plain") if t != "codemode live view"]
+    texts = execution.displays("text/plain")
     assert len(texts) == 1, texts
     return texts[0]
 
@@ -60,8 +58,7 @@ def test_cell_runs_in_the_sandbox_with_notebook_tools(kernel):
         "42",
         "── codemode: ok, 1 tool call in 1 round",
         "  double(x=21) -> 42",
-        "  value: (True, 'v')",
-    ]
+    ]  # the value is Out[n], not repeated here
     assert execution.result == "(True, 'v')"
 
 
@@ -130,18 +127,26 @@ def test_async_tools_run_concurrently_and_tools_can_display(kernel):
     assert execution.displays("text/html") == ["<b>hello</b>"]  # in this cell
 
 
-def test_preview_option_puts_a_link_in_the_live_view(kernel):
+def test_preview_option_puts_a_link_in_the_view(kernel):
     execution = ok(kernel, "%%codemode --preview 8123 8124\n1")
-    summaries = [m["content"]["data"]["state"].get("value", "")
-                 for m in execution.of_type("comm_msg")]
-    final = [v for v in summaries if "preview :8123" in v]
-    assert final and "http://127.0.0.1:8123/" in final[-1] and "preview :8124" in final[-1]
-    # The links belong to the run: the transcript and the saved card keep them.
-    assert transcript(execution).splitlines()[-3:-1] == ["  preview: port 8123",
-                                                         "  preview: port 8124"]
-    saved = execution.of_type("display_data")[-1]["content"]["metadata"][MIME_RUN]["result"]
+    # The links belong to the run: the transcript and the saved view keep them.
+    assert transcript(execution).splitlines()[-2:] == ["  preview: port 8123",
+                                                       "  preview: port 8124"]
+    final = execution.of_type("display_data")[-1]["content"]
+    entries = final["data"][MIME_RUN]["timeline"]
+    assert [(e["kind"], e["port"]) for e in entries] == [("preview", 8123), ("preview", 8124)]
+    urls = final["metadata"][MIME_RUN]["timeline"]  # URLs vary: kept out of the compared data
+    assert [urls[str(i)]["url"] for i in range(2)] == ["http://127.0.0.1:8123/",
+                                                       "http://127.0.0.1:8124/"]
+    saved = final["metadata"][MIME_RUN]["result"]
     assert [p["url"] for p in saved["previews"]] == ["http://127.0.0.1:8123/",
                                                      "http://127.0.0.1:8124/"]
+    # Without --network nothing in the jail can be reached: the view says so.
+    [warning] = final["metadata"][MIME_RUN]["warnings"]
+    assert warning.startswith("--preview 8123, 8124: the sandbox has no network")
+    networked = ok(kernel, "%%codemode --preview 8125 --network\n1")
+    final = networked.of_type("display_data")[-1]["content"]
+    assert "warnings" not in final["metadata"][MIME_RUN]
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -213,55 +218,55 @@ def test_argument_validation_errors_are_raised_in_the_program(kernel):
 # --- the live view ---------------------------------------------------------------------------
 
 
-def widget_models(execution) -> dict[str, dict]:
-    opens = [m for m in execution.of_type("comm_open")
-             if m["content"]["target_name"] == "jupyter.widget"]
-    return {m["content"]["comm_id"]: m["content"]["data"]["state"] for m in opens}
+def view_messages(execution) -> tuple[dict, list[dict], dict]:
+    """The live display's first message, its updates, and the finished run's display."""
+    displays = execution.of_type("display_data")
+    live = displays[0]["content"]
+    display_id = live["transient"]["display_id"]
+    updates = [m["content"] for m in execution.of_type("update_display_data")
+               if m["content"]["transient"]["display_id"] == display_id]
+    final = [d["content"] for d in displays if MIME_RUN in d["content"]["data"]]
+    assert len(final) == 1, final
+    return live, updates, final[0]
 
 
-def widget_updates(execution, comm_id: str) -> list[dict]:
-    return [m["content"]["data"]["state"] for m in execution.of_type("comm_msg")
-            if m["content"]["comm_id"] == comm_id and m["content"]["data"]["method"] == "update"]
-
-
-def test_live_view_is_a_widget_updated_through_traits(kernel):
+def test_live_view_is_one_display_updated_in_place(kernel):
     ok(kernel, "def ping() -> str:\n    return 'pong'\n")
-    execution = ok(kernel, "%%codemode\nimport sys\nprint('out', ping())\n"
-                           "print('err', file=sys.stderr)")
-    views = [m for m in execution.of_type("display_data") if WIDGET_VIEW in m["content"]["data"]]
-    assert len(views) == 1
-    assert views[0]["content"]["data"]["text/plain"] == "codemode live view"
-    models = widget_models(execution)
-    names = sorted(state["_model_name"] for state in models.values())
-    assert names == ["HTMLModel", "OutputModel", "VBoxModel"]  # layouts are shared across cells
-    output_id = next(k for k, s in models.items() if s["_model_name"] == "OutputModel")
-    html_id = next(k for k, s in models.items() if s["_model_name"] == "HTMLModel")
-    outputs = widget_updates(execution, output_id)[-1]["outputs"]
-    assert outputs == [
-        {"output_type": "stream", "name": "stdout", "text": "out pong\n"},
-        {"output_type": "stream", "name": "stderr", "text": "err\n"},
-    ]
-    final = widget_updates(execution, html_id)[-1]["value"]
-    assert "data-status='ok'" in final and "ping()" in final
-    assert "1 tool call · 1 round" in final
-    # No display updates or clear_output: only comm traits changed.
-    assert not execution.of_type("update_display_data", "clear_output")
+    execution = ok(kernel, "%%codemode\nimport sys, time\nprint('before')\nping()\n"
+                           "print('after', file=sys.stderr)\ntime.sleep(0.5)\nprint('end')")
+    live, updates, final = view_messages(execution)
+    # nbval records a display's first message and compares what the notebook saves: both are
+    # empty for the live display, so only the finished run's output is compared.
+    assert live["data"] == {} and updates[-1]["data"] == {}
+    running = [u["data"][MIME_RUN] for u in updates if u["data"]]
+    assert running, "no live update while the program slept"
+    assert running[0]["result"]["status"] == "running"
+    kinds = [(e["kind"], e.get("text") or e.get("name")) for e in running[-1]["timeline"]]
+    assert kinds[:3] == [("output", "before\n"), ("call", "ping"), ("output", "after\n")]
+    assert "ping() → 'pong'" in updates[-2]["data"]["text/plain"]
+    # The finished run: the same timeline in the same order, complete.
+    entries = final["data"][MIME_RUN]["timeline"]
+    assert [(e["kind"], e.get("stream"), e.get("text") or e.get("result")) for e in entries] == [
+        ("output", "stdout", "before\n"), ("call", None, "'pong'"),
+        ("output", "stderr", "after\n"), ("output", "stdout", "end\n")]
+    assert not execution.of_type("clear_output", "comm_open")
 
 
 def test_live_view_coalesces_and_caps_chatty_output(kernel):
     ok(kernel, "%config CodeMode.view_output_chars = 200")
     try:
-        execution = ok(kernel, "%%codemode\nfor i in range(3000):\n    print('line', i)")
+        execution = ok(kernel, "%%codemode\nimport time\nfor i in range(3000):\n"
+                               "    print('line', i)\n    if i % 1000 == 0: time.sleep(0.2)")
     finally:
         ok(kernel, "%config CodeMode.view_output_chars = 20000")
-    models = widget_models(execution)
-    output_id = next(k for k, s in models.items() if s["_model_name"] == "OutputModel")
-    updates = widget_updates(execution, output_id)
-    assert 1 <= len(updates) < 50  # 3000 prints, a handful of coalesced updates
-    shown = "".join(o["text"] for o in updates[-1]["outputs"])
-    assert len(shown) <= 200 and shown.endswith("line 2999\n")
-    # The transcript keeps everything.
+    _, updates, final = view_messages(execution)
+    assert 2 <= len(updates) < 50  # 3000 prints, a handful of coalesced updates
+    live = [u["data"][MIME_RUN]["timeline"] for u in updates[:-1]]
+    assert all(len("".join(e.get("text", "") for e in entries)) <= 200 for entries in live)
+    assert live[-1][0]["kind"] == "gap" and live[-1][0]["chars"] > 1000
+    # The finished run keeps everything.
     assert transcript(execution).count("\n") >= 3000
+    assert final["data"][MIME_RUN]["timeline"][0]["text"].startswith("line 0\nline 1\n")
 
 
 def test_run_json_output_keeps_timings_out_of_the_compared_data(kernel):
@@ -270,10 +275,14 @@ def test_run_json_output_keeps_timings_out_of_the_compared_data(kernel):
     bundle = next(m["content"] for m in execution.of_type("display_data")
                   if MIME_RUN in m["content"]["data"])
     data, meta = bundle["data"][MIME_RUN], bundle["metadata"][MIME_RUN]
-    assert data["code"] == "ping()\n" and data["result"]["tool_calls"][0]["result"] == "pong"
+    assert data["version"] == 2 and data["code"] == "ping()\n"
+    assert data["timeline"] == [{"kind": "call", "id": 1, "name": "ping", "round": 1,
+                                 "args": "", "state": "ok", "result": "'pong'"}]
     assert "duration" not in json.dumps(data)
     assert meta["result"]["duration"] > 0 and meta["result"]["backend"] == "local"
-    assert meta["result"]["tool_calls"][0]["duration"] >= 0
+    assert meta["timeline"]["0"]["duration"] >= 0
+    # The value is Out[n]: the transcript does not repeat it.
+    assert execution.result == "'pong'" and "value:" not in transcript(execution)
 
 
 # --- %codemode commands ----------------------------------------------------------------------
@@ -291,6 +300,21 @@ def test_status_prompt_reset(kernel):
     assert "reset" in ok(kernel, "%codemode reset").stream()
     assert run(kernel, "%%codemode\nbefore_reset").error["evalue"].startswith("NameError")
     assert usage_error(run(kernel, "%codemode bogus"))
+    assert usage_error(run(kernel, "%codemode last --everything"))
+
+
+def test_help_from_the_question_mark_and_the_help_command(kernel):
+    # `%%codemode?` pages the magic's docstring: every option with its default.
+    for query in ("%%codemode?", "%codemode?"):
+        page = run(kernel, query).reply["content"]["payload"][0]["data"]["text/plain"]
+        page = " ".join(page.split())
+        assert "--max-tool-calls N" in page and "CodeMode.max_tool_calls, 1000" in page
+        assert "%codemode last [--all]" in page
+    shown = ok(kernel, "%codemode help").stream()
+    assert shown.startswith("usage: %%codemode") and "examples:" in shown
+    wrong = run(kernel, "%%codemode --timeout soon\n1")
+    assert usage_error(wrong) and wrong.reply["content"]["evalue"].startswith(
+        "usage: %%codemode")
 
 
 # --- the tools comm --------------------------------------------------------------------------

@@ -6,21 +6,26 @@ import io
 import json
 
 import pytest
+from IPython.core.error import UsageError
 
 from codemode_jupyter import tool
 from codemode_jupyter.cli import render_output
-from codemode_jupyter.events import Output, RunStarted, ToolCallFinished, ToolCallStarted
+from codemode_jupyter.events import Output, ToolCallFinished, ToolCallStarted
 from codemode_jupyter.jupyter.config import CodeMode as Settings
 from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
 from codemode_jupyter.jupyter.errors import CodeModeError
-from codemode_jupyter.jupyter.live_view import RunState, TextView, render_calls, render_header
 from codemode_jupyter.jupyter.magics import cell_value, describe_run
+from codemode_jupyter.jupyter.text import clip, format_duration
+from codemode_jupyter.jupyter.timeline import Timeline, timeline_from_result
 from codemode_jupyter.jupyter.transcript import (
     MIME_RUN,
     merge_varying,
     run_bundle,
+    split_timeline,
     transcript_text,
 )
+from codemode_jupyter.jupyter.usage import cell_parser, command_parser, help_text
+from codemode_jupyter.jupyter.view import TextView, live_text
 from codemode_jupyter.result import Preview, RunError, RunResult, ToolCall
 
 
@@ -56,10 +61,14 @@ def test_transcript_lists_output_calls_value_without_timings():
     ]
 
 
+def bundle(code: str, result: RunResult, **kwargs):
+    return run_bundle(code, result, timeline_from_result(result), **kwargs)
+
+
 def test_bundle_data_is_identical_across_runs_and_machines():
-    first = run_bundle("x", make_result(duration=0.5, call_duration=0.01))
-    second = run_bundle("x", make_result(duration=9.0, call_duration=3.0, isolation="none",
-                                         backend="daytona"))
+    first = bundle("x", make_result(duration=0.5, call_duration=0.01))
+    second = bundle("x", make_result(duration=9.0, call_duration=3.0, isolation="none",
+                                     backend="daytona"))
     assert json.dumps(first[0], sort_keys=True) == json.dumps(second[0], sort_keys=True)
     assert first[1] != second[1]  # what varies lives in the metadata
 
@@ -67,12 +76,23 @@ def test_bundle_data_is_identical_across_runs_and_machines():
 def test_bundle_metadata_merges_back_into_the_full_result():
     result = make_result(status="error", ok=False,
                          error=RunError("ValueError", "bad", "Traceback...\nValueError: bad"))
-    data, metadata = run_bundle("code", result)
+    data, metadata = bundle("code", result)
     payload = data[MIME_RUN]
-    assert payload["version"] == 1 and payload["code"] == "code"
+    assert payload["version"] == 2 and payload["code"] == "code"
     assert "duration" not in payload["result"] and "traceback" not in payload["result"]["error"]
     merged = merge_varying(payload["result"], metadata[MIME_RUN]["result"])
-    assert merged == json.loads(json.dumps(result.to_dict()))
+    expected = json.loads(json.dumps(result.to_dict()))
+    for key in ("stdout", "stderr", "tool_calls"):  # the timeline carries these
+        del expected[key]
+    assert merged == expected
+    # The timeline's varying parts (durations, tracebacks) are keyed by the entry's index.
+    entries = timeline_from_result(result)
+    stable, varying = split_timeline(entries)
+    assert stable == payload["timeline"]
+    assert [e["kind"] for e in entries][:3] == ["preview", "call", "call"]  # previews lead
+    assert varying["0"] == {"url": "https://8000-0.5.example/?token=x"}
+    assert varying["2"]["error"]["traceback"] == "host trace 0.5"
+    assert [{**e, **varying.get(str(i), {})} for i, e in enumerate(stable)] == entries
 
 
 def test_transcript_reports_errors_dropped_output_and_lost_state():
@@ -151,6 +171,42 @@ def test_last_run_description_has_timings_and_errors():
     assert "raised KeyError: 'Nowhere'" in text and "ms]" in text
 
 
+def test_last_run_of_a_long_run_shows_head_and_tail():
+    calls = [ToolCall(i, "f", {"i": i}, i, result=i) for i in range(1, 31)]
+    result = make_result(tool_calls=calls)
+    text = describe_run(result)
+    assert "#10 round 10" in text and "#21 round 21" in text and "#15 " not in text
+    assert "  … 10 more calls (%codemode last --all shows them)" in text
+    assert "#15 round 15" in describe_run(result, everything=True)
+
+
+# --- options and help ------------------------------------------------------------------------
+
+
+def test_help_explains_every_option_with_its_default_in_plain_text():
+    text = help_text()
+    for option in cell_parser()._actions:
+        [flag] = option.option_strings
+        line = text[text.index(f"  {flag}") :].split("\n  --")[0]
+        assert "(default:" in " ".join(line.split()), line
+    assert "(default: CodeMode.timeout, 60.0)" in " ".join(text.split())
+    for command in ("tools", "last [--all]", "attach SANDBOX_ID", "help"):
+        assert f"%codemode {command}" in text
+    assert "`" not in text  # plain text, not Markdown
+    assert "examples:" not in text and "examples:" in help_text(examples=True)
+
+
+def test_a_wrong_option_prints_the_usage_line_with_the_error():
+    with pytest.raises(UsageError) as caught:
+        cell_parser().parse_line("--timeout soon")
+    message = str(caught.value)
+    assert message.startswith("usage: %%codemode [--backend NAME] [--timeout S]")
+    assert message.endswith("%%codemode: error: argument --timeout: invalid float value: 'soon'")
+    with pytest.raises(UsageError, match="unrecognized arguments: --everything"):
+        command_parser("last").parse_line("--everything")
+    assert command_parser("last").parse_line("--all").all is True
+
+
 # --- discovery -------------------------------------------------------------------------------
 
 
@@ -220,23 +276,48 @@ def test_session_key_changes_only_with_sandbox_settings():
 # --- live view state -------------------------------------------------------------------------
 
 
-def test_view_keeps_the_tail_of_the_output_within_the_cap():
-    state = RunState(output_cap=10)
-    state.apply(Output("stdout", "0123456789"))
-    state.apply(Output("stderr", "abcde"))
-    assert state.segments == [["stdout", "56789"], ["stderr", "abcde"]]
-    assert state.chars_hidden == 5
-    assert "earlier characters not shown" in render_header(state)
+def test_timeline_keeps_the_order_and_merges_chunks_of_a_stream():
+    timeline = Timeline()
+    timeline.apply(Output("stdout", "a"))
+    timeline.apply(Output("stdout", "b\n"))
+    timeline.apply(ToolCallStarted(1, "get", {"city": "Paris", "n": [1, 2]}, 1))
+    timeline.apply(Output("stderr", "warn\n"))
+    timeline.apply(ToolCallFinished(1, "get", 1, {"temp": 18.0}, None, 0.002))
+    assert timeline.snapshot() == [
+        {"kind": "output", "stream": "stdout", "text": "ab\n"},
+        {"kind": "call", "id": 1, "name": "get", "round": 1, "args": "city='Paris', n=[1, 2]",
+         "state": "ok", "duration": 0.002, "result": "{'temp': 18.0}"},
+        {"kind": "output", "stream": "stderr", "text": "warn\n"},
+    ]
 
 
-def test_view_shows_calls_as_they_happen_and_counts_rounds():
-    state = RunState(output_cap=100)
-    state.apply(RunStarted("local", "none", True))
-    state.apply(ToolCallStarted(1, "get", {"x": 1}, 1))
-    assert ">running<" in render_calls(state) and "1 tool call · 1 round" in render_header(state)
-    state.apply(ToolCallFinished(1, "get", 1, 42, None, 0.002))
-    assert "✓" in render_calls(state) and "2.0 ms" in render_calls(state)
-    assert "no isolation" in render_header(state)
+def test_timeline_keeps_head_and_tail_of_the_output_within_the_cap():
+    timeline = Timeline(output_cap=20)
+    for i in range(10):
+        timeline.add_output("stdout", f"line {i}\n")  # 7 characters each
+    entries = timeline.snapshot()
+    assert entries[0] == {"kind": "output", "stream": "stdout", "text": "line 0\nline 1\n"}
+    assert entries[1]["kind"] == "gap" and entries[-1]["text"].endswith("9\n")
+    assert sum(len(e.get("text", "")) for e in entries) <= 20
+    assert entries[1]["chars"] + sum(len(e.get("text", "")) for e in entries) == 70
+    # A live view asks for less: the newest output, and a gap for the rest.
+    live = timeline.snapshot(output_budget=5)
+    assert live[0]["kind"] == "gap" and live[-1]["text"] == "ne 9\n"[-5:]
+
+
+def test_calls_in_flight_are_cancelled_when_the_run_ends():
+    timeline = Timeline()
+    timeline.apply(ToolCallStarted(1, "slow", {}, 1))
+    timeline.finish(None)
+    assert timeline.status == "interrupted"
+    assert timeline.snapshot()[0]["state"] == "cancelled"
+
+
+def test_one_duration_format_and_clipping_at_a_boundary():
+    assert [format_duration(s) for s in (0.00085, 0.0123, 0.154, 1.234, 12.5, 125)] == [
+        "850 µs", "12.3 ms", "154 ms", "1.23 s", "12.5 s", "2 min 5 s"]
+    assert clip("alpha beta gamma delta", 14) == "alpha beta…"
+    assert clip("short", 14) == "short"
 
 
 def test_text_view_streams_output_and_reports_calls():
@@ -244,10 +325,14 @@ def test_text_view_streams_output_and_reports_calls():
     view = TextView(out, err)
     view.on_event(Output("stdout", "hi\n"))
     view.on_event(Output("stderr", "warn\n"))
-    view.on_event(ToolCallFinished(1, "get", 1, 1, None, 0.001))
+    view.on_event(ToolCallStarted(1, "get", {"city": "Paris"}, 1))
+    view.on_event(ToolCallFinished(1, "get", 1, {"temp": 18}, None, 0.001))
+    view.on_event(ToolCallStarted(2, "slow", {}, 2))
     view.finish(make_result())
     assert out.getvalue() == "hi\n"
-    assert "warn\n" in err.getvalue() and "[tool] get ok" in err.getvalue()
+    assert "warn\n" in err.getvalue()
+    assert "  get(city='Paris') → {'temp': 18}  1.00 ms\n" in err.getvalue()
+    assert "  slow() … cancelled\n" in err.getvalue()
     assert "[codemode] ok in" in err.getvalue()
 
 
@@ -255,10 +340,11 @@ def test_text_view_in_a_kernel_cell_writes_nothing_that_varies():
     out, err = io.StringIO(), io.StringIO()
     view = TextView(out, err, in_cell=True)
     view.on_event(Output("stdout", "hi\n"))
+    view.on_event(ToolCallStarted(1, "get", {}, 1))
     view.on_event(ToolCallFinished(1, "get", 1, 1, None, 0.001))
     view.finish(make_result())
     assert out.getvalue() == "hi\n"
-    assert err.getvalue() == "  [tool] get ok\n"  # no timing, no status line
+    assert err.getvalue() == "  get() → 1\n"  # no timing, no status line
 
 
 def test_transcript_without_streams_keeps_calls_value_and_status():
@@ -266,8 +352,9 @@ def test_transcript_without_streams_keeps_calls_value_and_status():
     text = transcript_text(result, streams=False)
     assert "Paris 18" not in text and "warn" not in text
     assert text.splitlines()[0] == "── codemode: ok, 2 tool calls in 2 rounds"
-    data, _ = run_bundle("code", result, streams=False)
-    assert data[MIME_RUN]["result"]["stdout"] == "Paris 18\n"
+    data, _ = bundle("code", result, streams=False)
+    texts = [e["text"] for e in data[MIME_RUN]["timeline"] if e["kind"] == "output"]
+    assert texts == ["Paris 18\n", "warn\n"]
 
 
 # --- CLI rendering ---------------------------------------------------------------------------
@@ -293,3 +380,21 @@ def test_daytona_settings_do_not_split_local_sessions() -> None:
     settings.daytona_labels = {"team": "x"}
     assert settings.session_key() == before
     assert settings.session_key(backend="daytona") != Settings().session_key(backend="daytona")
+
+
+def test_live_text_fallback_lists_the_timeline_with_timings():
+    payload = {
+        "result": {"status": "running", "duration": 1.5},
+        "timeline": [
+            {"kind": "output", "stream": "stdout", "text": "before\n"},
+            {"kind": "call", "id": 1, "name": "get", "args": "city='Paris'", "state": "ok",
+             "result": "{'temp': 18}", "duration": 0.002},
+            {"kind": "call", "id": 2, "name": "slow", "args": "", "state": "running"},
+        ],
+    }
+    assert live_text(payload).splitlines() == [
+        "── codemode: running · 1.50 s · 2 tool calls",
+        "before",
+        "  get(city='Paris') → {'temp': 18}  2.00 ms",
+        "  slow() … running",
+    ]

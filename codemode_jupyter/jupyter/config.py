@@ -55,12 +55,15 @@ class CodeMode(Configurable):
         config=True
     )
     display = Enum(
-        ["auto", "widget", "text"],
+        ["auto", "rich", "text", "widget"],
         "auto",
-        help="Live view: 'widget' (ipywidgets), 'text', or 'auto' (widget in a kernel).",
+        help="The run view: 'rich' (one display updated in place, drawn by the JupyterLab "
+        "extension), 'text', or 'auto' (rich in a kernel, text in a terminal). 'widget' is the "
+        "old name of 'rich'.",
     ).tag(config=True)
     view_output_chars = Int(
-        20_000, help="Characters of output the live view shows (the tail); the rest is trimmed."
+        20_000, help="Characters of output a live update shows (the newest); the finished run "
+        "keeps up to max_output."
     ).tag(config=True)
     view_updates_per_second = Float(
         10.0, help="At most this many live-view updates a second."

@@ -89,7 +89,7 @@ class ToolsComm:
     def __init__(
         self,
         discover: Callable[[], Discovery],
-        runs: Callable[[], list[tuple[str, RunResult]]],
+        runs: Callable[[], list[Any]],
     ) -> None:
         self._discover = discover
         self._runs = runs
@@ -145,7 +145,12 @@ class ToolsComm:
 
     def runs_message(self) -> dict[str, Any]:
         runs = [
-            {"code": code, "result": _jsonable(result.to_dict())} for code, result in self._runs()
+            {
+                "execution_count": run.execution_count,
+                "finished_at": run.finished_at,
+                **_jsonable(run.payload()),
+            }
+            for run in self._runs()
         ]
         return {"op": "runs", "runs": runs}
 

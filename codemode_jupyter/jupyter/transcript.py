@@ -9,44 +9,25 @@ same mimetype and the same shape, and a renderer deep-merges them back (see `mer
 
 from __future__ import annotations
 
-import reprlib
 from typing import Any
 
 from ..result import RunResult, ToolCall
+from .text import format_call, plural, short_repr
 
 MIME_RUN = "application/vnd.codemode.run+json"
-PAYLOAD_VERSION = 1
+#: 2: the payload holds the run's timeline; renderers still read version 1 (no timeline).
+PAYLOAD_VERSION = 2
 
 #: Result fields that differ between two runs of the same program, or between machines.
 VARYING_FIELDS = ("duration", "backend", "isolation", "previews")
-
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 60
-_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 6
-_short.maxlevel = 3
+#: Result fields the timeline carries in version 2 (kept out of `result` to save the space).
+TIMELINE_FIELDS = ("stdout", "stderr", "tool_calls")
+#: Timeline entry fields that vary between runs: a call's duration, a traceback, a URL.
+VARYING_ENTRY_FIELDS = ("duration", "url")
 
 MAX_VALUE_CHARS = 200
 
-
-def short_repr(value: Any) -> str:
-    """A one-line repr, bounded in length, for transcripts and the live view."""
-    try:
-        text = _short.repr(value)
-    except Exception:
-        text = f"<{type(value).__name__}>"
-    return " ".join(text.split())
-
-
-def plural(count: int, word: str) -> str:
-    """`1 tool call`, `2 tool calls`."""
-    return f"{count} {word}{'s' if count != 1 else ''}"
-
-
-def format_call(name: str, args: dict[str, Any]) -> str:
-    """`name(a=1, b='x')`, each argument shortened."""
-    inner = ", ".join(f"{key}={short_repr(value)}" for key, value in args.items())
-    return f"{name}({inner})"
+__all__ = ["format_call", "plural", "short_repr"]
 
 
 def _format_outcome(call: ToolCall) -> str:
@@ -79,12 +60,13 @@ def _summary(result: RunResult) -> str:
     return "── codemode: " + ", ".join(parts)
 
 
-def transcript_text(result: RunResult, *, streams: bool = True) -> str:
+def transcript_text(result: RunResult, *, streams: bool = True, value: bool = True) -> str:
     """The text/plain transcript: program output, tool calls without timings, value, status.
 
     Identical on every run of a deterministic program: nothing here is measured, random or
     specific to the machine (no durations, ids, backend, isolation or URLs). `streams=False`
-    leaves out the program's stdout and stderr, for a cell where they were streamed already.
+    leaves out the program's stdout and stderr, for a cell where they were streamed already;
+    `value=False` the value, for a cell whose Out[n] shows it.
     """
     lines: list[str] = []
     if streams:
@@ -97,9 +79,9 @@ def transcript_text(result: RunResult, *, streams: bool = True) -> str:
     lines.extend(f"  preview: port {preview.port}" for preview in result.previews)
     if result.error is not None:
         lines.append(f"  {result.error}")
-    value = _value_text(result)
-    if value is not None:
-        lines.append(f"  value: {value}")
+    shown = _value_text(result) if value else None
+    if shown is not None:
+        lines.append(f"  value: {shown}")
     if result.state_lost:
         lines.append("  (the runtime was replaced: variables from earlier cells are gone)")
     return "\n".join(lines)
@@ -165,18 +147,76 @@ def merge_varying(stable: dict[str, Any], varying: dict[str, Any]) -> dict[str, 
     return merged
 
 
+def split_timeline(
+    entries: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Timeline entries without what varies, and that part keyed by the entry's index."""
+    stable, varying = [], {}
+    for index, entry in enumerate(entries):
+        extra = {k: entry[k] for k in VARYING_ENTRY_FIELDS if k in entry}
+        kept = {k: v for k, v in entry.items() if k not in VARYING_ENTRY_FIELDS}
+        if entry.get("error"):
+            kept["error"] = _without_traceback(entry["error"])
+            extra["error"] = entry["error"]
+        stable.append(kept)
+        if extra:
+            varying[str(index)] = extra
+    return stable, varying
+
+
+def run_payload(
+    code: str,
+    result: RunResult,
+    timeline: list[dict[str, Any]],
+    warnings: list[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run+json value (what nbval compares) and its metadata (what varies)."""
+    full = result.to_dict()
+    for key in TIMELINE_FIELDS:
+        full.pop(key, None)
+    stable, varying = split_varying(full)
+    stable.pop("tool_calls", None)
+    varying.pop("tool_calls", None)
+    stable_entries, varying_entries = split_timeline(timeline)
+    data = {
+        "version": PAYLOAD_VERSION,
+        "code": code,
+        "timeline": stable_entries,
+        "result": stable,
+    }
+    metadata = {"version": PAYLOAD_VERSION, "result": varying, "timeline": varying_entries}
+    if warnings:
+        # Warnings may name the machine (why isolation is off): kept out of compared data.
+        metadata["warnings"] = list(warnings)
+    return data, metadata
+
+
 def run_bundle(
-    code: str, result: RunResult, *, streams: bool = True
+    code: str,
+    result: RunResult,
+    timeline: list[dict[str, Any]],
+    *,
+    streams: bool = True,
+    value: bool = True,
+    warnings: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(data, metadata) of the display_data a finished cell keeps.
 
     `streams=False`: the text/plain transcript leaves out stdout and stderr (the text view
-    streamed them into the cell already); the run+json payload always has them.
+    streamed them into the cell already); the timeline always has them. `value=False`: the
+    transcript leaves out the value (the cell's Out[n] shows it).
     """
-    stable, varying = split_varying(result.to_dict())
+    payload, varying = run_payload(code, result, timeline, warnings)
     data = {
-        "text/plain": transcript_text(result, streams=streams),
-        MIME_RUN: {"version": PAYLOAD_VERSION, "code": code, "result": stable},
+        "text/plain": transcript_text(result, streams=streams, value=value),
+        MIME_RUN: payload,
     }
-    metadata = {MIME_RUN: {"version": PAYLOAD_VERSION, "result": varying}}
-    return data, metadata
+    return data, {MIME_RUN: varying}
+
+
+def merged_payload(code: str, result: RunResult, timeline: list[dict[str, Any]]) -> dict:
+    """The whole payload, nothing split off (the Tools panel's recent runs)."""
+    full = result.to_dict()
+    for key in TIMELINE_FIELDS:
+        full.pop(key, None)
+    return {"version": PAYLOAD_VERSION, "code": code, "timeline": timeline, "result": full}

@@ -1,17 +1,27 @@
 /**
- * Build the DOM of a run card from its model.
+ * The one renderer of a run: header, then the timeline in the order things happened (output,
+ * tool calls, previews), then the ending. The notebook output (live and saved) and the Tools
+ * panel both draw runs with it.
  *
  * Only `textContent` and attributes are set (never innerHTML): a saved notebook and the
  * program's output are untrusted. No JupyterLab imports, so jsdom tests can use it.
  */
-import { ICardModel, IToolCallRow, ITextSection, toCardModel } from './model';
+import { clip, formatCount, formatDuration } from './format';
+import { Entry, formatError, IRunView, toRunView } from './model';
 
-/** Options for {@link renderCard}. */
-export interface ICardOptions {
-  /** Show the cell's code (collapsed). The saved-run renderer shows it; the panel too. */
+/** Characters of a call's arguments or result shown on its row; a click shows them all. */
+export const INLINE_LIMIT = 120;
+
+/** Options for {@link renderRunView}. */
+export interface IRenderOptions {
+  /** Show the program's code (collapsed). The notebook output leaves it out: the cell has it. */
   showCode?: boolean;
-  /** Open the code section. */
-  codeOpen?: boolean;
+  /** Show the run's error. A notebook cell leaves it to the red traceback below. */
+  showError?: boolean;
+  /** Show the value. A notebook cell leaves it to Out[n]. */
+  showValue?: boolean;
+  /** Keys of the `details` to draw open (what the user opened before a redraw). */
+  open?: ReadonlySet<string>;
 }
 
 type Child = Node | string | null | undefined | false;
@@ -38,196 +48,251 @@ export function el(
   return node;
 }
 
-function textSection(doc: Document, section: ITextSection): HTMLElement {
-  const node = el(
-    doc,
-    'div',
-    `codemode-Section codemode-Section-${section.kind}`,
-    el(doc, 'div', 'codemode-SectionTitle', section.title),
-    section.text ? el(doc, 'pre', 'codemode-Pre', section.text) : null,
-    section.note ? el(doc, 'div', 'codemode-Note', section.note) : null
-  );
-  node.dataset.kind = section.kind;
+/** Keys of the open `details` under `root`, to keep them open across a redraw. */
+export function openKeys(root: Element): Set<string> {
+  const keys = new Set<string>();
+  root.querySelectorAll('details[open][data-key]').forEach(node => {
+    keys.add((node as HTMLElement).dataset.key ?? '');
+  });
+  return keys;
+}
+
+function details(
+  doc: Document,
+  className: string,
+  key: string,
+  open: ReadonlySet<string> | undefined,
+  summary: HTMLElement,
+  ...body: Child[]
+): HTMLElement {
+  const node = el(doc, 'details', className, summary, ...body);
+  node.dataset.key = key;
+  if (open?.has(key)) {
+    node.setAttribute('open', '');
+  }
   return node;
 }
 
-function toolCallRow(doc: Document, row: IToolCallRow): HTMLElement {
-  const bar = el(doc, 'span', 'codemode-Bar');
-  const fill = el(doc, 'span', 'codemode-BarFill');
-  fill.style.left = `${(row.barStart * 100).toFixed(2)}%`;
-  fill.style.width = `max(2px, ${(row.barWidth * 100).toFixed(2)}%)`;
-  bar.appendChild(fill);
+const MARKS: Record<string, string> = {
+  running: '…',
+  ok: '✓',
+  error: '✗',
+  cancelled: '⊘'
+};
 
+function callEntry(
+  doc: Document,
+  entry: Extract<Entry, { kind: 'call' }>,
+  options: IRenderOptions
+): HTMLElement {
+  const outcome =
+    entry.state === 'ok'
+      ? clip(entry.result, INLINE_LIMIT)
+      : entry.state === 'error' && entry.error
+        ? clip(formatError(entry.error), INLINE_LIMIT)
+        : entry.state;
+  const took = entry.duration !== null ? formatDuration(entry.duration) : '';
+  // The call and its outcome flow as one line of text that wraps where it must, so the
+  // row stays readable in a narrow sidebar; the mark and the duration keep their columns.
   const summary = el(
     doc,
     'summary',
-    'codemode-ToolCallSummary',
-    el(doc, 'span', 'codemode-ToolCallIndex', `${row.index}`),
-    el(doc, 'code', 'codemode-ToolCallCall', row.call),
-    el(doc, 'span', 'codemode-ToolCallArrow', row.ok ? '→' : '✗'),
-    el(doc, 'code', 'codemode-ToolCallOutcome', row.outcome),
-    el(doc, 'span', 'codemode-ToolCallDuration', row.durationText),
-    bar
-  );
-  summary.title = row.ok ? 'returned' : 'raised';
-
-  const details = el(
-    doc,
-    'details',
-    'codemode-ToolCallDetails',
-    summary,
+    'codemode-CallSummary',
+    el(doc, 'span', 'codemode-CallMark', MARKS[entry.state] ?? '?'),
     el(
       doc,
-      'div',
-      'codemode-ToolCallBody',
-      el(doc, 'div', 'codemode-SectionTitle', 'arguments'),
-      el(doc, 'pre', 'codemode-Pre', row.argsText),
-      row.traceback
-        ? el(doc, 'div', 'codemode-SectionTitle', 'traceback')
-        : null,
-      row.traceback ? el(doc, 'pre', 'codemode-Pre', row.traceback) : null,
-      `round ${row.round}`
-    )
+      'span',
+      'codemode-CallLine',
+      el(
+        doc,
+        'code',
+        'codemode-CallText',
+        el(doc, 'span', 'codemode-CallName', entry.name),
+        `(${clip(entry.args, INLINE_LIMIT)})`
+      ),
+      entry.state === 'ok' ? el(doc, 'span', 'codemode-CallArrow', ' → ') : ' ',
+      el(doc, 'code', 'codemode-CallOutcome', outcome)
+    ),
+    el(doc, 'span', 'codemode-CallDuration', took)
+  );
+  const body = el(
+    doc,
+    'div',
+    'codemode-CallBody',
+    el(doc, 'div', 'codemode-SectionTitle', 'arguments'),
+    el(doc, 'pre', 'codemode-Pre', entry.args || '(none)'),
+    entry.state === 'ok'
+      ? el(doc, 'div', 'codemode-SectionTitle', 'result')
+      : null,
+    entry.state === 'ok' ? el(doc, 'pre', 'codemode-Pre', entry.result) : null,
+    entry.error
+      ? el(doc, 'div', 'codemode-SectionTitle', formatError(entry.error))
+      : null,
+    entry.error?.traceback
+      ? el(doc, 'pre', 'codemode-Pre codemode-Traceback', entry.error.traceback)
+      : null,
+    el(doc, 'div', 'codemode-Note', `call ${entry.id} · round ${entry.round}`)
   );
   const item = el(
     doc,
     'li',
-    `codemode-ToolCall ${row.ok ? 'codemode-ToolCall-ok' : 'codemode-ToolCall-error'}`,
-    details
+    `codemode-ToolCall codemode-ToolCall-${entry.state}`,
+    details(
+      doc,
+      'codemode-CallDetails',
+      `call-${entry.id}`,
+      options.open,
+      summary,
+      body
+    )
   );
-  item.dataset.tool = row.name;
+  item.dataset.tool = entry.name;
+  item.dataset.state = entry.state;
   return item;
 }
 
-/** The card for a card model. */
-export function renderCardModel(
+function entryNode(
   doc: Document,
-  model: ICardModel,
-  options: ICardOptions = {}
+  entry: Entry,
+  options: IRenderOptions
+): HTMLElement {
+  switch (entry.kind) {
+    case 'output': {
+      const item = el(
+        doc,
+        'li',
+        `codemode-Output codemode-Output-${entry.stream}`,
+        el(doc, 'pre', 'codemode-Pre', entry.text.replace(/\n$/, ''))
+      );
+      item.dataset.stream = entry.stream;
+      return item;
+    }
+    case 'call':
+      return callEntry(doc, entry, options);
+    case 'preview': {
+      const label = `preview: port ${entry.port}`;
+      let content: Node = doc.createTextNode(label);
+      if (entry.url) {
+        const link = el(doc, 'a', '', `↗ ${label}`);
+        link.setAttribute('href', entry.url);
+        link.setAttribute('target', '_blank');
+        link.setAttribute('rel', 'noopener noreferrer');
+        link.title = entry.url;
+        content = link;
+      }
+      return el(doc, 'li', 'codemode-Preview', content);
+    }
+    case 'gap':
+      return el(
+        doc,
+        'li',
+        'codemode-Gap',
+        `… ${formatCount(entry.chars)} characters of output not shown here …`
+      );
+    case 'display':
+      return el(
+        doc,
+        'li',
+        'codemode-Display',
+        el(doc, 'pre', 'codemode-Pre', entry.text)
+      );
+    default:
+      return el(
+        doc,
+        'li',
+        'codemode-Note',
+        `(an entry of kind "${entry.name}" this version cannot show)`
+      );
+  }
+}
+
+/** The view of a run. */
+export function renderRunView(
+  doc: Document,
+  view: IRunView,
+  options: IRenderOptions = {}
 ): HTMLElement {
   const card = el(
     doc,
     'div',
-    `codemode-RunCard codemode-RunCard-${model.severity}`
+    `codemode-RunCard codemode-RunCard-${view.severity}`
   );
-  card.dataset.status = model.status;
-
-  const header = el(
-    doc,
-    'div',
-    'codemode-RunHeader',
+  card.dataset.status = view.status;
+  card.appendChild(
     el(
       doc,
-      'span',
-      `codemode-Badge codemode-Badge-${model.severity}`,
-      model.statusLabel
-    ),
-    el(doc, 'span', 'codemode-RunTitle', 'Code Mode run'),
-    el(doc, 'span', 'codemode-Facts', model.facts.join(' · '))
+      'div',
+      'codemode-RunHeader',
+      el(
+        doc,
+        'span',
+        `codemode-Badge codemode-Badge-${view.severity}`,
+        view.statusLabel
+      ),
+      el(doc, 'span', 'codemode-RunTitle', 'Code Mode'),
+      el(doc, 'span', 'codemode-Facts', view.facts.join(' · '))
+    )
   );
-  // When a live view of the same run sits above the card (a live session), CSS shows only
-  // the header; this button opens the rest. Without a live view the card is always open.
-  const toggle = el(
-    doc,
-    'button',
-    'codemode-Toggle',
-    'details'
-  ) as HTMLButtonElement;
-  toggle.type = 'button';
-  toggle.title = 'Show or hide the details of this run';
-  toggle.addEventListener('click', () => {
-    const expanded = card.classList.toggle('codemode-mod-expanded');
-    toggle.textContent = expanded ? 'hide details' : 'details';
-  });
-  header.appendChild(toggle);
-  card.appendChild(header);
-  const body = el(doc, 'div', 'codemode-RunBody');
-  card.appendChild(body);
-
-  if (!model.valid) {
-    body.appendChild(el(doc, 'div', 'codemode-Warning', model.problem));
+  if (!view.valid) {
+    card.appendChild(el(doc, 'div', 'codemode-Warning', view.problem));
     return card;
   }
-
-  for (const warning of model.warnings) {
-    body.appendChild(el(doc, 'div', 'codemode-Warning', warning));
+  for (const warning of view.warnings) {
+    card.appendChild(el(doc, 'div', 'codemode-Warning', warning));
   }
-
-  if (options.showCode !== false && model.code) {
-    const lines = model.code.replace(/\n+$/, '').split('\n').length;
-    const code = el(
-      doc,
-      'details',
-      'codemode-Code',
-      el(doc, 'summary', '', `code (${lines} line${lines === 1 ? '' : 's'})`),
-      el(doc, 'pre', 'codemode-Pre', model.code.replace(/\n+$/, ''))
+  if (options.showCode && view.code) {
+    const code = view.code.replace(/\n+$/, '');
+    const lines = code.split('\n').length;
+    card.appendChild(
+      details(
+        doc,
+        'codemode-Code',
+        'code',
+        options.open,
+        el(doc, 'summary', '', `code (${lines} line${lines === 1 ? '' : 's'})`),
+        el(doc, 'pre', 'codemode-Pre', code)
+      )
     );
-    if (options.codeOpen) {
-      code.setAttribute('open', '');
-    }
-    body.appendChild(code);
   }
-
-  for (const section of model.sections) {
-    if (section.kind !== 'error') {
-      body.appendChild(textSection(doc, section));
-    }
-  }
-
-  if (model.toolCalls.length) {
+  if (view.entries.length) {
     const list = el(doc, 'ol', 'codemode-Timeline');
-    for (const row of model.toolCalls) {
-      list.appendChild(toolCallRow(doc, row));
+    for (const entry of view.entries) {
+      list.appendChild(entryNode(doc, entry, options));
     }
-    body.appendChild(
-      el(
-        doc,
-        'div',
-        'codemode-Section codemode-Section-tools',
-        el(doc, 'div', 'codemode-SectionTitle', 'tool calls'),
-        list
-      )
-    );
+    card.appendChild(list);
   }
-
-  for (const section of model.sections) {
-    if (section.kind === 'error') {
-      body.appendChild(textSection(doc, section));
-    }
-  }
-
-  if (model.previews.length) {
-    const list = el(doc, 'ul', 'codemode-Previews');
-    for (const preview of model.previews) {
-      const label = `port ${preview.port}`;
-      if (preview.url) {
-        const link = el(doc, 'a', '', `${label}: ${preview.url}`);
-        link.setAttribute('href', preview.url);
-        link.setAttribute('target', '_blank');
-        link.setAttribute('rel', 'noopener noreferrer');
-        list.appendChild(el(doc, 'li', '', link));
-      } else {
-        list.appendChild(el(doc, 'li', '', label));
-      }
-    }
-    body.appendChild(
-      el(
-        doc,
-        'div',
-        'codemode-Section codemode-Section-previews',
-        el(doc, 'div', 'codemode-SectionTitle', 'previews'),
-        list
-      )
+  if (options.showValue && view.value) {
+    const section = el(
+      doc,
+      'div',
+      'codemode-Section codemode-Section-value',
+      el(doc, 'div', 'codemode-SectionTitle', 'value'),
+      el(doc, 'pre', 'codemode-Pre', view.value)
     );
+    section.dataset.kind = 'value';
+    card.appendChild(section);
+  }
+  if (options.showError && view.error) {
+    const section = el(
+      doc,
+      'div',
+      'codemode-Section codemode-Section-error',
+      el(doc, 'div', 'codemode-SectionTitle', formatError(view.error)),
+      view.error.traceback
+        ? el(doc, 'pre', 'codemode-Pre', view.error.traceback)
+        : null
+    );
+    section.dataset.kind = 'error';
+    card.appendChild(section);
   }
   return card;
 }
 
-/** The card for raw MIME data. */
-export function renderCard(
+/** The view of a run from raw MIME data (its varying part already merged back). */
+export function renderRun(
   doc: Document,
   data: unknown,
-  options: ICardOptions = {}
+  options: IRenderOptions = {}
 ): HTMLElement {
-  return renderCardModel(doc, toCardModel(data), options);
+  return renderRunView(doc, toRunView(data), options);
 }

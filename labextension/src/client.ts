@@ -21,10 +21,15 @@ export interface IToolInfo {
   schema: Record<string, unknown> | null;
 }
 
-/** A recent run as the kernel lists it. */
+/** A recent run as the kernel lists it: the run payload and where it ran. */
 export interface IRunRecord {
   code: string;
-  result: Record<string, unknown>;
+  /** The whole run+json payload (version 2: timeline and result), nothing split off. */
+  payload: Record<string, unknown>;
+  /** The cell's execution count, to find the cell; null if unknown. */
+  executionCount: number | null;
+  /** When the run finished, in seconds since the epoch; null if unknown. */
+  finishedAt: number | null;
 }
 
 /** The reply to a `call`. */
@@ -73,7 +78,10 @@ export function readRuns(value: unknown): IRunRecord[] {
   }
   return value.filter(isObject).map(run => ({
     code: asString(run.code),
-    result: isObject(run.result) ? run.result : {}
+    payload: run,
+    executionCount:
+      typeof run.execution_count === 'number' ? run.execution_count : null,
+    finishedAt: typeof run.finished_at === 'number' ? run.finished_at : null
   }));
 }
 

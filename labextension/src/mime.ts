@@ -1,13 +1,16 @@
 /**
- * The saved-run renderer: draws `application/vnd.codemode.run+json` as a card.
+ * The run renderer: draws `application/vnd.codemode.run+json`, live and saved.
  *
- * It needs no kernel and no widget state, so a notebook opened after a restart (or on a
- * machine without the kernel extension) still shows every run.
+ * While a cell runs, the kernel updates one display in place with the run so far (JupyterLab
+ * hands each update to the same renderer, which keeps what the user opened); the finished run
+ * is the output the notebook saves. It needs no kernel and no widget state, so a notebook
+ * opened after a restart (or on a machine without the kernel extension) shows every run the
+ * same way.
  */
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
-import { renderCard } from './card';
+import { openKeys, renderRun } from './card';
 import { mergeVarying, RUN_MIME_TYPE } from './model';
 
 const CLASS_NAME = 'codemode-RunRenderer';
@@ -28,7 +31,11 @@ export class RunRenderer extends Widget implements IRenderMime.IRenderer {
       ? model.metadata[this._mimeType]
       : undefined;
     const data = mergeVarying(model.data[this._mimeType], metadata);
-    this.node.replaceChildren(renderCard(this.node.ownerDocument, data));
+    // The cell shows the code above, its Out[n] the value and its traceback the error.
+    const view = renderRun(this.node.ownerDocument, data, {
+      open: openKeys(this.node)
+    });
+    this.node.replaceChildren(view);
     return Promise.resolve();
   }
 

@@ -1,6 +1,7 @@
 /**
- * The Tools panel: the tools the next `%%codemode` cell would get, a way to call each
- * one with JSON arguments, and the kernel's recent runs. It follows the active notebook's
+ * The Tools panel: the tools the next `%%codemode` cell would get, a form to call each one
+ * (built from its schema, or raw JSON), and the kernel's recent runs drawn by the same
+ * renderer as the notebook's outputs. It follows the active notebook's
  * kernel and talks to the kernel extension over the `codemode.tools` comm.
  */
 import { ISessionContext } from '@jupyterlab/apputils';
@@ -9,7 +10,7 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { el, renderCardModel } from './card';
+import { el, openKeys, renderRunView } from './card';
 import {
   argsTemplate,
   COMM_TARGET,
@@ -20,7 +21,9 @@ import {
   parseArgs,
   ToolsClient
 } from './client';
-import { formatDuration, formatError, formatValue, toCardModel } from './model';
+import { checkArgs, FormValues, formFields, IField, readForm } from './form';
+import { formatDuration, pyValue } from './format';
+import { formatError, toRunView } from './model';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
   <g class="jp-icon3" fill="#616161">
@@ -40,10 +43,17 @@ interface IToolView {
   node: HTMLElement;
   head: HTMLElement;
   doc: HTMLElement;
+  /** One input per parameter. */
+  form: HTMLElement;
+  fields: IField[];
+  inputs: Map<string, HTMLInputElement | HTMLTextAreaElement>;
+  /** Raw JSON arguments, used when its section is open. */
+  json: HTMLDetailsElement;
   args: HTMLTextAreaElement;
   result: HTMLElement;
   button: HTMLButtonElement;
   key: string;
+  schema: Record<string, unknown> | null;
 }
 
 /** The Tools panel widget. */
@@ -347,6 +357,7 @@ export class ToolsPanel extends Widget {
   private _createToolView(doc: Document, tool: IToolInfo): IToolView {
     const head = el(doc, 'div', 'codemode-ToolHead');
     const docNode = el(doc, 'pre', 'codemode-ToolDoc');
+    const form = el(doc, 'div', 'codemode-ToolForm');
     const args = el(
       doc,
       'textarea',
@@ -356,6 +367,13 @@ export class ToolsPanel extends Widget {
     args.rows = 2;
     args.setAttribute('aria-label', `JSON arguments for ${tool.name}`);
     args.value = argsTemplate(tool.schema);
+    const json = el(
+      doc,
+      'details',
+      'codemode-ToolJson',
+      el(doc, 'summary', '', 'arguments as JSON'),
+      args
+    ) as HTMLDetailsElement;
     const button = el(
       doc,
       'button',
@@ -369,7 +387,9 @@ export class ToolsPanel extends Widget {
       'codemode-Tool',
       head,
       docNode,
-      el(doc, 'div', 'codemode-ToolCallRow', args, button),
+      form,
+      json,
+      el(doc, 'div', 'codemode-ToolCallRow', button),
       result
     );
     node.dataset.tool = tool.name;
@@ -377,25 +397,106 @@ export class ToolsPanel extends Widget {
       node,
       head,
       doc: docNode,
+      form,
+      fields: [],
+      inputs: new Map(),
+      json,
       args,
       result,
       button,
-      key: ''
+      key: '',
+      schema: tool.schema
     };
     button.addEventListener(
       'click',
       () => void this._callTool(view, tool.name)
     );
-    args.addEventListener('keydown', event => {
-      if (
+    node.addEventListener('keydown', event => {
+      const target = event.target as HTMLElement;
+      const submit =
         event.key === 'Enter' &&
-        (event.ctrlKey || event.metaKey || event.shiftKey)
+        (target.tagName === 'INPUT' ||
+          event.ctrlKey ||
+          event.metaKey ||
+          event.shiftKey);
+      if (
+        submit &&
+        (target.tagName === 'INPUT' || target.tagName === 'TEXTAREA')
       ) {
         event.preventDefault();
         void this._callTool(view, tool.name);
       }
     });
     return view;
+  }
+
+  /** One labelled input per parameter; values typed before a redefinition are kept. */
+  private _buildForm(doc: Document, view: IToolView): void {
+    const typed: FormValues = this._formValues(view);
+    view.fields = formFields(view.schema);
+    view.inputs.clear();
+    const rows = view.fields.map(field => {
+      let input: HTMLInputElement | HTMLTextAreaElement;
+      if (field.kind === 'json') {
+        input = el(
+          doc,
+          'textarea',
+          'codemode-FieldInput jp-mod-styled'
+        ) as HTMLTextAreaElement;
+        input.rows = 1;
+        input.spellcheck = false;
+      } else {
+        input = el(
+          doc,
+          'input',
+          'codemode-FieldInput jp-mod-styled'
+        ) as HTMLInputElement;
+        input.type = field.kind === 'boolean' ? 'checkbox' : 'text';
+        if (field.kind === 'integer' || field.kind === 'number') {
+          input.inputMode = 'decimal';
+        }
+      }
+      input.name = field.name;
+      input.placeholder =
+        (field.kind === 'json' ? 'JSON' : field.kind) +
+        (field.defaultText ? ` (default ${field.defaultText})` : '');
+      const previous = typed[field.name];
+      if (input instanceof HTMLInputElement && input.type === 'checkbox') {
+        input.checked =
+          typeof previous === 'boolean'
+            ? previous
+            : field.defaultText === 'true';
+      } else if (typeof previous === 'string') {
+        input.value = previous;
+      }
+      input.setAttribute('aria-label', `${field.name} (${field.kind})`);
+      view.inputs.set(field.name, input);
+      const label = el(
+        doc,
+        'label',
+        'codemode-FieldLabel',
+        el(doc, 'code', '', field.name),
+        field.required ? el(doc, 'span', 'codemode-Required', '*') : null
+      );
+      label.title = field.description || `${field.name}: ${field.kind}`;
+      const row = el(doc, 'div', 'codemode-Field', label, input);
+      row.dataset.field = field.name;
+      row.dataset.kind = field.kind;
+      return row;
+    });
+    view.form.replaceChildren(...rows);
+    view.form.hidden = rows.length === 0;
+  }
+
+  private _formValues(view: IToolView): FormValues {
+    const values: FormValues = {};
+    for (const [name, input] of view.inputs) {
+      values[name] =
+        input instanceof HTMLInputElement && input.type === 'checkbox'
+          ? input.checked
+          : input.value;
+    }
+    return values;
   }
 
   private _updateToolView(
@@ -423,6 +524,8 @@ export class ToolsPanel extends Widget {
     }
     view.doc.textContent = tool.doc;
     view.doc.hidden = !tool.doc;
+    view.schema = tool.schema;
+    this._buildForm(doc, view);
     if (redefined) {
       // The function changed: offer the new template unless the user typed something.
       const template = argsTemplate(tool.schema);
@@ -437,10 +540,15 @@ export class ToolsPanel extends Widget {
 
   private async _callTool(view: IToolView, name: string): Promise<void> {
     const doc = this.node.ownerDocument;
-    const parsed = parseArgs(view.args.value);
-    if ('error' in parsed) {
+    // The JSON section, when open, says it all; else the form does.
+    const parsed = view.json.open
+      ? parseArgs(view.args.value)
+      : readForm(view.fields, this._formValues(view));
+    const problem =
+      'error' in parsed ? parsed.error : checkArgs(view.schema, parsed.args);
+    if (problem !== null || 'error' in parsed) {
       this._showResult(doc, view, 'error', [
-        el(doc, 'div', 'codemode-ResultTitle', parsed.error)
+        el(doc, 'div', 'codemode-ResultTitle', problem ?? '')
       ]);
       return;
     }
@@ -473,7 +581,7 @@ export class ToolsPanel extends Widget {
           doc,
           'pre',
           'codemode-Pre codemode-ResultValue',
-          formatValue(reply.result, 2)
+          pyValue(reply.result)
         )
       ]);
     } else {
@@ -519,55 +627,87 @@ export class ToolsPanel extends Widget {
       return;
     }
     this._shownRuns = runs;
-    // Keep open the runs the user opened (keyed by position from the oldest).
-    const open = new Set<string>();
-    for (const item of Array.from(this._runList.children)) {
-      const details = item.querySelector('details');
-      if (details?.open) {
-        open.add((item as HTMLElement).dataset.key ?? '');
-      }
-    }
-    const items: HTMLElement[] = [];
-    runs.forEach((run, index) => {
-      const model = toCardModel({
-        version: 1,
-        code: run.code,
-        result: run.result
-      });
-      const key = `${index}:${run.code.length}`;
-      const firstLine =
-        run.code
-          .split('\n')
-          .find(line => line.trim() && !line.startsWith('%%')) ?? '';
-      const summary = el(
-        doc,
-        'summary',
-        'codemode-RunSummary',
-        el(
-          doc,
-          'span',
-          `codemode-Badge codemode-Badge-${model.severity}`,
-          model.statusLabel
-        ),
-        el(doc, 'code', 'codemode-RunFirstLine', firstLine.trim() || '(empty)'),
-        el(doc, 'span', 'codemode-Facts', model.facts.slice(0, 2).join(' · '))
-      );
-      const details = el(
-        doc,
-        'details',
-        'codemode-RunDetails',
-        summary,
-        renderCardModel(doc, model, { showCode: true, codeOpen: true })
-      );
-      if (open.has(key)) {
-        details.setAttribute('open', '');
-      }
-      const item = el(doc, 'li', 'codemode-RunItem', details);
-      item.dataset.key = key;
-      item.dataset.status = model.status;
-      items.unshift(item); // newest first
+    // Keep open what the user opened (runs keyed by execution count and finish time).
+    const open = openKeys(this._runList);
+    const items = runs.map(run => this._runItem(doc, run, open));
+    this._runList.replaceChildren(...items.reverse()); // newest first
+  }
+
+  private _runItem(
+    doc: Document,
+    run: IRunRecord,
+    open: ReadonlySet<string>
+  ): HTMLElement {
+    const view = toRunView(run.payload);
+    const key = `run-${run.executionCount}-${run.finishedAt}`;
+    const firstLine = run.code
+      .split('\n')
+      .map(line => line.trim())
+      .find(line => line && !line.startsWith('#') && !line.startsWith('%%'));
+    const cell = el(
+      doc,
+      'button',
+      'codemode-RunCell',
+      run.executionCount !== null ? `[${run.executionCount}]` : '[ ]'
+    ) as HTMLButtonElement;
+    cell.type = 'button';
+    cell.title = 'Scroll to the cell that ran this';
+    cell.addEventListener('click', event => {
+      event.preventDefault();
+      event.stopPropagation();
+      this._scrollToCell(run.executionCount);
     });
-    this._runList.replaceChildren(...items);
+    const summary = el(
+      doc,
+      'summary',
+      'codemode-RunSummary',
+      el(
+        doc,
+        'span',
+        `codemode-Badge codemode-Badge-${view.severity}`,
+        view.statusLabel
+      ),
+      cell,
+      el(doc, 'code', 'codemode-RunFirstLine', firstLine || '(empty)'),
+      el(doc, 'span', 'codemode-RunTime', formatTime(run.finishedAt))
+    );
+    const details = el(
+      doc,
+      'details',
+      'codemode-RunDetails',
+      summary,
+      renderRunView(doc, view, {
+        showCode: true,
+        showError: true,
+        showValue: true,
+        open
+      })
+    );
+    details.dataset.key = key;
+    if (open.has(key)) {
+      details.setAttribute('open', '');
+    }
+    const item = el(doc, 'li', 'codemode-RunItem', details);
+    item.dataset.status = view.status;
+    return item;
+  }
+
+  /** Scroll the notebook to the cell whose execution count is `count`. */
+  private _scrollToCell(count: number | null): void {
+    const notebook = this._panel?.content;
+    if (!notebook || count === null) {
+      return;
+    }
+    const index = notebook.widgets.findIndex(
+      cell =>
+        cell.model.type === 'code' &&
+        (cell.model as any).executionCount === count
+    );
+    if (index < 0) {
+      return;
+    }
+    notebook.activeCellIndex = index;
+    void notebook.scrollToItem(index, 'center');
   }
 
   private _client = new ToolsClient();
@@ -585,4 +725,15 @@ export class ToolsPanel extends Widget {
   private _runCount: HTMLElement;
   private _runsEmpty: HTMLElement;
   private _runList: HTMLElement;
+}
+
+/** `14:03:07` in the browser's time zone ('' if unknown). */
+function formatTime(seconds: number | null): string {
+  if (seconds === null) {
+    return '';
+  }
+  const date = new Date(seconds * 1000);
+  return [date.getHours(), date.getMinutes(), date.getSeconds()]
+    .map(n => String(n).padStart(2, '0'))
+    .join(':');
 }

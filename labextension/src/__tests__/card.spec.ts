@@ -1,113 +1,135 @@
 /**
  * @jest-environment jsdom
  */
-import okFixture from './fixtures/quickstart-ok.json';
-import errorFixture from './fixtures/quickstart-error.json';
-import { renderCard } from '../card';
+import okV2 from './fixtures/quickstart-v2-ok.json';
+import errorV2 from './fixtures/quickstart-v2-error.json';
+import { openKeys, renderRun } from '../card';
 import { mergeVarying } from '../model';
 
-describe('renderCard', () => {
-  it('draws status, output, value and one row per tool call', () => {
-    const card = renderCard(
-      document,
-      mergeVarying(okFixture.data, okFixture.metadata)
-    );
+describe('renderRun', () => {
+  it('draws the timeline in time order, one row per call', () => {
+    const card = renderRun(document, mergeVarying(okV2.data, okV2.metadata));
     expect(card.dataset.status).toBe('ok');
     expect(card.querySelector('.codemode-Badge')!.textContent).toBe('ok');
-    expect(card.querySelector('.codemode-Facts')!.textContent).toBe(
-      '122 ms · 6 tool calls · 6 rounds · local (isolation: bubblewrap)'
+    const items = Array.from(card.querySelectorAll('.codemode-Timeline > li'));
+    expect(items.map(i => i.className.split(' ')[0])).toEqual([
+      'codemode-ToolCall',
+      'codemode-ToolCall',
+      'codemode-ToolCall',
+      'codemode-ToolCall',
+      'codemode-Output',
+      'codemode-ToolCall',
+      'codemode-Output',
+      'codemode-ToolCall',
+      'codemode-Output'
+    ]);
+    const first = items[0];
+    expect(first.querySelector('.codemode-CallText')!.textContent).toBe(
+      "get_weather(city='Paris')"
     );
-    expect(
-      card.querySelector('[data-kind="stdout"] pre')!.textContent
-    ).toContain('Lima: 24 °C = 75.2 °F');
-    expect(card.querySelector('[data-kind="value"] pre')!.textContent).toBe(
-      "'Lima'"
+    expect(first.querySelector('.codemode-CallOutcome')!.textContent).toBe(
+      "{'city': 'Paris', 'temp_c': 18}"
     );
-    const rows = card.querySelectorAll('.codemode-ToolCall');
-    expect(rows).toHaveLength(6);
-    expect(rows[0].querySelector('.codemode-ToolCallCall')!.textContent).toBe(
-      'get_weather(city="Paris")'
+    expect(first.querySelector('.codemode-CallDuration')!.textContent).toMatch(
+      /µs|ms/
     );
-    expect((rows[0] as HTMLElement).dataset.tool).toBe('get_weather');
-    expect(card.querySelector('details.codemode-Code pre')!.textContent).toBe(
-      okFixture.data.code.trimEnd()
-    );
+    // The cell has the code, Out[n] the value: the notebook view leaves both out.
+    expect(card.querySelector('.codemode-Code')).toBeNull();
+    expect(card.querySelector('[data-kind="value"]')).toBeNull();
   });
 
-  it('draws the error with its traceback after the tool calls', () => {
-    const card = renderCard(
-      document,
-      mergeVarying(errorFixture.data, errorFixture.metadata)
-    );
-    expect(card.classList.contains('codemode-RunCard-error')).toBe(true);
-    const sections = Array.from(card.querySelectorAll('.codemode-Section')).map(
-      s => (s as HTMLElement).dataset.kind ?? 'tools'
-    );
-    expect(sections).toEqual(['tools', 'error']);
-    const error = card.querySelector('[data-kind="error"]')!;
-    expect(error.querySelector('.codemode-SectionTitle')!.textContent).toBe(
+  it('leaves the error to the traceback unless asked', () => {
+    const data = mergeVarying(errorV2.data, errorV2.metadata);
+    expect(
+      renderRun(document, data).querySelector('[data-kind="error"]')
+    ).toBeNull();
+    const panel = renderRun(document, data, {
+      showError: true,
+      showCode: true
+    });
+    expect(panel.querySelector('[data-kind="error"]')!.textContent).toContain(
       'ZeroDivisionError: division by zero'
     );
-    expect(error.querySelector('pre')!.textContent).toContain('line 3');
+    expect(panel.querySelector('.codemode-Code summary')!.textContent).toBe(
+      'code (3 lines)'
+    );
   });
 
-  it('treats everything from the run as text, and links only http(s)', () => {
-    const card = renderCard(document, {
-      version: 1,
-      code: '<script>alert(1)</script>',
-      result: {
-        status: 'ok',
-        stdout: '<img src=x onerror="alert(1)">',
-        tool_calls: [{ name: '<b>x</b>', args: {}, result: '<i>y</i>' }],
-        previews: [
-          { port: 1, url: 'javascript:alert(1)' },
-          { port: 2, url: 'http://localhost:2/' }
-        ]
-      }
+  it('cuts long values on the row; the full value is one click away', () => {
+    const long = `'${'word '.repeat(100)}'`;
+    const card = renderRun(document, {
+      version: 2,
+      timeline: [
+        {
+          kind: 'call',
+          id: 1,
+          name: 'f',
+          round: 1,
+          args: `x=${long}`,
+          state: 'ok',
+          result: long
+        }
+      ],
+      result: { status: 'ok' }
+    });
+    const row = card.querySelector('.codemode-CallOutcome')!.textContent!;
+    expect(row.length).toBeLessThanOrEqual(120);
+    expect(row.endsWith('…')).toBe(true);
+    const full = card.querySelectorAll('.codemode-CallBody pre');
+    expect(full[1].textContent).toBe(long);
+  });
+
+  it('shows cancelled calls and keeps open what the user opened', () => {
+    const data = {
+      version: 2,
+      timeline: [
+        {
+          kind: 'call',
+          id: 7,
+          name: 'slow',
+          round: 1,
+          args: '',
+          state: 'cancelled'
+        }
+      ],
+      result: { status: 'interrupted' }
+    };
+    const first = renderRun(document, data);
+    expect(
+      first.querySelector('.codemode-ToolCall')!.getAttribute('data-state')
+    ).toBe('cancelled');
+    expect(first.querySelector('.codemode-CallOutcome')!.textContent).toBe(
+      'cancelled'
+    );
+    first.querySelector('details')!.setAttribute('open', '');
+    const again = renderRun(document, data, { open: openKeys(first) });
+    expect(again.querySelector('details')!.hasAttribute('open')).toBe(true);
+  });
+
+  it('treats everything as text and links only http(s) previews', () => {
+    const card = renderRun(document, {
+      version: 2,
+      timeline: [
+        {
+          kind: 'output',
+          stream: 'stdout',
+          text: '<img src=x onerror=alert(1)>'
+        },
+        { kind: 'preview', port: 80, url: 'javascript:alert(1)' },
+        { kind: 'preview', port: 81, url: 'https://example.org/' }
+      ],
+      result: { status: 'ok' }
     });
     expect(card.querySelector('img')).toBeNull();
-    expect(card.querySelector('script')).toBeNull();
-    expect(card.querySelector('b')).toBeNull();
-    expect(card.querySelector('[data-kind="stdout"] pre')!.textContent).toBe(
-      '<img src=x onerror="alert(1)">'
-    );
     const links = card.querySelectorAll('a');
     expect(links).toHaveLength(1);
-    expect(links[0].getAttribute('href')).toBe('http://localhost:2/');
-    expect(links[0].getAttribute('rel')).toBe('noopener noreferrer');
-    expect(card.querySelector('.codemode-Previews')!.textContent).toContain(
-      'port 1'
-    );
+    expect(links[0].getAttribute('href')).toBe('https://example.org/');
   });
 
   it('says so when the data cannot be read', () => {
-    const card = renderCard(document, 'nonsense');
+    const card = renderRun(document, 'nonsense');
     expect(card.querySelector('.codemode-Warning')!.textContent).toBe(
       'The run data is not a JSON object.'
     );
-    expect(card.querySelector('.codemode-Badge')!.textContent).toBe(
-      'unreadable run'
-    );
-  });
-});
-
-describe('the details toggle', () => {
-  it('marks the card expanded and says what the next click does', () => {
-    const card = renderCard(document, okFixture.data);
-    const toggle = card.querySelector('button.codemode-Toggle') as HTMLElement;
-    expect(card.querySelector('.codemode-RunBody')).not.toBeNull();
-    expect(toggle.textContent).toBe('details');
-    toggle.click();
-    expect(card.classList.contains('codemode-mod-expanded')).toBe(true);
-    expect(toggle.textContent).toBe('hide details');
-    toggle.click();
-    expect(card.classList.contains('codemode-mod-expanded')).toBe(false);
-  });
-
-  it('counts code lines without the trailing newline', () => {
-    const card = renderCard(document, okFixture.data);
-    expect(
-      card.querySelector('details.codemode-Code summary')!.textContent
-    ).toBe('code (5 lines)');
   });
 });

@@ -49,10 +49,22 @@ describe('ToolsClient', () => {
     expect(client.tools.map(t => t.name)).toEqual(['get_weather']);
     client.handleMessage({
       op: 'runs',
-      runs: [{ code: 'print(1)', result: { status: 'ok' } }, 'junk']
+      runs: [
+        { code: 'print(1)', result: { status: 'ok' }, execution_count: 3 },
+        'junk'
+      ]
     });
     expect(client.runs).toEqual([
-      { code: 'print(1)', result: { status: 'ok' } }
+      {
+        code: 'print(1)',
+        payload: {
+          code: 'print(1)',
+          result: { status: 'ok' },
+          execution_count: 3
+        },
+        executionCount: 3,
+        finishedAt: null
+      }
     ]);
     expect(changes).toEqual(['connecting', 'ready', 'ready']);
   });

@@ -1,0 +1,173 @@
+"""`%codemode COMMAND ...`: one function per command, each with its parser (usage.py)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from ..result import RunResult
+from .debugging import post_mortem
+from .text import clip, format_duration, plural
+from .usage import COMMAND_HELP, command_parser, help_text
+
+if TYPE_CHECKING:
+    from .magics import CodeModeMagics
+
+#: backend_options that say which Daytona account to use (what `cleanup` needs of them).
+DAYTONA_ACCOUNT = ("api_key", "api_url", "target")
+#: `%codemode last` shows this many calls from the start and from the end of a long run.
+LAST_HEAD = LAST_TAIL = 10
+
+Command = Callable[["CodeModeMagics", argparse.Namespace], None]
+
+
+def run_command(magics: CodeModeMagics, line: str) -> None:
+    """Parse `line` (`NAME [args]`; empty: status) and run the command."""
+    name, _, rest = line.strip().partition(" ")
+    name = name or "status"
+    if name not in COMMANDS:
+        raise UsageError(
+            f"%codemode: unknown command {name!r}; one of: {', '.join(COMMANDS)} "
+            "(or %%codemode as a cell magic to run a program; %codemode help says more)"
+        )
+    COMMANDS[name](magics, command_parser(name).parse_line(rest))
+
+
+def tools(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    found = magics.tools()
+    count = len(found.tools)
+    print(f"{plural(count, 'tool')}:" if count else "no tools defined")
+    for tool in found.tools.values():
+        prefix = "async " if tool.is_async else ""
+        print(f"  {prefix}{tool.name}{tool.signature}")
+        if tool.description:
+            print(f"      {tool.description.splitlines()[0]}")
+    for name, why in found.skipped.items():
+        print(f"  (not a tool: {name}: {why})")
+
+
+def prompt(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    session = magics.current_session()
+    session.set_tools(magics.tools().tool_list())
+    print(session.system_prompt())
+
+
+def status(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    session = magics.current_session()
+    info = dict(session.status())
+    info.setdefault("display", magics.settings.display)
+    info["tools"] = ", ".join(magics.tools().tools) or "none"
+    last = magics.last_result
+    info["last_run"] = f"{last.status} ({format_duration(last.duration)})" if last else "none yet"
+    if last is not None and last.state_lost:
+        info["state"] = "lost in the last run (the runtime was replaced)"
+    elif info.get("runtime_alive"):
+        info["state"] = "variables kept between cells (clear: %codemode reset, --fresh)"
+    else:
+        info["state"] = "empty (the next run starts a fresh runtime)"
+    width = max(len(str(key)) for key in info)
+    for key, value in info.items():
+        print(f"{str(key).ljust(width)}  {value}")
+
+
+def reset(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    magics.current_session().reset()
+    print("codemode: the session's namespace is reset")
+
+
+def last(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    result = magics.last_result
+    if result is None:
+        print("codemode: no run yet")
+        return
+    print(describe_run(result, everything=args.all))
+
+
+def debug(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    post_mortem(magics.shell, magics.last_result)
+
+
+def attach(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    from ..backends import require_backend
+
+    require_backend("daytona")  # no SDK: say which extra to install, before switching
+    settings = magics.settings
+    settings.backend = "daytona"
+    settings.backend_options = {**settings.backend_options, "sandbox": args.sandbox_id}
+    print(
+        f"codemode: %%codemode cells now run in Daytona sandbox {args.sandbox_id} "
+        "(attached: this kernel never deletes it)"
+    )
+
+
+def cleanup(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    from ..backends import require_backend
+
+    require_backend("daytona")  # no SDK: say which extra to install, not "no API key"
+    from ..backends.daytona import cleanup_orphans
+
+    settings = magics.settings
+    configured = {**settings.daytona_options(), **settings.backend_options}
+    account = {k: v for k, v in configured.items() if k in DAYTONA_ACCOUNT}
+    found = cleanup_orphans(dry_run=args.dry_run, all_hosts=args.all_hosts, **account)
+    if not found:
+        print("codemode: no sandboxes made by codemode-jupyter")
+    for orphan in found:
+        print(f"{orphan.id}  {orphan.state:<10}  {orphan.reason}")
+
+
+def show_help(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+    print(help_text(examples=True))
+
+
+COMMANDS: dict[str, Command] = {
+    "tools": tools,
+    "prompt": prompt,
+    "status": status,
+    "reset": reset,
+    "last": last,
+    "debug": debug,
+    "attach": attach,
+    "cleanup": cleanup,
+    "help": show_help,
+}
+assert set(COMMANDS) == set(COMMAND_HELP), "every command has its help line"
+
+
+def describe_run(result: RunResult, *, everything: bool = False) -> str:
+    """`%codemode last`: the tool calls with args, result or error, and timing.
+
+    A long run shows its first and last calls and says how many are left out, unless
+    `everything`.
+    """
+    lines = [
+        f"last run: {result.status} in {format_duration(result.duration)}, "
+        f"{plural(len(result.tool_calls), 'tool call')} in {plural(result.rounds, 'round')} "
+        f"({result.backend}, isolation {result.isolation})"
+    ]
+    calls = result.tool_calls
+    skipped = 0
+    if not everything and len(calls) > LAST_HEAD + LAST_TAIL + 1:
+        skipped = len(calls) - LAST_HEAD - LAST_TAIL
+        calls = [*calls[:LAST_HEAD], *calls[-LAST_TAIL:]]
+    for index, call in enumerate(calls):
+        if skipped and index == LAST_HEAD:
+            lines.append(f"  … {plural(skipped, 'more call')} (%codemode last --all shows them)")
+        head = f"  #{call.id} round {call.round}  {call.name}({_args(call.args)})"
+        lines.append(f"{head}  [{format_duration(call.duration)}]")
+        if call.error is not None:
+            lines.append(f"      raised {call.error}")
+            if call.error.traceback:
+                lines.extend("      " + t for t in call.error.traceback.rstrip().split("\n"))
+        else:
+            lines.append(f"      -> {clip(repr(call.result), 500)}")
+    if result.error is not None:
+        lines.append(f"  program: {result.error}")
+    return "\n".join(lines)
+
+
+def _args(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={clip(repr(v), 200)}" for k, v in args.items())

@@ -1,0 +1,72 @@
+"""The engine sessions of one kernel: one per distinct sandbox setting, opened on first use.
+
+A cell that changes backend, network, memory or backend options gets its own session (its own
+sandbox); budgets (timeout, tool calls, output) apply to the existing one.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .config import CodeMode as Settings
+
+#: Settings that are a run's budgets: changed between cells without a new sandbox.
+BUDGETS = ("timeout", "max_tool_calls", "max_output")
+
+
+class SessionPool:
+    """Engine sessions keyed by the settings that define their sandbox."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, backend: str | None = None, network: bool | None = None) -> Any:
+        """The session for these overrides of the settings, opened if needed."""
+        overrides: dict[str, Any] = {}
+        if backend:
+            overrides["backend"] = backend
+        if network:
+            overrides["network"] = True
+        key = self.settings.session_key(**overrides)
+        session = self.sessions.get(key)
+        if session is None:
+            session = self._open(overrides)
+            self.sessions[key] = session
+        else:
+            self._apply_budgets(session)
+        return session
+
+    def _open(self, overrides: dict[str, Any]) -> Any:
+        from ..engine import CodeMode as Engine
+
+        s = self.settings
+        options = {
+            "backend": s.backend,
+            "protocol": s.protocol,
+            "timeout": s.timeout,
+            "max_tool_calls": s.max_tool_calls,
+            "max_output": s.max_output,
+            "network": s.network,
+            "memory_mb": s.memory_mb,
+        }
+        if overrides.get("backend", s.backend) == "daytona":
+            options.update(s.daytona_options())
+        options.update({**s.backend_options, **overrides})
+        return Engine(**options)
+
+    def _apply_budgets(self, session: Any) -> None:
+        # Budgets may change between cells (%config) without starting a new sandbox.
+        for name in BUDGETS:
+            if hasattr(session, name):
+                setattr(session, name, getattr(self.settings, name))
+
+    def close(self) -> None:
+        """Close every session (kernel shutdown, %unload_ext). Idempotent."""
+        sessions, self.sessions = list(self.sessions.values()), {}
+        for session in sessions:
+            try:
+                session.close()
+            except Exception as exc:
+                print(f"codemode: closing a session failed: {exc}", file=sys.stderr)

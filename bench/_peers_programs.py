@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,8 +42,10 @@ def calls_program(n: int) -> str:
 def latency_program(clock: str) -> str:
     """Prints a time stamp, then sleeps, LATENCY_LINES times: each line is its own event and
     the run is still going when it arrives (streaming, not the output of a finished run)."""
-    return (f"import time\nfor i in range({LATENCY_LINES}):\n"
-            f"    print(time.{clock}())\n    time.sleep(0.02)\n")
+    return (
+        f"import time\nfor i in range({LATENCY_LINES}):\n"
+        f"    print(time.{clock}())\n    time.sleep(0.02)\n"
+    )
 
 
 def add(a: int, b: int) -> int:
@@ -102,6 +104,10 @@ class System:
         """Create a session and run the trivial program: the user's wait for a first result."""
         raise NotImplementedError
 
+    def start_cold(self) -> None:
+        """As `start`, with nothing started ahead (for a system that can start a spare)."""
+        self.start()
+
     def start_spare_ready(self) -> float:
         """Seconds the user waits for a first result when a runtime was started beforehand in
         the background (the idle wait for it is not counted); leaves the session open."""
@@ -133,50 +139,78 @@ class System:
 
 def _git_state() -> str:
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "codemode_jupyter"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "codemode_jupyter"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "commit unknown"
     return f"commit {head or 'unknown'}" + (" + uncommitted changes" if dirty else "")
 
 
-def _spare_option(cls: type) -> tuple[dict[str, Any], str | None] | None:
-    """How to ask CodeMode for a spare runtime, if it has a way: (constructor kwargs, method
-    to call after construction). The option is not known when this script is written, so it
-    is probed: a constructor parameter or a start method with 'spare' in its name."""
-    params = inspect.signature(cls.__init__).parameters
-    for name, param in params.items():
+class SpareOption(NamedTuple):
+    on: dict[str, Any]  # constructor kwargs that ask for a spare
+    off: dict[str, Any] | None  # ... that ask for none (None: no way to say so)
+    method: str | None  # a method to call after construction to start one
+
+
+def _spare_option(cls: type) -> SpareOption | None:
+    """How to ask CodeMode for a spare runtime, if it has a way. The option was being added
+    while this script was written, so it is probed: a constructor parameter with 'spare' in
+    its name, or a start method."""
+    for name, param in inspect.signature(cls.__init__).parameters.items():
         if "spare" not in name.lower():
             continue
-        default = param.default
-        if isinstance(default, bool):
-            return ({} if default else {name: True}), None
-        if isinstance(default, int):
-            return ({} if default > 0 else {name: 1}), None
-        return {name: True}, None
+        if isinstance(param.default, int) and not isinstance(param.default, bool):
+            return SpareOption({name: max(param.default, 1)}, {name: 0}, None)
+        return SpareOption({name: True}, {name: False}, None)
     for name in dir(cls):
-        if "spare" in name.lower() and name.lower().startswith(("start", "prestart", "warm")):
-            if callable(getattr(cls, name)):
-                return {}, name
+        lowered = name.lower()
+        starts = lowered.startswith(("start", "prestart", "warm"))
+        if "spare" in lowered and starts and callable(getattr(cls, name)):
+            return SpareOption({}, None, name)
     return None
 
 
+def _spare_ready(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value > 0
+    return str(value).lower().startswith("ready")
+
+
+# A user's first cell comes seconds after the session exists; a spare has had that long.
+SPARE_SETTLE = 1.0
+
+
 def _wait_for_spare(cm: Any, timeout: float = 10.0) -> str:
-    """Wait (not timed) until the status says a spare is ready; without such a status entry,
-    wait a fixed 1.5 s, far more than a start takes."""
+    """Wait (not timed) until status() says a spare is ready, then SPARE_SETTLE more: a
+    'ready' spare may be a started process whose python is still booting (seen while the
+    option was being written). Without a status entry, wait a fixed 1.5 s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        keys = {k: v for k, v in cm.status().items() if "spare" in str(k).lower()}
-        if not keys:
+        entries = {k: v for k, v in cm.status().items() if "spare" in str(k).lower()}
+        if not entries:
             time.sleep(1.5)
             return "waited a fixed 1.5 s (no spare entry in status())"
-        if any(v is True or (isinstance(v, int) and v > 0) for v in keys.values()):
-            return f"waited until status() said {keys}"
-        time.sleep(0.01)
-    return f"spare not ready after {timeout:.0f} s"
+        if any(_spare_ready(v) for v in entries.values()):
+            waited = time.monotonic() - (deadline - timeout)
+            time.sleep(SPARE_SETTLE)
+            return (
+                f"CodeMode({_spare_option(type(cm)).on}); status() said {entries} after "
+                f"{waited * 1e3:.0f} ms, then {SPARE_SETTLE} s more before the first run"
+            )
+        time.sleep(0.005)
+    raise RuntimeError(f"spare not ready after {timeout:.0f} s: {entries}")
 
 
 class CodeModeSystem(System):
@@ -198,17 +232,25 @@ class CodeModeSystem(System):
         self.cm = self._make()
         self._run(TRIVIAL)
 
+    def start_cold(self) -> None:
+        from codemode_jupyter import CodeMode
+
+        how = _spare_option(CodeMode)
+        if how is not None and how.off is None:
+            raise NotSupported("no way to turn the spare runtime off")
+        self.cm = self._make(**(how.off if how else {}))
+        self._run(TRIVIAL)
+
     def start_spare_ready(self) -> float:
         from codemode_jupyter import CodeMode
 
         how = _spare_option(CodeMode)
         if how is None:
             raise NotSupported("CodeMode has no spare-runtime option or attribute (probed)")
-        kwargs, method = how
         started = time.perf_counter()
-        self.cm = self._make(**kwargs)
-        if method:
-            getattr(self.cm, method)()
+        self.cm = self._make(**how.on)
+        if how.method:
+            getattr(self.cm, how.method)()
         made = time.perf_counter()
         self.spare_note = _wait_for_spare(self.cm)
         asked = time.perf_counter()
@@ -254,8 +296,8 @@ class MontySystem(System):
     clock = "time"
     LIMITS = {"max_suspensions": 10**9}
     # The pool spawns its worker as the `with` block is entered (min_processes=1); this wait
-    # (not timed) lets it finish before the first checkout.
-    SPARE_WAIT = 0.5
+    # (not timed) lets it finish before the first checkout, as long as codemode's settle time.
+    SPARE_WAIT = SPARE_SETTLE
 
     @classmethod
     def version(cls) -> str:
@@ -299,17 +341,24 @@ class MontySystem(System):
         if self._async is None:
             self._async = self._open_async()
         loop, _, session = self._async
-        loop.run_until_complete(session.feed_run(PARALLEL, external_lookup={"nap_async": nap}))
+
+        async def feed() -> None:  # feed_run() too wants a running loop when it is called
+            await session.feed_run(PARALLEL, external_lookup={"nap_async": nap})
+
+        loop.run_until_complete(feed())
 
     def _open_async(self) -> tuple[Any, Any, Any]:
         import pydantic_monty
 
+        async def enter() -> tuple[Any, Any]:  # checkout() wants a running loop
+            pool = pydantic_monty.AsyncMonty(min_processes=1, max_processes=1)
+            await pool.__aenter__()
+            session = pool.checkout(limits=self.LIMITS)
+            await session.__aenter__()
+            return pool, session
+
         loop = asyncio.new_event_loop()
-        pool = pydantic_monty.AsyncMonty(min_processes=1, max_processes=1)
-        loop.run_until_complete(pool.__aenter__())
-        session = pool.checkout(limits=self.LIMITS)
-        loop.run_until_complete(session.__aenter__())
-        return loop, pool, session
+        return (loop, *loop.run_until_complete(enter()))
 
     def first_output_latency(self) -> list[float]:
         stamps = Stamps(self.clock)
@@ -321,13 +370,19 @@ class MontySystem(System):
         self.pool.__exit__(None, None, None)
         if self._async is not None:
             loop, pool, session = self._async
-            loop.run_until_complete(session.__aexit__(None, None, None))
-            loop.run_until_complete(pool.__aexit__(None, None, None))
+
+            async def leave() -> None:  # __aexit__ also wants a running loop
+                await session.__aexit__(None, None, None)
+                await pool.__aexit__(None, None, None)
+
+            loop.run_until_complete(leave())
             loop.close()
 
     def details(self) -> str:
-        return ("a Rust interpreter of a Python subset in a worker subprocess, no OS jail; "
-                "sync pool for sequential calls, an AsyncMonty pool for the parallel ones")
+        return (
+            "a Rust interpreter of a Python subset in a worker subprocess, no OS jail; "
+            "sync pool for sequential calls, an AsyncMonty pool for the parallel ones"
+        )
 
 
 class SmolagentsSystem(System):
@@ -363,8 +418,10 @@ class SmolagentsSystem(System):
         self.executor = None
 
     def details(self) -> str:
-        return ("LocalPythonExecutor: an AST interpreter in the host process, no isolation; "
-                "each run on a fresh thread (its default timeout)")
+        return (
+            "LocalPythonExecutor: an AST interpreter in the host process, no isolation; "
+            "each run on a fresh thread (its default timeout)"
+        )
 
 
 SYSTEMS: list[type[System]] = [CodeModeSystem, MontySystem, SmolagentsSystem]
@@ -403,3 +460,41 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by every thread of `pid` and of all its descendants
+    (/proc/*/task/*/schedstat): much less sensitive to other load than wall time."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(_children(current))
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size (bytes) of `pid` and all its descendants: pages shared between
+    processes are split between them, so the sum does not count a library twice."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(_children(current))
+        try:
+            with open(f"/proc/{current}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total

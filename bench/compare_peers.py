@@ -19,12 +19,19 @@ What is measured (wall time with time.perf_counter around each call, medians):
 - Systems alternate round by round (the order rotates), so load drifts on a shared machine hit
   all of them alike. Each system keeps one warm session for the run figures; every round also
   starts (and closes) a new session for the start figures.
-- session start: constructor + first trivial run ("1"); closing is not timed. "With a spare
-  ready": the runtime was started beforehand in the background (codemode_jupyter: a spare
-  option on CodeMode, probed, n/a without one; pydantic-monty: its pool's eagerly spawned
-  worker, then checkout + first run); the idle wait is not counted.
+- session start: constructor + first trivial run ("1") with default settings; closing is not
+  timed. "No spare": the same with a spare runtime turned off where the system has one
+  (CodeMode's spare option, probed: codemode_jupyter was gaining it while this was written);
+  for the peers it is their plain start again. "With a spare ready": the runtime was started
+  beforehand in the background (codemode_jupyter: the spare option, then a wait until status()
+  says it is ready and 1 s more, n/a without the option; pydantic-monty: its pool spawns a
+  worker as it is entered, then checkout + first run 1 s later). The constructor and the
+  first run are timed, the idle wait between them is not.
 - per sequential call at N: median(`for i in range(N): add(i, 1)`) minus median(empty run),
   divided by N; `add` is a trivial sync host function.
+- CPU per call: CPU time of every thread of this process and of all its descendants
+  (/proc/PID/task/*/schedstat) over the N=1000 program, / 1000: it moves much less with
+  other load than wall time. The other systems' idle sessions live in the same process tree.
 - 100 parallel 50 ms calls: `await asyncio.gather(*[nap_async(50) for _ in range(100)])`, an
   async host function sleeping 50 ms (floor 50 ms).
 - first output latency: the program prints a time stamp and sleeps 20 ms, 5 times; the host's
@@ -34,7 +41,9 @@ What is measured (wall time with time.perf_counter around each call, medians):
   system, starts a session, runs the empty, 1000-call, 50-call and print programs, then idles
   0.5 s. Another thread samples the RSS of that process and all its descendants (workers,
   bwrap, the jailed python; /proc/PID/task/*/children, /proc/PID/statm) every 5 ms: the peak
-  of the sum, the sum at idle, and the host alone right after its imports.
+  of the sum, the sum at idle, and the host alone right after its imports. RSS counts a
+  page shared by several processes (the python binary, libraries) in each of them; the idle
+  PSS (/proc/PID/smaps_rollup) splits shared pages, so its sum is the tree's real footprint.
 """
 
 from __future__ import annotations
@@ -94,7 +103,9 @@ def _installed(python: Path) -> dict[str, str | None]:
         "out['codemode_path'] = os.path.dirname(s.origin) if s and s.origin else None\n"
         "print(json.dumps(out))\n"
     )
-    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    # From "/": run from the repo root, `python -c` would find the checkout through the
+    # current directory and take an uninstalled project for an installed one.
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd="/")
     return json.loads(done.stdout) if done.returncode == 0 else {}
 
 
@@ -102,8 +113,9 @@ def _pip(python: Path, dist: str, args: list[str]) -> dict[str, str]:
     """pip install; on failure {dist: the reason} (the run goes on without it)."""
     print(f"compare_peers: installing {dist} into {VENV} ...", file=sys.stderr, flush=True)
     env = {**os.environ, "SKIP_JUPYTER_BUILDER": "1"}  # no npm build of the lab extension
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", *args],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *args], capture_output=True, text=True, env=env
+    )
     if done.returncode == 0:
         return {}
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
@@ -162,14 +174,19 @@ def load_systems(failures: dict[str, str]) -> tuple[list, dict[str, str], dict[s
             versions[cls.name] = cls.version()
             usable.append(cls)
         except Exception as exc:
-            missing[cls.name] = failures.get(cls.dist) or f"import failed: {type(exc).__name__}: {exc}"
+            reason = f"import failed: {type(exc).__name__}: {exc}"
+            missing[cls.name] = failures.get(cls.dist) or reason
     return usable, versions, missing
 
 
 def warm_up(system) -> None:
     """Untimed: first runs compile, fill caches, and make lazily created parts (pools)."""
-    for action in (system.run_empty, lambda: system.run_calls(100), system.run_parallel,
-                   system.first_output_latency):
+    for action in (
+        system.run_empty,
+        lambda: system.run_calls(100),
+        system.run_parallel,
+        system.first_output_latency,
+    ):
         for _ in range(3):
             try:
                 action()
@@ -180,8 +197,14 @@ def warm_up(system) -> None:
 def one_round(cls, warm, samples: Samples, plan: dict, notes: dict[str, str]) -> None:
     """All figures of one system, once: a fresh session for the start figures, then the
     warm session for the rest."""
+    from _peers_programs import tree_cpu
+
     name = cls.name
-    for figure, how in (("start", "start"), ("start spare", "start_spare_ready")):
+    for figure, how in (
+        ("start", "start"),
+        ("start cold", "start_cold"),
+        ("start spare", "start_spare_ready"),
+    ):
         fresh = cls()
         samples.measure(name, figure, getattr(fresh, how))
         if fresh.spare_note:
@@ -194,6 +217,13 @@ def one_round(cls, warm, samples: Samples, plan: dict, notes: dict[str, str]) ->
     for n, repeat in plan["calls"].items():
         samples.measure(name, f"calls {n}", lambda n=n: warm.run_calls(n), repeat)
     samples.measure(name, "parallel", warm.run_parallel)
+
+    def cpu_per_call(n: int = 1000) -> float:
+        before = tree_cpu(os.getpid())
+        warm.run_calls(n)
+        return (tree_cpu(os.getpid()) - before) / n
+
+    samples.measure(name, "cpu 1000", cpu_per_call)
 
     def latency() -> list[float]:
         stamps = warm.first_output_latency()
@@ -220,10 +250,13 @@ def run_rounds(classes: list, samples: Samples, plan: dict, notes: dict[str, str
     live = [cls for cls in classes if cls.name in warm]
     for index in range(plan["rounds"]):
         print(f"  round {index + 1}/{plan['rounds']}, load {load()}", file=sys.stderr, flush=True)
-        for cls in live[index % len(live):] + live[:index % len(live)]:
+        for cls in live[index % len(live) :] + live[: index % len(live)]:
             one_round(cls, warm[cls.name], samples, plan, notes)
     for cls in live:
-        warm[cls.name].close()
+        try:
+            warm[cls.name].close()
+        except Exception as exc:
+            notes[f"{cls.name} close"] = f"FAILED: {type(exc).__name__}: {exc}"
 
 
 # --- memory: each system alone in a fresh python --------------------------------------------
@@ -231,32 +264,40 @@ def run_rounds(classes: list, samples: Samples, plan: dict, notes: dict[str, str
 
 def memory_probe(name: str) -> None:
     """Child side: run the programs once in this fresh process, report host-only figures."""
-    from _peers_programs import SYSTEMS, tree_rss
+    from _peers_programs import SYSTEMS, tree_pss, tree_rss
 
     cls = next(c for c in SYSTEMS if c.name == name)
     cls.version()  # the imports
     baseline = tree_rss(os.getpid())[0]
     system = cls()
     system.start()
-    for action in (system.run_empty, lambda: system.run_calls(1000),
-                   lambda: system.run_calls(50), system.first_output_latency):
+    for action in (
+        system.run_empty,
+        lambda: system.run_calls(1000),
+        lambda: system.run_calls(50),
+        system.first_output_latency,
+    ):
         for _ in range(3):
             try:
                 action()
             except Exception:
                 break  # unsupported here: the timing table says why
     time.sleep(0.5)
-    idle = sum(tree_rss(os.getpid()))
+    idle, idle_pss = sum(tree_rss(os.getpid())), tree_pss(os.getpid())
     system.close()
-    print(json.dumps({"baseline": baseline, "idle": idle}))
+    print(json.dumps({"baseline": baseline, "idle": idle, "idle pss": idle_pss}))
 
 
 def measure_memory(name: str) -> dict[str, float] | str:
     """Parent side: run the probe child and sample its process tree every 5 ms."""
     from _peers_programs import tree_rss
 
-    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--memory-probe",
-                              name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--memory-probe", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak = [0, 0]
 
     def sample() -> None:
@@ -273,8 +314,13 @@ def measure_memory(name: str) -> dict[str, float] | str:
     if child.returncode != 0:
         return f"FAILED: {(err.strip().splitlines() or ['?'])[-1]}"
     report = json.loads(out.strip().splitlines()[-1])
-    return {"peak": sum(peak) / MIB, "peak workers": peak[1] / MIB,
-            "idle": report["idle"] / MIB, "baseline": report["baseline"] / MIB}
+    return {
+        "peak": sum(peak) / MIB,
+        "peak workers": peak[1] / MIB,
+        "idle": report["idle"] / MIB,
+        "idle pss": report["idle pss"] / MIB,
+        "baseline": report["baseline"] / MIB,
+    }
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -282,12 +328,14 @@ def measure_memory(name: str) -> dict[str, float] | str:
 # (row label, figure key or a derived one, unit)
 ROWS = [
     ("session start to first result", "start", "ms"),
+    ("  no spare runtime (turned off)", "start cold", "ms"),
     ("  with a spare runtime ready", "start spare", "ms"),
     ("warm empty run", "empty", "ms"),
     ("per sequential call, N=1", "per call 1", "us"),
     ("per sequential call, N=10", "per call 10", "us"),
     ("per sequential call, N=100", "per call 100", "us"),
     ("per sequential call, N=1000", "per call 1000", "us"),
+    ("CPU per call, N=1000, host + workers", "cpu 1000", "us"),
     ("a 50-call program, total", "calls 50", "ms"),
     ("100 parallel 50 ms calls", "parallel", "ms"),
     ("first output latency, first print", "output first", "ms"),
@@ -295,6 +343,7 @@ ROWS = [
     ("peak RSS, host + workers", "mem peak", "MiB"),
     ("  of which workers", "mem peak workers", "MiB"),
     ("  at idle after the runs", "mem idle", "MiB"),
+    ("  at idle, PSS (shared pages split)", "mem idle pss", "MiB"),
     ("  host after imports, before start", "mem baseline", "MiB"),
 ]
 SCALE = {"ms": MS, "us": US, "MiB": 1.0}
@@ -319,8 +368,7 @@ def figure(samples: Samples, memory: dict, system: str, key: str) -> float | str
     return samples.median(system, key)
 
 
-def print_table(names: list[str], missing: dict[str, str], samples: Samples,
-                memory: dict) -> None:
+def print_table(names: list[str], missing: dict[str, str], samples: Samples, memory: dict) -> None:
     """Rows of figures, a column per system, and ratios against codemode_jupyter."""
     base, footnotes, rows = names[0], [], []
 
@@ -351,8 +399,11 @@ def print_table(names: list[str], missing: dict[str, str], samples: Samples,
     rule = "  ".join("-" * w for w in widths)
     print(rule)
     for row in [header, None, *rows]:
-        print(rule if row is None else "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if row is None:
+            print(rule)
+            continue
+        cells = [c.rjust(w) for c, w in zip(row, widths, strict=True)]
+        print("  ".join([row[0].ljust(widths[0]), *cells[1:]]))
     print(rule)
     print("x cm = the peer's figure / codemode_jupyter's (below 1: the peer is faster/smaller)")
     for index, text in enumerate(footnotes, 1):
@@ -379,8 +430,11 @@ def bench(quick: bool) -> None:
     report = VENV / INSTALL_REPORT
     failures = json.loads(report.read_text()) if report.exists() else {}
     started, when, up_before = time.perf_counter(), datetime.datetime.now(), uptime()
-    print(f"compare_peers: {'quick' if quick else 'full'} run, {plan['rounds']} rounds; "
-          f"{up_before}", file=sys.stderr, flush=True)
+    print(
+        f"compare_peers: {'quick' if quick else 'full'} run, {plan['rounds']} rounds; {up_before}",
+        file=sys.stderr,
+        flush=True,
+    )
     classes, versions, missing = load_systems(failures)
     names = ["codemode_jupyter", "pydantic-monty", "smolagents local"]
     samples, notes = Samples(), {}
@@ -391,16 +445,20 @@ def bench(quick: bool) -> None:
         memory[cls.name] = measure_memory(cls.name)
 
     print()
-    print(f"compare_peers.py{' --quick' if quick else ''}: {when.isoformat(timespec='seconds')}, "
-          f"{platform.node()}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-          f"{platform.machine()}, host Python {platform.python_version()}")
+    print(
+        f"compare_peers.py{' --quick' if quick else ''}: {when.isoformat(timespec='seconds')}, "
+        f"{platform.node()}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
+        f"{platform.machine()}, host Python {platform.python_version()}"
+    )
     print(f"uptime before: {up_before}")
     print(f"uptime after:  {uptime()}")
     for name in names:
         print(f"{name}: {versions.get(name) or missing.get(name)}")
-    print(f"rounds: {plan['rounds']}, each system per round: 1 start (+1 with a spare), "
-          f"{plan['empty']} empty runs, calls N: repeats {plan['calls']}, 1 parallel, "
-          f"1 print run of 5 lines; systems alternate, order rotating each round")
+    print(
+        f"rounds: {plan['rounds']}, each system per round: 3 starts (default, no spare, "
+        f"spare ready), {plan['empty']} empty runs, calls N: repeats {plan['calls']}, 1 parallel, "
+        f"1 print run of 5 lines; systems alternate, order rotating each round"
+    )
     print()
     print_table(names, missing, samples, memory)
     for name, text in notes.items():
@@ -411,8 +469,11 @@ def bench(quick: bool) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (under a minute)")
-    parser.add_argument("--reinstall", action="store_true",
-                        help="pip install the project and the peers again (newest versions)")
+    parser.add_argument(
+        "--reinstall",
+        action="store_true",
+        help="pip install the project and the peers again (newest versions)",
+    )
     parser.add_argument("--memory-probe", metavar="SYSTEM", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if os.environ.get(CHILD_MARK) != "1":

@@ -64,8 +64,9 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
 
         # The agent's variables live in the `agent` session, not in the person's cells.
         checked = kernel.execute(
-            "print(sorted(_magics.named_sessions), 'total' in dir())\n"
-            "print(_magics.named_sessions['agent'].last_result.value)"
+            "print(sorted(k[1] for k in _magics.pool.sessions if k[0] == 'named'), "
+            "'total' in dir())\n"
+            "print(_magics.pool.named('agent').last_result.value)"
         )
         assert checked.stream() == "['agent'] False\n50\n"
 

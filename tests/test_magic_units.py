@@ -19,6 +19,7 @@ from codemode_jupyter.jupyter.text import clip, format_duration
 from codemode_jupyter.jupyter.timeline import Timeline, timeline_from_result
 from codemode_jupyter.jupyter.transcript import (
     MIME_RUN,
+    OWN_OUTPUT_FIELDS,
     merge_varying,
     run_bundle,
     split_timeline,
@@ -83,6 +84,8 @@ def test_bundle_metadata_merges_back_into_the_full_result():
     merged = merge_varying(payload["result"], metadata[MIME_RUN]["result"])
     expected = json.loads(json.dumps(result.to_dict()))
     for key in ("stdout", "stderr", "tool_calls"):  # the timeline carries these
+        del expected[key]
+    for key in OWN_OUTPUT_FIELDS:  # outputs of their own (display_data, Out[n]) show these
         del expected[key]
     assert merged == expected
     # The timeline's varying parts (durations, tracebacks) are keyed by the entry's index.

@@ -176,7 +176,11 @@ def test_map_cell_in_a_real_kernel_with_progress_and_stop() -> None:
         assert run.ok, run.messages
         assert "codemode map: 5 tasks: 5 ok" in run.displays()
         assert "codemode map progress" in run.displays()  # the widget's constant fallback
-        table = kernel.execute("[(r['input'], r['status'], r['value']) for r in RESULTS]")
+        # a DataFrame where pandas is installed, else a list of dicts
+        table = kernel.execute(
+            "rows = RESULTS.to_dict('records') if hasattr(RESULTS, 'to_dict') else RESULTS\n"
+            "[(r['input'], r['status'], r['value']) for r in rows]"
+        )
         assert table.result == (
             "[(1, 'ok', 11), (2, 'ok', 12), (3, 'ok', 13), (4, 'ok', 14), (5, 'ok', 15)]"
         )
@@ -204,7 +208,11 @@ def test_map_cell_in_a_real_kernel_with_progress_and_stop() -> None:
         assert stopped.error["ename"] == "KeyboardInterrupt"
         summary = "\n".join(stopped.displays())
         assert "stopped: the finished tasks were kept in codemode_map_results" in summary
-        kept = kernel.execute("[(r['input'], r['status']) for r in codemode_map_results]")
+        kept = kernel.execute(
+            "rows = codemode_map_results\n"
+            "rows = rows.to_dict('records') if hasattr(rows, 'to_dict') else rows\n"
+            "[(r['input'], r['status']) for r in rows]"
+        )
         statuses = dict(eval(kept.result))
         assert statuses[1] == statuses[2] == "ok"
         assert {statuses[3], statuses[4], statuses[5]} <= {"interrupted", "cancelled"}

@@ -28,11 +28,14 @@ def run_command(magics: CodeModeMagics, line: str) -> None:
     """Parse `line` (`NAME [args]`; empty: status) and run the command."""
     name, _, rest = line.strip().partition(" ")
     name = name or "status"
-    if name not in COMMANDS:
+    if name not in COMMANDS and name not in RAW_COMMANDS:
         raise UsageError(
-            f"%codemode: unknown command {name!r}; one of: {', '.join(COMMANDS)} "
+            f"%codemode: unknown command {name!r}; one of: {', '.join(COMMAND_HELP)} "
             "(or %%codemode as a cell magic to run a program; %codemode help says more)"
         )
+    if name in RAW_COMMANDS:  # they parse their own words
+        RAW_COMMANDS[name](magics, rest)
+        return
     COMMANDS[name](magics, command_parser(name).parse_line(rest))
 
 
@@ -134,7 +137,6 @@ COMMANDS: dict[str, Command] = {
     "cleanup": cleanup,
     "help": show_help,
 }
-assert set(COMMANDS) == set(COMMAND_HELP), "every command has its help line"
 
 
 def describe_run(result: RunResult, *, everything: bool = False) -> str:
@@ -171,3 +173,23 @@ def describe_run(result: RunResult, *, everything: bool = False) -> str:
 
 def _args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={clip(repr(v), 200)}" for k, v in args.items())
+
+
+def serve(magics: CodeModeMagics, rest: str) -> None:
+    from .serve_cmd import serve as start_or_stop
+
+    start_or_stop(magics, rest)
+
+
+def pip(magics: CodeModeMagics, rest: str) -> None:
+    from .pip_cmd import PipUsageError, pip_command
+
+    try:
+        pip_command(magics.current_session(), rest)
+    except PipUsageError as exc:
+        raise UsageError(str(exc)) from None
+
+
+#: Commands that take the rest of the line as it is.
+RAW_COMMANDS: dict[str, Callable[[CodeModeMagics, str], None]] = {"serve": serve, "pip": pip}
+assert set(COMMANDS) | set(RAW_COMMANDS) == set(COMMAND_HELP), "every command has its help"

@@ -35,6 +35,17 @@ class _Extension:
         self.shell.events.register("post_run_cell", self._post_run_cell)
         atexit.register(self.close)
         self._hook_kernel_shutdown()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Open the default local session now: it starts a spare runtime in the background,
+        so the first cell does not wait for a jail (nothing here blocks the load)."""
+        if self.settings.backend != "local":
+            return
+        try:
+            self.magics.pool.get()
+        except Exception:  # the first cell reports what is wrong, clearly
+            pass
 
     def unload(self) -> None:
         self.close()
@@ -50,6 +61,9 @@ class _Extension:
         self.shell.magics_manager.registry.pop(type(self.magics).__name__, None)
 
     def close(self) -> None:
+        from .serve_cmd import shutdown
+
+        shutdown(self.magics)  # an agent server in this kernel: its port and thread go too
         self.magics.close()
 
     def _hook_kernel_shutdown(self) -> None:

@@ -26,6 +26,7 @@ from .commands import describe_run, run_command
 from .config import CodeMode as Settings
 from .debugging import breakpoints_stop_in_tools
 from .discovery import Discovery, ToolCache, UnknownToolError, discover
+from .display_out import CellDisplays
 from .errors import CodeModeError, CodeModeInterrupted
 from .sessions import SessionPool
 from .transcript import merged_payload, run_bundle
@@ -81,12 +82,26 @@ class CodeModeMagics(Magics, Configurable):
         """Run `code` with the options in `line`; the program's value is the cell's result."""
         args = self.parser.parse_line(line)
         found = self._discover(args.tools)
+        if args.map:
+            return self._run_map(args, code, found)
         view = self._make_view(args.quiet, code)
         view.start()
         session = None
         announced: list[Preview] = []
+        displays = CellDisplays(self.shell)
         try:
-            session = self.pool.get(backend=args.backend, network=args.network or None)
+            if args.session:
+                session = self.pool.named(args.session)
+            else:
+                session = self.pool.get(backend=args.backend, network=args.network or None)
+            tools = found.tool_list()
+            if args.step:
+                tools = _stepped(tools, session)
+
+            def on_event(event: Any) -> None:
+                view.on_event(event)
+                displays.on_event(event)
+
             with _isolation_warnings(view), breakpoints_stop_in_tools(session):
                 announced = [session.preview(port, view.on_event) for port in args.preview]
                 if args.preview and session.status().get("network") == "off":
@@ -97,9 +112,10 @@ class CodeModeMagics(Magics, Configurable):
                     "\n" + code,
                     timeout=args.timeout,
                     max_tool_calls=args.max_tool_calls,
-                    on_event=view.on_event,
-                    tools=found.tool_list(),
+                    on_event=on_event,
+                    tools=tools,
                     fresh=args.fresh,
+                    files=args.upload,
                 )
         except KeyboardInterrupt:
             result = session.last_result if session is not None else None
@@ -112,6 +128,17 @@ class CodeModeMagics(Magics, Configurable):
         if not result.ok:
             raise CodeModeError(result)
         return cell_value(result)
+
+    def _run_map(self, args: Any, code: str, found: Discovery) -> Any:
+        """`--map NAME`: the cell once per item, on a pool of sandboxes, with one progress view."""
+        from ..pool import Pool
+        from .map_cell import pool_options, run_map_cell
+
+        options = pool_options(self.settings, backend=args.backend, network=args.network)
+        tools = found.tool_list()
+        return run_map_cell(
+            self.shell, lambda size: Pool(tools=tools, size=size, **options), args, code
+        )
 
     def _discover(self, tools_option: str | None) -> Discovery:
         only = None
@@ -233,9 +260,33 @@ def preview_warning(ports: list[int]) -> str:
     )
 
 
+class RichValue(ValueRepr):
+    """Out[n] for a value with a rich representation made in the sandbox (a DataFrame's
+    table): the front end renders its MIME bundle; `.value` is what crossed as JSON."""
+
+    def __init__(self, text: str, value: Any, bundle: dict[str, Any]) -> None:
+        super().__init__(text, value)
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.bundle
+
+
+def _stepped(tools: list[Any], session: Any) -> list[Any]:
+    """`--step`: every call waits for a decision, asked at the cell's stdin prompt (a running
+    cell takes no widget clicks); the answer may be a value returned instead."""
+    from ..agents.approval import ApprovalGate, StdinApprover
+
+    gate = ApprovalGate(StdinApprover(), "all", timeout=None, allow_return=True, source="cell")
+    return gate.guard(tools, session)
+
+
 def cell_value(result: RunResult) -> Any:
     """What Out[n] shows: the program's value, displayed as the program would repr it."""
     value, text = result.value, result.value_repr
+    bundle = getattr(result, "value_bundle", None)
+    if bundle and text is not None:
+        return RichValue(text, value, {"text/plain": text, **bundle})
     if text is None or text == "None":
         return value
     if value is not None and repr(value) == text:
@@ -264,7 +315,7 @@ def _isolation_warnings(view: View) -> Iterator[None]:
     Every other warning is re-issued as it would have been.
     """
     try:
-        from ..backends.local import IsolationWarning
+        from ..backends import IsolationWarning
     except ImportError:  # pragma: no cover - the local backend is always there
         yield
         return

@@ -60,12 +60,7 @@ def parse(line: str) -> argparse.Namespace:
 
 def session_for(magics: Any, name: str) -> Any:
     """The named Code Mode session (created with the magics' settings on first use)."""
-    sessions = magics.__dict__.setdefault("named_sessions", {})
-    session = sessions.get(name)
-    if session is None or getattr(session, "_closed", False):
-        session = magics._open_session({})
-        sessions[name] = session
-    return session
+    return magics.pool.named(name)
 
 
 def serve(magics: Any, line: str) -> Any:
@@ -159,21 +154,9 @@ def stop_server(magics: Any) -> bool:
     return True
 
 
-def close_named_sessions(magics: Any) -> None:
-    """Close the sessions `session_for` opened (the extension's close should call this)."""
-    sessions = magics.__dict__.get("named_sessions") or {}
-    for session in list(sessions.values()):
-        try:
-            session.close()
-        except Exception as exc:
-            print(f"codemode: closing a session failed: {exc}", file=sys.stderr)
-    sessions.clear()
-
-
 def shutdown(magics: Any) -> None:
-    """Everything serve started: the server, then the named sessions."""
+    """Everything serve started (its sessions close with the magics' pool)."""
     stop_server(magics)
-    close_named_sessions(magics)
 
 
 def client_snippet(server: Any) -> str:

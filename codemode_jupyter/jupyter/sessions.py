@@ -38,6 +38,17 @@ class SessionPool:
             self._apply_budgets(session)
         return session
 
+    def named(self, name: str) -> Any:
+        """The session called `name` (`%%codemode --session NAME`, an agent's session): its
+        own namespace and sandbox, made with the settings on first use."""
+        key = ("named", name)
+        session = self.sessions.get(key)
+        if session is None or getattr(session, "_closed", False):
+            session = self.sessions[key] = self._open({})
+        else:
+            self._apply_budgets(session)
+        return session
+
     def _open(self, overrides: dict[str, Any]) -> Any:
         from ..engine import CodeMode as Engine
 

@@ -19,7 +19,9 @@ MIME_RUN = "application/vnd.codemode.run+json"
 PAYLOAD_VERSION = 2
 
 #: Result fields that differ between two runs of the same program, or between machines.
-VARYING_FIELDS = ("duration", "backend", "isolation", "previews")
+VARYING_FIELDS = ("duration", "backend", "isolation", "previews", "artifacts")
+#: Shown by outputs of their own (display_data, Out[n]), so the run's payload leaves them out.
+OWN_OUTPUT_FIELDS = ("displays", "value_bundle")
 #: Result fields the timeline carries in version 2 (kept out of `result` to save the space).
 TIMELINE_FIELDS = ("stdout", "stderr", "tool_calls")
 #: Timeline entry fields that vary between runs: a call's duration, a traceback, a URL.
@@ -104,10 +106,12 @@ def _stream_lines(result: RunResult) -> list[str]:
 def split_varying(result_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a RunResult dict into its deterministic part and what varies between runs.
 
-    Varying: timings, backend, isolation, preview URLs, and tracebacks (host paths name the
-    kernel's temporary files; sandbox paths name the sandbox's Python version).
+    Varying: timings, backend, isolation, preview URLs, artifacts (their host paths name the
+    session), and tracebacks (host paths name the kernel's temporary files; sandbox paths
+    name the sandbox's Python version).
     """
-    stable = {k: v for k, v in result_dict.items() if k not in VARYING_FIELDS}
+    stable = {k: v for k, v in result_dict.items()
+              if k not in VARYING_FIELDS and k not in OWN_OUTPUT_FIELDS}
     varying = {k: result_dict[k] for k in VARYING_FIELDS if k in result_dict}
     if result_dict.get("error"):
         stable["error"] = _without_traceback(result_dict["error"])

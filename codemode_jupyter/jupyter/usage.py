@@ -112,6 +112,46 @@ def cell_parser() -> MagicParser:
         action="store_true",
         help="no view and no transcript, only the output and the value (default: off)",
     )
+    add(
+        "--session",
+        metavar="NAME",
+        help="run in the named session, with its own variables and sandbox; an agent served "
+        "by %%codemode serve uses 'agent' (default: the notebook's session)",
+    )
+    add(
+        "--step",
+        action="store_true",
+        help="ask before each tool call: approve, reject, or return a value instead "
+        "(default: off)",
+    )
+    add(
+        "--upload",
+        metavar="PATH[:DEST]",
+        action="append",
+        default=[],
+        help="copy a host file or folder into the sandbox's work dir first; repeatable "
+        "(default: none)",
+    )
+    add(
+        "--map",
+        metavar="NAME",
+        help="run the cell once per item of the iterable NAME, on a pool of sandboxes "
+        "(default: once)",
+    )
+    add(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --map: sandboxes at once (default: 4)",
+    )
+    add(
+        "--as",
+        dest="as_var",
+        default="item",
+        metavar="VAR",
+        help="with --map: the variable each item is bound to (default: item)",
+    )
     return parser
 
 
@@ -127,6 +167,11 @@ COMMAND_HELP = {
         "[--dry-run] [--all-hosts]",
         "delete the Daytona sandboxes this machine's kernels left behind",
     ),
+    "serve": (
+        "[--port N] [--session NAME] [--approve NAMES|all] [--stop]",
+        "serve the notebook's tools to an agent over MCP (needs the agents extra)",
+    ),
+    "pip": ("install PKG [PKG ...]", "make packages importable in the sandbox"),
     "help": ("", "this text, with examples"),
 }
 

@@ -44,8 +44,15 @@ def add(x: int) -> int:
 
 
 def session(server: DaytonaLoopbackServer, protocol: str = "session") -> CodeMode:
-    return CodeMode(tools=[add], backend="daytona", protocol=protocol, api_url=server.api_url,
-                    api_key=KEY, retry=RetryPolicy(request_timeout=30), timeout=300)
+    return CodeMode(
+        tools=[add],
+        backend="daytona",
+        protocol=protocol,
+        api_url=server.api_url,
+        api_key=KEY,
+        retry=RetryPolicy(request_timeout=30),
+        timeout=300,
+    )
 
 
 def chain(n: int) -> str:
@@ -75,15 +82,19 @@ def request_figures(server: DaytonaLoopbackServer) -> None:
         rounds = {n: counted(server, lambda n=n: cm.run(chain(n))) for n in (1, 2, 3)}
     http, ws = split(warm)
     print("HTTP requests (loopback server route counts)")
-    print(f"  warm cell, no tool calls : {http} request(s) + {ws} new websocket(s)   "
-          f"[target <= 3 + 1]  {_routes(warm)}")
+    print(
+        f"  warm cell, no tool calls : {http} request(s) + {ws} new websocket(s)   "
+        f"[target <= 3 + 1]  {_routes(warm)}"
+    )
     for n, counts in rounds.items():
         print(f"  warm cell, {n} tool round(s): {split(counts)[0]} request(s)   {_routes(counts)}")
     per_round = (split(rounds[3])[0] - split(rounds[1])[0]) / 2
     print(f"  each tool round adds     : {per_round:g} request(s)   [target 1]")
     http, ws = split(first)
-    print(f"  first cell (new sandbox) : {http} request(s) + {ws} websocket(s)   "
-          f"(+{first.get('events.ws', 0)} socket.io attempts)  {_routes(first)}")
+    print(
+        f"  first cell (new sandbox) : {http} request(s) + {ws} websocket(s)   "
+        f"(+{first.get('events.ws', 0)} socket.io attempts)  {_routes(first)}"
+    )
 
 
 def _routes(counts: dict[str, int]) -> str:
@@ -92,8 +103,10 @@ def _routes(counts: dict[str, int]) -> str:
 
 def latency_figures(server: DaytonaLoopbackServer, reps: int) -> None:
     print(f"\nLatency of N sequential tool calls (median of {reps}, wall time of cm.run)")
-    print(f"  {'N':>3}  {'single execution':>18}  {'replay':>12}  {'replay/single':>13}  "
-          f"{'code_run calls':>14}")
+    print(
+        f"  {'N':>3}  {'single execution':>18}  {'replay':>12}  {'replay/single':>13}  "
+        f"{'code_run calls':>14}"
+    )
     with session(server) as single, session(server, "replay") as replay:
         single.run("1")
         replay.run("1")
@@ -102,8 +115,10 @@ def latency_figures(server: DaytonaLoopbackServer, reps: int) -> None:
             server.reset_counts()
             many = _median(lambda n=n: replay.run(chain(n)), reps)
             executions = server.counts.get("process.code_run", 0) // reps
-            print(f"  {n:>3}  {one * MS:>15.1f} ms  {many * MS:>9.1f} ms  {many / one:>12.1f}x  "
-                  f"{executions:>14}")
+            print(
+                f"  {n:>3}  {one * MS:>15.1f} ms  {many * MS:>9.1f} ms  {many / one:>12.1f}x  "
+                f"{executions:>14}"
+            )
             per_call = one / n
         print(f"  per call, single execution at N=50: {per_call * MS:.2f} ms")
 
@@ -124,8 +139,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     with DaytonaLoopbackServer(api_key=KEY) as server:
-        print(f"Daytona backend over the loopback server, python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"Daytona backend over the loopback server, python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPUs"
+        )
         request_figures(server)
         latency_figures(server, args.reps)
 

@@ -92,8 +92,11 @@ class Table:
     def add(self, name: str, value: str, target: str = "", ok: bool | None = None) -> None:
         verdict = "" if ok is None else ("pass" if ok else "MISS")
         self.rows.append((name, value, target, verdict))
-        print(f"  {name}: {value}" + (f"  [{target}: {verdict}]" if target else ""),
-              file=sys.stderr, flush=True)
+        print(
+            f"  {name}: {value}" + (f"  [{target}: {verdict}]" if target else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -119,8 +122,9 @@ def bench_warm_empty(cm: CodeMode, table: Table, repeat: int) -> float:
     timed_runs(cm, "", 20)  # warm-up: caches, allocator, branch predictors, cpufreq
     times = timed_runs(cm, "", repeat)
     median, p95 = statistics.median(times), percentile(times, 95)
-    table.add(f"warm empty run, median (n={repeat})", f"{median * MS:.3f} ms", "<= 2 ms",
-              median <= 0.002)
+    table.add(
+        f"warm empty run, median (n={repeat})", f"{median * MS:.3f} ms", "<= 2 ms", median <= 0.002
+    )
     table.add("warm empty run, p95", f"{p95 * MS:.3f} ms")
     return median
 
@@ -138,11 +142,16 @@ def bench_cold(table: Table, repeat: int) -> None:
             raise BenchError(f"cold run: {result.status} isolation={result.isolation}")
     first, rest = times[0], times[1:]
     median = statistics.median(rest)
-    table.add(f"cold first run, median (n={repeat})", f"{median * MS:.1f} ms", "<= 150 ms",
-              median <= 0.150)
+    table.add(
+        f"cold first run, median (n={repeat})",
+        f"{median * MS:.1f} ms",
+        "<= 150 ms",
+        median <= 0.150,
+    )
     table.add("cold first run, max", f"{max(rest) * MS:.1f} ms")
-    table.note(f"cold first run of the process (includes the one-time bwrap probe): "
-               f"{first * MS:.1f} ms")
+    table.note(
+        f"cold first run of the process (includes the one-time bwrap probe): {first * MS:.1f} ms"
+    )
 
 
 def cpu_ns(pids: list[int]) -> int:
@@ -171,16 +180,19 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def bench_per_call(cm: CodeMode, table: Table, empty: float, quick: bool,
-                   label: str = "") -> None:
+def bench_per_call(cm: CodeMode, table: Table, empty: float, quick: bool, label: str = "") -> None:
     plan = {1: 200, 10: 60, 100: 15, 1000: 5} if not quick else {1: 60, 10: 20, 100: 5, 1000: 2}
     for n, repeat in plan.items():
         code = f"for i in range({n}): add(i)"
         timed_runs(cm, code, 2)
         median = statistics.median(timed_runs(cm, code, repeat))
         per_call = (median - empty) / n
-        table.add(f"per-call overhead{label}, N={n} sequential (n={repeat})",
-                  f"{per_call * US:.1f} us", "<= 100 us", per_call <= 100e-6)
+        table.add(
+            f"per-call overhead{label}, N={n} sequential (n={repeat})",
+            f"{per_call * US:.1f} us",
+            "<= 100 us",
+            per_call <= 100e-6,
+        )
     # CPU time per call is much less sensitive than wall time to other load on the machine,
     # and says which side to make cheaper. The runtime's pid is an engine internal: skip
     # the figure if it is not where this script expects it.
@@ -194,8 +206,10 @@ def bench_per_call(cm: CodeMode, table: Table, empty: float, quick: bool,
         timed_runs(cm, f"for i in range({n}): add(i)", 1)
         host.append(cpu_ns([os.getpid()]) - before[0])
         sandbox.append(cpu_ns(runtime) - before[1])
-    table.add(f"CPU per call{label}, N=1000: host (all threads) + runtime",
-              f"{min(host) / n / 1e3:.1f} + {min(sandbox) / n / 1e3:.1f} us")
+    table.add(
+        f"CPU per call{label}, N=1000: host (all threads) + runtime",
+        f"{min(host) / n / 1e3:.1f} + {min(sandbox) / n / 1e3:.1f} us",
+    )
 
 
 def bench_parallel(cm: CodeMode, table: Table, repeat: int) -> None:
@@ -203,8 +217,12 @@ def bench_parallel(cm: CodeMode, table: Table, repeat: int) -> None:
     timed_runs(cm, code, 1)
     times = timed_runs(cm, code, repeat)
     median = statistics.median(times)
-    table.add(f"100 parallel 50 ms async calls, median (n={repeat})", f"{median:.3f} s",
-              "<= 0.3 s", median <= 0.3)
+    table.add(
+        f"100 parallel 50 ms async calls, median (n={repeat})",
+        f"{median:.3f} s",
+        "<= 0.3 s",
+        median <= 0.3,
+    )
     table.add("100 parallel 50 ms async calls, max", f"{max(times):.3f} s")
 
 
@@ -248,20 +266,29 @@ def bench_output_latency(cm: CodeMode, table: Table, runs: int) -> None:
         return first, every
 
     first, every = measure("")
-    table.add(f"print -> Output event, first print, max (n={runs})",
-              f"{max(first) * MS:.3f} ms", "<= 20 ms", max(first) <= 0.020)
-    table.add("print -> Output event, all prints, median / p95",
-              f"{statistics.median(every) * MS:.3f} / {percentile(every, 95) * MS:.3f} ms")
+    table.add(
+        f"print -> Output event, first print, max (n={runs})",
+        f"{max(first) * MS:.3f} ms",
+        "<= 20 ms",
+        max(first) <= 0.020,
+    )
+    table.add(
+        "print -> Output event, all prints, median / p95",
+        f"{statistics.median(every) * MS:.3f} / {percentile(every, 95) * MS:.3f} ms",
+    )
     _, partial = measure(', end=" "')
-    table.add("print(end=' ') -> Output event (flusher), median / max",
-              f"{statistics.median(partial) * MS:.2f} / {max(partial) * MS:.2f} ms")
+    table.add(
+        "print(end=' ') -> Output event (flusher), median / max",
+        f"{statistics.median(partial) * MS:.2f} / {max(partial) * MS:.2f} ms",
+    )
 
 
 THROUGHPUT = {
     "10 MiB as 1 KiB print()s": 'line = "x" * 1023\nfor _ in range(10240): print(line)',
     "10 MiB as one write": 'import sys\nsys.stdout.write("x" * (10 << 20))',
-    "10 MiB by os.write(1) 64 KiB": ('import os\nchunk = b"x" * 65536\n'
-                                     'for _ in range(160): os.write(1, chunk)'),
+    "10 MiB by os.write(1) 64 KiB": (
+        'import os\nchunk = b"x" * 65536\nfor _ in range(160): os.write(1, chunk)'
+    ),
 }
 
 
@@ -283,13 +310,17 @@ def bench_throughput(table: Table, repeat: int, empty: float) -> None:
                 events.append(count[0])
                 size = len(result.stdout)
                 if not result.ok or result.stdout_dropped or size < 10 * MIB:
-                    raise BenchError(f"throughput {name}: {result.status}, {size} chars, "
-                                     f"{result.stdout_dropped} dropped")
+                    raise BenchError(
+                        f"throughput {name}: {result.status}, {size} chars, "
+                        f"{result.stdout_dropped} dropped"
+                    )
             best = min(times)
             table.add(f"stdout {name}", f"{10 / max(best - empty, 1e-9):.0f} MiB/s")
-            table.note(f"stdout {name}: best {best * MS:.0f} ms, median "
-                       f"{statistics.median(times) * MS:.0f} ms, {events[0]} Output events, "
-                       "none dropped")
+            table.note(
+                f"stdout {name}: best {best * MS:.0f} ms, median "
+                f"{statistics.median(times) * MS:.0f} ms, {events[0]} Output events, "
+                "none dropped"
+            )
 
 
 def bench_replay(table: Table, single: CodeMode, repeat: int, quick: bool) -> None:
@@ -302,16 +333,21 @@ def bench_replay(table: Table, single: CodeMode, repeat: int, quick: bool) -> No
             replayed = statistics.median(timed_runs(replay, code, replays))
             ratio = replayed / session
             target, ok = ("replay >= 50x slower", ratio >= 50) if n == 50 else ("", None)
-            table.add(f"single vs replay, N={n}",
-                      f"{session * MS:.2f} ms vs {replayed * MS:.0f} ms = {ratio:.0f}x",
-                      target, ok)
+            table.add(
+                f"single vs replay, N={n}",
+                f"{session * MS:.2f} ms vs {replayed * MS:.0f} ms = {ratio:.0f}x",
+                target,
+                ok,
+            )
 
 
 def environment() -> str:
     cpus = len(os.sched_getaffinity(0))
-    return (f"{datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
-            f"{cpus} CPUs, {platform.machine()}, Python {platform.python_version()} (host); "
-            f"command: {' '.join(['python', *sys.argv])}")
+    return (
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, "
+        f"{cpus} CPUs, {platform.machine()}, Python {platform.python_version()} (host); "
+        f"command: {' '.join(['python', *sys.argv])}"
+    )
 
 
 def load() -> str:
@@ -338,8 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     with CodeMode([add, nap]) as cm:
         status = cm.status()
         if status["isolation"] != "bubblewrap":
-            print(f"WARNING: isolation is {status['isolation']!r}, not bubblewrap",
-                  file=sys.stderr)
+            print(f"WARNING: isolation is {status['isolation']!r}, not bubblewrap", file=sys.stderr)
         cm.run("")
         empty = bench_warm_empty(cm, table, 60 if quick else 200)
         section("per-call overhead", bench_per_call, cm, table, empty, quick)
@@ -349,19 +384,30 @@ def main(argv: list[str] | None = None) -> None:
     with CodeMode([add], pin_cpu=True) as pinned:
         pinned.run("")
         empty_pinned = statistics.median(timed_runs(pinned, "", 60 if quick else 200))
-        section("per-call overhead, pinned", bench_per_call, pinned, table, empty_pinned, quick,
-                " (pin_cpu)")
+        section(
+            "per-call overhead, pinned",
+            bench_per_call,
+            pinned,
+            table,
+            empty_pinned,
+            quick,
+            " (pin_cpu)",
+        )
     section("stdout throughput", bench_throughput, table, 1 if quick else 3, empty)
 
     print()
-    print(f"codemode-jupyter engine, local backend ({status['isolation']}, runtime python "
-          f"{status.get('python')})")
+    print(
+        f"codemode-jupyter engine, local backend ({status['isolation']}, runtime python "
+        f"{status.get('python')})"
+    )
     print(environment())
     print()
     table.print()
-    print(f"- total benchmark time: {time.perf_counter() - started:.0f} s; load average "
-          f"(1/5/15 min) before {load_before}, after {load()} on {os.cpu_count()} CPUs: "
-          "other work on the machine shows up in every wall-time figure")
+    print(
+        f"- total benchmark time: {time.perf_counter() - started:.0f} s; load average "
+        f"(1/5/15 min) before {load_before}, after {load()} on {os.cpu_count()} CPUs: "
+        "other work on the machine shows up in every wall-time figure"
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ FORGE = (
     "for fd in range(3, 40):\n"
     "    try:\n"
     "        if os.readlink(f'/proc/self/fd/{fd}').startswith('pipe:'):\n"
-    "            os.write(fd, b'{\"t\":\"out\",\"s\":1,\"d\":5}\\n')\n"
+    '            os.write(fd, b\'{"t":"out","s":1,"d":5}\\n\')\n'
     "    except OSError:\n"
     "        pass\n"
     "while True: pass\n"
@@ -52,11 +52,17 @@ FORGE = (
 #: name -> (program, run options, expected status); weights say how often each runs.
 PROGRAMS: dict[str, tuple[str, dict, str]] = {
     "sync calls": ("total = 0\nfor i in range(10):\n    total = add(total, i)\ntotal", {}, "ok"),
-    "async calls": ("import asyncio\nsum(await asyncio.gather("
-                    "*[double_async(i) for i in range(10)]))", {}, "ok"),
+    "async calls": (
+        "import asyncio\nsum(await asyncio.gather(*[double_async(i) for i in range(10)]))",
+        {},
+        "ok",
+    ),
     "print": ("for i in range(20): print('line', i)", {}, "ok"),
-    "tool error": ("try:\n    fail('no')\nexcept ValueError as e:\n    print(e)\nfail('x')",
-                   {}, "error"),
+    "tool error": (
+        "try:\n    fail('no')\nexcept ValueError as e:\n    print(e)\nfail('x')",
+        {},
+        "error",
+    ),
     "program error": ("1 / 0", {}, "error"),
     "timeout": ("while True: pass", {"timeout": 0.2}, "timeout"),
     "cancel": ("print('go', flush=True)\nwhile True: pass", {"cancel": True}, "interrupted"),
@@ -65,9 +71,19 @@ PROGRAMS: dict[str, tuple[str, dict, str]] = {
     "malformed frame": (FORGE, {"timeout": 30}, "crashed"),
     "exit": ("import os\nos._exit(3)", {}, "crashed"),
 }
-WEIGHTS = {"sync calls": 40, "async calls": 20, "print": 15, "tool error": 8,
-           "program error": 5, "timeout": 2, "cancel": 3, "crash": 2, "flood": 3,
-           "malformed frame": 1, "exit": 1}
+WEIGHTS = {
+    "sync calls": 40,
+    "async calls": 20,
+    "print": 15,
+    "tool error": 8,
+    "program error": 5,
+    "timeout": 2,
+    "cancel": 3,
+    "crash": 2,
+    "flood": 3,
+    "malformed frame": 1,
+    "exit": 1,
+}
 
 
 @dataclass
@@ -80,8 +96,12 @@ class Snapshot:
     @classmethod
     def take(cls) -> Snapshot:
         gc.collect()
-        return cls(_rss_mib(), len(os.listdir("/proc/self/fd")), threading.active_count(),
-                   len(_descendants(os.getpid())))
+        return cls(
+            _rss_mib(),
+            len(os.listdir("/proc/self/fd")),
+            threading.active_count(),
+            len(_descendants(os.getpid())),
+        )
 
     def growth(self, later: Snapshot) -> dict[str, float]:
         return {name: getattr(later, name) - getattr(self, name) for name in BOUNDS}
@@ -124,9 +144,11 @@ def run_one(session: CodeMode, name: str) -> str:
     code, opts, _expected = PROGRAMS[name]
     on_event = None
     if opts.get("cancel"):
+
         def on_event(event: ev.Event) -> None:
             if isinstance(event, ev.Output):
                 threading.Thread(target=session.cancel).start()
+
     return session.run(code, timeout=opts.get("timeout", 30), on_event=on_event).status
 
 

@@ -73,8 +73,12 @@ def prepare_call(registry: ToolRegistry, frame: dict, round_no: int) -> Prepared
     name = str(frame.get("name", ""))
     args = frame.get("args") if isinstance(frame.get("args"), list) else []
     kwargs = frame.get("kwargs") if isinstance(frame.get("kwargs"), dict) else {}
-    call = ToolCall(id=int(frame.get("id", 0)), name=name, args=_named_args(registry, name,
-                    args, kwargs), round=round_no)
+    call = ToolCall(
+        id=int(frame.get("id", 0)),
+        name=name,
+        args=_named_args(registry, name, args, kwargs),
+        round=round_no,
+    )
     try:
         tool = registry.get(name)
         call_args, call_kwargs = tool.validate(args, kwargs)
@@ -202,8 +206,9 @@ def _not_json(value: Any, exc: BaseException) -> ResultNotSerialisable:
 
 def failure(exc: BaseException, duration: float) -> CallOutcome:
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return CallOutcome(error=RunError(type(exc).__name__, str(exc), trace), exception=exc,
-                       duration=duration)
+    return CallOutcome(
+        error=RunError(type(exc).__name__, str(exc), trace), exception=exc, duration=duration
+    )
 
 
 def finish_call(call: ToolCall, outcome: CallOutcome) -> None:

@@ -104,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _add_serve_command(commands: Any) -> None:
     from .agents.cli_serve import add_arguments
 
-    serve = commands.add_parser("serve", help="serve a module's functions as a Code Mode "
-                                "MCP server (needs the agents extra)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a module's functions as a Code Mode MCP server (needs the agents extra)",
+    )
     add_arguments(serve)
 
 

@@ -175,8 +175,10 @@ class RuntimeConnection:
             self.info = frame
             self.ready.set()
         else:
-            if kind in _NESTED_KINDS and _may_nest_deeper(line) and (
-                nesting_depth(frame, MAX_DEPTH) > MAX_DEPTH
+            if (
+                kind in _NESTED_KINDS
+                and _may_nest_deeper(line)
+                and (nesting_depth(frame, MAX_DEPTH) > MAX_DEPTH)
             ):
                 raise FrameError(f"a {kind!r} frame nested deeper than {MAX_DEPTH} levels")
             if kind in (P.DISPLAY, P.ARTIFACT):
@@ -191,10 +193,18 @@ class RuntimeConnection:
         a tool call is refused at once, anything else is dropped, so nothing piles up for
         the next run to mistake for its own."""
         if frame["t"] == P.CALL:
-            self.send({"t": P.RESULT, "id": frame["id"], "ok": False, "error": {
-                "type": "RuntimeError",
-                "message": "no run is going: tool calls from threads that outlive their run "
-                           "are refused"}})
+            self.send(
+                {
+                    "t": P.RESULT,
+                    "id": frame["id"],
+                    "ok": False,
+                    "error": {
+                        "type": "RuntimeError",
+                        "message": "no run is going: tool calls from threads that outlive "
+                        "their run are refused",
+                    },
+                }
+            )
 
     def _output(self, stream: int, text: str) -> None:
         sink = self.sink

@@ -92,20 +92,32 @@ class _Resources:
 class CodeMode:
     """A Code Mode session: one sandbox runtime, its tools, and the programs run in it."""
 
-    def __init__(self, tools: Iterable[Callable[..., Any]] = (), backend: str | Backend = "local",
-                 *, protocol: str = "session", timeout: float = 60.0, max_tool_calls: int = 1000,
-                 max_output: int = 1_000_000, network: bool = False,
-                 mounts: Iterable[Any] | None = None, memory_mb: int = 1024,
-                 sandbox: Any = None, pin_cpu: bool = False, spare: bool | None = None,
-                 max_display_bytes: int = RichOptions.max_display_bytes,
-                 max_displays: int = RichOptions.max_displays, files: Iterable[Any] = (),
-                 max_upload_bytes: int = RichOptions.max_upload_bytes,
-                 outputs_dir: str | os.PathLike | None = "codemode-outputs",
-                 max_artifacts: int = RichOptions.max_artifacts,
-                 max_artifact_bytes: int = RichOptions.max_artifact_bytes,
-                 packages: Iterable[str] | None = None,
-                 packages_dir: str | os.PathLike | None = None,
-                 **backend_options: Any) -> None:
+    def __init__(
+        self,
+        tools: Iterable[Callable[..., Any]] = (),
+        backend: str | Backend = "local",
+        *,
+        protocol: str = "session",
+        timeout: float = 60.0,
+        max_tool_calls: int = 1000,
+        max_output: int = 1_000_000,
+        network: bool = False,
+        mounts: Iterable[Any] | None = None,
+        memory_mb: int = 1024,
+        sandbox: Any = None,
+        pin_cpu: bool = False,
+        spare: bool | None = None,
+        max_display_bytes: int = RichOptions.max_display_bytes,
+        max_displays: int = RichOptions.max_displays,
+        files: Iterable[Any] = (),
+        max_upload_bytes: int = RichOptions.max_upload_bytes,
+        outputs_dir: str | os.PathLike | None = "codemode-outputs",
+        max_artifacts: int = RichOptions.max_artifacts,
+        max_artifact_bytes: int = RichOptions.max_artifact_bytes,
+        packages: Iterable[str] | None = None,
+        packages_dir: str | os.PathLike | None = None,
+        **backend_options: Any,
+    ) -> None:
         if protocol not in ("session", "replay"):
             raise ValueError("protocol must be 'session' or 'replay'")
         if isinstance(backend, str):
@@ -115,9 +127,15 @@ class CodeMode:
         self.max_tool_calls = options.count("max_tool_calls", max_tool_calls)
         self.max_output = options.count("max_output", max_output, 1)
         #: Displays and files: caps, uploads for every new runtime, where artifacts go.
-        self.rich = RichOptions(max_display_bytes, max_displays, list(files), max_upload_bytes,
-                                None if outputs_dir is None else Path(outputs_dir),
-                                max_artifacts, max_artifact_bytes)
+        self.rich = RichOptions(
+            max_display_bytes,
+            max_displays,
+            list(files),
+            max_upload_bytes,
+            None if outputs_dir is None else Path(outputs_dir),
+            max_artifacts,
+            max_artifact_bytes,
+        )
         self._runs_started = 0
         #: Keep the host's engine threads and the local runtime on one CPU: sequential tool
         #: calls then wake no sleeping CPU (about half the latency on a small VM), but the
@@ -129,20 +147,27 @@ class CodeMode:
         # shared options it has a use for (a Backend instance came with its own).
         if isinstance(backend, Backend):
             if backend_options:
-                raise TypeError("backend options go to the backend's constructor: give them "
-                                "to the Backend, or name the backend instead")
+                raise TypeError(
+                    "backend options go to the backend's constructor: give them "
+                    "to the Backend, or name the backend instead"
+                )
             self._backend_options = None
         else:
-            shared = {"network": network, "mounts": mounts, "memory_mb": memory_mb,
-                      "sandbox": sandbox}
+            shared = {
+                "network": network,
+                "mounts": mounts,
+                "memory_mb": memory_mb,
+                "sandbox": sandbox,
+            }
             if packages_dir is not None:
                 backend_options = {**backend_options, "packages_dir": str(packages_dir)}
             self._backend_options = options_for(backend, shared, **backend_options)
         #: Installed before the first run (packages.py); kept until pip succeeds.
         self._packages_pending = packages_mod.check_specs(packages)
-        self._res = _Resources(backend if isinstance(backend, Backend) else None,
-                               functools.partial(create_backend, str(backend),
-                                                 self._backend_options))
+        self._res = _Resources(
+            backend if isinstance(backend, Backend) else None,
+            functools.partial(create_backend, str(backend), self._backend_options),
+        )
         self._release = weakref.finalize(self, self._res.release)
         #: Keep a runtime started ahead of need (default: on the local backend, where it is a
         #: process; a Daytona spare would hold a second sandbox session).
@@ -186,15 +211,28 @@ class CodeMode:
     def status(self) -> dict[str, Any]:
         """Backend, isolation, whether a runtime is alive, and how many runs it has served."""
         backend = self.backend.status()
-        return {"backend": backend.backend, "isolation": backend.isolation,
-                "protocol": self.protocol,
-                "runtime_alive": bool(self._conn and self._conn.alive),
-                "spare_runtime": self._res.spare.state if self._res.spare else "off",
-                "runs": len(self.history), "tools": self._registry.names(), **backend.details}
+        return {
+            "backend": backend.backend,
+            "isolation": backend.isolation,
+            "protocol": self.protocol,
+            "runtime_alive": bool(self._conn and self._conn.alive),
+            "spare_runtime": self._res.spare.state if self._res.spare else "off",
+            "runs": len(self.history),
+            "tools": self._registry.names(),
+            **backend.details,
+        }
 
-    def run(self, code: str, *, timeout: float | None = None, max_tool_calls: int | None = None,
-            on_event: ev.EventCallback | None = None, tools: Iterable[Any] | None = None,
-            fresh: bool = False, files: Iterable[Any] | None = None) -> RunResult:
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_tool_calls: int | None = None,
+        on_event: ev.EventCallback | None = None,
+        tools: Iterable[Any] | None = None,
+        fresh: bool = False,
+        files: Iterable[Any] | None = None,
+    ) -> RunResult:
         """Run `code` once in the sandbox and return what happened.
 
         `files`: host files or folders ("path" or "path:dest") copied into the sandbox's work
@@ -209,7 +247,8 @@ class CodeMode:
             raise ValueError(f"code must be a str, not {type(code).__name__}")
         limits = (
             self.timeout if timeout is None else options.positive_seconds("timeout", timeout),
-            self.max_tool_calls if max_tool_calls is None
+            self.max_tool_calls
+            if max_tool_calls is None
             else options.count("max_tool_calls", max_tool_calls),
         )
         registry = ToolRegistry(tools) if tools is not None else self._registry
@@ -278,8 +317,10 @@ class CodeMode:
         Refused while a program runs: cancel it first, or wait for it.
         """
         if not self._run_lock.acquire(blocking=False):
-            raise RuntimeError("cannot reset while a program is running in this session; "
-                               "cancel() it or wait for it to end")
+            raise RuntimeError(
+                "cannot reset while a program is running in this session; "
+                "cancel() it or wait for it to end"
+            )
         try:
             self._reset_namespace()
         finally:
@@ -345,16 +386,27 @@ class CodeMode:
             return self._res.conn, True, lost
         return self._conn, False, lost
 
-    def _run_replay(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
-                    on_event: ev.EventCallback | None) -> RunResult:
+    def _run_replay(
+        self,
+        code: str,
+        registry: ToolRegistry,
+        limits: tuple[float, int],
+        on_event: ev.EventCallback | None,
+    ) -> RunResult:
         run = RunState(on_event, self.max_output)
         status = self.backend.status()
         run.emit(ev.RunStarted(status.backend, status.isolation, True))
         return self._finish(run, run_replay(self.backend, code, registry, limits, run), status)
 
-    def _run_session(self, code: str, registry: ToolRegistry, limits: tuple[float, int],
-                     on_event: ev.EventCallback | None, fresh: bool,
-                     files: Iterable[Any] | None = None) -> RunResult:
+    def _run_session(
+        self,
+        code: str,
+        registry: ToolRegistry,
+        limits: tuple[float, int],
+        on_event: ev.EventCallback | None,
+        fresh: bool,
+        files: Iterable[Any] | None = None,
+    ) -> RunResult:
         run = RunState(on_event, self.max_output)
         self._runs_started += 1
         run.rich, run.files = RichRun(self.rich, self._runs_started, run.emit), files
@@ -368,16 +420,25 @@ class CodeMode:
             raise
         except Exception as exc:  # an engine fault must not escape run(): the run fails
             self._drop_runtime()
-            error = RunError("EngineError", f"the host failed serving the program "
-                             f"({type(exc).__name__}: {exc}); its runtime was replaced",
-                             traceback.format_exc())
+            error = RunError(
+                "EngineError",
+                f"the host failed serving the program "
+                f"({type(exc).__name__}: {exc}); its runtime was replaced",
+                traceback.format_exc(),
+            )
             return self._finish(run, Outcome("crashed", error, state_lost=True), status)
         finally:
             self._current = None
 
-    def _start_and_serve(self, run: RunState, code: str, registry: ToolRegistry,
-                         limits: tuple[float, int], status: BackendStatus,
-                         fresh: bool) -> RunResult:
+    def _start_and_serve(
+        self,
+        run: RunState,
+        code: str,
+        registry: ToolRegistry,
+        limits: tuple[float, int],
+        status: BackendStatus,
+        fresh: bool,
+    ) -> RunResult:
         timeout, max_calls = limits
         try:
             conn, started, lost = self._connection(fresh, timeout)
@@ -386,15 +447,21 @@ class CodeMode:
         except Exception as exc:  # no runtime: this run fails, the next one tries again
             run.emit(ev.RunStarted(status.backend, status.isolation, True))
             late = time.perf_counter() - run.started >= timeout
-            error = RunError("Timeout" if late else "RuntimeUnavailable",
-                             f"the runtime could not be started: {exc}")
-            return self._finish(run, Outcome("timeout" if late else "crashed", error,
-                                             state_lost=True), status)
+            error = RunError(
+                "Timeout" if late else "RuntimeUnavailable",
+                f"the runtime could not be started: {exc}",
+            )
+            return self._finish(
+                run, Outcome("timeout" if late else "crashed", error, state_lost=True), status
+            )
         run.emit(ev.RunStarted(status.backend, status.isolation, started))
         if lost:
             run.state_lost = True
-            run.output(2, f"[codemode] {lost} while idle; a fresh runtime took over and the "
-                          "earlier state was lost\n")
+            run.output(
+                2,
+                f"[codemode] {lost} while idle; a fresh runtime took over and the "
+                "earlier state was lost\n",
+            )
         self._show_late_output(conn, run)
         run.inbox = conn.inbox
         if run.cancel_requested:
@@ -403,8 +470,15 @@ class CodeMode:
         try:
             for data in put_frames(self.rich.uploads(started, run.files)):
                 conn.transport.write(data)
-            conn.send({"t": P.RUN, "id": run.id, "code": code, "tools": registry.specs(),
-                       "limits": run.rich.limits()})
+            conn.send(
+                {
+                    "t": P.RUN,
+                    "id": run.id,
+                    "code": code,
+                    "tools": registry.specs(),
+                    "limits": run.rich.limits(),
+                }
+            )
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
         except KeyboardInterrupt:
             outcome = self._halt(conn, run, "interrupted", "the program was interrupted")
@@ -419,29 +493,41 @@ class CodeMode:
     def _show_late_output(conn: RuntimeConnection, run: RunState) -> None:
         """What threads of earlier runs wrote between runs: capped, and labelled as theirs."""
         for stream, text in conn.take_late_output():
-            run.output(stream, "[codemode] written between runs by threads an earlier run "
-                               "left running:\n")
+            run.output(
+                stream, "[codemode] written between runs by threads an earlier run left running:\n"
+            )
             run.output(stream, text.text())
             if not text.text().endswith("\n"):
                 run.output(stream, "\n")
             run.output(stream, "[codemode] end of the earlier runs' output\n")
 
-    def _serve(self, conn: RuntimeConnection, run: RunState, registry: ToolRegistry,
-               deadline: float, max_calls: int) -> Outcome:
+    def _serve(
+        self,
+        conn: RuntimeConnection,
+        run: RunState,
+        registry: ToolRegistry,
+        deadline: float,
+        max_calls: int,
+    ) -> Outcome:
         """Answer the runtime's frames until the program is done; return the outcome."""
         while True:
             remaining = deadline + run.paused - time.perf_counter()
             if remaining <= 0 and not run.pauses:
-                return self._halt(conn, run, "timeout",
-                                  f"the program ran past its {deadline - run.started:g} s timeout")
+                return self._halt(
+                    conn,
+                    run,
+                    "timeout",
+                    f"the program ran past its {deadline - run.started:g} s timeout",
+                )
             try:
                 kind, frame = conn.inbox.get(timeout=max(min(remaining, _POLL), 0.01))
             except queue.Empty:
                 continue
             if kind is Inbox.CALL:
                 if len(run.calls) >= max_calls:
-                    return self._halt(conn, run, "limit",
-                                      f"the program made more than {max_calls} tool calls")
+                    return self._halt(
+                        conn, run, "limit", f"the program made more than {max_calls} tool calls"
+                    )
                 self._start_call(conn, run, registry, frame)
             elif kind is Inbox.CALL_DONE:
                 if frame[0] is run:
@@ -459,8 +545,9 @@ class CodeMode:
             elif kind is Inbox.CANCEL and frame is run:
                 return self._halt(conn, run, "interrupted", "the program was cancelled")
 
-    def _start_call(self, conn: RuntimeConnection, run: RunState, registry: ToolRegistry,
-                    frame: dict) -> None:
+    def _start_call(
+        self, conn: RuntimeConnection, run: RunState, registry: ToolRegistry, frame: dict
+    ) -> None:
         if not run.in_flight:
             run.rounds += 1
         prepared = prepare_call(registry, frame, run.rounds)
@@ -469,8 +556,11 @@ class CodeMode:
         run.calls.append(prepared.call)
         run.in_flight.add(prepared.call.id)
         if run.on_event is not None:
-            run.emit(ev.ToolCallStarted(prepared.call.id, prepared.call.name,
-                                        prepared.call.args, prepared.call.round))
+            run.emit(
+                ev.ToolCallStarted(
+                    prepared.call.id, prepared.call.name, prepared.call.args, prepared.call.round
+                )
+            )
         if prepared.error is not None or not prepared.tool.is_async:
             outcome = prepared.run_sync()
             if run.debugging:
@@ -480,18 +570,27 @@ class CodeMode:
             self._end_call(conn, run, prepared.call, outcome)
             return
         inbox = conn.inbox
-        run.async_calls.append(submit_async(self._async, prepared, lambda outcome: inbox.put(
-            (Inbox.CALL_DONE, (run, prepared.call, outcome)))))
+        run.async_calls.append(
+            submit_async(
+                self._async,
+                prepared,
+                lambda outcome: inbox.put((Inbox.CALL_DONE, (run, prepared.call, outcome))),
+            )
+        )
 
-    def _end_call(self, conn: RuntimeConnection, run: RunState, call: ToolCall,
-                  outcome: CallOutcome) -> None:
+    def _end_call(
+        self, conn: RuntimeConnection, run: RunState, call: ToolCall, outcome: CallOutcome
+    ) -> None:
         finish_call(call, outcome)
         run.in_flight.discard(call.id)
         # Announced before the program gets the result, so listeners see the call end
         # before any output the program writes after it.
         if run.on_event is not None:
-            run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result,
-                                         call.error, call.duration))
+            run.emit(
+                ev.ToolCallFinished(
+                    call.id, call.name, call.round, call.result, call.error, call.duration
+                )
+            )
         run.unsent.append(encode_result(call, run.wire_ids.pop(call.id)))
         if not conn.transport.batch_results or not run.in_flight:
             data, run.unsent = b"".join(run.unsent), []
@@ -561,11 +660,25 @@ class CodeMode:
             if kind is Inbox.EOF:
                 break
             if kind is Inbox.CALL:  # a stopping program gets no more tool results
-                conn.transport.write(P.encode({"t": P.RESULT, "id": frame["id"], "ok": False,
-                    "error": {"type": "RuntimeError", "message": "the run was stopped"}}))
+                conn.transport.write(
+                    P.encode(
+                        {
+                            "t": P.RESULT,
+                            "id": frame["id"],
+                            "ok": False,
+                            "error": {"type": "RuntimeError", "message": "the run was stopped"},
+                        }
+                    )
+                )
         self._drop_runtime()
-        return Outcome(status, RunError(kinds[status], f"{why}; it did not stop, so its runtime "
-                                        "was replaced and its state was lost"), state_lost=True)
+        return Outcome(
+            status,
+            RunError(
+                kinds[status],
+                f"{why}; it did not stop, so its runtime was replaced and its state was lost",
+            ),
+            state_lost=True,
+        )
 
     def _finish(self, run: RunState, outcome: Outcome, status: BackendStatus) -> RunResult:
         """The run's result, recorded (listeners of RunFinished find it in last_result)."""

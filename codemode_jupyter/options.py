@@ -13,8 +13,9 @@ from typing import Any
 def positive_seconds(name: str, value: Any) -> float:
     """A finite number of seconds above zero."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, not {type(value).__name__} "
-                         f"{value!r:.40}")
+        raise ValueError(
+            f"{name} must be a number of seconds, not {type(value).__name__} {value!r:.40}"
+        )
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number of seconds above 0, not {value!r}")
     return float(value)
@@ -23,8 +24,7 @@ def positive_seconds(name: str, value: Any) -> float:
 def count(name: str, value: Any, minimum: int = 0) -> int:
     """A whole number, at least `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number, not {type(value).__name__} "
-                         f"{value!r:.40}")
+        raise ValueError(f"{name} must be a whole number, not {type(value).__name__} {value!r:.40}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, not {value}")
     return value

@@ -43,8 +43,9 @@ def bootstrap_program(request: dict) -> str:
     return _BOOTSTRAP.format(files=files, request=encoded)
 
 
-def run_replay(backend: Backend, code: str, registry: ToolRegistry, limits: tuple[float, int],
-               run: RunState) -> Outcome:
+def run_replay(
+    backend: Backend, code: str, registry: ToolRegistry, limits: tuple[float, int], run: RunState
+) -> Outcome:
     """Run `code` with the need_tools/replay protocol, one execution per tool round, recording
     in `run`; return how it ended."""
     timeout, max_calls = limits
@@ -53,19 +54,30 @@ def run_replay(backend: Backend, code: str, registry: ToolRegistry, limits: tupl
     while True:
         remaining = run.started + timeout - time.perf_counter()
         if remaining <= 0:
-            return Outcome("timeout", RunError("Timeout",
-                                               f"the program ran past its {timeout:g} s timeout"))
+            return Outcome(
+                "timeout", RunError("Timeout", f"the program ran past its {timeout:g} s timeout")
+            )
         marker = f"@@codemode-{secrets.token_hex(8)}@@"
-        request = {"t": "replay", "code": code, "tools": registry.specs(), "results": known,
-                   "marker": marker}
+        request = {
+            "t": "replay",
+            "code": code,
+            "tools": registry.specs(),
+            "results": known,
+            "marker": marker,
+        }
         shot = backend.run_oneshot(bootstrap_program(request), timeout=remaining)
         run.executions += 1
         output, found, tail = shot.output.rpartition("\n" + marker)
         if not found:
             run.stdout.append(shot.output)
-            return Outcome("crashed", RunError(
-                "RuntimeCrashed", f"the execution ended without a result (exit code "
-                f"{shot.exit_code})" + (f": {shot.error}" if shot.error else "")))
+            return Outcome(
+                "crashed",
+                RunError(
+                    "RuntimeCrashed",
+                    f"the execution ended without a result (exit code "
+                    f"{shot.exit_code})" + (f": {shot.error}" if shot.error else ""),
+                ),
+            )
         outcome = P.decode(tail.strip().encode())
         if outcome["t"] != "need_tools":
             if output:
@@ -73,8 +85,10 @@ def run_replay(backend: Backend, code: str, registry: ToolRegistry, limits: tupl
             return Outcome.from_done(outcome)
         for wanted in outcome["calls"]:
             if len(run.calls) >= max_calls:
-                return Outcome("limit", RunError(
-                    "ToolCallLimit", f"the program made more than {max_calls} tool calls"))
+                return Outcome(
+                    "limit",
+                    RunError("ToolCallLimit", f"the program made more than {max_calls} tool calls"),
+                )
             known.append(_call(registry, {"id": len(run.calls) + 1, **wanted}, run))
 
 
@@ -86,8 +100,9 @@ def _call(registry: ToolRegistry, frame: dict, run: RunState) -> dict:
     run.calls.append(call)
     run.emit(ev.ToolCallStarted(call.id, call.name, call.args, call.round))
     finish_call(call, prepared.run_sync())
-    run.emit(ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error,
-                                 call.duration))
+    run.emit(
+        ev.ToolCallFinished(call.id, call.name, call.round, call.result, call.error, call.duration)
+    )
     if call.error is None:
         return {"ok": True, "value": call.result}
     return {"ok": False, "error": {"type": call.error.type, "message": call.error.message}}

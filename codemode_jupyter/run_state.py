@@ -41,8 +41,13 @@ class Outcome:
             error = RunError(
                 raw.get("type", "Error"), raw.get("message", ""), raw.get("traceback", "")
             )
-        return cls("ok" if error is None else "error", error, frame.get("value"), frame.get("repr"),
-                   value_bundle=frame.get("bundle"))
+        return cls(
+            "ok" if error is None else "error",
+            error,
+            frame.get("value"),
+            frame.get("repr"),
+            value_bundle=frame.get("bundle"),
+        )
 
 
 class RunState:

@@ -35,8 +35,11 @@ class UnknownToolError(NameError):
 
 
 def tool(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None,
-    description: str | None = None, approve: bool = False,
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    approve: bool = False,
 ) -> Any:
     """Mark a function as a Code Mode tool, optionally renaming or re-describing it.
 
@@ -74,8 +77,9 @@ class _Param:
 class Tool:
     """One host function the sandboxed program may call."""
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None,
-                 description: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], name: str | None = None, description: str | None = None
+    ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         _check_name(self.name)
@@ -87,9 +91,16 @@ class Tool:
         self._schema: dict[str, Any] | None = None
         kinds = {p.kind for p in self._params}
         #: Parameter names positional arguments fill, or None when *args makes that unclear.
-        self.positional_names: list[str] | None = None if inspect.Parameter.VAR_POSITIONAL in \
-            kinds else [p.name for p in self._params if p.kind in (
-                inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        self.positional_names: list[str] | None = (
+            None
+            if inspect.Parameter.VAR_POSITIONAL in kinds
+            else [
+                p.name
+                for p in self._params
+                if p.kind
+                in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            ]
+        )
 
     @classmethod
     def from_callable(cls, fn: Callable[..., Any] | Tool) -> Tool:
@@ -292,7 +303,8 @@ def _validatable(hint: Any) -> Any:
             converted = tuple(_validatable(a) for a in args)
             if converted != args:
                 hint = (typing.Union if origin in (typing.Union, types.UnionType) else origin)[
-                    converted if len(converted) > 1 else converted[0]]
+                    converted if len(converted) > 1 else converted[0]
+                ]
         except TypeError:
             return Any
     for config in (None, ConfigDict(arbitrary_types_allowed=True)):
@@ -343,10 +355,16 @@ def _type_stub(cls: type) -> str:
     if issubclass(cls, enum.Enum):
         members = [f"    {m.name} = {m.value!r}" for m in cls]
         return f"class {cls.__name__}(Enum):\n" + "\n".join(members)
-    base = "TypedDict" if typing.is_typeddict(cls) else (
-        "BaseModel" if issubclass(cls, BaseModel) else "dataclass")
-    lines = [f"class {cls.__name__}({base}):" if base != "dataclass" else
-             f"@dataclass\nclass {cls.__name__}:"]
+    base = (
+        "TypedDict"
+        if typing.is_typeddict(cls)
+        else ("BaseModel" if issubclass(cls, BaseModel) else "dataclass")
+    )
+    lines = [
+        f"class {cls.__name__}({base}):"
+        if base != "dataclass"
+        else f"@dataclass\nclass {cls.__name__}:"
+    ]
     if cls.__doc__ and base != "dataclass" and not cls.__doc__.startswith(cls.__name__ + "("):
         lines.append(f'    """{inspect.cleandoc(cls.__doc__)}"""')
     for name, hint in _type_hints(cls).items():

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --browser
 bash .ci/install-sandbox-packages.sh
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 if [ -f labextension/package.json ]; then
   [ -d labextension/node_modules ] || (cd labextension && npm ci --no-audit --no-fund)
   (cd labextension && npm run --silent lint:check && npm test --silent)

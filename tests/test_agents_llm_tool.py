@@ -162,8 +162,10 @@ def test_a_rejected_call_is_tool_rejected_and_permission_error_in_the_program(cm
     approver = QueueApprover()
     gate = ApprovalGate(approver, "all")
     _answer_next(approver, Decision.reject("not today"))
-    code = ("try:\n    lookup('Oslo')\nexcept ToolRejected as e:\n"
-            "    print(isinstance(e, PermissionError), isinstance(e, ToolError), e)\n")
+    code = (
+        "try:\n    lookup('Oslo')\nexcept ToolRejected as e:\n"
+        "    print(isinstance(e, PermissionError), isinstance(e, ToolError), e)\n"
+    )
     result = cm.run(code, tools=gate.guard(cm.tools, cm))
     assert result.ok and result.stdout.startswith("True True lookup:"), result
     assert "not today" in result.stdout
@@ -185,7 +187,9 @@ def test_tool_marked_for_approval_is_guarded(cm):
 
 def test_waiting_for_an_async_approval_does_not_use_the_timeout(cm):
     gate = ApprovalGate(QueueApprover(), "all", timeout=2.0)  # nobody answers: rejected at 2 s
-    code = ("try:\n    await slow_lookup_async('Oslo')\nexcept ToolRejected as e:\n"
-            "    print('rejected')\n")
+    code = (
+        "try:\n    await slow_lookup_async('Oslo')\nexcept ToolRejected as e:\n"
+        "    print('rejected')\n"
+    )
     result = cm.run(code, tools=gate.guard(cm.tools, cm), timeout=1.0)
     assert result.ok and result.stdout == "rejected\n", result

@@ -611,9 +611,7 @@ def scenario(lab, page) -> None:
     run_item.scroll_into_view_if_needed()
     shot(page, "6-tools-panel-runs")
     # Its cell label scrolls the notebook to the cell that ran it.
-    page.evaluate(
-        "() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }"
-    )
+    page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
     run_item.locator("button.codemode-RunCell").click()
     page.wait_for_function(
         "(index) => window.jupyterapp.shell.currentWidget.content.activeCellIndex === index",

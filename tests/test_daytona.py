@@ -43,8 +43,9 @@ KEY = "loopback-test-key"
 
 def connect(server: DaytonaLoopbackServer, tools: tuple = (), **options: object) -> CodeMode:
     options.setdefault("retry", FAST)
-    return CodeMode(tools=list(tools), backend="daytona", api_url=server.api_url, api_key=KEY,
-                    **options)
+    return CodeMode(
+        tools=list(tools), backend="daytona", api_url=server.api_url, api_key=KEY, **options
+    )
 
 
 def get_weather(city: str) -> dict:
@@ -73,25 +74,32 @@ def test_notebook_run_with_tools_streams_in_program_order(server: DaytonaLoopbac
             "    w = get_weather(city)\n"
             "    print(city, w['temp_c'])\n"
             "'done'",
-            on_event=events.append)
+            on_event=events.append,
+        )
     assert result.ok, result.error
     assert result.stdout == "start\nParis 21\nOslo 21\n"
     assert result.value == "done"
     assert [c.name for c in result.tool_calls] == ["get_weather", "get_weather"]
     assert result.backend == "daytona"
-    trace = [(type(e).__name__, getattr(e, "text", getattr(e, "name", ""))) for e in events
-             if not isinstance(e, (ev.RunStarted, ev.RunFinished))]
+    trace = [
+        (type(e).__name__, getattr(e, "text", getattr(e, "name", "")))
+        for e in events
+        if not isinstance(e, (ev.RunStarted, ev.RunFinished))
+    ]
     assert trace == [
         ("Output", "start\n"),
-        ("ToolCallStarted", "get_weather"), ("ToolCallFinished", "get_weather"),
+        ("ToolCallStarted", "get_weather"),
+        ("ToolCallFinished", "get_weather"),
         ("Output", "Paris 21\n"),
-        ("ToolCallStarted", "get_weather"), ("ToolCallFinished", "get_weather"),
+        ("ToolCallStarted", "get_weather"),
+        ("ToolCallFinished", "get_weather"),
         ("Output", "Oslo 21\n"),
     ]
 
 
 def test_output_reaches_the_host_while_the_program_waits_on_a_tool(
-        server: DaytonaLoopbackServer) -> None:
+    server: DaytonaLoopbackServer,
+) -> None:
     """Streaming, not delivery at the end: the program prints, then blocks on a tool call;
     the tool (run by the host before it answers) finds the print already received."""
     seen: list[str] = []
@@ -106,10 +114,10 @@ def test_output_reaches_the_host_while_the_program_waits_on_a_tool(
 
     with connect(server, (host_saw,)) as cm:
         cm.run("0")
-        result = cm.run("print('before the call')\n"
-                        "answer = host_saw()\n"
-                        "print('after the call')\n"
-                        "answer", on_event=on_event)
+        result = cm.run(
+            "print('before the call')\nanswer = host_saw()\nprint('after the call')\nanswer",
+            on_event=on_event,
+        )
     assert result.ok, result.error
     assert result.value == "before the call\n"  # the host had it before it answered
     assert result.stdout == "before the call\nafter the call\n"
@@ -142,9 +150,11 @@ def test_results_of_a_round_go_in_one_request(server: DaytonaLoopbackServer) -> 
         await asyncio.wait_for(gate["all_in"].wait(), 10)
         return a + b
 
-    code = ("import asyncio\n"
-            "r = await asyncio.gather(*(slow_add_async(i, i) for i in range(5)))\n"
-            "sum(r)")
+    code = (
+        "import asyncio\n"
+        "r = await asyncio.gather(*(slow_add_async(i, i) for i in range(5)))\n"
+        "sum(r)"
+    )
     with connect(server, (slow_add,)) as cm:
         cm.run("0")
         server.reset_counts()
@@ -163,8 +173,15 @@ def test_first_cell_cost_and_input_echo_suppressed(server: DaytonaLoopbackServer
         counts = server.counts
     assert len(commands) == 1 and not commands[0].echo
     assert "codemode_runtime.py" in commands[0].command
-    for route in ("sandbox.create", "toolbox.home_dir", "files.upload", "session.create",
-                  "session.exec", "command.logs.ws", "command.input"):
+    for route in (
+        "sandbox.create",
+        "toolbox.home_dir",
+        "files.upload",
+        "session.create",
+        "session.exec",
+        "command.logs.ws",
+        "command.input",
+    ):
         assert counts.get(route) == 1, counts
 
 
@@ -185,8 +202,9 @@ def test_transport_moves_frames_both_ways(server: DaytonaLoopbackServer) -> None
         stream = frames()
         assert next(stream)["t"] == P.READY
         tools = [{"name": "double", "signature": "(x)", "doc": ""}]
-        transport.write(P.encode({"t": P.RUN, "id": 1, "code": "print(double(21))",
-                                  "tools": tools}))
+        transport.write(
+            P.encode({"t": P.RUN, "id": 1, "code": "print(double(21))", "tools": tools})
+        )
         call = next(stream)
         assert call["t"] == P.CALL and call["args"] == [21]
         transport.write(P.encode({"t": P.RESULT, "id": call["id"], "ok": True, "value": 42}))
@@ -219,8 +237,10 @@ def test_runtime_exit_is_reported_and_replaced(server: DaytonaLoopbackServer) ->
 
 def test_timeout_kills_a_hung_program(server: DaytonaLoopbackServer) -> None:
     with connect(server) as cm:
-        result = cm.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                        "while True: pass", timeout=1)
+        result = cm.run(
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass",
+            timeout=1,
+        )
         sandbox = server.sandboxes[sandbox_of(cm)]
         after = cm.run("1 + 1")
     assert result.status == "timeout" and result.state_lost
@@ -284,8 +304,7 @@ def _create_with_sdk(server: DaytonaLoopbackServer, labels: dict[str, str] | Non
 def test_attached_sandbox_is_used_and_never_deleted(server: DaytonaLoopbackServer) -> None:
     from daytona import Daytona, DaytonaConfig
 
-    mine = Daytona(DaytonaConfig(api_key=KEY, api_url=server.api_url)).get(
-        _create_with_sdk(server))
+    mine = Daytona(DaytonaConfig(api_key=KEY, api_url=server.api_url)).get(_create_with_sdk(server))
     server.reset_counts()
     with connect(server, sandbox=mine) as cm:
         assert cm.run("open('note.txt', 'w').write('kept'); 1").ok
@@ -313,7 +332,8 @@ def test_attach_by_async_sandbox_object(server: DaytonaLoopbackServer) -> None:
 
 
 def test_credentials_and_endpoint_from_the_environment(
-        server: DaytonaLoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server: DaytonaLoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DAYTONA_API_KEY", KEY)
     monkeypatch.setenv("DAYTONA_API_URL", server.api_url)
     monkeypatch.setenv("DAYTONA_TARGET", "eu")
@@ -325,7 +345,8 @@ def test_credentials_and_endpoint_from_the_environment(
 
 
 def test_created_sandbox_is_labelled_auto_stops_and_is_deleted(
-        server: DaytonaLoopbackServer) -> None:
+    server: DaytonaLoopbackServer,
+) -> None:
     cm = connect(server, labels={"team": "data"}, auto_stop_minutes=7, session_label="kernel-1")
     cm.run("1")
     sandbox_id = sandbox_of(cm)
@@ -342,11 +363,16 @@ def test_created_sandbox_is_labelled_auto_stops_and_is_deleted(
 
 def test_cleanup_deletes_orphans_only(server: DaytonaLoopbackServer) -> None:
     host = socket.gethostname()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     orphan = _create_with_sdk(server, {LABEL_CREATOR: "true", LABEL_HOST: host, LABEL_PID: dead})
-    foreign = _create_with_sdk(server, {LABEL_CREATOR: "true", LABEL_HOST: "elsewhere",
-                                        LABEL_PID: "1"})
+    foreign = _create_with_sdk(
+        server, {LABEL_CREATOR: "true", LABEL_HOST: "elsewhere", LABEL_PID: "1"}
+    )
     unrelated = _create_with_sdk(server, {"owner": "someone"})
     with connect(server) as cm:
         cm.run("1")
@@ -382,7 +408,8 @@ def test_rejected_api_key_fails_at_once(server: DaytonaLoopbackServer) -> None:
 
 
 def test_401_mid_session_ends_the_run_with_the_variable_named(
-        server: DaytonaLoopbackServer) -> None:
+    server: DaytonaLoopbackServer,
+) -> None:
     with connect(server, (add,)) as cm:
         cm.run("0")
         server.reset_counts()
@@ -417,13 +444,15 @@ def test_retries_are_bounded(server: DaytonaLoopbackServer) -> None:
 
 def test_an_unreachable_api_fails_after_bounded_retries() -> None:
     policy = RetryPolicy(attempts=2, backoff=0.01, request_timeout=5.0)
-    cm = CodeMode(backend="daytona", api_url=f"http://127.0.0.1:{free_port()}/api",
-                  api_key=KEY, retry=policy)
+    cm = CodeMode(
+        backend="daytona", api_url=f"http://127.0.0.1:{free_port()}/api", api_key=KEY, retry=policy
+    )
     result = cm.run("1")
     cm.close()
     assert result.status == "crashed"
-    assert re.search(r"cannot connect.*after 3 attempts.*DAYTONA_API_URL", result.error.message,
-                     re.S)
+    assert re.search(
+        r"cannot connect.*after 3 attempts.*DAYTONA_API_URL", result.error.message, re.S
+    )
 
 
 def test_slow_responses_time_out_and_are_retried(server: DaytonaLoopbackServer) -> None:
@@ -503,7 +532,8 @@ def test_dropped_log_stream_reconnects_without_loss(server: DaytonaLoopbackServe
 
 
 def test_a_log_stream_that_keeps_dropping_fails_the_run_clearly(
-        server: DaytonaLoopbackServer) -> None:
+    server: DaytonaLoopbackServer,
+) -> None:
     with connect(server) as cm:
         cm.run("0")
         server.drop_log_streams(times=100, after_chunks=0)
@@ -569,17 +599,32 @@ def test_every_wait_is_bounded_when_the_api_hangs(server: DaytonaLoopbackServer)
 def test_server_runs_with_python_dash_m() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "codemode_jupyter.testing.daytona_server", "--port", str(port),
-         "--api-key", KEY], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "codemode_jupyter.testing.daytona_server",
+            "--port",
+            str(port),
+            "--api-key",
+            KEY,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "DAYTONA_API_URL" in proc.stdout.readline() + proc.stdout.readline()
         base = f"http://127.0.0.1:{port}"
         fault = json.dumps({"route": "sandbox.list", "status": 503}).encode()
-        inject = urllib.request.Request(f"{base}/_admin/inject", data=fault, method="POST",
-                                        headers={"Content-Type": "application/json"})
+        inject = urllib.request.Request(
+            f"{base}/_admin/inject",
+            data=fault,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(inject, timeout=5).read()
-        listing = urllib.request.Request(f"{base}/api/sandbox",
-                                         headers={"Authorization": f"Bearer {KEY}"})
+        listing = urllib.request.Request(
+            f"{base}/api/sandbox", headers={"Authorization": f"Bearer {KEY}"}
+        )
         with pytest.raises(urllib.error.HTTPError, match="503"):
             urllib.request.urlopen(listing, timeout=5)
         assert json.loads(urllib.request.urlopen(listing, timeout=5).read())["items"] == []

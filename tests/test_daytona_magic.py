@@ -42,7 +42,8 @@ def shell_and_server(capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[objec
 
 
 def test_cells_share_state_and_unload_deletes_the_sandbox(
-        shell_and_server: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    shell_and_server: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     shell, server = shell_and_server
     first = shell.run_cell("%%codemode\nx = add(1, 2)\nprint('x is', x)")
     second = shell.run_cell("%%codemode\nx + 1")
@@ -57,7 +58,8 @@ def test_cells_share_state_and_unload_deletes_the_sandbox(
 
 
 def test_attach_uses_the_users_sandbox_and_keeps_it(
-        shell_and_server: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    shell_and_server: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     from daytona import Daytona, DaytonaConfig
 
     shell, server = shell_and_server

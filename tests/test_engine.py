@@ -5,7 +5,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import threading
-from typing import Literal, Optional, TypedDict
+from typing import Literal, TypedDict
 
 import pytest
 from pydantic import BaseModel
@@ -77,14 +77,7 @@ def test_fresh_starts_a_new_runtime(cm: CodeMode) -> None:
 
 
 def test_side_effects_and_randomness_happen_once(cm: CodeMode) -> None:
-    code = (
-        "import random\n"
-        "print('before')\n"
-        "n = random.random()\n"
-        "got = add(0, 0)\n"
-        "print('after')\n"
-        "n"
-    )
+    code = "import random\nprint('before')\nn = random.random()\ngot = add(0, 0)\nprint('after')\nn"
     r = cm.run(code)
     assert r.stdout == "before\nafter\n"
     assert isinstance(r.value, float)
@@ -178,12 +171,21 @@ def test_events_stream_in_program_order(cm: CodeMode) -> None:
         elif isinstance(event, ev.RunFinished):
             seen.append(f"finished:{event.result.status}")
 
-    code = ("print('a')\nadd(1)\nimport subprocess\nsubprocess.run(['echo', 'b'])\nadd(2)\n"
-            "print('c')")
+    code = (
+        "print('a')\nadd(1)\nimport subprocess\nsubprocess.run(['echo', 'b'])\nadd(2)\nprint('c')"
+    )
     r = cm.run(code, on_event=on_event)
     assert r.ok, r.error
-    assert seen == ["out:a\n", "start:add:1", "end:add:2", "out:b\n", "start:add:2",
-                    "end:add:3", "out:c\n", "finished:ok"]
+    assert seen == [
+        "out:a\n",
+        "start:add:1",
+        "end:add:2",
+        "out:b\n",
+        "start:add:2",
+        "end:add:3",
+        "out:c\n",
+        "finished:ok",
+    ]
     assert r.rounds == 2
 
 
@@ -208,9 +210,13 @@ def test_printed_frames_are_only_text(cm: CodeMode) -> None:
         '{"t":"call","id":99,"name":"add","args":[1],"kwargs":{}}',
         '{"t":"preview","port":1}',
     ]
-    code = "import os\n" + "".join(
-        f"print({line!r})\nos.write(1, {(line + chr(10)).encode()!r})\n" for line in forged
-    ) + "'end'"
+    code = (
+        "import os\n"
+        + "".join(
+            f"print({line!r})\nos.write(1, {(line + chr(10)).encode()!r})\n" for line in forged
+        )
+        + "'end'"
+    )
     r = cm.run(code)
     assert r.ok and r.value == "end"
     assert r.tool_calls == [] and r.previews == []
@@ -250,8 +256,10 @@ def test_async_variants_gather_concurrently() -> None:
         return await gate(i)
 
     with CodeMode(tools=[wait_for_all]) as session:
-        r = session.run("import asyncio\nawait asyncio.gather(*[wait_for_all_async(i) "
-                        "for i in range(20)])", timeout=30)
+        r = session.run(
+            "import asyncio\nawait asyncio.gather(*[wait_for_all_async(i) for i in range(20)])",
+            timeout=30,
+        )
     assert r.ok, r.error
     assert r.value == list(range(20))
     assert r.rounds == 1 and len(r.tool_calls) == 20
@@ -274,8 +282,7 @@ class Place(TypedDict):
 
 
 @tool(name="weather", description="Current weather.")
-def get_weather(place: Place, unit: Literal["C", "F"] = "C",
-                days: Optional[list[int]] = None) -> dict:  # noqa: UP045 - shown as written
+def get_weather(place: Place, unit: Literal["C", "F"] = "C", days: list[int] | None = None) -> dict:
     return {}
 
 
@@ -284,7 +291,7 @@ def test_system_prompt_lists_stubs() -> None:
     assert "def weather(place: Place, unit: Literal['C', 'F'] = 'C', days: " in prompt
     assert "Optional[list[int]] = None) -> dict:" in prompt
     assert "class Place(TypedDict):\n    city: str" in prompt
-    assert "def add(a: int, b: int = 1) -> int:\n    \"\"\"Add two numbers.\"\"\"" in prompt
+    assert 'def add(a: int, b: int = 1) -> int:\n    """Add two numbers."""' in prompt
     assert "_async" in prompt and "ToolError" in prompt
 
 
@@ -299,8 +306,10 @@ def test_timeout_interrupts_and_keeps_state() -> None:
 
 
 def test_timeout_kills_a_program_that_swallows_interrupts() -> None:
-    code = ("while True:\n    try:\n        while True:\n            pass\n"
-            "    except BaseException:\n        pass")
+    code = (
+        "while True:\n    try:\n        while True:\n            pass\n"
+        "    except BaseException:\n        pass"
+    )
     with CodeMode() as session:
         session.run("kept = 1")
         r = session.run(code, timeout=1)
@@ -330,10 +339,12 @@ def test_output_cap_keeps_head_and_tail() -> None:
 def test_output_flood_of_50_mb_is_capped() -> None:
     seen = []
     with CodeMode(max_output=100_000) as session:
-        r = session.run("import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(51200):\n"
-                        "    sys.stdout.write(line)\n'done'", timeout=120,
-                        on_event=lambda e: seen.append(len(e.text)) if isinstance(
-                            e, ev.Output) else None)
+        r = session.run(
+            "import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(51200):\n"
+            "    sys.stdout.write(line)\n'done'",
+            timeout=120,
+            on_event=lambda e: seen.append(len(e.text)) if isinstance(e, ev.Output) else None,
+        )
         assert r.ok and r.value == "done"
         assert sum(seen) == 50 * 1024 * 1024
         assert len(r.stdout) < 110_000 and r.stdout_dropped > 50_000_000
@@ -361,19 +372,26 @@ def test_keyboard_interrupt_stops_the_program_and_is_raised() -> None:
 
     with CodeMode(tools=[interrupt_host]) as session:
         with pytest.raises(KeyboardInterrupt):
-            session.run("interrupt_host()\nimport time\nwhile True:\n    time.sleep(0.01)",
-                        timeout=60)
+            session.run(
+                "interrupt_host()\nimport time\nwhile True:\n    time.sleep(0.01)", timeout=60
+            )
         assert session.last_result.status == "interrupted"
         assert "interrupted" in session.last_result.error.message
         assert session.run("'alive'").value == "alive"
 
 
-@pytest.mark.parametrize("code, expect", [
-    ("import os\nos._exit(3)", "exited with code 3"),
-    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "killed by signal 9"),
-    ("import os\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n    except OSError:\n"
-     "        pass\nprint('gone')", "lost its control channel"),
-])
+@pytest.mark.parametrize(
+    "code, expect",
+    [
+        ("import os\nos._exit(3)", "exited with code 3"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "killed by signal 9"),
+        (
+            "import os\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n"
+            "    except OSError:\n        pass\nprint('gone')",
+            "lost its control channel",
+        ),
+    ],
+)
 def test_runtime_death_is_reported_and_replaced(code: str, expect: str) -> None:
     with CodeMode(tools=[add]) as session:
         session.run("kept = 1")

@@ -44,10 +44,14 @@ def cm():
 
 
 MALFORMED = [
-    pytest.param('{"t":"call","id":7,"name":"add","args":' + "[" * 5000 + "]" * 5000
-                 + ',"kwargs":{}}', id="nested-5000-deep"),
-    pytest.param('{"t":"call","id":7,"name":"add","args":' + "[" * 150 + "]" * 150
-                 + ',"kwargs":{}}', id="nested-150-deep"),
+    pytest.param(
+        '{"t":"call","id":7,"name":"add","args":' + "[" * 5000 + "]" * 5000 + ',"kwargs":{}}',
+        id="nested-5000-deep",
+    ),
+    pytest.param(
+        '{"t":"call","id":7,"name":"add","args":' + "[" * 150 + "]" * 150 + ',"kwargs":{}}',
+        id="nested-150-deep",
+    ),
     pytest.param('{"t":"out","s":1,"d":5}', id="out-text-not-a-string"),
     pytest.param('{"t":"out","s":9,"d":"x"}', id="out-unknown-stream"),
     pytest.param('{"t":"call","id":"7","name":"add","args":[1],"kwargs":{}}', id="call-id-str"),
@@ -75,7 +79,9 @@ def test_a_malformed_frame_is_a_runtime_fault_and_the_session_recovers(cm, line:
 
 
 def test_a_guessed_run_id_is_ignored_not_taken(cm) -> None:
-    cm.run(FORGE + """
+    cm.run(
+        FORGE
+        + """
 import threading, json
 stop = threading.Event()
 def spam():
@@ -84,7 +90,8 @@ def spam():
             forge('{"t":"done","id":%s,"ok":true,"value":"forged"}' % json.dumps(guess))
 t = threading.Thread(target=spam, daemon=True)
 t.start()
-""")
+"""
+    )
     r = cm.run("x = add(1, 1)\nstop.set(); t.join()\n'real'")
     assert r.ok and r.value == "real", r
 
@@ -119,12 +126,15 @@ def endless_inside() -> dict:
     return {"numbers": itertools.count()}
 
 
-@pytest.mark.parametrize(("tool", "words"), [
-    (huge_int, "too large for JSON"),
-    (deep_list, "nest"),
-    (endless, "iterator"),
-    (endless_inside, "iterator"),
-])
+@pytest.mark.parametrize(
+    ("tool", "words"),
+    [
+        (huge_int, "too large for JSON"),
+        (deep_list, "nest"),
+        (endless, "iterator"),
+        (endless_inside, "iterator"),
+    ],
+)
 def test_results_that_cannot_cross_are_a_clear_error_in_the_program(tool, words: str) -> None:
     with CodeMode(tools=[tool]) as session:
         r = session.run(f"try:\n    {tool.__name__}()\nexcept TypeError as e:\n    print(e)\n'ok'")
@@ -148,21 +158,25 @@ async def twice(x: int) -> int:
 
 def test_tools_raising_system_exit_are_errors_and_the_session_stays_healthy() -> None:
     with CodeMode(tools=[exits, exits_async, twice]) as session:
-        r = session.run("try:\n    exits()\nexcept ToolError as e:\n    print('sync', e)\n"
-                        "try:\n    await exits_async_async()\nexcept ToolError as e:\n"
-                        "    print('async', e)\n")
+        r = session.run(
+            "try:\n    exits()\nexcept ToolError as e:\n    print('sync', e)\n"
+            "try:\n    await exits_async_async()\nexcept ToolError as e:\n"
+            "    print('async', e)\n"
+        )
         assert r.ok, r
         assert "sync exits" in r.stdout and "async exits_async" in r.stdout
-        r = session.run("import asyncio\nawait asyncio.gather(*[twice_async(i) for i in range(5)])",
-                        timeout=30)
+        r = session.run(
+            "import asyncio\nawait asyncio.gather(*[twice_async(i) for i in range(5)])", timeout=30
+        )
         assert r.ok and r.value == [0, 2, 4, 6, 8]
 
 
 # --- listeners ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("failing", [ev.Output, ev.ToolCallStarted, ev.ToolCallFinished,
-                                     ev.RunStarted, ev.RunFinished])
+@pytest.mark.parametrize(
+    "failing", [ev.Output, ev.ToolCallStarted, ev.ToolCallFinished, ev.RunStarted, ev.RunFinished]
+)
 def test_a_failing_listener_is_reported_once_and_never_breaks_the_run(cm, failing) -> None:
     seen: list[str] = []
 
@@ -217,8 +231,10 @@ def test_bad_counts_fail_with_a_clear_error(bad) -> None:
 
 
 def test_preview_ports_are_checked(cm) -> None:
-    r = cm.run("import codemode\nfor p in (-5, 0, 70000, 'x'):\n    try:\n"
-               "        codemode.preview(p)\n    except ValueError as e:\n        print(e)\n")
+    r = cm.run(
+        "import codemode\nfor p in (-5, 0, 70000, 'x'):\n    try:\n"
+        "        codemode.preview(p)\n    except ValueError as e:\n        print(e)\n"
+    )
     assert r.ok and r.stdout.count("takes a TCP port") == 4 and r.previews == []
     with pytest.raises(ValueError, match="port"):
         cm.preview(-5)
@@ -249,8 +265,9 @@ def test_async_calls_of_a_timed_out_run_never_answer_the_next_run() -> None:
         r = session.run("await fetch_async('stale', True)", timeout=1)
         assert r.status == "timeout"
         assert cancelled.wait(10)
-        r = session.run("await release_async()\n[await fetch_async('fresh') for _ in range(3)]",
-                        timeout=30)
+        r = session.run(
+            "await release_async()\n[await fetch_async('fresh') for _ in range(3)]", timeout=30
+        )
         assert r.ok and r.value == ["fresh"] * 3, r
 
 
@@ -278,12 +295,16 @@ def test_close_from_another_thread_during_a_sync_tool_writes_into_no_host_file()
 
 def test_cancel_during_the_first_run_of_a_new_session_leaves_the_next_run_healthy() -> None:
     with CodeMode(tools=[add]) as session:
+
         def on_event(event: ev.Event) -> None:
             if isinstance(event, ev.Output):
                 threading.Thread(target=session.cancel).start()
 
-        r = session.run("print('go', flush=True)\nimport time\nwhile True: time.sleep(0.01)",
-                        on_event=on_event, timeout=60)
+        r = session.run(
+            "print('go', flush=True)\nimport time\nwhile True: time.sleep(0.01)",
+            on_event=on_event,
+            timeout=60,
+        )
         assert r.status == "interrupted"
         r = session.run("add(1, 1)")
         assert r.ok and r.value == 2 and not r.state_lost, r
@@ -291,6 +312,7 @@ def test_cancel_during_the_first_run_of_a_new_session_leaves_the_next_run_health
 
 def test_cancel_before_the_runtime_is_up_stops_the_run() -> None:
     with CodeMode(tools=[add]) as session:
+
         def on_event(event: ev.Event) -> None:
             if isinstance(event, ev.RunStarted):
                 session.cancel()
@@ -338,15 +360,17 @@ def test_a_session_collected_without_close_stops_its_runtime() -> None:
 
 def test_output_written_between_runs_is_capped_and_labelled() -> None:
     with CodeMode(max_output=10_000) as session:
-        session.run(IDLE + "import sys, threading\n"
-                    "def late():\n"
-                    "    while not idle():\n"
-                    "        time.sleep(0.001)\n"
-                    "    for _ in range(300):\n"
-                    "        sys.stdout.write('x' * 1000 + '\\n')\n"
-                    "    sys.stdout.write('late end\\n')\n"
-                    "    sys.stdout.flush()\n"
-                    "threading.Thread(target=late).start()\n")
+        session.run(
+            IDLE + "import sys, threading\n"
+            "def late():\n"
+            "    while not idle():\n"
+            "        time.sleep(0.001)\n"
+            "    for _ in range(300):\n"
+            "        sys.stdout.write('x' * 1000 + '\\n')\n"
+            "    sys.stdout.write('late end\\n')\n"
+            "    sys.stdout.flush()\n"
+            "threading.Thread(target=late).start()\n"
+        )
         late = session._conn._late[P.STDOUT]
         deadline = time.monotonic() + 30
         while late.size < 300 * 1001 + len("late end\n") and time.monotonic() < deadline:
@@ -409,9 +433,10 @@ def test_frames_between_runs_are_refused_or_dropped_and_output_is_capped() -> No
         transport.frame({"t": P.OUT, "s": 1, "d": "x" * 1000})
     transport.frame({"t": P.CALL, "id": 5, "name": "add", "args": [], "kwargs": {}})
     reply = transport.reply()  # the I/O thread answered the call itself, in order
-    assert reply["id"] == 5 and reply["ok"] is False and "no run is going" in reply["error"][
-        "message"]
-    (stream, text), = conn.take_late_output()
+    assert (
+        reply["id"] == 5 and reply["ok"] is False and "no run is going" in reply["error"]["message"]
+    )
+    ((stream, text),) = conn.take_late_output()
     assert stream == 1 and text.size == 300_000 and len(text.text()) < 1100
     transport.kill()
     assert conn.inbox.get(timeout=10) == (Inbox.EOF, None)  # nothing else was queued

@@ -119,8 +119,13 @@ def _imported(source: str) -> set[str]:
     """Top-level packages `source` imports, but for optional ones (inside a try whose
     handler catches ImportError)."""
     tree = ast.parse(source)
-    optional = {id(node) for trial in ast.walk(tree) if _catches_import_error(trial)
-                for stmt in trial.body for node in ast.walk(stmt)}
+    optional = {
+        id(node)
+        for trial in ast.walk(tree)
+        if _catches_import_error(trial)
+        for stmt in trial.body
+        for node in ast.walk(stmt)
+    }
     tops = set()
     for node in ast.walk(tree):
         if id(node) in optional:
@@ -135,8 +140,13 @@ def _imported(source: str) -> set[str]:
 def _catches_import_error(node: ast.AST) -> bool:
     if not isinstance(node, ast.Try):
         return False
-    names = {n.id for h in node.handlers if h.type is not None for n in ast.walk(h.type)
-             if isinstance(n, ast.Name)}
+    names = {
+        n.id
+        for h in node.handlers
+        if h.type is not None
+        for n in ast.walk(h.type)
+        if isinstance(n, ast.Name)
+    }
     return bool(names & {"ImportError", "ModuleNotFoundError"})
 
 

@@ -77,7 +77,8 @@ def test_attach_runs_cells_in_an_existing_sandbox_and_keeps_it(server) -> None:
 
 
 def test_a_notebook_with_tools_runs_on_daytona_through_nbclient(
-        server: DaytonaLoopbackServer, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server: DaytonaLoopbackServer, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A whole notebook, executed by nbclient: %config daytona_* settings, notebook tools,
     state across cells, a round of parallel async calls, and the sandbox gone at shutdown."""
     import nbformat
@@ -95,10 +96,10 @@ def test_a_notebook_with_tools_runs_on_daytona_through_nbclient(
         "%config CodeMode.daytona_auto_stop_minutes = 5\n"
         "%config CodeMode.daytona_labels = {'project': 'nb-test'}",
         "def get_weather(city: str) -> dict:\n"
-        "    \"\"\"Current weather for a city.\"\"\"\n"
+        '    """Current weather for a city."""\n'
         "    return {'city': city, 'temp_c': len(city)}\n\n"
         "async def slow_double(x: int) -> int:\n"
-        "    \"\"\"Twice x, after a pause.\"\"\"\n"
+        '    """Twice x, after a pause."""\n'
         "    import asyncio\n"
         "    await asyncio.sleep(0)\n"
         "    return 2 * x",
@@ -138,8 +139,9 @@ def test_a_notebook_with_tools_runs_on_daytona_through_nbclient(
     assert "ok, 2 tool calls in 2 rounds" in text(tools_cell)
     assert "[10, 8]" in text(gather_cell), text(gather_cell)
     assert "2 tool calls in 1 round" in text(gather_cell)
-    run = next(o for o in gather_cell.outputs
-               if "application/vnd.codemode.run+json" in o.get("data", {}))
+    run = next(
+        o for o in gather_cell.outputs if "application/vnd.codemode.run+json" in o.get("data", {})
+    )
     assert run.data["application/vnd.codemode.run+json"]["result"]["ok"]
     assert text(executed.cells[5]) == "1 true 5\n"  # our labels and auto-stop, as configured
     counts = server.counts

@@ -80,10 +80,12 @@ def interrupt_when(kernel, found) -> Any:
 
 def test_stop_button_interrupts_the_program_and_the_kernel_lives_on(kernel):
     # The live view shows "started": the program is in its loop.
-    started = interrupt_when(kernel, lambda entries: any(
-        "started" in e.get("text", "") for e in entries))
-    execution = kernel.execute("%%codemode\nprint('started', flush=True)\nwhile True:\n    pass",
-                               on_message=started)
+    started = interrupt_when(
+        kernel, lambda entries: any("started" in e.get("text", "") for e in entries)
+    )
+    execution = kernel.execute(
+        "%%codemode\nprint('started', flush=True)\nwhile True:\n    pass", on_message=started
+    )
     assert execution.reply["content"]["status"] == "error"
     assert execution.error["ename"] == "CodeModeInterrupted"
     assert len(execution.error["traceback"]) == 1  # short, no host stack
@@ -93,16 +95,24 @@ def test_stop_button_interrupts_the_program_and_the_kernel_lives_on(kernel):
 
 
 def test_calls_in_flight_show_as_cancelled_after_an_interrupt(kernel):
-    assert kernel.execute("import asyncio\n"
-                          "async def wait(s: float) -> float:\n"
-                          "    await asyncio.sleep(s)\n    return s\n").ok
-    in_flight = interrupt_when(kernel, lambda entries: any(
-        e["kind"] == "call" and e["state"] == "running" for e in entries))
-    execution = kernel.execute("%%codemode\nprint('waiting')\nawait wait_async(s=60)",
-                               on_message=in_flight)
+    assert kernel.execute(
+        "import asyncio\n"
+        "async def wait(s: float) -> float:\n"
+        "    await asyncio.sleep(s)\n    return s\n"
+    ).ok
+    in_flight = interrupt_when(
+        kernel,
+        lambda entries: any(e["kind"] == "call" and e["state"] == "running" for e in entries),
+    )
+    execution = kernel.execute(
+        "%%codemode\nprint('waiting')\nawait wait_async(s=60)", on_message=in_flight
+    )
     assert execution.error["ename"] == "CodeModeInterrupted"
-    final = [m["content"]["data"][MIME_RUN] for m in execution.of_type("display_data")
-             if MIME_RUN in m["content"]["data"]]
+    final = [
+        m["content"]["data"][MIME_RUN]
+        for m in execution.of_type("display_data")
+        if MIME_RUN in m["content"]["data"]
+    ]
     assert len(final) == 1 and final[0]["result"]["status"] == "interrupted"
     calls = [e for e in final[0]["timeline"] if e["kind"] == "call"]
     assert [(c["name"], c["state"]) for c in calls] == [("wait", "cancelled")]
@@ -136,11 +146,13 @@ def test_kernel_shutdown_leaves_no_runtime_behind():
 def test_extension_and_settings_from_ipython_config(tmp_path):
     profile = tmp_path / "profile_default"
     profile.mkdir()
-    (profile / "ipython_kernel_config.py").write_text(textwrap.dedent("""
+    (profile / "ipython_kernel_config.py").write_text(
+        textwrap.dedent("""
         c.InteractiveShellApp.extensions = ["codemode_jupyter"]
         c.CodeMode.timeout = 7.5
         c.CodeMode.display = "text"
-    """))
+    """)
+    )
     session = KernelSession(env={**os.environ, "IPYTHONDIR": str(tmp_path)})
     try:
         assert session.execute("%config CodeMode.timeout").result == "7.5"
@@ -166,7 +178,9 @@ def test_terminal_ipython_shows_text_not_widgets(tmp_path):
     driver = "ip = get_ipython()\n" + "".join(f"ip.run_cell({c!r});\n" for c in cells)
     done = subprocess.run(
         [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", "-c", driver],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "IPYTHONDIR": str(tmp_path)},
     )
     assert done.returncode == 0, done.stderr

@@ -49,8 +49,11 @@ def transcript(execution) -> str:
 
 
 def test_cell_runs_in_the_sandbox_with_notebook_tools(kernel):
-    ok(kernel, 'def double(x: int) -> int:\n    """Twice x."""\n    print("double", x)\n'
-               '    return 2 * x\n')
+    ok(
+        kernel,
+        'def double(x: int) -> int:\n    """Twice x."""\n    print("double", x)\n'
+        "    return 2 * x\n",
+    )
     execution = ok(kernel, "%%codemode\nimport os\nprint(double(21))\nos.getpid() != 1, 'v'")
     # print() inside the tool runs on the kernel's main thread: it lands in the cell.
     assert execution.stream() == "double 21\n"
@@ -78,8 +81,11 @@ def test_redefining_a_function_takes_effect_in_the_next_cell(kernel):
 
 
 def test_tools_option_limits_the_tools_and_opts_in_imports(kernel):
-    ok(kernel, "from os.path import basename\ndef one() -> int:\n    return 1\n"
-               "def two() -> int:\n    return 2\n")
+    ok(
+        kernel,
+        "from os.path import basename\ndef one() -> int:\n    return 1\n"
+        "def two() -> int:\n    return 2\n",
+    )
     listed = ok(kernel, "%codemode tools").stream()
     assert "one() -> int" in listed and "basename" not in listed
     failed = run(kernel, "%%codemode --tools one\ntwo()")
@@ -100,8 +106,10 @@ def test_options_line_expands_variables_but_the_body_is_never_formatted(kernel):
 def test_out_stores_the_run_result(kernel):
     ok(kernel, "def ping() -> str:\n    return 'pong'\n")
     ok(kernel, "%%codemode --out kept_run\nprint(ping())\n7")
-    summary = ok(kernel, "kept_run.status, kept_run.value, kept_run.stdout, "
-                         "[c.name for c in kept_run.tool_calls]")
+    summary = ok(
+        kernel,
+        "kept_run.status, kept_run.value, kept_run.stdout, [c.name for c in kept_run.tool_calls]",
+    )
     assert summary.result == "('ok', 7, 'pong\\n', ['ping'])"
 
 
@@ -116,13 +124,19 @@ def test_bad_options_fail_with_a_usage_error(kernel):
 
 
 def test_async_tools_run_concurrently_and_tools_can_display(kernel):
-    ok(kernel, "import asyncio\n"
-               "async def fetch(i: int) -> int:\n    await asyncio.sleep(0.01)\n    return i * i\n"
-               "def show(text: str) -> None:\n"
-               "    from IPython.display import HTML, display\n"
-               "    display(HTML(f'<b>{text}</b>'))\n")
-    execution = ok(kernel, "%%codemode\nimport asyncio\nshow(text='hello')\n"
-                           "await asyncio.gather(*(fetch_async(i=i) for i in range(4)))")
+    ok(
+        kernel,
+        "import asyncio\n"
+        "async def fetch(i: int) -> int:\n    await asyncio.sleep(0.01)\n    return i * i\n"
+        "def show(text: str) -> None:\n"
+        "    from IPython.display import HTML, display\n"
+        "    display(HTML(f'<b>{text}</b>'))\n",
+    )
+    execution = ok(
+        kernel,
+        "%%codemode\nimport asyncio\nshow(text='hello')\n"
+        "await asyncio.gather(*(fetch_async(i=i) for i in range(4)))",
+    )
     assert execution.result == "[0, 1, 4, 9]"
     assert execution.displays("text/html") == ["<b>hello</b>"]  # in this cell
 
@@ -130,17 +144,23 @@ def test_async_tools_run_concurrently_and_tools_can_display(kernel):
 def test_preview_option_puts_a_link_in_the_view(kernel):
     execution = ok(kernel, "%%codemode --preview 8123 8124\n1")
     # The links belong to the run: the transcript and the saved view keep them.
-    assert transcript(execution).splitlines()[-2:] == ["  preview: port 8123",
-                                                       "  preview: port 8124"]
+    assert transcript(execution).splitlines()[-2:] == [
+        "  preview: port 8123",
+        "  preview: port 8124",
+    ]
     final = execution.of_type("display_data")[-1]["content"]
     entries = final["data"][MIME_RUN]["timeline"]
     assert [(e["kind"], e["port"]) for e in entries] == [("preview", 8123), ("preview", 8124)]
     urls = final["metadata"][MIME_RUN]["timeline"]  # URLs vary: kept out of the compared data
-    assert [urls[str(i)]["url"] for i in range(2)] == ["http://127.0.0.1:8123/",
-                                                       "http://127.0.0.1:8124/"]
+    assert [urls[str(i)]["url"] for i in range(2)] == [
+        "http://127.0.0.1:8123/",
+        "http://127.0.0.1:8124/",
+    ]
     saved = final["metadata"][MIME_RUN]["result"]
-    assert [p["url"] for p in saved["previews"]] == ["http://127.0.0.1:8123/",
-                                                     "http://127.0.0.1:8124/"]
+    assert [p["url"] for p in saved["previews"]] == [
+        "http://127.0.0.1:8123/",
+        "http://127.0.0.1:8124/",
+    ]
     # Without --network nothing in the jail can be reached: the view says so.
     [warning] = final["metadata"][MIME_RUN]["warnings"]
     assert warning.startswith("--preview 8123, 8124: the sandbox has no network")
@@ -184,8 +204,10 @@ def test_timeout_from_config_and_option(kernel):
 
 
 def test_tool_exceptions_reach_the_program_and_debug_opens_a_post_mortem(kernel):
-    ok(kernel, "def fragile(n: int) -> int:\n    secret = n * 7\n"
-               "    raise ValueError(f'bad {n}')\n")
+    ok(
+        kernel,
+        "def fragile(n: int) -> int:\n    secret = n * 7\n    raise ValueError(f'bad {n}')\n",
+    )
     failed = run(kernel, "%%codemode\nfragile(6)")
     assert failed.error["evalue"] == "ValueError: fragile: bad 6"
     last = ok(kernel, "%codemode last").stream()
@@ -198,8 +220,9 @@ def test_tool_exceptions_reach_the_program_and_debug_opens_a_post_mortem(kernel)
 
 def test_breakpoint_in_a_tool_stops_the_program_until_continue(kernel):
     ok(kernel, "def probe(x: int) -> int:\n    y = x * 2\n    breakpoint()\n    return y + 1\n")
-    execution = ok(kernel, "%%codemode\nprint('before')\nprint('got', probe(20))\n'done'",
-                   stdin=["p y", "c"])
+    execution = ok(
+        kernel, "%%codemode\nprint('before')\nprint('got', probe(20))\n'done'", stdin=["p y", "c"]
+    )
     prompts = [m for m in execution.messages if m["msg_type"] == "input_request"]
     assert len(prompts) == 2
     assert "40" in execution.stream()
@@ -209,8 +232,11 @@ def test_breakpoint_in_a_tool_stops_the_program_until_continue(kernel):
 
 def test_argument_validation_errors_are_raised_in_the_program(kernel):
     ok(kernel, "def square(n: int) -> int:\n    return n * n\n")
-    execution = ok(kernel, "%%codemode\ntry:\n    square(n='many')\n"
-                           "except ToolArgumentError as e:\n    print('rejected')\nsquare(n='3')")
+    execution = ok(
+        kernel,
+        "%%codemode\ntry:\n    square(n='many')\n"
+        "except ToolArgumentError as e:\n    print('rejected')\nsquare(n='3')",
+    )
     assert execution.result == "9"
     assert "rejected" in transcript(execution)
 
@@ -223,8 +249,11 @@ def view_messages(execution) -> tuple[dict, list[dict], dict]:
     displays = execution.of_type("display_data")
     live = displays[0]["content"]
     display_id = live["transient"]["display_id"]
-    updates = [m["content"] for m in execution.of_type("update_display_data")
-               if m["content"]["transient"]["display_id"] == display_id]
+    updates = [
+        m["content"]
+        for m in execution.of_type("update_display_data")
+        if m["content"]["transient"]["display_id"] == display_id
+    ]
     final = [d["content"] for d in displays if MIME_RUN in d["content"]["data"]]
     assert len(final) == 1, final
     return live, updates, final[0]
@@ -232,8 +261,11 @@ def view_messages(execution) -> tuple[dict, list[dict], dict]:
 
 def test_live_view_is_one_display_updated_in_place(kernel):
     ok(kernel, "def ping() -> str:\n    return 'pong'\n")
-    execution = ok(kernel, "%%codemode\nimport sys, time\nprint('before')\nping()\n"
-                           "print('after', file=sys.stderr)\ntime.sleep(0.5)\nprint('end')")
+    execution = ok(
+        kernel,
+        "%%codemode\nimport sys, time\nprint('before')\nping()\n"
+        "print('after', file=sys.stderr)\ntime.sleep(0.5)\nprint('end')",
+    )
     live, updates, final = view_messages(execution)
     # nbval records a display's first message and compares what the notebook saves: both are
     # empty for the live display, so only the finished run's output is compared.
@@ -247,16 +279,22 @@ def test_live_view_is_one_display_updated_in_place(kernel):
     # The finished run: the same timeline in the same order, complete.
     entries = final["data"][MIME_RUN]["timeline"]
     assert [(e["kind"], e.get("stream"), e.get("text") or e.get("result")) for e in entries] == [
-        ("output", "stdout", "before\n"), ("call", None, "'pong'"),
-        ("output", "stderr", "after\n"), ("output", "stdout", "end\n")]
+        ("output", "stdout", "before\n"),
+        ("call", None, "'pong'"),
+        ("output", "stderr", "after\n"),
+        ("output", "stdout", "end\n"),
+    ]
     assert not execution.of_type("clear_output", "comm_open")
 
 
 def test_live_view_coalesces_and_caps_chatty_output(kernel):
     ok(kernel, "%config CodeMode.view_output_chars = 200")
     try:
-        execution = ok(kernel, "%%codemode\nimport time\nfor i in range(3000):\n"
-                               "    print('line', i)\n    if i % 1000 == 0: time.sleep(0.2)")
+        execution = ok(
+            kernel,
+            "%%codemode\nimport time\nfor i in range(3000):\n"
+            "    print('line', i)\n    if i % 1000 == 0: time.sleep(0.2)",
+        )
     finally:
         ok(kernel, "%config CodeMode.view_output_chars = 20000")
     _, updates, final = view_messages(execution)
@@ -272,12 +310,22 @@ def test_live_view_coalesces_and_caps_chatty_output(kernel):
 def test_run_json_output_keeps_timings_out_of_the_compared_data(kernel):
     ok(kernel, "def ping() -> str:\n    return 'pong'\n")
     execution = ok(kernel, "%%codemode\nping()")
-    bundle = next(m["content"] for m in execution.of_type("display_data")
-                  if MIME_RUN in m["content"]["data"])
+    bundle = next(
+        m["content"] for m in execution.of_type("display_data") if MIME_RUN in m["content"]["data"]
+    )
     data, meta = bundle["data"][MIME_RUN], bundle["metadata"][MIME_RUN]
     assert data["version"] == 2 and data["code"] == "ping()\n"
-    assert data["timeline"] == [{"kind": "call", "id": 1, "name": "ping", "round": 1,
-                                 "args": "", "state": "ok", "result": "'pong'"}]
+    assert data["timeline"] == [
+        {
+            "kind": "call",
+            "id": 1,
+            "name": "ping",
+            "round": 1,
+            "args": "",
+            "state": "ok",
+            "result": "'pong'",
+        }
+    ]
     assert "duration" not in json.dumps(data)
     assert meta["result"]["duration"] > 0 and meta["result"]["backend"] == "local"
     assert meta["timeline"]["0"]["duration"] >= 0
@@ -313,8 +361,7 @@ def test_help_from_the_question_mark_and_the_help_command(kernel):
     shown = ok(kernel, "%codemode help").stream()
     assert shown.startswith("usage: %%codemode") and "examples:" in shown
     wrong = run(kernel, "%%codemode --timeout soon\n1")
-    assert usage_error(wrong) and wrong.reply["content"]["evalue"].startswith(
-        "usage: %%codemode")
+    assert usage_error(wrong) and wrong.reply["content"]["evalue"].startswith("usage: %%codemode")
 
 
 # --- the tools comm --------------------------------------------------------------------------
@@ -339,8 +386,11 @@ class Panel:
     def reply_to(self, msg_id: str) -> dict:
         while True:
             msg = self.kernel.kc.get_iopub_msg(timeout=30)
-            if (msg["msg_type"] == "comm_msg" and msg["parent_header"].get("msg_id") == msg_id
-                    and msg["content"]["comm_id"] == self.comm_id):
+            if (
+                msg["msg_type"] == "comm_msg"
+                and msg["parent_header"].get("msg_id") == msg_id
+                and msg["content"]["comm_id"] == self.comm_id
+            ):
                 return msg["content"]["data"]
 
 
@@ -352,19 +402,22 @@ def test_tools_comm_lists_calls_and_reports_runs(kernel):
     add = next(t for t in tools["tools"] if t["name"] == "add")
     assert add["signature"] == "(a: int, b: int = 1) -> int" and add["doc"] == "Add."
     assert add["schema"]["properties"]["a"]["type"] == "integer" and add["is_async"] is False
-    reply = panel.send("comm_msg", {"op": "call", "request_id": "r1", "name": "add",
-                                    "args": {"a": 2}})
+    reply = panel.send(
+        "comm_msg", {"op": "call", "request_id": "r1", "name": "add", "args": {"a": 2}}
+    )
     assert reply["op"] == "call_result" and reply["request_id"] == "r1"
     assert reply["ok"] is True and reply["result"] == 3 and reply["error"] is None
-    bad = panel.send("comm_msg", {"op": "call", "request_id": "r2", "name": "add",
-                                  "args": {"a": "x"}})
+    bad = panel.send(
+        "comm_msg", {"op": "call", "request_id": "r2", "name": "add", "args": {"a": "x"}}
+    )
     assert bad["ok"] is False and bad["error"]["type"] == "ToolArgumentError"
     # Bad arguments are the caller's mistake: the message, no host stack.
     assert bad["error"]["traceback"].startswith("ToolArgumentError: argument 'a'")
     # A tool that raises: the traceback starts in the tool, not in the comm's machinery.
     ok(kernel, "def explode(n: int) -> int:\n    raise ValueError(f'bad n {n}')\n")
-    boom = panel.send("comm_msg", {"op": "call", "request_id": "r3", "name": "explode",
-                                   "args": {"n": 4}})
+    boom = panel.send(
+        "comm_msg", {"op": "call", "request_id": "r3", "name": "explode", "args": {"n": 4}}
+    )
     trace = boom["error"]["traceback"]
     assert trace.startswith("Traceback (most recent call last):\n")
     assert "raise ValueError(f'bad n {n}')" in trace and trace.endswith("ValueError: bad n 4\n")
@@ -380,7 +433,10 @@ def test_tools_comm_pushes_after_a_cell_changes_the_tools(kernel):
     panel = Panel(kernel)
     panel.send("comm_open", {"op": "list"})
     execution = ok(kernel, "def brand_new_tool() -> int:\n    return 1\n")
-    pushed = [m["content"]["data"] for m in execution.of_type("comm_msg")
-              if m["content"]["comm_id"] == panel.comm_id]
+    pushed = [
+        m["content"]["data"]
+        for m in execution.of_type("comm_msg")
+        if m["content"]["comm_id"] == panel.comm_id
+    ]
     assert pushed and pushed[-1]["op"] == "tools"
     assert "brand_new_tool" in [t["name"] for t in pushed[-1]["tools"]]

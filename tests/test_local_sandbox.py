@@ -50,8 +50,16 @@ def test_host_environment_is_invisible(jailed: CodeMode, monkeypatch) -> None:
     assert r.ok, r.error
     assert "CODEMODE_TEST_SECRET" not in r.value
     assert "s3cret" not in str(r.value)
-    assert set(r.value) <= {"HOME", "PATH", "LANG", "USER", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
-                            "LC_CTYPE", "PWD"}
+    assert set(r.value) <= {
+        "HOME",
+        "PATH",
+        "LANG",
+        "USER",
+        "TMPDIR",
+        "PYTHONDONTWRITEBYTECODE",
+        "LC_CTYPE",
+        "PWD",
+    }
 
 
 def test_host_files_and_home_are_invisible(jailed: CodeMode, tmp_path: Path) -> None:
@@ -68,8 +76,7 @@ def test_host_files_and_home_are_invisible(jailed: CodeMode, tmp_path: Path) -> 
     )
     r = jailed.run(code)
     assert r.ok, r.error
-    assert r.value == {"file": False, "dir": False, "home": False, "cwd": False,
-                       "here": "/sandbox"}
+    assert r.value == {"file": False, "dir": False, "home": False, "cwd": False, "here": "/sandbox"}
 
 
 def test_tool_source_never_enters_the_sandbox(tmp_path: Path) -> None:
@@ -128,8 +135,9 @@ def test_a_mount_that_does_not_exist_is_refused_clearly(tmp_path: Path) -> None:
 
 
 def test_work_dir_and_tmp_are_writable_and_private(jailed: CodeMode) -> None:
-    r = jailed.run("open('note.txt', 'w').write('hi')\nopen('/tmp/t', 'w').write('x')\n"
-                   "open('note.txt').read()")
+    r = jailed.run(
+        "open('note.txt', 'w').write('hi')\nopen('/tmp/t', 'w').write('x')\nopen('note.txt').read()"
+    )
     assert r.value == "hi"
     ro = jailed.run("open('/usr/evil', 'w')")
     assert ro.status == "error" and ro.error.type == "OSError"
@@ -190,8 +198,12 @@ def test_work_dirs_of_dead_sessions_are_swept(tmp_path: Path) -> None:
     import sys
     import tempfile
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     orphan = Path(tempfile.gettempdir()) / f"codemode-jail-{dead}-x1"
     orphan.mkdir()
     mine = LocalBackend()

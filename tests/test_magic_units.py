@@ -32,16 +32,30 @@ from codemode_jupyter.result import Preview, RunError, RunResult, ToolCall
 
 def make_result(duration: float = 0.5, call_duration: float = 0.01, **overrides) -> RunResult:
     calls = [
-        ToolCall(1, "get_weather", {"city": "Paris"}, 1, result={"temp_c": 18},
-                 duration=call_duration),
-        ToolCall(2, "get_weather", {"city": "Nowhere"}, 2,
-                 error=RunError("KeyError", "'Nowhere'", f"host trace {duration}"),
-                 duration=call_duration),
+        ToolCall(
+            1, "get_weather", {"city": "Paris"}, 1, result={"temp_c": 18}, duration=call_duration
+        ),
+        ToolCall(
+            2,
+            "get_weather",
+            {"city": "Nowhere"},
+            2,
+            error=RunError("KeyError", "'Nowhere'", f"host trace {duration}"),
+            duration=call_duration,
+        ),
     ]
     fields = dict(
-        ok=True, status="ok", stdout="Paris 18\n", value=18, value_repr="18", tool_calls=calls,
-        rounds=2, previews=[Preview(8000, f"https://8000-{duration}.example/?token=x")],
-        duration=duration, backend="local", isolation="bubblewrap",
+        ok=True,
+        status="ok",
+        stdout="Paris 18\n",
+        value=18,
+        value_repr="18",
+        tool_calls=calls,
+        rounds=2,
+        previews=[Preview(8000, f"https://8000-{duration}.example/?token=x")],
+        duration=duration,
+        backend="local",
+        isolation="bubblewrap",
     )
     fields.update(overrides)
     return RunResult(**fields)
@@ -68,15 +82,19 @@ def bundle(code: str, result: RunResult, **kwargs):
 
 def test_bundle_data_is_identical_across_runs_and_machines():
     first = bundle("x", make_result(duration=0.5, call_duration=0.01))
-    second = bundle("x", make_result(duration=9.0, call_duration=3.0, isolation="none",
-                                     backend="daytona"))
+    second = bundle(
+        "x", make_result(duration=9.0, call_duration=3.0, isolation="none", backend="daytona")
+    )
     assert json.dumps(first[0], sort_keys=True) == json.dumps(second[0], sort_keys=True)
     assert first[1] != second[1]  # what varies lives in the metadata
 
 
 def test_bundle_metadata_merges_back_into_the_full_result():
-    result = make_result(status="error", ok=False,
-                         error=RunError("ValueError", "bad", "Traceback...\nValueError: bad"))
+    result = make_result(
+        status="error",
+        ok=False,
+        error=RunError("ValueError", "bad", "Traceback...\nValueError: bad"),
+    )
     data, metadata = bundle("code", result)
     payload = data[MIME_RUN]
     assert payload["version"] == 2 and payload["code"] == "code"
@@ -99,10 +117,19 @@ def test_bundle_metadata_merges_back_into_the_full_result():
 
 
 def test_transcript_reports_errors_dropped_output_and_lost_state():
-    result = make_result(ok=False, status="crashed", stdout="", stdout_dropped=10,
-                         stderr="oops\n", tool_calls=[], value=None, value_repr=None,
-                         previews=[], state_lost=True,
-                         error=RunError("RuntimeCrashed", "killed by signal 9"))
+    result = make_result(
+        ok=False,
+        status="crashed",
+        stdout="",
+        stdout_dropped=10,
+        stderr="oops\n",
+        tool_calls=[],
+        value=None,
+        value_repr=None,
+        previews=[],
+        state_lost=True,
+        error=RunError("RuntimeCrashed", "killed by signal 9"),
+    )
     assert transcript_text(result).splitlines() == [
         "[10 more characters of stdout dropped]",
         "── stderr:",
@@ -124,8 +151,10 @@ def test_long_arguments_and_values_are_shortened():
 
 
 def test_failed_cell_renders_the_sandbox_traceback_only():
-    trace = ('Traceback (most recent call last):\n  File "<cell>", line 2, in <module>\n'
-             "ZeroDivisionError: division by zero\n")
+    trace = (
+        'Traceback (most recent call last):\n  File "<cell>", line 2, in <module>\n'
+        "ZeroDivisionError: division by zero\n"
+    )
     failure = RunError("ZeroDivisionError", "division by zero", trace)
     error = CodeModeError(make_result(ok=False, status="error", error=failure))
     assert str(error) == "ZeroDivisionError: division by zero"
@@ -133,16 +162,26 @@ def test_failed_cell_renders_the_sandbox_traceback_only():
 
 
 def test_timeout_error_says_how_to_raise_the_limit():
-    error = CodeModeError(make_result(ok=False, status="timeout",
-                                      error=RunError("Timeout", "ran past its 1 s timeout")))
+    error = CodeModeError(
+        make_result(
+            ok=False, status="timeout", error=RunError("Timeout", "ran past its 1 s timeout")
+        )
+    )
     assert error._render_traceback_()[-1].startswith("(raise the limit with --timeout")
 
 
 def test_a_stopped_program_says_why_not_keyboardinterrupt():
-    trace = ('Traceback (most recent call last):\n  File "<cell>", line 3, in <module>\n'
-             "    while True: pass\nKeyboardInterrupt\n")
-    error = CodeModeError(make_result(ok=False, status="timeout", error=RunError(
-        "Timeout", "the program ran past its 1 s timeout", trace)))
+    trace = (
+        'Traceback (most recent call last):\n  File "<cell>", line 3, in <module>\n'
+        "    while True: pass\nKeyboardInterrupt\n"
+    )
+    error = CodeModeError(
+        make_result(
+            ok=False,
+            status="timeout",
+            error=RunError("Timeout", "the program ran past its 1 s timeout", trace),
+        )
+    )
     assert error._render_traceback_()[-3:] == [
         "    while True: pass",
         "Timeout: the program ran past its 1 s timeout",
@@ -152,10 +191,17 @@ def test_a_stopped_program_says_why_not_keyboardinterrupt():
 
 def test_a_syntax_error_is_summarised_once():
     trace = '  File "<cell>", line 2\n    def f(:\n          ^\nSyntaxError: invalid syntax\n'
-    error = CodeModeError(make_result(ok=False, status="error", error=RunError(
-        "SyntaxError", "invalid syntax (line 2)", trace)))
+    error = CodeModeError(
+        make_result(
+            ok=False,
+            status="error",
+            error=RunError("SyntaxError", "invalid syntax (line 2)", trace),
+        )
+    )
     assert error._render_traceback_()[-2:] == [
-        "          ^", "SyntaxError: invalid syntax (line 2)"]
+        "          ^",
+        "SyntaxError: invalid syntax (line 2)",
+    ]
 
 
 def test_cell_value_shows_what_the_program_would():
@@ -288,8 +334,16 @@ def test_timeline_keeps_the_order_and_merges_chunks_of_a_stream():
     timeline.apply(ToolCallFinished(1, "get", 1, {"temp": 18.0}, None, 0.002))
     assert timeline.snapshot() == [
         {"kind": "output", "stream": "stdout", "text": "ab\n"},
-        {"kind": "call", "id": 1, "name": "get", "round": 1, "args": "city='Paris', n=[1, 2]",
-         "state": "ok", "duration": 0.002, "result": "{'temp': 18.0}"},
+        {
+            "kind": "call",
+            "id": 1,
+            "name": "get",
+            "round": 1,
+            "args": "city='Paris', n=[1, 2]",
+            "state": "ok",
+            "duration": 0.002,
+            "result": "{'temp': 18.0}",
+        },
         {"kind": "output", "stream": "stderr", "text": "warn\n"},
     ]
 
@@ -318,7 +372,13 @@ def test_calls_in_flight_are_cancelled_when_the_run_ends():
 
 def test_one_duration_format_and_clipping_at_a_boundary():
     assert [format_duration(s) for s in (0.00085, 0.0123, 0.154, 1.234, 12.5, 125)] == [
-        "850 µs", "12.3 ms", "154 ms", "1.23 s", "12.5 s", "2 min 5 s"]
+        "850 µs",
+        "12.3 ms",
+        "154 ms",
+        "1.23 s",
+        "12.5 s",
+        "2 min 5 s",
+    ]
     assert clip("alpha beta gamma delta", 14) == "alpha beta…"
     assert clip("short", 14) == "short"
 
@@ -364,12 +424,20 @@ def test_transcript_without_streams_keeps_calls_value_and_status():
 
 
 def test_cli_renders_transcripts_results_and_errors_as_text():
-    widget = {"output_type": "display_data", "data": {
-        "text/plain": "codemode live view",
-        "application/vnd.jupyter.widget-view+json": {"model_id": "x"}}}
+    widget = {
+        "output_type": "display_data",
+        "data": {
+            "text/plain": "codemode live view",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+        },
+    }
     assert render_output(widget) == ""
-    assert render_output({"output_type": "execute_result", "execution_count": 3,
-                          "data": {"text/plain": "42"}}) == "Out[3]: 42"
+    assert (
+        render_output(
+            {"output_type": "execute_result", "execution_count": 3, "data": {"text/plain": "42"}}
+        )
+        == "Out[3]: 42"
+    )
     assert render_output({"output_type": "error", "traceback": ["\x1b[31mBoom\x1b[0m"]}) == "Boom"
     stderr = {"output_type": "stream", "name": "stderr", "text": "a\n"}
     assert render_output(stderr) == "stderr| a\n"
@@ -390,8 +458,15 @@ def test_live_text_fallback_lists_the_timeline_with_timings():
         "result": {"status": "running", "duration": 1.5},
         "timeline": [
             {"kind": "output", "stream": "stdout", "text": "before\n"},
-            {"kind": "call", "id": 1, "name": "get", "args": "city='Paris'", "state": "ok",
-             "result": "{'temp': 18}", "duration": 0.002},
+            {
+                "kind": "call",
+                "id": 1,
+                "name": "get",
+                "args": "city='Paris'",
+                "state": "ok",
+                "result": "{'temp': 18}",
+                "duration": 0.002,
+            },
             {"kind": "call", "id": 2, "name": "slow", "args": "", "state": "running"},
         ],
     }

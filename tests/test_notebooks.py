@@ -28,9 +28,21 @@ def test_examples_are_committed_with_outputs():
 def test_nbval_passes_on_the_committed_notebooks():
     # --nbval-current-env: the kernel is this interpreter, whatever kernelspecs the user has.
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p",
-         "no:cacheprovider", "-q", str(NOTEBOOKS)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval",
+            "--nbval-current-env",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(NOTEBOOKS),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert re.search(r"\b\d+ passed\b", done.stdout) and "failed" not in done.stdout
@@ -49,8 +61,11 @@ def compared(nb) -> list:
             elif output.output_type == "error":
                 outputs.append((output.ename, output.evalue))
             else:
-                data = {k: v for k, v in output.data.items()
-                        if k != "application/vnd.jupyter.widget-view+json"}
+                data = {
+                    k: v
+                    for k, v in output.data.items()
+                    if k != "application/vnd.jupyter.widget-view+json"
+                }
                 outputs.append(json.dumps(data, sort_keys=True))
         cells.append(outputs)
     return cells
@@ -63,8 +78,11 @@ def test_two_executions_leave_identical_compared_outputs():
     # ... while the timings, which do differ, are kept in the output metadata.
     durations = [
         o.metadata[MIME_RUN]["result"]["duration"]
-        for nb in (first, second) for c in nb.cells if c.cell_type == "code"
-        for o in c.outputs if "metadata" in o and MIME_RUN in o.metadata
+        for nb in (first, second)
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "metadata" in o and MIME_RUN in o.metadata
     ]
     assert durations and all(d > 0 for d in durations)
 
@@ -72,7 +90,10 @@ def test_two_executions_leave_identical_compared_outputs():
 def test_main_job_command_prints_what_the_cells_produced():
     done = subprocess.run(
         [sys.executable, "-m", "codemode_jupyter.cli", "run", str(NOTEBOOKS / "quickstart.ipynb")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

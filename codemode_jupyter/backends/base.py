@@ -98,8 +98,9 @@ class BackendOptions:
         if kwargs:
             raise TypeError("give a backend either an options object or keyword arguments")
         if not isinstance(options, cls):
-            raise TypeError(f"the {cls.backend} backend takes {cls.__name__}, not "
-                            f"{type(options).__name__}")
+            raise TypeError(
+                f"the {cls.backend} backend takes {cls.__name__}, not {type(options).__name__}"
+            )
         return options
 
 

@@ -46,9 +46,18 @@ from .processes import child_pids, kill_group, owner_gone, wait_gone
 SANDBOX_HOME = "/sandbox"
 RUNTIME_MOUNT = "/opt/codemode"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
-              "/etc/mime.types", "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf",
-              "/etc/fonts", "/etc/matplotlibrc")  # for fontconfig and Debian's matplotlib
+_ETC_FILES = (
+    "/etc/alternatives",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/localtime",
+    "/etc/mime.types",
+    "/etc/nsswitch.conf",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/fonts",
+    "/etc/matplotlibrc",
+)  # for fontconfig and Debian's matplotlib
 _UID_BASE = 200_000
 _TMP_PREFIX = "codemode-jail-"
 # Sizes of the jail's writable places, in MiB. They are tmpfs, so their files live in RAM and,
@@ -68,8 +77,10 @@ class Limits:
     file_size_mb: int = 1024
 
     def argv(self) -> list[str]:
-        return ["--limits", f"{self.memory_mb},{self.max_procs},{self.cpu_seconds},"
-                f"{self.file_size_mb}"]
+        return [
+            "--limits",
+            f"{self.memory_mb},{self.max_procs},{self.cpu_seconds},{self.file_size_mb}",
+        ]
 
 
 @dataclass(frozen=True)
@@ -139,8 +150,9 @@ class LocalOptions(BackendOptions):
 
     def __post_init__(self) -> None:
         # Checked before anything is made, so that bad options leave nothing behind.
-        _check_sizes(memory_mb=self.memory_mb, disk_mb=self.disk_mb, tmp_mb=self.tmp_mb,
-                     shm_mb=self.shm_mb)
+        _check_sizes(
+            memory_mb=self.memory_mb, disk_mb=self.disk_mb, tmp_mb=self.tmp_mb, shm_mb=self.shm_mb
+        )
         check_enforcement(self.memory_enforcement)
         object.__setattr__(self, "mounts", tuple(Mount.parse(m) for m in self.mounts or ()))
 
@@ -168,8 +180,14 @@ def _namespaces_work(bwrap: str, uid: int | None) -> str:
     """'' if bwrap can build a jail here, else the reason it cannot."""
     argv = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=10, user=uid, group=uid,
-                              extra_groups=[] if uid is not None else None)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=10,
+            user=uid,
+            group=uid,
+            extra_groups=[] if uid is not None else None,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if proc.returncode == 0:
@@ -201,11 +219,21 @@ def _release_uid(uid: int | None) -> None:
 class Jail:
     """A bubblewrap jail around one host work directory, seen inside as `home`."""
 
-    def __init__(self, workdir: Path | str, *, network: bool = False,
-                 mounts: Iterable[str | tuple | Mount] = (), memory_mb: int = 1024,
-                 home: str = SANDBOX_HOME, limits: Limits | None = None,
-                 bwrap: str | None = None, home_mb: int | None = None, tmp_mb: int = TMP_MB,
-                 shm_mb: int = SHM_MB, memory_enforcement: str = "auto") -> None:
+    def __init__(
+        self,
+        workdir: Path | str,
+        *,
+        network: bool = False,
+        mounts: Iterable[str | tuple | Mount] = (),
+        memory_mb: int = 1024,
+        home: str = SANDBOX_HOME,
+        limits: Limits | None = None,
+        bwrap: str | None = None,
+        home_mb: int | None = None,
+        tmp_mb: int = TMP_MB,
+        shm_mb: int = SHM_MB,
+        memory_enforcement: str = "auto",
+    ) -> None:
         """`home_mb`: the home is a tmpfs of that size, private to one jail process; None
         binds `workdir` there instead (files then outlive the jail, on the host's disk)."""
         self.workdir = Path(workdir)
@@ -213,8 +241,7 @@ class Jail:
         self.mounts = [Mount.parse(m) for m in mounts]
         self.home = home
         self.limits = limits or Limits(memory_mb=memory_mb)
-        _check_sizes(memory_mb=self.limits.memory_mb, home_mb=home_mb, tmp_mb=tmp_mb,
-                     shm_mb=shm_mb)
+        _check_sizes(memory_mb=self.limits.memory_mb, home_mb=home_mb, tmp_mb=tmp_mb, shm_mb=shm_mb)
         self.home_mb, self.tmp_mb, self.shm_mb = home_mb, tmp_mb, shm_mb
         # A uid of its own cannot open mounts that only root may enter: then the jail stays
         # root (still namespaced), and the process limit cannot be enforced.
@@ -225,18 +252,22 @@ class Jail:
         reason = _namespaces_work(self._bwrap, self.uid) if self._bwrap else "bwrap not found"
         self.isolation = "bubblewrap" if not reason else "none"
         self.isolation_problem = reason
-        self.memory_policy = MemoryPolicy(self.limits.memory_mb, memory_enforcement,
-                                          isolated=not reason)
+        self.memory_policy = MemoryPolicy(
+            self.limits.memory_mb, memory_enforcement, isolated=not reason
+        )
         if self.uid is not None:
             os.chown(self.workdir, self.uid, self.uid)
         if reason:
             warnings.warn(
                 f"codemode: the local sandbox cannot isolate programs here ({reason}); they run "
                 "WITHOUT isolation, with the host's files and network (status: isolation none)",
-                IsolationWarning, stacklevel=3)
+                IsolationWarning,
+                stacklevel=3,
+            )
 
-    def command(self, argv: Sequence[str], cwd: str | None = None,
-                bwrap_extra: Sequence[str] = ()) -> list[str]:
+    def command(
+        self, argv: Sequence[str], cwd: str | None = None, bwrap_extra: Sequence[str] = ()
+    ) -> list[str]:
         """The full argv that runs `argv` inside the jail."""
         if self.isolation == "none":
             return list(argv)
@@ -245,21 +276,33 @@ class Jail:
     def environment(self) -> dict[str, str]:
         """The jail's whole environment: nothing of the host's."""
         home = self.home if self.isolation != "none" else str(self.workdir)
-        return {"HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-                "USER": "sandbox", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
+        return {
+            "HOME": home,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "USER": "sandbox",
+            "TMPDIR": "/tmp",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
 
-    def popen(self, argv: Sequence[str], *, bwrap_extra: Sequence[str] = (),
-              **kwargs: object) -> subprocess.Popen:
+    def popen(
+        self, argv: Sequence[str], *, bwrap_extra: Sequence[str] = (), **kwargs: object
+    ) -> subprocess.Popen:
         """Start `argv` in the jail as its own process group (so it can be killed whole)."""
         kwargs.setdefault("env", self.environment())
         kwargs.setdefault("cwd", str(self.workdir))
         if self.uid is not None:
             kwargs.update(user=self.uid, group=self.uid, extra_groups=[])
-        return subprocess.Popen(self.command(argv, bwrap_extra=bwrap_extra),
-                                start_new_session=True, close_fds=True, **kwargs)
+        return subprocess.Popen(
+            self.command(argv, bwrap_extra=bwrap_extra),
+            start_new_session=True,
+            close_fds=True,
+            **kwargs,
+        )
 
-    def start(self, argv: Sequence[str],
-              **kwargs: object) -> tuple[subprocess.Popen, JailMemory | None]:
+    def start(
+        self, argv: Sequence[str], **kwargs: object
+    ) -> tuple[subprocess.Popen, JailMemory | None]:
         """Like popen, with the jail's memory bounded as a whole (None: the runtime bounds
         each process itself, see MemoryPolicy).
 
@@ -274,9 +317,12 @@ class Jail:
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         try:
-            proc = self.popen(argv, bwrap_extra=["--info-fd", str(info_w), "--block-fd",
-                                                 str(block_r)],
-                              pass_fds=(info_w, block_r), **kwargs)
+            proc = self.popen(
+                argv,
+                bwrap_extra=["--info-fd", str(info_w), "--block-fd", str(block_r)],
+                pass_fds=(info_w, block_r),
+                **kwargs,
+            )
         except BaseException:
             memory.close()
             for fd in (info_r, info_w, block_r, block_w):
@@ -328,10 +374,24 @@ class Jail:
             opts += ["--ro-bind", python_home, python_home]
         # Every writable place has a size; "/" and /dev (tmpfs that bwrap builds, of no size)
         # become read-only once the mount points are made.
-        opts += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(self.shm_mb << 20), "--tmpfs", "/dev/shm",
-                 "--remount-ro", "/dev",
-                 "--size", str(self.tmp_mb << 20), "--tmpfs", "/tmp"]
+        opts += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--size",
+            str(self.shm_mb << 20),
+            "--tmpfs",
+            "/dev/shm",
+            "--remount-ro",
+            "/dev",
+            "--size",
+            str(self.tmp_mb << 20),
+            "--tmpfs",
+            "/tmp",
+        ]
         if self.home_mb is None:
             opts += ["--bind", str(self.workdir), self.home]
         else:
@@ -419,8 +479,9 @@ class PipeTransport(Transport):
     host opened next under that number), and stdout only by the reader, once it saw EOF.
     """
 
-    def __init__(self, proc: subprocess.Popen, isolated: bool,
-                 memory: JailMemory | None = None) -> None:
+    def __init__(
+        self, proc: subprocess.Popen, isolated: bool, memory: JailMemory | None = None
+    ) -> None:
         self.proc = proc
         self.isolated = isolated
         self.memory = memory
@@ -437,7 +498,7 @@ class PipeTransport(Transport):
             view = memoryview(data)
             try:
                 while view:
-                    view = view[os.write(self._in, view):]
+                    view = view[os.write(self._in, view) :]
             except OSError:
                 pass  # the runtime is gone; read() reports it
 
@@ -541,9 +602,17 @@ class LocalBackend(Backend):
         if opts.packages_dir is not None:  # mounted from the start: the jail's uid accounts for it
             self.packages_dir = _packages_dir(opts.packages_dir)
             mounts.append(_packages_mount(self.packages_dir))
-        self.jail = Jail(workdir, network=opts.network, mounts=mounts, limits=limits,
-                         bwrap=opts.bwrap, home_mb=opts.disk_mb, tmp_mb=opts.tmp_mb,
-                         shm_mb=opts.shm_mb, memory_enforcement=opts.memory_enforcement)
+        self.jail = Jail(
+            workdir,
+            network=opts.network,
+            mounts=mounts,
+            limits=limits,
+            bwrap=opts.bwrap,
+            home_mb=opts.disk_mb,
+            tmp_mb=opts.tmp_mb,
+            shm_mb=opts.shm_mb,
+            memory_enforcement=opts.memory_enforcement,
+        )
         self._python = find_python()
 
     @property
@@ -555,8 +624,10 @@ class LocalBackend(Backend):
         from now on, and put it on their sys.path (packages.py fills it)."""
         directory = _packages_dir(path)
         if self.jail.uid is not None and not _world_reachable(str(directory)):
-            raise ValueError(f"the sandbox's user cannot read {directory} (a folder on its "
-                             "path is private): choose a packages_dir it can read")
+            raise ValueError(
+                f"the sandbox's user cannot read {directory} (a folder on its "
+                "path is private): choose a packages_dir it can read"
+            )
         self.packages_dir = directory
         self.jail.mounts.append(_packages_mount(directory))
 
@@ -585,16 +656,24 @@ class LocalBackend(Backend):
 
     def start_runtime(self, timeout: float | None = None) -> Transport:
         del timeout  # a local start takes milliseconds
-        argv = [self._python, "-I", "-u", self._runtime_path(), *self._limits_argv(),
-                *self._site_argv()]
-        proc, memory = self.jail.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, bufsize=0)
+        argv = [
+            self._python,
+            "-I",
+            "-u",
+            self._runtime_path(),
+            *self._limits_argv(),
+            *self._site_argv(),
+        ]
+        proc, memory = self.jail.start(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+        )
         return PipeTransport(proc, self.jail.isolation != "none", memory)
 
     def run_oneshot(self, code: str, timeout: float) -> OneShot:
         argv = [self._python, "-I", "-u", "-", *self._limits_argv()]
-        proc, memory = self.jail.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT)
+        proc, memory = self.jail.start(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         try:
             out, _ = proc.communicate(code.encode(), timeout=timeout)
             exit_code = proc.returncode
@@ -612,18 +691,21 @@ class LocalBackend(Backend):
         return f"http://127.0.0.1:{port}/"
 
     def status(self) -> BackendStatus:
-        details = {"network": "on" if self.jail.network else "off",
-                   "memory": self.jail.memory_policy.describe(),
-                   "files": self.jail.describe_files(),
-                   "python": self._python}
+        details = {
+            "network": "on" if self.jail.network else "off",
+            "memory": self.jail.memory_policy.describe(),
+            "files": self.jail.describe_files(),
+            "python": self._python,
+        }
         if self.packages_dir is not None:
             from ..packages import installed
 
             details["packages"] = ", ".join(installed(self.packages_dir)) or "none yet"
             details["packages dir"] = str(self.packages_dir)
         if os.geteuid() == 0 and self.jail.uid is None:
-            details["process limit"] = ("not enforced (a mount or the python is readable by "
-                                        "root only)")
+            details["process limit"] = (
+                "not enforced (a mount or the python is readable by root only)"
+            )
         if self.jail.isolation_problem:
             details["problem"] = self.jail.isolation_problem
         return BackendStatus("local", self.jail.isolation, details)

@@ -51,9 +51,7 @@ class CodeMode(Configurable):
     daytona_auto_stop_minutes = Int(
         15, help="Idle minutes after which a Daytona sandbox we created stops itself."
     ).tag(config=True)
-    daytona_labels = Dict(help="Extra labels for the Daytona sandboxes we create.").tag(
-        config=True
-    )
+    daytona_labels = Dict(help="Extra labels for the Daytona sandboxes we create.").tag(config=True)
     display = Enum(
         ["auto", "rich", "text", "widget"],
         "auto",
@@ -62,12 +60,13 @@ class CodeMode(Configurable):
         "old name of 'rich'.",
     ).tag(config=True)
     view_output_chars = Int(
-        20_000, help="Characters of output a live update shows (the newest); the finished run "
-        "keeps up to max_output."
+        20_000,
+        help="Characters of output a live update shows (the newest); the finished run "
+        "keeps up to max_output.",
     ).tag(config=True)
-    view_updates_per_second = Float(
-        10.0, help="At most this many live-view updates a second."
-    ).tag(config=True)
+    view_updates_per_second = Float(10.0, help="At most this many live-view updates a second.").tag(
+        config=True
+    )
 
     def daytona_options(self) -> dict[str, Any]:
         """The Daytona settings as the backend's keyword arguments (empty ones left out)."""

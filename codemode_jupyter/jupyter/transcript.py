@@ -110,8 +110,11 @@ def split_varying(result_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     session), and tracebacks (host paths name the kernel's temporary files; sandbox paths
     name the sandbox's Python version).
     """
-    stable = {k: v for k, v in result_dict.items()
-              if k not in VARYING_FIELDS and k not in OWN_OUTPUT_FIELDS}
+    stable = {
+        k: v
+        for k, v in result_dict.items()
+        if k not in VARYING_FIELDS and k not in OWN_OUTPUT_FIELDS
+    }
     varying = {k: result_dict[k] for k in VARYING_FIELDS if k in result_dict}
     if result_dict.get("error"):
         stable["error"] = _without_traceback(result_dict["error"])
@@ -143,8 +146,7 @@ def merge_varying(stable: dict[str, Any], varying: dict[str, Any]) -> dict[str, 
     for key, value in varying.items():
         if key == "tool_calls":
             merged[key] = [
-                {**call, **extra}
-                for call, extra in zip(stable.get(key, []), value, strict=False)
+                {**call, **extra} for call, extra in zip(stable.get(key, []), value, strict=False)
             ]
         else:
             merged[key] = value

@@ -121,8 +121,7 @@ def cell_parser() -> MagicParser:
     add(
         "--step",
         action="store_true",
-        help="ask before each tool call: approve, reject, or return a value instead "
-        "(default: off)",
+        help="ask before each tool call: approve, reject, or return a value instead (default: off)",
     )
     add(
         "--upload",

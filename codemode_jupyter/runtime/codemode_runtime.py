@@ -415,9 +415,14 @@ class Runtime:
 
     def _fresh_namespace(self) -> dict:
         namespace = {"__name__": "__main__", "__builtins__": builtins}
-        namespace.update(ToolError=ToolError, ToolArgumentError=ToolArgumentError,
-                         UnknownToolError=UnknownToolError, ToolRejected=ToolRejected,
-                         codemode=self._codemode_module(), display=self.displayer.display)
+        namespace.update(
+            ToolError=ToolError,
+            ToolArgumentError=ToolArgumentError,
+            UnknownToolError=UnknownToolError,
+            ToolRejected=ToolRejected,
+            codemode=self._codemode_module(),
+            display=self.displayer.display,
+        )
         return namespace
 
     def _codemode_module(self) -> types.ModuleType:
@@ -494,8 +499,10 @@ class Runtime:
     def _check_uploads(self) -> None:
         errors = self.uploads.take_errors()
         if errors:
-            raise OSError("the files for this run could not all be written into the sandbox: "
-                          + "; ".join(errors))
+            raise OSError(
+                "the files for this run could not all be written into the sandbox: "
+                + "; ".join(errors)
+            )
 
     def _end_of_run(self) -> None:
         """Figures still open are shown and the run's files sent, as a cell ends in IPython."""
@@ -544,8 +551,9 @@ def add_package_dirs() -> None:
 
 
 def _whole(value: object, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else default
+    return (
+        value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+    )
 
 
 def warn(message: str) -> None:
@@ -608,8 +616,11 @@ def describe_error(exc: BaseException) -> dict:
     """Type, message and a traceback trimmed to the program's own frames and line numbers."""
     if isinstance(exc, SyntaxError):  # where the parser stopped is the whole story
         text = "".join(traceback.format_exception_only(type(exc), exc))
-        return {"type": type(exc).__name__, "message": f"{exc.msg} (line {exc.lineno})",
-                "traceback": text}
+        return {
+            "type": type(exc).__name__,
+            "message": f"{exc.msg} (line {exc.lineno})",
+            "traceback": text,
+        }
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in _HIDDEN_FILES:
         tb = tb.tb_next
@@ -709,8 +720,12 @@ def serve_replay() -> None:
         stub.__name__ = name
         return stub
 
-    namespace = {"__name__": "__main__", "__builtins__": builtins, "ToolError": ToolError,
-                 "display": _print_display}
+    namespace = {
+        "__name__": "__main__",
+        "__builtins__": builtins,
+        "ToolError": ToolError,
+        "display": _print_display,
+    }
     for spec in request["tools"]:
         namespace[spec["name"]] = namespace["external_" + spec["name"]] = stub_for(spec["name"])
     outcome: dict = {"t": P.DONE, "id": 0}

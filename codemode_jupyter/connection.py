@@ -234,3 +234,8 @@ class RuntimeConnection:
         self._closed = True
         self.alive = False
         self.transport.kill()
+        # The reader sees EOF at once and closes its end; wait for that (briefly: a reader
+        # stuck in a slow listener keeps its fd until it gets back), so a closed session
+        # leaves no fd behind.
+        if self._reader is not threading.current_thread():
+            self._reader.join(timeout=2.0)

@@ -112,9 +112,12 @@ class SpareRuntime:
         return conn
 
     def close(self) -> None:
-        """Kill the spare; one still starting is killed as soon as it is up."""
+        """Kill the spare; one still starting is killed as soon as it is up, and waited for."""
         with self._lock:
             self._closed = True
             conn, self._ready = self._ready, None
+            # One still starting is closed by its starter: wait for that, so a closed session
+            # leaves no process or fd behind when close() returns.
+            self._lock.wait_for(lambda: not self._starting, READY_WAIT)
         if conn is not None:
             conn.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +17,17 @@ from codemode_jupyter.jupyter.headless import KernelSession
 
 #: Retries quick enough for Daytona tests that inject faults.
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, request_timeout=5.0)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (for sweeps of what dead processes left)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
 
 
 def free_port() -> int:

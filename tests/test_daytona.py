@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from conftest import FAST, free_port
+from conftest import FAST, dead_pid, free_port
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter import events as ev
@@ -363,12 +363,7 @@ def test_created_sandbox_is_labelled_auto_stops_and_is_deleted(
 
 def test_cleanup_deletes_orphans_only(server: DaytonaLoopbackServer) -> None:
     host = socket.gethostname()
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    dead = str(dead_pid())
     orphan = _create_with_sdk(server, {LABEL_CREATOR: "true", LABEL_HOST: host, LABEL_PID: dead})
     foreign = _create_with_sdk(
         server, {LABEL_CREATOR: "true", LABEL_HOST: "elsewhere", LABEL_PID: "1"}

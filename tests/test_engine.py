@@ -5,7 +5,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import threading
-from typing import Literal, TypedDict
+from typing import Literal, Optional, TypedDict
 
 import pytest
 from pydantic import BaseModel
@@ -282,7 +282,11 @@ class Place(TypedDict):
 
 
 @tool(name="weather", description="Current weather.")
-def get_weather(place: Place, unit: Literal["C", "F"] = "C", days: list[int] | None = None) -> dict:
+def get_weather(
+    place: Place,
+    unit: Literal["C", "F"] = "C",
+    days: Optional[list[int]] = None,  # noqa: UP045 - the stub keeps the spelling it was given
+) -> dict:
     return {}
 
 

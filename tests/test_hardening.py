@@ -443,6 +443,9 @@ def test_frames_between_runs_are_refused_or_dropped_and_output_is_capped() -> No
 
 
 def test_nothing_is_left_after_many_sessions() -> None:
+    with CodeMode() as warm:  # the process-wide threads spares start on exist from here on
+        warm.run("1")
+    gc.collect()
     before = set(os.listdir("/proc/self/fd")), threading.active_count()
     for _ in range(5):
         with CodeMode(tools=[add, twice]) as session:

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import dead_pid
 
 import codemode_jupyter
 from codemode_jupyter import CodeMode
@@ -246,12 +247,7 @@ def test_a_host_that_exits_without_closing_leaves_no_cgroup() -> None:
 
 @needs_cgroup
 def test_cgroups_of_dead_hosts_are_swept() -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    dead = str(dead_pid())
     orphan = CGROUP_PLACE.parent / f"codemode-{dead}-1-abcdef"
     orphan.mkdir()
     try:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import dead_pid
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter.backends.local import IsolationWarning, LocalBackend
@@ -194,16 +195,9 @@ def test_isolation_none_warns_and_still_runs() -> None:
 
 
 def test_work_dirs_of_dead_sessions_are_swept(tmp_path: Path) -> None:
-    import subprocess
-    import sys
     import tempfile
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    dead = str(dead_pid())
     orphan = Path(tempfile.gettempdir()) / f"codemode-jail-{dead}-x1"
     orphan.mkdir()
     mine = LocalBackend()

@@ -14,7 +14,13 @@ from codemode_jupyter.jupyter.transcript import MIME_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-EXAMPLES = ("quickstart.ipynb", "tool-debugging.ipynb", "previews.ipynb")
+EXAMPLES = (
+    "quickstart.ipynb",
+    "tool-debugging.ipynb",
+    "previews.ipynb",
+    "batch.ipynb",
+    "rich-output.ipynb",
+)
 
 
 def test_examples_are_committed_with_outputs():

@@ -20,6 +20,7 @@ EXAMPLES = (
     "previews.ipynb",
     "batch.ipynb",
     "rich-output.ipynb",
+    "agent.ipynb",
 )
 
 

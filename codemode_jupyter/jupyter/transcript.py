@@ -79,6 +79,8 @@ def transcript_text(result: RunResult, *, streams: bool = True, value: bool = Tr
         for call in result.tool_calls
     )
     lines.extend(f"  preview: port {preview.port}" for preview in result.previews)
+    # Files the program left under outputs/ (name and size: their host path varies).
+    lines.extend(f"  artifact: {a.name} ({a.size} bytes)" for a in result.artifacts)
     if result.error is not None:
         lines.append(f"  {result.error}")
     shown = _value_text(result) if value else None

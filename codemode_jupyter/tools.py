@@ -87,7 +87,9 @@ class Tool:
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = _signature(fn)
         self._hints = _type_hints(fn)
-        self._params, self._model = self._build_model()
+        self._params, self._fields = self._collect_fields()
+        # Built on first use: a session (and its spare) starts without paying for it.
+        self._args_model: type[BaseModel] | None = None
         self._schema: dict[str, Any] | None = None
         kinds = {p.kind for p in self._params}
         #: Parameter names positional arguments fill, or None when *args makes that unclear.
@@ -112,7 +114,7 @@ class Tool:
 
     # --- the signature -----------------------------------------------------------------
 
-    def _build_model(self) -> tuple[list[_Param], type[BaseModel]]:
+    def _collect_fields(self) -> tuple[list[_Param], dict[str, Any]]:
         params, fields = [], {}
         for index, param in enumerate(self._signature.parameters.values()):
             annotation = _validatable(self._hints.get(param.name, Any))
@@ -130,9 +132,21 @@ class Tool:
             field = f"p{index}"  # aliases keep names like `_x` or `model_config` legal
             fields[field] = (annotation, info)
             params.append(_Param(param.name, param.kind, field))
-        config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=False, extra="forbid")
-        model = create_model(f"{self.name}_args", __config__=config, **fields)
-        return params, model
+        return params, fields
+
+    def check(self) -> None:
+        """Build the argument model now: raises if pydantic cannot check this signature."""
+        self._model  # noqa: B018 - the property builds and keeps it
+
+    @property
+    def _model(self) -> type[BaseModel]:
+        """The pydantic model that validates the arguments (made once, on first use)."""
+        if self._args_model is None:
+            config = ConfigDict(
+                arbitrary_types_allowed=True, populate_by_name=False, extra="forbid"
+            )
+            self._args_model = create_model(f"{self.name}_args", __config__=config, **self._fields)
+        return self._args_model
 
     @property
     def signature(self) -> str:
@@ -182,6 +196,10 @@ class Tool:
             model = self._model.model_validate(by_alias)
         except ValidationError as exc:
             raise ToolArgumentError(_describe_validation(exc, self)) from None
+        except Exception as exc:  # the model itself could not be made from the signature
+            raise ToolArgumentError(
+                f"{self.name}'s signature cannot be checked ({type(exc).__name__}: {exc})"
+            ) from None
         validated = {param.name: getattr(model, param.field) for param in self._params}
         # BoundArguments knows which values must go by position (e.g. before *args).
         call = inspect.BoundArguments(self._signature, validated)

@@ -52,6 +52,7 @@ class ToolCache:
         if hit is not None and hit[0] is fn:
             return hit[1]
         built = Tool.from_callable(fn)
+        built.check()  # a signature pydantic cannot check makes the function "not a tool" here
         # Keeping `fn` alive here pins its id, so a reused id can never alias another function.
         self._tools[id(fn)] = (fn, built)
         return built

@@ -298,3 +298,27 @@ def test_stop_leaves_no_thread_and_no_port(cm):
     assert not _port_open(port)
     left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
     assert left == []
+
+
+def test_images_the_program_displays_come_back_as_image_content(cm):
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
+        "rkJggg=="
+    )
+    with CodeModeServer(cm) as server:
+
+        async def main():
+            async with connect(server) as client:
+                code = (
+                    "import base64\nfrom codemode import Image, HTML\n"
+                    f"display(Image(data=base64.b64decode({png!r})))\n"
+                    "display(HTML('<b>not an image</b>'))\nprint('shown')"
+                )
+                return await client.call_tool("run_code", {"code": code})
+
+        result = asyncio.run(main())
+    assert not result.is_error
+    text, *images = result.content
+    assert "shown" in text.text
+    assert [(i.type, i.mime_type) for i in images] == [("image", "image/png")]
+    assert images[0].data == png

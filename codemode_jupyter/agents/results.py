@@ -104,3 +104,21 @@ def event_line(event: ev.Event) -> str | None:
     if isinstance(event, ev.RunFinished):
         return f"finished: {event.result.status}"
     return None
+
+
+#: Image kinds an MCP client takes as image content, in the order a display is looked at.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+MAX_IMAGES = 10
+
+
+def result_images(result: RunResult) -> list[tuple[str, str]]:
+    """(mime type, base64 data) of the images the program displayed (plots included), at
+    most MAX_IMAGES, for a client that shows images to its model."""
+    images = []
+    for display in result.displays:
+        data = display.get("data") or {}
+        for mime in IMAGE_TYPES:
+            if isinstance(data.get(mime), str):
+                images.append((mime, data[mime]))
+                break
+    return images[:MAX_IMAGES]

@@ -27,7 +27,7 @@ from ..result import RunResult
 from . import require_mcp
 from .approval import ApprovalGate, Approver, QueueApprover
 from .llm_tool import TOOL_NAME, tool_description
-from .results import event_line, result_data, result_text
+from .results import event_line, result_data, result_images, result_text
 from .runner import AgentRunner, Job, Observer, SessionSource
 
 INSTRUCTIONS = (
@@ -139,14 +139,18 @@ class CodeModeServer:
 
     def _tool_function(self) -> Callable[..., Any]:
         from mcp.server.mcpserver import Context
-        from mcp_types import CallToolResult, TextContent
+        from mcp_types import CallToolResult, ImageContent, TextContent
 
         runner = self.runner
 
         async def run_code(code: str, ctx: Context, reset: bool = False) -> CallToolResult:
             result = await run_job(runner, code, reset, ctx)
+            images = [
+                ImageContent(type="image", data=data, mime_type=mime)
+                for mime, data in result_images(result)
+            ]
             return CallToolResult(
-                content=[TextContent(type="text", text=result_text(result))],
+                content=[TextContent(type="text", text=result_text(result)), *images],
                 structured_content=result_data(result),
                 is_error=not result.ok,
             )

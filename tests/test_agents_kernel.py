@@ -70,6 +70,15 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         )
         assert checked.stream() == "['agent'] False\n50\n"
 
+        # The agent's runs are in the Tools panel's recent runs, marked as an agent's.
+        listed = kernel.execute(
+            "from codemode_jupyter.jupyter.extension import _loaded\n"
+            "ext = next(iter(_loaded.values()))\n"
+            "runs = ext.comm.runs_message()['runs']\n"
+            "print([(r['source'], r['code']) for r in runs])"
+        )
+        assert "('agent', 'mul(total, 10)')" in listed.stream(), listed.messages
+
         stopped = kernel.execute(SERVE.format(line="--stop"))
         assert "MCP server stopped" in stopped.stream()
         assert not _port_open(port)

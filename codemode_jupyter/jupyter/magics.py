@@ -29,6 +29,7 @@ from .discovery import Discovery, ToolCache, UnknownToolError, discover
 from .display_out import CellDisplays
 from .errors import CodeModeError, CodeModeInterrupted
 from .sessions import SessionPool
+from .timeline import timeline_from_result
 from .transcript import merged_payload, run_bundle
 from .usage import cell_parser, help_text
 from .view import QuietView, RichView, TextView, View
@@ -186,8 +187,7 @@ class CodeModeMagics(Magics, Configurable):
         entries = view.entries()
         self.last_result = result
         # IPython counts a cell before running it: this cell is In[execution_count - 1].
-        record = RunRecord(code, result, entries, self.shell.execution_count - 1)
-        self.runs.append(record)
+        self.runs.append(RunRecord(code, result, entries, self.shell.execution_count - 1))
         if args.out:
             self.shell.user_ns[args.out] = result
         if args.quiet:
@@ -207,6 +207,16 @@ class CodeModeMagics(Magics, Configurable):
                 warnings=view.warnings,
             )
             view.publish(data, metadata)
+        self._tell_listeners(code, result)
+
+    def record_agent_run(self, code: str, result: RunResult, execution_count: int | None) -> None:
+        """An agent's run (`%codemode serve`): listed with the cells' runs, marked as an
+        agent's; `execution_count` is the serving cell's."""
+        entries = timeline_from_result(result)
+        self.runs.append(RunRecord(code, result, entries, execution_count, source="agent"))
+        self._tell_listeners(code, result)
+
+    def _tell_listeners(self, code: str, result: RunResult) -> None:
         for listener in list(self.run_listeners):
             try:
                 listener(code, result)
@@ -232,8 +242,14 @@ class RunRecord:
     """A finished run as the Tools panel lists it."""
 
     def __init__(
-        self, code: str, result: RunResult, entries: list[dict[str, Any]], execution_count: int
+        self,
+        code: str,
+        result: RunResult,
+        entries: list[dict[str, Any]],
+        execution_count: int | None,
+        source: str = "cell",
     ) -> None:
+        self.source = source  # "cell", or "agent" for a run from %codemode serve
         self.code = code
         self.result = result
         self.entries = entries

@@ -20,6 +20,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from ..events import RunFinished
 from .discovery import ToolCache, discover
 
 DEFAULT_SESSION = "agent"
@@ -104,6 +105,13 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
 
         approver = WidgetApprover(feed.place)
     approve = _approve_option(args.approve)
+    serving_cell = getattr(shell, "execution_count", 1) - 1  # IPython counts a cell first
+
+    def record(job: Any, event: Any) -> None:
+        """Each finished agent run joins the Tools panel's recent runs, as an agent's."""
+        if isinstance(event, RunFinished):
+            magics.record_agent_run(job.code, event.result, serving_cell)
+
     try:
         server = CodeModeServer(
             lambda: session_for(magics, args.session),
@@ -115,7 +123,7 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
             port=args.port,
             token=args.token,
             allow_remote=args.allow_remote,
-            observers=[feed.on_event],
+            observers=[feed.on_event, record],
         ).start()
     except (ValueError, OSError) as exc:
         raise UsageError(f"%codemode serve: {exc}") from None

@@ -148,6 +148,7 @@ class ToolsComm:
             {
                 "execution_count": run.execution_count,
                 "finished_at": run.finished_at,
+                "source": getattr(run, "source", "cell"),
                 **_jsonable(run.payload()),
             }
             for run in self._runs()

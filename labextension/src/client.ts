@@ -30,6 +30,8 @@ export interface IRunRecord {
   executionCount: number | null;
   /** When the run finished, in seconds since the epoch; null if unknown. */
   finishedAt: number | null;
+  /** Who ran it: a notebook cell, or an agent through `%codemode serve`. */
+  source: 'cell' | 'agent';
 }
 
 /** The reply to a `call`. */
@@ -81,7 +83,8 @@ export function readRuns(value: unknown): IRunRecord[] {
     payload: run,
     executionCount:
       typeof run.execution_count === 'number' ? run.execution_count : null,
-    finishedAt: typeof run.finished_at === 'number' ? run.finished_at : null
+    finishedAt: typeof run.finished_at === 'number' ? run.finished_at : null,
+    source: run.source === 'agent' ? 'agent' : 'cell'
   }));
 }
 

@@ -644,14 +644,21 @@ export class ToolsPanel extends Widget {
       .split('\n')
       .map(line => line.trim())
       .find(line => line && !line.startsWith('#') && !line.startsWith('%%'));
+    const agent = run.source === 'agent';
     const cell = el(
       doc,
       'button',
-      'codemode-RunCell',
-      run.executionCount !== null ? `[${run.executionCount}]` : '[ ]'
+      agent ? 'codemode-RunCell codemode-RunCell-agent' : 'codemode-RunCell',
+      agent
+        ? 'agent'
+        : run.executionCount !== null
+          ? `[${run.executionCount}]`
+          : '[ ]'
     ) as HTMLButtonElement;
     cell.type = 'button';
-    cell.title = 'Scroll to the cell that ran this';
+    cell.title = agent
+      ? "An agent's run (%codemode serve): scroll to the cell that serves it"
+      : 'Scroll to the cell that ran this';
     cell.addEventListener('click', event => {
       event.preventDefault();
       event.stopPropagation();

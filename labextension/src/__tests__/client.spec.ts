@@ -51,7 +51,8 @@ describe('ToolsClient', () => {
       op: 'runs',
       runs: [
         { code: 'print(1)', result: { status: 'ok' }, execution_count: 3 },
-        'junk'
+        'junk',
+        { code: 'x = 1', result: { status: 'ok' }, source: 'agent' }
       ]
     });
     expect(client.runs).toEqual([
@@ -63,7 +64,15 @@ describe('ToolsClient', () => {
           execution_count: 3
         },
         executionCount: 3,
-        finishedAt: null
+        finishedAt: null,
+        source: 'cell'
+      },
+      {
+        code: 'x = 1',
+        payload: { code: 'x = 1', result: { status: 'ok' }, source: 'agent' },
+        executionCount: null,
+        finishedAt: null,
+        source: 'agent'
       }
     ]);
     expect(changes).toEqual(['connecting', 'ready', 'ready']);

@@ -6,11 +6,7 @@ set -euo pipefail
 if /usr/bin/python3 -c "import matplotlib, pandas" 2>/dev/null; then
   exit 0
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq python3-matplotlib python3-pandas
+# shellcheck source=apt-install.sh
+. "$(dirname "$0")/apt-install.sh"
+apt_install python3-matplotlib python3-pandas
 /usr/bin/python3 -c "import matplotlib, pandas"

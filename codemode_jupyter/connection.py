@@ -59,7 +59,11 @@ class FrameError(ValueError):
 
 
 class OutputSink(Protocol):
+    """The run that takes what the I/O thread reads, in order (a RunState)."""
+
     def output(self, stream: int, text: str) -> None: ...
+    def display(self, frame: dict) -> None: ...
+    def artifact(self, frame: dict) -> None: ...
 
 
 def check_frame(frame: dict) -> None:
@@ -217,9 +221,13 @@ class RuntimeConnection:
     def _rich(self, kind: str, frame: dict) -> None:
         """Displays and artifacts go to the run straight from this thread, so they keep their
         place among its output; with no run going they are dropped (threads left behind)."""
-        handler = getattr(self.sink, kind, None)
-        if handler is not None:
-            handler(frame)
+        sink = self.sink
+        if sink is None:
+            return
+        if kind == P.DISPLAY:
+            sink.display(frame)
+        else:
+            sink.artifact(frame)
 
     def take_late_output(self) -> list[tuple[int, CappedText]]:
         """Output that arrived between runs (background threads), capped, for the next run."""

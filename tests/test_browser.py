@@ -242,26 +242,8 @@ def run_cells(page, indices: list[int]) -> None:
     raised); the page records that and the test waits for it.
     """
     for index in indices:
-        page.evaluate(
-            """(index) => {
-              const app = window.jupyterapp;
-              const panel = app.shell.currentWidget;
-              panel.content.activeCellIndex = index;
-              panel.content.deselectAll();
-              window.__codemodeRun = 'running';
-              app.commands.execute('notebook:run-cell').then(
-                ok => { window.__codemodeRun = ok ? 'ok' : 'failed'; },
-                err => { window.__codemodeRun = 'error: ' + err; });
-            }""",
-            index,
-        )
-        page.wait_for_function("() => window.__codemodeRun !== 'running'", timeout=LONG)
-        page.wait_for_function(
-            "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
-            " === 'idle'",
-            timeout=LONG,
-        )
-        outcome = page.evaluate("() => window.__codemodeRun")
+        start_cell(page, index)
+        outcome = wait_cell_done(page)
         assert not outcome.startswith("error"), outcome
 
 

@@ -262,30 +262,35 @@ export function renderRunView(
     card.appendChild(list);
   }
   if (options.showValue && view.value) {
-    const section = el(
-      doc,
-      'div',
-      'codemode-Section codemode-Section-value',
-      el(doc, 'div', 'codemode-SectionTitle', 'value'),
-      el(doc, 'pre', 'codemode-Pre', view.value)
+    card.appendChild(
+      section(doc, 'value', 'value', el(doc, 'pre', 'codemode-Pre', view.value))
     );
-    section.dataset.kind = 'value';
-    card.appendChild(section);
   }
   if (options.showError && view.error) {
-    const section = el(
-      doc,
-      'div',
-      'codemode-Section codemode-Section-error',
-      el(doc, 'div', 'codemode-SectionTitle', formatError(view.error)),
-      view.error.traceback
-        ? el(doc, 'pre', 'codemode-Pre', view.error.traceback)
-        : null
-    );
-    section.dataset.kind = 'error';
-    card.appendChild(section);
+    const trace = view.error.traceback
+      ? el(doc, 'pre', 'codemode-Pre', view.error.traceback)
+      : null;
+    card.appendChild(section(doc, 'error', formatError(view.error), trace));
   }
   return card;
+}
+
+/** A titled section of the card (`data-kind` says which, for styles and tests). */
+function section(
+  doc: Document,
+  kind: string,
+  title: string,
+  body: HTMLElement | null
+): HTMLElement {
+  const node = el(
+    doc,
+    'div',
+    `codemode-Section codemode-Section-${kind}`,
+    el(doc, 'div', 'codemode-SectionTitle', title),
+    body
+  );
+  node.dataset.kind = kind;
+  return node;
 }
 
 /** The view of a run from raw MIME data (its varying part already merged back). */

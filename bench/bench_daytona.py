@@ -19,6 +19,8 @@ What is measured:
 - latency: wall time of `cm.run` for N = 1, 10, 50 sequential calls of a trivial tool,
   median of `--reps`, single execution (session protocol, warm runtime) and replay
   (`protocol="replay"`: N + 1 `code_run` executions).
+- first output: from `cm.run` being called to the program's first print reaching `on_event`
+  as an Output event, on a warm runtime, median and worst of `--reps` x 4.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter.backends.daytona import RetryPolicy
+from codemode_jupyter.events import Event, Output
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 
 KEY = "bench"
@@ -123,6 +126,28 @@ def latency_figures(server: DaytonaLoopbackServer, reps: int) -> None:
         print(f"  per call, single execution at N=50: {per_call * MS:.2f} ms")
 
 
+def first_output_figures(server: DaytonaLoopbackServer, reps: int) -> None:
+    """Time from a run's start to its first output event, on a warm runtime."""
+    times = []
+    with session(server) as cm:
+        cm.run("1")
+        for _ in range(reps * 4):
+            seen: list[float] = []
+
+            def on_event(event: Event, seen: list[float] = seen) -> None:
+                if isinstance(event, Output) and not seen:
+                    seen.append(time.perf_counter())
+
+            start = time.perf_counter()
+            result = cm.run("print('hi')", on_event=on_event)
+            assert result.ok and seen, result.error
+            times.append(seen[0] - start)
+    print(
+        f"\nFirst output (run start -> first Output event, warm runtime, {len(times)} runs): "
+        f"median {statistics.median(times) * MS:.2f} ms, worst {max(times) * MS:.2f} ms"
+    )
+
+
 def _median(action: Callable, reps: int) -> float:
     times = []
     for _ in range(reps):
@@ -145,6 +170,7 @@ def main() -> None:
         )
         request_figures(server)
         latency_figures(server, args.reps)
+        first_output_figures(server, args.reps)
 
 
 if __name__ == "__main__":

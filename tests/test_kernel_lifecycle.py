@@ -6,6 +6,7 @@ Waits are on kernel messages or on process exit (pidfd), never on sleeps.
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
@@ -141,6 +142,40 @@ def test_kernel_shutdown_leaves_no_runtime_behind():
     finally:
         session.shutdown()
     assert wait_gone(runtimes) == set()
+
+
+def _jailed_runtimes(pids: set[int]) -> set[int]:
+    """The sandbox runtimes among `pids` (by their command line)."""
+    found = set()
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        program = cmdline.split(b"\0", 1)[0]
+        if b"codemode_runtime" in cmdline and not program.endswith(b"bwrap"):
+            found.add(pid)
+    return found
+
+
+def test_the_spare_runtime_is_counted_in_status_and_stopped_at_kernel_shutdown():
+    session = KernelSession()
+    try:
+        assert session.execute("%load_ext codemode_jupyter").ok
+        assert session.execute("%%codemode\n1").ok
+        # The spare starts in the background: wait (bounded) until status says it is ready.
+        for _ in range(600):
+            status = session.execute("%codemode status").stream()
+            if re.search(r"spare_runtime\s+ready", status):
+                break
+        else:
+            pytest.fail(f"the spare never became ready:\n{status}")
+        runtimes = _jailed_runtimes(descendants(session.pid()))
+        assert len(runtimes) == 2, "the session's runtime and its spare"
+        everything = descendants(session.pid())
+    finally:
+        session.shutdown()
+    assert wait_gone(everything) == set()
 
 
 def test_extension_and_settings_from_ipython_config(tmp_path):

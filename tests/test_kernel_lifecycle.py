@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import loaded_kernel
+from conftest import free_port, loaded_kernel
 
 from codemode_jupyter.jupyter.headless import KernelSession
 from codemode_jupyter.jupyter.transcript import MIME_RUN
@@ -226,3 +227,34 @@ def test_terminal_ipython_shows_text_not_widgets(tmp_path):
     assert "[codemode] ok in" in done.stderr and "\x1b[" not in done.stderr
     assert "VBox" not in done.stdout and "live view" not in done.stdout
     assert "── codemode" not in done.stdout  # the text view showed it all already
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("how", ["unload", "shutdown"])
+def test_the_mcp_server_is_stopped_by_unload_and_by_kernel_shutdown(how):
+    pytest.importorskip("mcp")
+    port = free_port()
+    session = KernelSession()
+    try:
+        assert session.execute("%load_ext codemode_jupyter").ok
+        served = session.execute(f"%codemode serve --port {port} --token t0123456789abcdef")
+        assert served.ok and f"127.0.0.1:{port}/mcp" in served.stream(), served.messages
+        assert _listening(port)
+        if how == "unload":
+            assert session.execute("%unload_ext codemode_jupyter").ok
+            assert not _listening(port)
+            threads = session.execute(
+                "import threading\nprint([t.name for t in threading.enumerate() "
+                "if t.name.startswith(('codemode-mcp', 'codemode-agent'))])"
+            )
+            assert threads.stream() == "[]\n"
+    finally:
+        pid = session.pid()
+        session.shutdown()
+    # The kernel has exited, and with it every socket it held.
+    assert wait_gone({pid}) == set()
+    assert not _listening(port)

@@ -239,7 +239,9 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         assert run["number"] == 1 and run["header"].startswith("agent run 1\nprint('first:'")
         assert run["kinds"] == ["display_data", "display_data", "display_data"]
         assert run["calls"] == [["send", "ok"], ["send", "error"], ["ping", "ok"]]
-        assert "first: sent to ann\nrejected: send: the call was rejected (not today)" in run["output"]
+        assert (
+            "first: sent to ann\nrejected: send: the call was rejected (not today)" in run["output"]
+        )
         assert run["last"] == "'pong'"  # the value, below the run as a cell's Out[n]
         assert "approved" in run["cards"][0] and "rejected: not today" in run["cards"][1]
         assert all(run["disabled"])  # decided: the buttons are off

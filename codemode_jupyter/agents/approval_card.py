@@ -39,7 +39,8 @@ class _Card:
                 lambda _: self.decide(Decision.returning(_parse(self.value.value)))
             )
             row += [self.returns, self.value]
-        self.widget = w.VBox([self.title, w.HBox(row)])
+        # A coloured edge while the call waits (grey once decided), as the run card's.
+        self.widget = w.VBox([self.title, w.HBox(row)], layout=w.Layout(**_frame(WAITING)))
         # Classes for styles and for tests that find the card in the page.
         self.widget.add_class("codemode-ApprovalCard")
         self.widget.add_class("codemode-ApprovalCard-waiting")
@@ -62,8 +63,17 @@ class _Card:
         self.title.value = self._title(done[decision.action])
         for child in self.widget.children[1].children:
             child.disabled = True
+        self.widget.layout.border_left = _frame(DECIDED)["border_left"]
         self.widget.remove_class("codemode-ApprovalCard-waiting")
         self.widget.add_class(f"codemode-ApprovalCard-{decision.action}")
+
+
+WAITING = "var(--jp-warn-color1, #f57c00)"
+DECIDED = "var(--jp-border-color1, #bdbdbd)"
+
+
+def _frame(colour: str) -> dict[str, str]:
+    return {"border_left": f"3px solid {colour}", "padding": "2px 0 4px 8px", "margin": "4px 0"}
 
 
 def _parse(text: str) -> Any:

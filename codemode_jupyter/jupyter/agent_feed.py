@@ -129,6 +129,13 @@ class FeedRunView(RichView):
             widget.close()
 
 
+CODE_STYLE = (
+    "margin:2px 0 4px 0;padding:4px 8px;font-size:var(--jp-code-font-size);"
+    "background:var(--jp-cell-editor-background);"
+    "border:1px solid var(--jp-cell-editor-border-color)"
+)
+
+
 def _header_output(number: int, code: str) -> dict[str, Any]:
     """The agent's program above its run (a cell shows it as its input). Escaped: the agent
     wrote it, and the feed's outputs are trusted."""
@@ -140,7 +147,7 @@ def _header_output(number: int, code: str) -> dict[str, Any]:
     text = f"agent run {number}\n{shown}"
     markup = (
         f"<div class='codemode-AgentRunHeader'><b>agent run {number}</b>"
-        f"<pre style='margin:2px 0 4px 0'>{html.escape(shown)}</pre></div>"
+        f"<pre style='{CODE_STYLE}'>{html.escape(shown)}</pre></div>"
     )
     return {
         "output_type": "display_data",

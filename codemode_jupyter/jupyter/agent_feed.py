@@ -181,6 +181,7 @@ class AgentFeed:
         self._current: FeedRunView | None = None  # the newest running run
         self._shown: list[FeedRunView] = []  # the runs in the feed, oldest first
         self._printed: set[int] = set()  # runs announced by the text fallback
+        self._closed = False
         self._lock = threading.Lock()
         self.widget: Any = None
         self._placeholder: Any = None
@@ -197,6 +198,8 @@ class AgentFeed:
             self._print(job, event)
             return
         with self._lock:
+            if self._closed:  # the server stopped: late events of a cut run start nothing
+                return
             view = self._runs.get(job.id)
             if view is None:
                 view = self._start(job)
@@ -251,6 +254,7 @@ class AgentFeed:
     def close(self) -> None:
         """End the views of runs still going (their flusher threads stop). Idempotent."""
         with self._lock:
+            self._closed = True
             running = list(self._runs.values())
             self._runs.clear()
             self._current = None

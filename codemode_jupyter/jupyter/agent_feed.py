@@ -18,6 +18,7 @@ feed updates while the kernel is idle or busy with a person's cell. The feed kee
 
 from __future__ import annotations
 
+import functools
 import html
 import threading
 from typing import Any
@@ -163,6 +164,18 @@ def _display_output(data: dict[str, Any], metadata: dict[str, Any]) -> dict[str,
     return {"output_type": "display_data", "data": kept, "metadata": metadata}
 
 
+@functools.cache
+def _feed_box(w: Any) -> type:
+    """A VBox whose text/plain (front ends without widgets, a saved notebook reopened without
+    its widget state) says what it was, not a dump of its children."""
+
+    class AgentFeedBox(w.VBox):
+        def __repr__(self) -> str:
+            return "codemode: the agent feed of %codemode serve (a live widget)"
+
+    return AgentFeedBox
+
+
 def _close_tree(widget: Any) -> None:
     for child in getattr(widget, "children", ()):
         _close_tree(child)
@@ -189,7 +202,7 @@ class AgentFeed:
             import ipywidgets as w
 
             self._placeholder = w.HTML("<i>agent runs appear here</i>")
-            self.widget = w.VBox([self._placeholder])
+            self.widget = _feed_box(w)([self._placeholder])
             self.widget.add_class("codemode-AgentFeed")
 
     def on_event(self, job: Any, event: ev.Event) -> None:

@@ -35,6 +35,8 @@ MAX_RUNS = 20
 CODE_LINES = 40
 #: Displays of one run shown in the feed (the newest; plots of a loop can be many).
 MAX_DISPLAYS = 20
+#: Displays a live update carries (each update resends them: images are large).
+LIVE_DISPLAYS = 4
 #: MIME types of an agent program's displays and value the feed shows. The feed's outputs
 #: are trusted by the front end (they are widget state), so anything that can carry script
 #: (HTML, SVG, Markdown, JavaScript) would run the agent's code in the person's page, with
@@ -67,7 +69,7 @@ class FeedRunView(RichView):
         if isinstance(event, ev.Display):
             with self._lock:
                 self._displays = [*self._displays, _display_output(event.data, event.metadata)]
-                self._displays = self._displays[-MAX_DISPLAYS:]
+                self._displays = self._displays[-LIVE_DISPLAYS:]
         super().on_event(event)
 
     def finish(self, result: RunResult | None) -> None:
@@ -84,10 +86,12 @@ class FeedRunView(RichView):
 
     def _send(self, data: dict[str, Any], *, update: bool) -> None:
         # RichView starts with an empty display; the feed shows the run at once instead.
-        self._show(_display_output(data or self._live_bundle(), {}))
+        with self._lock:
+            displays = list(self._displays)
+        self._show(_display_output(data or self._live_bundle(), {}), displays)
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        self._show(_display_output(data, metadata), *self._ending())
+        self._show(_display_output(data, metadata), self._ending())
 
     def _ending(self) -> list[dict[str, Any]]:
         """What a cell shows below its view: displays, then the error or the value."""
@@ -108,19 +112,18 @@ class FeedRunView(RichView):
                     "traceback": CodeModeError(result)._render_traceback_(),
                 }
             )
-        elif result.value_repr not in (None, "None"):
-            shown.append(
-                _display_output(
-                    {"text/plain": result.value_repr, **(result.value_bundle or {})}, {}
-                )
-            )
+        else:
+            text = result.value_repr
+            if text is None and result.value is not None:
+                text = repr(result.value)
+            if text not in (None, "None"):
+                value = {"text/plain": text, **(result.value_bundle or {})}
+                shown.append(_display_output(value, {}))
         return shown
 
-    def _show(self, run: dict[str, Any], *after: dict[str, Any]) -> None:
-        with self._lock:
-            displays = list(self._displays) if not after else []
+    def _show(self, run: dict[str, Any], below: list[dict[str, Any]]) -> None:
         with self._show_lock:  # the flusher thread and the run's own thread both send
-            self.output.outputs = (self._header, run, *displays, *after)
+            self.output.outputs = (self._header, run, *below)
 
     def close(self) -> None:
         """Close the run's widgets (it left the feed)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -99,3 +101,173 @@ def test_serve_refuses_bad_options_clearly():
     assert "allow_remote=True (--allow-remote)" in remote.stream("stderr")
     assert not bad.ok and "invalid int value: 'notaport'" in bad.stream("stderr")
     assert none.ok and "no MCP server is running" in none.stream()
+
+
+TOOLS = (
+    "sent = []\n"
+    "def send(to: str) -> str:\n"
+    '    """Send a message (a person approves each one)."""\n'
+    "    sent.append(to)\n"
+    "    return f'sent to {to}'\n"
+    "def ping() -> str:\n"
+    '    """Answers pong."""\n'
+    "    return 'pong'\n"
+)
+PROGRAM = (
+    "print('first:', send('ann'))\n"
+    "try:\n    send('bob')\n"
+    "except ToolRejected as e:\n    print('rejected:', e)\n"
+    "ping()"
+)
+# Kernel-side helpers: the feed's runs as JSON, a bounded wait, the card's widget ids.
+HELPERS = r"""
+import json, time
+from codemode_jupyter.jupyter.transcript import MIME_RUN
+
+def _wait(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError('the feed did not get there')
+        time.sleep(0.05)
+
+def _payload(run):
+    found = [o['data'][MIME_RUN] for o in run.output.outputs if MIME_RUN in o.get('data', {})]
+    return found[0] if found else None
+
+def _last(output):
+    if output['output_type'] == 'error':
+        return output['ename']
+    return output['data'].get('text/plain')
+
+def _feed():
+    runs = []
+    for run in _server.feed.runs():
+        payload = _payload(run)
+        timeline = payload['timeline'] if payload else []
+        runs.append({
+            'number': run.number,
+            'kinds': [o['output_type'] for o in run.output.outputs],
+            'header': run.output.outputs[0]['data']['text/plain'],
+            'last': _last(run.output.outputs[-1]),
+            'status': payload['result']['status'] if payload else None,
+            'calls': [[e['name'], e['state']] for e in timeline if e['kind'] == 'call'],
+            'output': ''.join(e['text'] for e in timeline if e['kind'] == 'output'),
+            'cards': [c.children[0].value for c in run.cards.children],
+            'disabled': [b.disabled for c in run.cards.children for b in c.children[1].children],
+        })
+    return runs
+
+def _card_ids():
+    request = _server.approver.wait_for_request(60)
+    row = _server.approver.card(request.id).children[1].children
+    return {'describe': request.describe(), 'approve': row[0].model_id,
+            'reject': row[1].model_id, 'reason': row[2].model_id}
+"""
+
+
+def _comm_msg(kernel, comm_id: str, data: dict) -> None:
+    """What the front end sends when a person clicks a button or types in a text box."""
+    kernel.kc.shell_channel.send(
+        kernel.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+    )
+
+
+def _click(kernel, comm_id: str) -> None:
+    _comm_msg(kernel, comm_id, {"method": "custom", "content": {"event": "click"}})
+
+
+def _type(kernel, comm_id: str, text: str) -> None:
+    _comm_msg(kernel, comm_id, {"method": "update", "state": {"value": text}, "buffer_paths": []})
+
+
+def _json(execution) -> object:
+    assert execution.ok, execution.error
+    return json.loads(execution.stream().strip().splitlines()[-1])
+
+
+def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
+    with loaded_kernel() as kernel:
+        assert kernel.execute(TOOLS).ok
+        # A small bound, to see the feed drop its oldest run.
+        assert kernel.execute(
+            "from codemode_jupyter.jupyter import agent_feed\nagent_feed.MAX_RUNS = 2"
+        ).ok
+        started = kernel.execute(SERVE.format(line=f"--token {TOKEN} --approve send"))
+        assert started.ok, started.error
+        url = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", started.stream()).group(1)
+        assert kernel.execute(HELPERS).ok
+
+        async def agent(programs):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with (
+                httpx2.AsyncClient(headers=headers, timeout=120) as http,
+                Client(streamable_http_client(url, http_client=http)) as client,
+            ):
+                return [await client.call_tool("run_code", {"code": p}) for p in programs]
+
+        with ThreadPoolExecutor(1) as pool:
+            results = pool.submit(asyncio.run, agent([PROGRAM]))
+            first = _json(kernel.execute("print(json.dumps(_card_ids()))"))
+            assert first["describe"] == "send(to='ann')"
+            # While the call waits, the feed's live view shows the run with the call running.
+            live = _json(
+                kernel.execute(
+                    "_wait(lambda: _feed() and _feed()[-1]['calls'] == [['send', 'running']])\n"
+                    "print(json.dumps(_feed()))"
+                )
+            )
+            assert live[-1]["status"] == "running" and live[-1]["cards"]
+            assert "waits for approval" in live[-1]["cards"][0]
+            _click(kernel, first["approve"])
+            second = _json(kernel.execute("print(json.dumps(_card_ids()))"))
+            assert second["describe"] == "send(to='bob')"
+            _type(kernel, second["reason"], "not today")
+            _click(kernel, second["reject"])
+            (result,) = results.result(timeout=120)
+
+        text = result.content[0].text
+        assert "first: sent to ann" in text
+        assert "rejected: send: the call was rejected (not today); send did not run" in text
+        assert result.structured_content["value"] == "pong"
+        feed = _json(
+            kernel.execute(
+                "_wait(lambda: _feed()[-1]['status'] == 'ok')\nprint(json.dumps(_feed()))"
+            )
+        )
+        (run,) = feed
+        assert run["number"] == 1 and run["header"].startswith("agent run 1\nprint('first:'")
+        assert run["kinds"] == ["display_data", "display_data", "display_data"]
+        assert run["calls"] == [["send", "ok"], ["send", "error"], ["ping", "ok"]]
+        assert (
+            "first: sent to ann\nrejected: send: the call was rejected (not today)" in run["output"]
+        )
+        assert run["last"] == "'pong'"  # the value, below the run as a cell's Out[n]
+        assert "approved" in run["cards"][0] and "rejected: not today" in run["cards"][1]
+        assert all(run["disabled"])  # decided: the buttons are off
+        assert _json(kernel.execute("print(json.dumps(sent))")) == ["ann"]
+
+        # Newest last, bounded: two more runs push the first out and close its widgets.
+        assert kernel.execute("_first = _server.feed.runs()[0]").ok
+        more = asyncio.run(agent(["print('two')", "1 / 0"]))
+        assert more[0].structured_content["stdout"] == "two\n" and more[1].is_error
+        feed = _json(
+            kernel.execute(
+                "_wait(lambda: _feed()[0]['number'] == 2 and _feed()[-1]['status'] == 'error')\n"
+                "print(json.dumps(_feed()))"
+            )
+        )
+        assert [r["number"] for r in feed] == [2, 3]
+        assert feed[0]["output"] == "two\n" and feed[1]["last"] == "ZeroDivisionError"
+        assert feed[1]["kinds"][-1] == "error"
+        closed = kernel.execute(
+            "print(_first.number, _first.output.comm is None, len(_server.feed.widget.children))"
+        )
+        assert closed.stream() == "1 True 2\n"
+        stopped = kernel.execute(SERVE.format(line="--stop"))
+        assert "MCP server stopped" in stopped.stream()
+        threads = kernel.execute(
+            "import threading\nprint(sorted(t.name for t in threading.enumerate() "
+            "if t.name.startswith('codemode-view')))"
+        )
+        assert threads.stream() == "[]\n"

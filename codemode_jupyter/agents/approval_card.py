@@ -24,6 +24,7 @@ class _Card:
         self.request = request
         self.event = threading.Event()
         self.decision: Decision | None = None
+        self._lock = threading.Lock()  # a click and the timeout may decide at once
         self.title = w.HTML(self._title("waits for approval"))
         self.reason = w.Text(placeholder="reason (optional)", layout=w.Layout(width="40%"))
         self.approve = w.Button(description="Approve", button_style="success")
@@ -38,16 +39,21 @@ class _Card:
                 lambda _: self.decide(Decision.returning(_parse(self.value.value)))
             )
             row += [self.returns, self.value]
-        self.widget = w.VBox([self.title, w.HBox(row)])
+        # A coloured edge while the call waits (grey once decided), as the run card's.
+        self.widget = w.VBox([self.title, w.HBox(row)], layout=w.Layout(**_frame(WAITING)))
+        # Classes for styles and for tests that find the card in the page.
+        self.widget.add_class("codemode-ApprovalCard")
+        self.widget.add_class("codemode-ApprovalCard-waiting")
 
     def _title(self, state: str) -> str:
         call = html.escape(self.request.describe())
         return f"<b>call #{self.request.id}</b> <code>{call}</code> {html.escape(state)}"
 
     def decide(self, decision: Decision) -> None:
-        if self.decision is not None:
-            return
-        self.decision = decision
+        with self._lock:
+            if self.decision is not None:
+                return
+            self.decision = decision
         self.event.set()
         done = {
             "approve": "approved",
@@ -57,6 +63,17 @@ class _Card:
         self.title.value = self._title(done[decision.action])
         for child in self.widget.children[1].children:
             child.disabled = True
+        self.widget.layout.border_left = _frame(DECIDED)["border_left"]
+        self.widget.remove_class("codemode-ApprovalCard-waiting")
+        self.widget.add_class(f"codemode-ApprovalCard-{decision.action}")
+
+
+WAITING = "var(--jp-warn-color1, #f57c00)"
+DECIDED = "var(--jp-border-color1, #bdbdbd)"
+
+
+def _frame(colour: str) -> dict[str, str]:
+    return {"border_left": f"3px solid {colour}", "padding": "2px 0 4px 8px", "margin": "4px 0"}
 
 
 def _parse(text: str) -> Any:
@@ -72,12 +89,13 @@ class WidgetApprover:
     def __init__(self, place: Callable[[Any], None]) -> None:
         self.place = place
         self._cards: dict[int, _Card] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     def decide(self, request: ApprovalRequest, timeout: float | None) -> Decision:
         card = _Card(request)
         with self._lock:
             self._cards[request.id] = card
+            self._lock.notify_all()
         try:
             self.place(card.widget)
             if not card.event.wait(timeout):
@@ -87,6 +105,16 @@ class WidgetApprover:
                 self._cards.pop(request.id, None)
         assert card.decision is not None
         return card.decision
+
+    def wait_for_request(self, timeout: float) -> ApprovalRequest:
+        """The oldest call whose card waits for a click, waiting up to `timeout` seconds."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._undecided(), timeout):
+                raise TimeoutError(f"no call asked for approval within {timeout:g} s")
+            return self._undecided()[0].request
+
+    def _undecided(self) -> list[_Card]:
+        return [card for card in self._cards.values() if card.decision is None]
 
     def card(self, request_id: int) -> Any:
         """The widget of a waiting call (tests click its buttons)."""

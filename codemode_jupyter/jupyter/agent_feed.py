@@ -1,95 +1,289 @@
 """The agent feed: the cell that ran `%codemode serve` shows each agent run as it goes.
 
-A simple view (one HTML block per run: code, output, calls, status; newest last, bounded)
-until the timeline view replaces it. Events arrive on engine threads; widget updates from
-them are sent to the front end by ipykernel's IOPub thread, so the feed updates while the
-kernel is idle or busy with a person's cell.
+Each agent run gets the run view of a `%%codemode` cell: `view.RichView`'s live bundle
+(`application/vnd.codemode.run+json`, updated in place at its rate) and then the finished
+run's bundle (`transcript.run_bundle`), drawn by the labextension's run renderer. The serve
+cell finished executing long before agent runs happen, so display messages under its parent
+header would no longer reach it; widget state does, whenever it is sent. So each run is an
+`ipywidgets.Output` whose `outputs` trait holds the bundle (the front end renders it with its
+rendermime, hence with our renderer), under a short header with the agent's code, and
+followed by what a cell shows below its view: the program's displays, its error as a
+traceback, its value. Approval cards of the run's paused calls go right under it.
+
+Widget state set from the engine's threads goes out through ipykernel's IOPub thread, so the
+feed updates while the kernel is idle or busy with a person's cell. The feed keeps the newest
+`MAX_RUNS` runs (newest last) and closes the widgets of those it drops. Outside a kernel
+(`widgets=False`) it prints one line per event instead.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import threading
 from typing import Any
 
 from .. import events as ev
 from ..agents.results import event_line
+from ..result import RunResult
+from .errors import CodeModeError
+from .transcript import run_bundle
+from .view import RichView
 
 MAX_RUNS = 20
-MAX_CHARS = 4000  # of each run's log shown (the tail)
+#: Lines of an agent's program shown above its run (the rest is counted, not shown).
+CODE_LINES = 40
+#: Displays of one run shown in the feed (the newest; plots of a loop can be many).
+MAX_DISPLAYS = 20
+#: Displays a live update carries (each update resends them: images are large).
+LIVE_DISPLAYS = 4
+#: MIME types of an agent program's displays and value the feed shows. The feed's outputs
+#: are trusted by the front end (they are widget state), so anything that can carry script
+#: (HTML, SVG, Markdown, JavaScript) would run the agent's code in the person's page, with
+#: the kernel's powers: only text and raster images pass. The MCP result carries the rest.
+SAFE_TYPES = ("text/plain", "image/png", "image/jpeg", "image/gif", "image/webp")
 
 
-class _RunView:
-    def __init__(self, number: int, code: str, widget: Any) -> None:
-        self.number, self.code, self.widget = number, code, widget
-        self.lines: list[str] = []
-        self.status = "running"
+class FeedRunView(RichView):
+    """One agent run in the feed: a RichView whose display is an Output widget's state.
 
-    def render(self) -> str:
-        log = "".join(self.lines)
-        if len(log) > MAX_CHARS:
-            log = "…" + log[-MAX_CHARS:]
-        return (
-            f"<div style='border-left:3px solid #888;padding-left:6px;margin:4px 0'>"
-            f"<b>agent run {self.number}</b> — {html.escape(self.status)}"
-            f"<pre style='margin:2px 0'>{html.escape(self.code)}</pre>"
-            f"<pre style='margin:2px 0;color:#555'>{html.escape(log)}</pre></div>"
-        )
+    `_send` (the live bundle, from the flusher thread) and `publish` (the finished run) set
+    the widget's `outputs`; everything else (the timeline, the rate, coalescing) is RichView's.
+    """
+
+    def __init__(self, number: int, code: str, **options: Any) -> None:
+        import ipywidgets as w
+
+        super().__init__(code, **options)
+        self.number = number
+        self.result: RunResult | None = None
+        self._header = _header_output(number, code)
+        self._displays: list[dict[str, Any]] = []
+        self._show_lock = threading.Lock()
+        self.output = w.Output()
+        self.cards = w.VBox()
+        self.widget = w.VBox([self.output, self.cards])
+        self.widget.add_class("codemode-AgentRun")
+
+    def on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Display):
+            with self._lock:
+                self._displays = [*self._displays, _display_output(event.data, event.metadata)]
+                self._displays = self._displays[-LIVE_DISPLAYS:]
+        super().on_event(event)
+
+    def finish(self, result: RunResult | None) -> None:
+        self.result = result
+        super().finish(result)
+
+    def end(self, result: RunResult | None) -> None:
+        """The run ended: show the finished run (None: the last live state stays)."""
+        self.finish(result)
+        if result is None:
+            return
+        data, metadata = run_bundle(self.code, result, self.entries(), warnings=self.warnings)
+        self.publish(data, metadata)
+
+    def _send(self, data: dict[str, Any], *, update: bool) -> None:
+        # RichView starts with an empty display; the feed shows the run at once instead.
+        with self._lock:
+            displays = list(self._displays)
+        self._show(_display_output(data or self._live_bundle(), {}), displays)
+
+    def publish(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self._show(_display_output(data, metadata), self._ending())
+
+    def _ending(self) -> list[dict[str, Any]]:
+        """What a cell shows below its view: displays, then the error or the value."""
+        result = self.result
+        if result is None:
+            return []
+        shown = [
+            _display_output(d.get("data") or {}, d.get("metadata") or {}) for d in result.displays
+        ]
+        shown = [d for d in shown if d["data"]][-MAX_DISPLAYS:]
+        if not result.ok:
+            error = result.error
+            shown.append(
+                {
+                    "output_type": "error",
+                    "ename": error.type if error else result.status,
+                    "evalue": error.message if error else result.status,
+                    "traceback": CodeModeError(result)._render_traceback_(),
+                }
+            )
+        else:
+            text = result.value_repr
+            if text is None and result.value is not None:
+                text = repr(result.value)
+            if text not in (None, "None"):
+                value = {"text/plain": text, **(result.value_bundle or {})}
+                shown.append(_display_output(value, {}))
+        return shown
+
+    def _show(self, run: dict[str, Any], below: list[dict[str, Any]]) -> None:
+        with self._show_lock:  # the flusher thread and the run's own thread both send
+            self.output.outputs = (self._header, run, *below)
+
+    def close(self) -> None:
+        """Close the run's widgets (it left the feed)."""
+        for card in self.cards.children:
+            _close_tree(card)
+        for widget in (self.cards, self.output, self.widget):
+            widget.close()
+
+
+CODE_STYLE = (
+    "margin:2px 0 4px 0;padding:4px 8px;font-size:var(--jp-code-font-size);"
+    "background:var(--jp-cell-editor-background);"
+    "border:1px solid var(--jp-cell-editor-border-color)"
+)
+
+
+def _header_output(number: int, code: str) -> dict[str, Any]:
+    """The agent's program above its run (a cell shows it as its input). Escaped: the agent
+    wrote it, and the feed's outputs are trusted."""
+    lines = code.rstrip("\n").split("\n")
+    shown = "\n".join(lines[:CODE_LINES])
+    more = len(lines) - CODE_LINES
+    if more > 0:
+        shown += f"\n… {more} more line{'s' if more != 1 else ''}"
+    text = f"agent run {number}\n{shown}"
+    markup = (
+        f"<div class='codemode-AgentRunHeader'><b>agent run {number}</b>"
+        f"<pre style='{CODE_STYLE}'>{html.escape(shown)}</pre></div>"
+    )
+    return {
+        "output_type": "display_data",
+        "data": {"text/html": markup, "text/plain": text},
+        "metadata": {},
+    }
+
+
+def _display_output(data: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    from .transcript import MIME_RUN
+
+    kept = {k: v for k, v in data.items() if k in SAFE_TYPES or k == MIME_RUN}
+    return {"output_type": "display_data", "data": kept, "metadata": metadata}
+
+
+@functools.cache
+def _feed_box(w: Any) -> type:
+    """A VBox whose text/plain (front ends without widgets, a saved notebook reopened without
+    its widget state) says what it was, not a dump of its children."""
+
+    class AgentFeedBox(w.VBox):
+        def __repr__(self) -> str:
+            return "codemode: the agent feed of %codemode serve (a live widget)"
+
+    return AgentFeedBox
+
+
+def _close_tree(widget: Any) -> None:
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
 
 
 class AgentFeed:
     """The feed widget (`.widget`, displayed by the serve cell), or printed lines outside a
-    kernel (`widgets=False`)."""
+    kernel (`widgets=False`). `options` go to each run's view (RichView's output_cap,
+    live_output_chars and rate)."""
 
-    def __init__(self, widgets: bool = True) -> None:
+    def __init__(self, widgets: bool = True, **options: Any) -> None:
         self.widgets = widgets
-        self._runs: dict[int, _RunView] = {}
+        self.options = options
+        self._runs: dict[int, FeedRunView] = {}  # running, by job id
+        self._current: FeedRunView | None = None  # the newest running run
+        self._shown: list[FeedRunView] = []  # the runs in the feed, oldest first
+        self._printed: set[int] = set()  # runs announced by the text fallback
+        self._closed = False
         self._lock = threading.Lock()
-        self._children_lock = threading.Lock()  # runs and approval cards come from threads
         self.widget: Any = None
+        self._placeholder: Any = None
         if widgets:
             import ipywidgets as w
 
-            self.widget = w.VBox([w.HTML("<i>agent runs appear here</i>")])
+            self._placeholder = w.HTML("<i>agent runs appear here</i>")
+            self.widget = _feed_box(w)([self._placeholder])
+            self.widget.add_class("codemode-AgentFeed")
 
     def on_event(self, job: Any, event: ev.Event) -> None:
-        """An AgentRunner observer."""
+        """An AgentRunner observer (engine threads; quick)."""
+        if not self.widgets:
+            self._print(job, event)
+            return
         with self._lock:
+            if self._closed:  # the server stopped: late events of a cut run start nothing
+                return
             view = self._runs.get(job.id)
             if view is None:
                 view = self._start(job)
-            line = event_line(event)
-            if isinstance(event, ev.RunFinished):
-                view.status = event.result.status
-            elif line is not None and not isinstance(event, ev.Output):
-                view.lines.append(line + "\n")
-            elif isinstance(event, ev.Output):
-                view.lines.append(event.text)
-            if not self.widgets and line is not None:
-                print(f"[agent run {job.id}] {line.rstrip()}")
-            if view.widget is not None:
-                view.widget.value = view.render()
-            if isinstance(event, ev.RunFinished):
+        view.on_event(event)
+        if isinstance(event, ev.RunFinished):
+            with self._lock:
                 self._runs.pop(job.id, None)
+                if self._current is view:
+                    self._current = None
+            view.end(event.result)
 
-    def _start(self, job: Any) -> _RunView:
-        widget = None
-        if self.widgets:
-            import ipywidgets as w
-
-            widget = w.HTML()
-            self._append(widget)
-        elif job.code:
-            print(f"[agent run {job.id}] started")
-        view = _RunView(job.id, job.code, widget)
+    def _start(self, job: Any) -> FeedRunView:
+        view = FeedRunView(job.id, job.code, **self.options)
         self._runs[job.id] = view
+        self._current = view
+        self._append(view.widget, view)
+        view.start()
         return view
 
-    def place(self, card: Any) -> None:
-        """Show an approval card (WidgetApprover's `place`)."""
-        self._append(card)
+    def runs(self) -> list[FeedRunView]:
+        """The runs the feed shows, oldest first."""
+        with self._lock:
+            return list(self._shown)
 
-    def _append(self, widget: Any) -> None:
-        with self._children_lock:
-            children = [*self.widget.children, widget]
-            self.widget.children = tuple(children[-MAX_RUNS * 2 :])
+    def place(self, card: Any) -> None:
+        """Show an approval card (WidgetApprover's `place`) under the run that asks: agent
+        runs go one at a time, so it is the running one."""
+        with self._lock:
+            view = self._current
+            if view is not None:
+                view.cards.children = (*view.cards.children, card)
+                return
+            self._append(card, None)
+
+    def _append(self, widget: Any, view: FeedRunView | None) -> None:
+        """Add an entry, newest last, keeping MAX_RUNS (called with the lock held)."""
+        shown = self._shown
+        entries = [c for c in self.widget.children if c is not self._placeholder]
+        entries.append(widget)
+        if view is not None:
+            shown.append(view)
+        dropped = entries[: max(len(entries) - MAX_RUNS, 0)]
+        self.widget.children = tuple(entries[len(dropped) :])
+        for old in dropped:
+            match = next((v for v in shown if v.widget is old), None)
+            if match is not None:
+                shown.remove(match)
+                match.close()
+            else:
+                _close_tree(old)
+
+    def close(self) -> None:
+        """End the views of runs still going (their flusher threads stop). Idempotent."""
+        with self._lock:
+            self._closed = True
+            running = list(self._runs.values())
+            self._runs.clear()
+            self._current = None
+        for view in running:
+            view.end(None)
+
+    def _print(self, job: Any, event: ev.Event) -> None:
+        with self._lock:
+            if job.id not in self._printed:
+                self._printed.add(job.id)
+                print(f"[agent run {job.id}] started")
+            if isinstance(event, ev.RunFinished):
+                self._printed.discard(job.id)
+        line = event_line(event)
+        if line is not None:
+            print(f"[agent run {job.id}] {line.rstrip()}")

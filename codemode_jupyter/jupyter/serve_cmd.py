@@ -93,7 +93,13 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
 
     shell = magics.shell
     in_kernel = getattr(shell, "kernel", None) is not None
-    feed = AgentFeed(widgets=in_kernel)
+    settings = magics.settings
+    feed = AgentFeed(
+        widgets=in_kernel,
+        output_cap=settings.max_output,
+        live_output_chars=settings.view_output_chars,
+        rate=settings.view_updates_per_second,
+    )
     cache = ToolCache()  # its own: discovery runs on the agent thread, not the cell's
 
     def tools() -> list[Any]:
@@ -159,6 +165,9 @@ def stop_server(magics: Any) -> bool:
     except ValueError:
         pass
     serving.server.stop()
+    feed = getattr(serving.server, "feed", None)
+    if feed is not None:
+        feed.close()  # a run the stop cut short ends its live view
     return True
 
 

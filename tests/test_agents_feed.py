@@ -1,0 +1,82 @@
+"""The agent feed outside a kernel's front end: real agent runs (a local jail, the
+AgentRunner) shown as run views in Output widgets, bounded, and only safe MIME types."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from codemode_jupyter import CodeMode
+from codemode_jupyter.agents.runner import AgentRunner
+from codemode_jupyter.jupyter import agent_feed
+from codemode_jupyter.jupyter.agent_feed import AgentFeed
+from codemode_jupyter.jupyter.transcript import MIME_RUN
+
+
+def double(x: int) -> int:
+    """Twice x."""
+    return 2 * x
+
+
+@pytest.fixture(scope="module")
+def cm():
+    with CodeMode([double], timeout=30) as session:
+        yield session
+
+
+def run_all(feed: AgentFeed, cm: CodeMode, programs: list[str]) -> list:
+    runner = AgentRunner(cm, observers=[feed.on_event])
+    try:
+        return [runner.submit(p).future.result(60) for p in programs]
+    finally:
+        runner.stop()
+
+
+def test_each_run_is_a_run_view_with_its_code_displays_and_ending(cm):
+    feed = AgentFeed(rate=50)
+    program = (
+        "print('x is', double(21))\n"
+        "display({'text/plain': 'a table', 'text/html': '<script>alert(1)</script>'}, raw=True)\n"
+        "'<done>'"
+    )
+    ok, failed = run_all(feed, cm, [program, "double('a')"])
+    assert ok.ok and not failed.ok
+    first, second = feed.runs()
+    assert [c for c in feed.widget.children] == [first.widget, second.widget]
+    header, run, shown, value = first.output.outputs
+    # The agent's code, escaped (the feed's outputs are trusted by the front end).
+    assert header["data"]["text/plain"].startswith("agent run 1\nprint('x is'")
+    assert "&lt;script&gt;" in header["data"]["text/html"]
+    payload = run["data"][MIME_RUN]
+    assert payload["result"]["status"] == "ok" and payload["code"] == program
+    calls = [e for e in payload["timeline"] if e["kind"] == "call"]
+    assert [(c["name"], c["args"], c["state"]) for c in calls] == [("double", "x=21", "ok")]
+    index = str(payload["timeline"].index(calls[0]))
+    assert run["metadata"][MIME_RUN]["timeline"][index]["duration"] >= 0  # timings, apart
+    assert shown["data"] == {"text/plain": "a table"}  # the display's HTML is not shown
+    assert value["data"] == {"text/plain": "'<done>'"}
+    error = second.output.outputs[-1]
+    assert error["output_type"] == "error" and error["ename"] == "ToolArgumentError"
+    assert any("double" in line for line in error["traceback"])
+
+
+def test_the_feed_keeps_the_newest_runs_and_closes_the_rest(cm, monkeypatch):
+    monkeypatch.setattr(agent_feed, "MAX_RUNS", 2)
+    feed = AgentFeed(rate=50)
+    run_all(feed, cm, ["1", "2"])
+    oldest = feed.runs()[0]
+    run_all(feed, cm, ["3"])
+    assert [r.number for r in feed.runs()] == [2, 1]  # each runner numbers its own jobs
+    assert len(feed.widget.children) == 2 and oldest not in feed.runs()
+    assert oldest.output.comm is None and oldest.widget.comm is None
+
+
+def test_without_widgets_the_feed_prints_lines(cm, capsys):
+    feed = AgentFeed(widgets=False)
+    run_all(feed, cm, ["print('hi')\ndouble(2)"])
+    printed = capsys.readouterr().out
+    assert "[agent run 1] started" in printed
+    assert "[agent run 1] call #1 double(x=2)" in printed
+    assert "[agent run 1] finished: ok" in printed
+    assert feed.widget is None

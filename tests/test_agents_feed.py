@@ -80,3 +80,47 @@ def test_without_widgets_the_feed_prints_lines(cm, capsys):
     assert "[agent run 1] call #1 double(x=2)" in printed
     assert "[agent run 1] finished: ok" in printed
     assert feed.widget is None
+
+
+def shout(word: str) -> str:
+    """Prints on the host, returns the word in capitals."""
+    print(f"shouting {word}")
+    return word.upper()
+
+
+async def whisper(word: str) -> str:
+    """Prints to stderr on the host (an async tool: it runs on the session's loop)."""
+    import sys
+
+    print(f"whispering {word}", file=sys.stderr)
+    return word.lower()
+
+
+def test_what_tools_print_during_an_agent_run_goes_to_its_view(cm, capsys):
+    from codemode_jupyter.jupyter.tool_output import ToolOutput
+
+    feed = AgentFeed(rate=50)
+    routed = ToolOutput()
+    routed.install()
+    runner = AgentRunner(
+        cm,
+        tools=lambda: [double, shout, whisper],
+        observers=[feed.on_event],
+        run_context=feed.capturing,
+    )
+    try:
+        result = runner.submit("shout('hi') + await whisper_async(word='HO')").future.result(60)
+        print("printed by the test itself")
+    finally:
+        runner.stop()
+        routed.uninstall()
+    assert result.ok and result.value == "HIho", result.error
+    (view,) = feed.runs()
+    streams = [o for o in view.output.outputs if o["output_type"] == "stream"]
+    assert [(s["name"], s["text"]) for s in streams] == [
+        ("stdout", "shouting hi\n"),
+        ("stderr", "whispering HO\n"),
+    ]
+    # Nothing of the run reached the process's own streams; other prints still do.
+    captured = capsys.readouterr()
+    assert captured.out == "printed by the test itself\n" and "whispering" not in captured.err

@@ -111,6 +111,7 @@ TOOLS = (
     "    return f'sent to {to}'\n"
     "def ping() -> str:\n"
     '    """Answers pong."""\n'
+    "    print('ponging')\n"
     "    return 'pong'\n"
 )
 PROGRAM = (
@@ -148,6 +149,7 @@ def _feed():
         runs.append({
             'number': run.number,
             'kinds': [o['output_type'] for o in run.output.outputs],
+            'streams': [o['text'] for o in run.output.outputs if o['output_type'] == 'stream'],
             'header': run.output.outputs[0]['data']['text/plain'],
             'last': _last(run.output.outputs[-1]),
             'status': payload['result']['status'] if payload else None,
@@ -237,7 +239,9 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         )
         (run,) = feed
         assert run["number"] == 1 and run["header"].startswith("agent run 1\nprint('first:'")
-        assert run["kinds"] == ["display_data", "display_data", "display_data"]
+        # What the tool printed on the host is under the run, in no cell's output.
+        assert run["kinds"] == ["display_data", "display_data", "stream", "display_data"]
+        assert run["streams"] == ["ponging\n"]
         assert run["calls"] == [["send", "ok"], ["send", "error"], ["ping", "ok"]]
         assert (
             "first: sent to ann\nrejected: send: the call was rejected (not today)" in run["output"]

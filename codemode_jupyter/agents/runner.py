@@ -13,6 +13,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ from .approval import ApprovalGate
 SessionSource = CodeMode | Callable[[], CodeMode]
 #: Called with (job, event) for every event of every agent run (the feed, the server's log).
 Observer = Callable[["Job", ev.Event], None]
+#: Entered on the agent thread around each job's run (the feed captures tools' prints).
+RunContext = Callable[["Job"], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -50,8 +53,10 @@ class AgentRunner:
         tools: Callable[[], Iterable[Any]] | None = None,
         gate: ApprovalGate | None = None,
         observers: Iterable[Observer] = (),
+        run_context: RunContext | None = None,
     ) -> None:
         self._session = session
+        self._run_context = run_context
         self._tools = tools
         self.gate = gate
         self.observers: list[Observer] = list(observers)
@@ -149,10 +154,12 @@ class AgentRunner:
         tools = self.current_tools()
         if self.gate is not None:
             tools = self.gate.guard(tools if tools is not None else session.tools, session)
+        context = self._run_context(job) if self._run_context is not None else nullcontext()
         try:
-            if job.reset:
-                session.reset()
-            return session.run(job.code, on_event=emit, tools=tools)
+            with context:
+                if job.reset:
+                    session.reset()
+                return session.run(job.code, on_event=emit, tools=tools)
         except RuntimeError as exc:  # e.g. a person's cell runs in the same session now
             result = RunResult(
                 ok=False,

@@ -28,7 +28,7 @@ from . import require_mcp
 from .approval import ApprovalGate, Approver, QueueApprover
 from .llm_tool import TOOL_NAME, tool_description
 from .results import event_line, result_data, result_images, result_text
-from .runner import AgentRunner, Job, Observer, SessionSource
+from .runner import AgentRunner, Job, Observer, RunContext, SessionSource
 
 INSTRUCTIONS = (
     "Call run_code with a Python program that uses the tools described in its description; "
@@ -74,6 +74,7 @@ class CodeModeServer:
         name: str = "codemode-jupyter",
         path: str = "/mcp",
         observers: Iterable[Observer] = (),
+        run_context: RunContext | None = None,
     ) -> None:
         require_mcp()
         if not is_loopback(host) and not allow_remote:
@@ -97,7 +98,9 @@ class CodeModeServer:
                 "all" if approve == "all" else list(approve),
                 timeout=approval_timeout,
             )
-        self.runner = AgentRunner(session, tools=tools, gate=gate, observers=observers)
+        self.runner = AgentRunner(
+            session, tools=tools, gate=gate, observers=observers, run_context=run_context
+        )
         self._description = self.describe_tools()
         self.mcp, self._bus = self._build_mcp()
         self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -21,12 +21,16 @@ from __future__ import annotations
 import functools
 import html
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .. import events as ev
 from ..agents.results import event_line
 from ..result import RunResult
 from .errors import CodeModeError
+from .text import clip
+from .tool_output import capture
 from .transcript import run_bundle
 from .view import RichView
 
@@ -37,6 +41,8 @@ CODE_LINES = 40
 MAX_DISPLAYS = 20
 #: Displays a live update carries (each update resends them: images are large).
 LIVE_DISPLAYS = 4
+#: Characters of what the tools printed during a run that the feed keeps (head and tail).
+TOOL_OUTPUT_CHARS = 20_000
 #: MIME types of an agent program's displays and value the feed shows. The feed's outputs
 #: are trusted by the front end (they are widget state), so anything that can carry script
 #: (HTML, SVG, Markdown, JavaScript) would run the agent's code in the person's page, with
@@ -59,6 +65,7 @@ class FeedRunView(RichView):
         self.result: RunResult | None = None
         self._header = _header_output(number, code)
         self._displays: list[dict[str, Any]] = []
+        self._tool_output: list[list[str]] = []  # [stream, text], consecutive writes merged
         self._show_lock = threading.Lock()
         self.output = w.Output()
         self.cards = w.VBox()
@@ -71,6 +78,24 @@ class FeedRunView(RichView):
                 self._displays = [*self._displays, _display_output(event.data, event.metadata)]
                 self._displays = self._displays[-LIVE_DISPLAYS:]
         super().on_event(event)
+
+    def tool_output(self, stream: str, text: str) -> None:
+        """Text a tool printed on the host during this run (shown under the run, as a cell
+        shows its tools' prints as its own stream output)."""
+        with self._lock:
+            last = self._tool_output[-1] if self._tool_output else None
+            if last is not None and last[0] == stream:
+                last[1] = clip(last[1] + text, TOOL_OUTPUT_CHARS)
+            else:
+                self._tool_output.append([stream, clip(text, TOOL_OUTPUT_CHARS)])
+        self._dirty.set()
+
+    def _streams(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {"output_type": "stream", "name": stream, "text": text}
+                for stream, text in self._tool_output
+            ]
 
     def finish(self, result: RunResult | None) -> None:
         self.result = result
@@ -88,10 +113,10 @@ class FeedRunView(RichView):
         # RichView starts with an empty display; the feed shows the run at once instead.
         with self._lock:
             displays = list(self._displays)
-        self._show(_display_output(data or self._live_bundle(), {}), displays)
+        self._show(_display_output(data or self._live_bundle(), {}), self._streams() + displays)
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        self._show(_display_output(data, metadata), self._ending())
+        self._show(_display_output(data, metadata), self._streams() + self._ending())
 
     def _ending(self) -> list[dict[str, Any]]:
         """What a cell shows below its view: displays, then the error or the value."""
@@ -226,6 +251,22 @@ class AgentFeed:
                 if self._current is view:
                     self._current = None
             view.end(event.result)
+
+    @contextmanager
+    def capturing(self, job: Any) -> Iterator[None]:
+        """The AgentRunner's run context: what tools print during `job` goes to its view."""
+        if not self.widgets:
+            yield  # a terminal shows prints where they are made
+            return
+
+        def sink(stream: str, text: str) -> None:
+            with self._lock:
+                view = self._runs.get(job.id) if not self._closed else None
+            if view is not None:
+                view.tool_output(stream, text)
+
+        with capture(sink):
+            yield
 
     def _start(self, job: Any) -> FeedRunView:
         view = FeedRunView(job.id, job.code, **self.options)

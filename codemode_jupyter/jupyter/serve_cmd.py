@@ -22,6 +22,7 @@ from IPython.core.error import UsageError
 
 from ..events import RunFinished
 from .discovery import ToolCache, discover
+from .tool_output import ToolOutput
 
 DEFAULT_SESSION = "agent"
 #: The running server and what it registered, per magics instance.
@@ -130,10 +131,14 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
             token=args.token,
             allow_remote=args.allow_remote,
             observers=[feed.on_event, record],
+            run_context=feed.capturing,
         ).start()
     except (ValueError, OSError) as exc:
         raise UsageError(f"%codemode serve: {exc}") from None
     server.feed = feed
+    server.tool_output = ToolOutput()
+    if in_kernel:
+        server.tool_output.install()  # tools' prints during agent runs go to the feed
 
     def refresh(*_: Any) -> None:
         try:
@@ -165,6 +170,7 @@ def stop_server(magics: Any) -> bool:
     except ValueError:
         pass
     serving.server.stop()
+    serving.server.tool_output.uninstall()
     feed = getattr(serving.server, "feed", None)
     if feed is not None:
         feed.close()  # a run the stop cut short ends its live view

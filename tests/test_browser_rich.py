@@ -195,6 +195,16 @@ def scenario(lab, page) -> None:
     card.scroll_into_view_if_needed()
     shot(page, "rich-2-finished")
 
+    # The Tools panel's recent run shows the displays too.
+    page.evaluate("() => window.jupyterapp.commands.execute('codemode:open-tools')")
+    run_item = page.locator("#codemode-tools .codemode-RunItem").first
+    run_item.wait_for(state="visible")
+    run_item.locator(".codemode-RunSummary").click()
+    run_item.locator(".codemode-Display img").wait_for(state="visible")
+    assert "Jan" in run_item.locator(".codemode-Display table").inner_text()
+    shot(page, "rich-2b-tools-panel")
+    page.evaluate("() => window.jupyterapp.shell.collapseRight()")
+
     # ---- 3. saved, kernel shut down, reloaded: the card alone shows them again ----
     save_notebook(page)
     saved = json.loads((lab["root"] / NAME).read_text())

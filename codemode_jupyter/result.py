@@ -97,6 +97,8 @@ class RunResult:
     #: The value's rich representation ({mime: data}) when it has one beyond its text.
     value_bundle: dict[str, Any] | None = None
     artifacts: list[Artifact] = field(default_factory=list)
+    #: Files the program wrote that did not come back, each with why (caps, a bad name).
+    artifacts_left: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (the `result` of application/vnd.codemode.run+json)."""

@@ -93,13 +93,14 @@ class RichRun:
     def finish(self) -> tuple[dict[str, Any], list[str]]:
         """The RunResult's fields for displays and artifacts, and the notes for its stderr."""
         notes = [self.book.note()]
-        artifacts = []
+        artifacts, left = [], []
         if self.writer is not None:
             notes.append(self.writer.finish())
-            artifacts = self.writer.artifacts
+            artifacts, left = self.writer.artifacts, self.writer.left
         fields = {
             "displays": self.book.items,
             "displays_dropped": self.book.dropped,
             "artifacts": artifacts,
+            "artifacts_left": list(left),
         }
         return fields, [note for note in notes if note]

@@ -92,3 +92,75 @@ def test_displays_become_display_outputs_of_the_cell_in_order() -> None:
         assert base64.b64decode(figure).startswith(b"\x89PNG")
         assert "<table" in done.displays("text/html")[-1]
         k.execute("cm.close()")
+
+
+CARD_TOOLS = '''
+def temps() -> list:
+    """Three temperatures."""
+    return [3, 5, 4]
+'''
+
+CARD_CELL = """%%codemode
+from codemode import HTML
+print("start")
+display(HTML("<b>bold</b>"))
+t = temps()
+print("temps", t)
+import matplotlib.pyplot as plt
+plt.plot(t)
+plt.show()
+import os
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/t.csv", "w") as f:
+    f.write("i,t\\n" + "".join(f"{i},{v}\\n" for i, v in enumerate(t)))
+print("end")
+"""
+
+RUN_MIME = "application/vnd.codemode.run+json"
+MARKER = "application/vnd.codemode.display+json"
+
+
+def test_the_saved_card_holds_displays_in_time_order_with_images_in_metadata(
+    tmp_path, monkeypatch
+) -> None:
+    # The kernel's working directory (where codemode-outputs/ goes) is this test's.
+    monkeypatch.chdir(tmp_path)
+    with loaded_kernel() as k:
+        assert k.execute(CARD_TOOLS).ok
+        done = k.execute(CARD_CELL, timeout=150)
+        assert done.ok, done.error
+        outputs = [m["content"] for m in done.of_type("display_data")]
+        cards = [o for o in outputs if o["data"].get(RUN_MIME)]
+        assert len(cards) == 1
+        data, metadata = cards[0]["data"][RUN_MIME], cards[0]["metadata"][RUN_MIME]
+        kinds = [
+            e["kind"] + (":" + e["text"].split()[0] if e["kind"] == "output" else "")
+            for e in data["timeline"]
+        ]
+        assert kinds == [
+            "output:start",
+            "display",
+            "call",
+            "output:temps",
+            "display",
+            "output:end",
+        ]
+        html, figure = data["timeline"][1], data["timeline"][4]
+        assert html["data"]["text/html"] == "<b>bold</b>"
+        # The figure's PNG is kept with what varies (nbval does not compare it); its text stays.
+        assert "image/png" not in figure["data"] and "Figure" in figure["data"]["text/plain"]
+        png = metadata["timeline"]["4"]["data"]["image/png"]
+        assert base64.b64decode(png).startswith(b"\x89PNG")
+        # Each display is its own output too, marked as shown in the card.
+        own = [o for o in outputs if "text/plain" in o["data"] and RUN_MIME not in o["data"]]
+        assert [sorted(o["data"]) for o in own] == [
+            [MARKER, "text/html", "text/plain"],
+            [MARKER, "image/png", "text/plain"],
+        ]
+        assert all(o["data"][MARKER] == {"shown_in": "run"} for o in own)
+        # The artifact: a path under the kernel's folder for the link, a CSV's first lines.
+        (artifact,) = metadata["result"]["artifacts"]
+        assert artifact["name"] == "t.csv"
+        assert (tmp_path / artifact["rel"]).read_text().startswith("i,t\n")
+        assert artifact["head"] == ["i,t", "0,3", "1,5", "2,4"]
+        assert "artifacts" not in data["result"]

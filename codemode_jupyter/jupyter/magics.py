@@ -89,7 +89,8 @@ class CodeModeMagics(Magics, Configurable):
         view.start()
         session = None
         announced: list[Preview] = []
-        displays = CellDisplays(self.shell)
+        # The rich view shows displays in its card: their own outputs are marked as such.
+        displays = CellDisplays(self.shell, marked=isinstance(view, RichView))
         try:
             if args.session:
                 session = self.pool.named(args.session)

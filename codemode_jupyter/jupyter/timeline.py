@@ -11,8 +11,10 @@ after it:
   `REPR_LIMIT` characters; the entry sits where the call started
 - `{"kind": "preview", "port": int, "url": str}`: first in the timeline (see `add_preview`)
 - `{"kind": "gap", "chars": int}`: output dropped here to keep within the cap
-- `{"kind": "display", "data": {mime: value}}`: reserved for rich output (renderers show the
-  text/plain of a kind they do not know)
+- `{"kind": "display", "data": {mime: value}, "metadata": {...}}`: a display() of the program
+  (or a figure it showed), where it happened: the Display event comes on the I/O stream that
+  carries the output. A live update may carry a stub instead, `"data"` holding only
+  `text/plain` and `"omitted": bytes` (see `stub_displays`); the finished run has them all
 
 The ending (status, value, error) is the RunResult, which travels next to the timeline.
 """
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..displays import bundle_size
 from ..events import (
+    Display,
     Event,
     Output,
     PreviewAnnounced,
@@ -67,6 +71,8 @@ class Timeline:
             self.finish_call(event.id, event.result, event.error, event.duration)
         elif isinstance(event, PreviewAnnounced):
             self.add_preview(event.preview.port, event.preview.url)
+        elif isinstance(event, Display):
+            self.add_display(event.data, event.metadata)
         elif isinstance(event, RunStarted):
             self.backend, self.isolation = event.backend, event.isolation
         elif isinstance(event, RunFinished):
@@ -149,6 +155,11 @@ class Timeline:
         else:
             entry["state"] = "ok"
             entry["result"] = clip(full_repr(result), REPR_LIMIT)
+
+    def add_display(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """A display as it came (the engine's caps already apply): its bundle is not copied,
+        and no reader changes it."""
+        self.entries.append({"kind": "display", "data": data, "metadata": metadata or {}})
 
     def add_preview(self, port: int, url: str) -> None:
         """Previews lead the timeline, in the order they were announced.
@@ -233,13 +244,42 @@ class Timeline:
         return copy
 
 
+def stub_displays(entries: list[dict[str, Any]], budget: int) -> int:
+    """Keep the newest displays whose bundles fit in `budget` characters; replace the older
+    ones (in place) by stubs: their text/plain and `"omitted"`, the size left out.
+
+    For what is sent again and again (live updates, the Tools panel's runs): a program that
+    shows 100 PNGs must not resend all of them ten times a second. Returns the characters
+    the kept displays take.
+    """
+    kept = 0
+    for index in range(len(entries) - 1, -1, -1):
+        entry = entries[index]
+        if entry["kind"] != "display" or "omitted" in entry:
+            continue
+        size = bundle_size(entry["data"])
+        if kept + size <= budget:
+            kept += size
+            continue
+        text = entry["data"].get("text/plain", "")
+        entries[index] = {
+            "kind": "display",
+            "data": {"text/plain": text},
+            "metadata": {},
+            "omitted": size,
+        }
+    return kept
+
+
 def timeline_from_result(result: RunResult) -> list[dict[str, Any]]:
-    """A timeline for a result that was recorded without events: calls, then output."""
+    """A timeline for a result that was recorded without events: calls, output, displays."""
     timeline = Timeline(output_cap=10**12)
     for call in result.tool_calls:
         timeline.start_call(call.id, call.name, call.args, call.round)
         timeline.finish_call(call.id, call.result, call.error, call.duration)
     timeline.add_output("stdout", result.stdout)
     timeline.add_output("stderr", result.stderr)
+    for item in result.displays:
+        timeline.add_display(item["data"], item.get("metadata") or {})
     timeline.finish(result)
     return timeline.snapshot()

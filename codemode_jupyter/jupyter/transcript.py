@@ -5,6 +5,9 @@ never compares `metadata`. So `data` holds only what is the same on every run of
 program (and on every machine): the text/plain transcript and the run+json payload without
 timings, backend, isolation or preview URLs. Those live in the output's `metadata` under the
 same mimetype and the same shape, and a renderer deep-merges them back (see `merge_varying`).
+A display entry keeps its PNG and JPEG there too (the bytes of a plot may differ between
+matplotlib versions; nbval skips those types in outputs of their own for the same reason),
+and its metadata; the rest of its bundle (HTML, Markdown, SVG, text) stays compared.
 """
 
 from __future__ import annotations
@@ -12,20 +15,34 @@ from __future__ import annotations
 from typing import Any
 
 from ..result import RunResult, ToolCall
+from .artifact_info import describe_artifacts
 from .text import format_call, plural, short_repr
+from .timeline import stub_displays
 
 MIME_RUN = "application/vnd.codemode.run+json"
 #: 2: the payload holds the run's timeline; renderers still read version 1 (no timeline).
 PAYLOAD_VERSION = 2
 
 #: Result fields that differ between two runs of the same program, or between machines.
-VARYING_FIELDS = ("duration", "backend", "isolation", "previews", "artifacts")
+VARYING_FIELDS = (
+    "duration",
+    "backend",
+    "isolation",
+    "previews",
+    "artifacts",
+    "artifacts_left",
+)
 #: Shown by outputs of their own (display_data, Out[n]), so the run's payload leaves them out.
 OWN_OUTPUT_FIELDS = ("displays", "value_bundle")
 #: Result fields the timeline carries in version 2 (kept out of `result` to save the space).
 TIMELINE_FIELDS = ("stdout", "stderr", "tool_calls")
 #: Timeline entry fields that vary between runs: a call's duration, a traceback, a URL.
 VARYING_ENTRY_FIELDS = ("duration", "url")
+#: A display's MIME types kept with what varies (nbval does not compare them either).
+VARYING_DISPLAY_TYPES = ("image/png", "image/jpeg")
+#: Characters of display bundles a run in the Tools panel carries (up to 20 runs are sent
+#: at once); older displays travel as their text/plain.
+PANEL_DISPLAY_CHARS = 1 << 20
 
 MAX_VALUE_CHARS = 200
 
@@ -163,13 +180,29 @@ def split_timeline(
     for index, entry in enumerate(entries):
         extra = {k: entry[k] for k in VARYING_ENTRY_FIELDS if k in entry}
         kept = {k: v for k, v in entry.items() if k not in VARYING_ENTRY_FIELDS}
-        if entry.get("error"):
+        if entry["kind"] == "display":
+            kept, extra = _split_display(entry)
+        elif entry.get("error"):
             kept["error"] = _without_traceback(entry["error"])
             extra["error"] = entry["error"]
         stable.append(kept)
         if extra:
             varying[str(index)] = extra
     return stable, varying
+
+
+def _split_display(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A display entry: images and metadata apart (the renderer merges `data` key by key)."""
+    data = entry.get("data") or {}
+    kept = {k: v for k, v in entry.items() if k not in ("data", "metadata")}
+    kept["data"] = {m: v for m, v in data.items() if m not in VARYING_DISPLAY_TYPES}
+    extra: dict[str, Any] = {}
+    images = {m: v for m, v in data.items() if m in VARYING_DISPLAY_TYPES}
+    if images:
+        extra["data"] = images
+    if entry.get("metadata"):
+        extra["metadata"] = entry["metadata"]
+    return kept, extra
 
 
 def run_payload(
@@ -179,9 +212,7 @@ def run_payload(
     warnings: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run+json value (what nbval compares) and its metadata (what varies)."""
-    full = result.to_dict()
-    for key in TIMELINE_FIELDS:
-        full.pop(key, None)
+    full = _result_fields(result)
     stable, varying = split_varying(full)
     stable.pop("tool_calls", None)
     varying.pop("tool_calls", None)
@@ -223,8 +254,19 @@ def run_bundle(
 
 
 def merged_payload(code: str, result: RunResult, timeline: list[dict[str, Any]]) -> dict:
-    """The whole payload, nothing split off (the Tools panel's recent runs)."""
+    """The whole payload, nothing split off (the Tools panel's recent runs), the older
+    displays beyond `PANEL_DISPLAY_CHARS` as their text."""
+    entries = list(timeline)
+    stub_displays(entries, PANEL_DISPLAY_CHARS)
+    full = _result_fields(result)
+    return {"version": PAYLOAD_VERSION, "code": code, "timeline": entries, "result": full}
+
+
+def _result_fields(result: RunResult) -> dict[str, Any]:
+    """The result as the payload carries it: the timeline has the output and calls, and each
+    artifact says where it is for a link (see artifact_info.py)."""
     full = result.to_dict()
-    for key in TIMELINE_FIELDS:
+    for key in (*TIMELINE_FIELDS, "displays"):
         full.pop(key, None)
-    return {"version": PAYLOAD_VERSION, "code": code, "timeline": timeline, "result": full}
+    full["artifacts"] = describe_artifacts(full.get("artifacts") or [])
+    return full

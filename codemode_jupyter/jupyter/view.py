@@ -27,13 +27,21 @@ from ..events import (
 )
 from ..result import RunResult
 from .text import clip, format_duration, plural
-from .timeline import Timeline
+from .timeline import Timeline, stub_displays
 from .transcript import MIME_RUN, PAYLOAD_VERSION
 
 #: Entries a live update carries at most (the saved view has them all).
 LIVE_ENTRIES = 500
+#: Characters of display bundles a live update embeds: the newest displays that fit; older
+#: ones travel as their text/plain until the run ends (the finished card has them all).
+LIVE_DISPLAY_CHARS = 2 << 20
+#: Characters a second the live updates may send: a big payload (many images) slows the
+#: updates down, so the websocket and the browser are not flooded.
+LIVE_CHARS_PER_SECOND = 4 << 20
 #: Characters of a call's arguments or result on one line of the text views.
 TEXT_CALL_CHARS = 120
+#: Lines of a display's text/plain in the live text.
+TEXT_DISPLAY_LINES = 10
 
 
 class View:
@@ -86,6 +94,9 @@ class RichView(View):
     message of a display (never its updates) and compares what the saved notebook holds, so
     both must be empty for the live display to be invisible to it. The finished run is then
     published as its own display_data right where the live one was.
+
+    Each update resends the whole (capped) payload, so the pause after one grows with its
+    size: at most `rate` updates a second and `LIVE_CHARS_PER_SECOND` characters a second.
     """
 
     def __init__(
@@ -102,6 +113,7 @@ class RichView(View):
         self.display_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self._interval = 1.0 / max(rate, 0.1)
+        self._last_size = 0  # characters of the last live update (about its bytes)
         self._dirty = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,7 +169,11 @@ class RichView(View):
                 self._send(self._live_bundle(), update=True)
                 last = time.monotonic()
             # Coalescing: what arrives during this pause goes out with the next update.
-            self._done.wait(timeout=self._interval)
+            self._done.wait(timeout=self.pause())
+
+    def pause(self) -> float:
+        """Seconds to wait after an update: longer after a big one (see the class doc)."""
+        return max(self._interval, self._last_size / LIVE_CHARS_PER_SECOND)
 
     def _live_bundle(self) -> dict[str, Any]:
         with self._lock:
@@ -165,6 +181,8 @@ class RichView(View):
             entries = timeline.snapshot(self.live_output_chars, LIVE_ENTRIES)
             status, backend, isolation = timeline.status, timeline.backend, timeline.isolation
             warnings = list(self.warnings)
+        display_chars = stub_displays(entries, LIVE_DISPLAY_CHARS)
+        self._last_size = display_chars + sum(len(e.get("text", "")) for e in entries)
         payload = {
             "version": PAYLOAD_VERSION,
             "code": self.code,
@@ -211,7 +229,18 @@ def entry_lines(entry: dict[str, Any], *, timings: bool) -> list[str]:
         return [f"  preview: port {entry['port']}: {entry.get('url', '')}"]
     if kind == "gap":
         return [f"  [… {entry['chars']} characters of output not shown …]"]
+    if kind == "display":
+        return display_lines(entry)
     return []
+
+
+def display_lines(entry: dict[str, Any]) -> list[str]:
+    """A display as text: its text/plain (the first lines; the rich form is in the card)."""
+    lines = str(entry.get("data", {}).get("text/plain", "")).rstrip("\n").split("\n")
+    shown = [f"  {line}" for line in lines[:TEXT_DISPLAY_LINES]]
+    if len(lines) > TEXT_DISPLAY_LINES:
+        shown.append(f"  [… {len(lines) - TEXT_DISPLAY_LINES} more lines …]")
+    return shown
 
 
 def call_line(entry: dict[str, Any], *, timings: bool) -> str:

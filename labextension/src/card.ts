@@ -1,13 +1,21 @@
 /**
  * The one renderer of a run: header, then the timeline in the order things happened (output,
- * tool calls, previews), then the ending. The notebook output (live and saved) and the Tools
- * panel both draw runs with it.
+ * tool calls, displays, previews), then the files it brought back and the ending. The
+ * notebook output (live and saved) and the Tools panel both draw runs with it.
  *
  * Only `textContent` and attributes are set (never innerHTML): a saved notebook and the
- * program's output are untrusted. No JupyterLab imports, so jsdom tests can use it.
+ * program's output are untrusted. Displays are drawn by the host (JupyterLab's own renderers,
+ * see displays.ts), which knows about trust. No JupyterLab imports, so jsdom tests can use it.
  */
+import { artifactsSection, FileUrl } from './artifacts';
 import { clip, formatCount, formatDuration } from './format';
-import { Entry, formatError, IRunView, toRunView } from './model';
+import {
+  Entry,
+  formatError,
+  IDisplayEntry,
+  IRunView,
+  toRunView
+} from './model';
 
 /** Characters of a call's arguments or result shown on its row; a click shows them all. */
 export const INLINE_LIMIT = 120;
@@ -22,6 +30,21 @@ export interface IRenderOptions {
   showValue?: boolean;
   /** Keys of the `details` to draw open (what the user opened before a redraw). */
   open?: ReadonlySet<string>;
+  /** Draws displays and resolves file links; without it a display shows its text. */
+  host?: IRichHost;
+  /** Prefix of the display keys (the Tools panel draws many runs with one host). */
+  keyPrefix?: string;
+}
+
+/** What the card needs from JupyterLab to show rich output (see displays.ts). */
+export interface IRichHost {
+  /**
+   * A node showing the display, or null to fall back to its text. `key` names the entry's
+   * place: the same key with the same bundle may return the node of the last redraw.
+   */
+  display(entry: IDisplayEntry, key: string): HTMLElement | null;
+  /** The URL that opens a file at a path relative to the notebook. */
+  fileUrl?: FileUrl;
 }
 
 type Child = Node | string | null | undefined | false;
@@ -151,9 +174,36 @@ function callEntry(
   return item;
 }
 
+function displayEntry(
+  doc: Document,
+  entry: IDisplayEntry,
+  key: string,
+  options: IRenderOptions
+): HTMLElement {
+  const item = el(doc, 'li', 'codemode-Display');
+  if (entry.omitted) {
+    // A live update leaves older displays out; the finished run has them all.
+    item.dataset.omitted = String(entry.omitted);
+    item.append(
+      el(doc, 'pre', 'codemode-Pre', entry.text),
+      el(
+        doc,
+        'div',
+        'codemode-Note',
+        `(${formatCount(entry.omitted)} characters of this display are shown when the run ends)`
+      )
+    );
+    return item;
+  }
+  const rendered = options.host?.display(entry, key) ?? null;
+  item.appendChild(rendered ?? el(doc, 'pre', 'codemode-Pre', entry.text));
+  return item;
+}
+
 function entryNode(
   doc: Document,
   entry: Entry,
+  index: number,
   options: IRenderOptions
 ): HTMLElement {
   switch (entry.kind) {
@@ -190,11 +240,11 @@ function entryNode(
         `… ${formatCount(entry.chars)} characters of output not shown here …`
       );
     case 'display':
-      return el(
+      return displayEntry(
         doc,
-        'li',
-        'codemode-Display',
-        el(doc, 'pre', 'codemode-Pre', entry.text)
+        entry,
+        `${options.keyPrefix ?? ''}display-${index}`,
+        options
       );
     default:
       return el(
@@ -256,10 +306,19 @@ export function renderRunView(
   }
   if (view.entries.length) {
     const list = el(doc, 'ol', 'codemode-Timeline');
-    for (const entry of view.entries) {
-      list.appendChild(entryNode(doc, entry, options));
-    }
+    view.entries.forEach((entry, index) => {
+      list.appendChild(entryNode(doc, entry, index, options));
+    });
     card.appendChild(list);
+  }
+  const files = artifactsSection(
+    doc,
+    view.artifacts,
+    view.artifactsLeft,
+    options.host?.fileUrl
+  );
+  if (files) {
+    card.appendChild(files);
   }
   if (options.showValue && view.value) {
     card.appendChild(

@@ -11,6 +11,13 @@ import { formatDuration, plural, pyArgs, pyValue } from './format';
 /** The MIME type the kernel extension writes for each `%%codemode` run. */
 export const RUN_MIME_TYPE = 'application/vnd.codemode.run+json';
 
+/**
+ * The marker type on a display's own output when the run card shows that display: the
+ * labextension renders it as nothing (and hides its output area), so the display is shown
+ * once, in the card. Front ends without the extension show the display's own output.
+ */
+export const DISPLAY_MARKER_MIME_TYPE = 'application/vnd.codemode.display+json';
+
 /** The payload version this renderer was written for (it reads 1 too). */
 export const SUPPORTED_VERSION = 2;
 
@@ -43,8 +50,31 @@ export type Entry =
     }
   | { kind: 'preview'; port: number; url: string }
   | { kind: 'gap'; chars: number }
-  | { kind: 'display'; text: string }
+  | IDisplayEntry
   | { kind: 'unknown'; name: string };
+
+/** A display() of the program: a MIME bundle, shown by JupyterLab's own renderers. */
+export interface IDisplayEntry {
+  kind: 'display';
+  data: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+  /** Its text/plain (what is shown where the bundle cannot be rendered). */
+  text: string;
+  /** Characters of the bundle a live update left out (0: all there). */
+  omitted: number;
+}
+
+/** A file the program wrote, now on the host. */
+export interface IArtifact {
+  name: string;
+  size: number;
+  /** Path relative to the notebook's folder ('' when the file is not under it). */
+  rel: string;
+  /** Where the file is on the host. */
+  path: string;
+  /** The first lines of a CSV (empty for other files). */
+  head: string[];
+}
 
 /** How a status is shown: the severity picks its colour. */
 export type Severity = 'ok' | 'error' | 'warning' | 'running';
@@ -69,6 +99,9 @@ export interface IRunView {
   value: string;
   error: IRunError | null;
   callCount: number;
+  /** Files the program brought back, and those left behind (each with why). */
+  artifacts: IArtifact[];
+  artifactsLeft: string[];
 }
 
 const STATUS_LABELS: Record<string, [string, Severity]> = {
@@ -167,9 +200,26 @@ export function mergeVarying(data: unknown, metadata: unknown): unknown {
     merged.timeline = data.timeline.map((entry, index) => {
       const extra = extras[String(index)];
       return isObject(entry) && isObject(extra)
-        ? { ...entry, ...extra }
+        ? mergeEntry(entry, extra)
         : entry;
     });
+  }
+  return merged;
+}
+
+/**
+ * An entry with its varying part: objects in both merge key by key (a display's `data` keeps
+ * its text and HTML and gets its images back), anything else is replaced.
+ */
+function mergeEntry(
+  entry: Record<string, unknown>,
+  extra: Record<string, unknown>
+): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...entry };
+  for (const [key, value] of Object.entries(extra)) {
+    const base = entry[key];
+    merged[key] =
+      isObject(base) && isObject(value) ? { ...base, ...value } : value;
   }
   return merged;
 }
@@ -213,7 +263,13 @@ export function readEntry(value: unknown, index: number): Entry {
       return { kind: 'gap', chars: asNumber(data.chars) };
     case 'display': {
       const bundle = isObject(data.data) ? data.data : {};
-      return { kind: 'display', text: asString(bundle['text/plain']) };
+      return {
+        kind: 'display',
+        data: bundle,
+        metadata: isObject(data.metadata) ? data.metadata : {},
+        text: asString(bundle['text/plain']),
+        omitted: asNumber(data.omitted)
+      };
     }
     default:
       return { kind: 'unknown', name: asString(data.kind, '?') };
@@ -274,8 +330,30 @@ function invalid(problem: string): IRunView {
     entries: [],
     value: '',
     error: null,
-    callCount: 0
+    callCount: 0,
+    artifacts: [],
+    artifactsLeft: []
   };
+}
+
+/** The artifacts of a result (untrusted JSON). */
+export function readArtifacts(value: unknown): IArtifact[] {
+  const items = Array.isArray(value) ? value.filter(isObject) : [];
+  return items.map(item => ({
+    name: asString(item.name, '?'),
+    size: asNumber(item.size),
+    rel: relativePath(asString(item.rel)),
+    path: asString(item.path),
+    head: Array.isArray(item.head) ? item.head.map(line => asString(line)) : []
+  }));
+}
+
+/** A relative path without `..` segments or a scheme, else '' (saved notebooks are untrusted). */
+function relativePath(path: string): string {
+  if (!path || path.startsWith('/') || /^[a-z][a-z0-9+.-]*:/i.test(path)) {
+    return '';
+  }
+  return path.split('/').some(part => part === '..') ? '' : path;
 }
 
 /** Build the run view from the MIME data (with its varying part merged back). */
@@ -327,6 +405,12 @@ export function toRunView(data: unknown): IRunView {
   if (!given.length && isolation === 'none') {
     warnings.push('The program ran without sandbox isolation.');
   }
+  const displaysDropped = asNumber(result.displays_dropped);
+  if (displaysDropped) {
+    warnings.push(
+      `${plural(displaysDropped, 'display')} went over the display limits and were not kept.`
+    );
+  }
   if (result.state_lost === true) {
     warnings.push(
       'The sandbox runtime was replaced: variables from earlier cells are gone.'
@@ -365,6 +449,10 @@ export function toRunView(data: unknown): IRunView {
     entries,
     value,
     error: status === 'ok' ? null : asError(result.error),
-    callCount: calls.length
+    callCount: calls.length,
+    artifacts: readArtifacts(result.artifacts),
+    artifactsLeft: Array.isArray(result.artifacts_left)
+      ? result.artifacts_left.map(item => asString(item)).filter(item => item)
+      : []
   };
 }

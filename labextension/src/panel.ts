@@ -11,6 +11,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { el, openKeys, renderRunView } from './card';
+import { DisplayHost } from './displays';
 import {
   argsTemplate,
   COMM_TARGET,
@@ -148,6 +149,9 @@ export class ToolsPanel extends Widget {
     this._unfollow();
     this._panel = panel;
     if (panel) {
+      // Runs' displays drawn as the notebook's outputs are (its sanitizer and resolver);
+      // untrusted: the panel's runs include programs an agent wrote.
+      this._runHost = new DisplayHost(panel.content.rendermime);
       const ctx = panel.sessionContext;
       ctx.kernelChanged.connect(this._onKernelChanged, this);
       ctx.statusChanged.connect(this._onStatus, this);
@@ -175,6 +179,9 @@ export class ToolsPanel extends Widget {
       ctx.iopubMessage.disconnect(this._onIopub, this);
       panel.disposed.disconnect(this._onPanelDisposed, this);
     }
+    this._runHost?.dispose();
+    this._runHost = null;
+    this._shownRuns = null; // drawn again with the next notebook's host
     this._panel = null;
     this._dropComm();
   }
@@ -629,7 +636,9 @@ export class ToolsPanel extends Widget {
     this._shownRuns = runs;
     // Keep open what the user opened (runs keyed by execution count and finish time).
     const open = openKeys(this._runList);
+    this._runHost?.beginDraw();
     const items = runs.map(run => this._runItem(doc, run, open));
+    this._runHost?.endDraw();
     this._runList.replaceChildren(...items.reverse()); // newest first
   }
 
@@ -687,7 +696,9 @@ export class ToolsPanel extends Widget {
         showCode: true,
         showError: true,
         showValue: true,
-        open
+        open,
+        host: this._runHost ?? undefined,
+        keyPrefix: `${key}:`
       })
     );
     details.dataset.key = key;
@@ -719,6 +730,7 @@ export class ToolsPanel extends Widget {
 
   private _client = new ToolsClient();
   private _panel: NotebookPanel | null = null;
+  private _runHost: DisplayHost | null = null;
   private _comm: Kernel.IComm | null = null;
   private _executed = false;
   private _toolViews = new Map<string, IToolView>();

@@ -250,6 +250,15 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         assert "approved" in run["cards"][0] and "rejected: not today" in run["cards"][1]
         assert all(run["disabled"])  # decided: the buttons are off
         assert _json(kernel.execute("print(json.dumps(sent))")) == ["ann"]
+        # The Tools panel's recent run has the timeline in the order things happened.
+        panel = _json(
+            kernel.execute(
+                "from codemode_jupyter.jupyter.extension import _loaded\n"
+                "_run = next(iter(_loaded.values())).comm.runs_message()['runs'][-1]\n"
+                "print(json.dumps([_run['source']] + [e['kind'] for e in _run['timeline']]))"
+            )
+        )
+        assert panel == ["agent", "call", "output", "call", "output", "call"]
 
         # Newest last, bounded: two more runs push the first out and close its widgets.
         assert kernel.execute("_first = _server.feed.runs()[0]").ok

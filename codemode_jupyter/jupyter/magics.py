@@ -210,10 +210,18 @@ class CodeModeMagics(Magics, Configurable):
             view.publish(data, metadata)
         self._tell_listeners(code, result)
 
-    def record_agent_run(self, code: str, result: RunResult, execution_count: int | None) -> None:
+    def record_agent_run(
+        self,
+        code: str,
+        result: RunResult,
+        execution_count: int | None,
+        entries: list[dict[str, Any]] | None = None,
+    ) -> None:
         """An agent's run (`%codemode serve`): listed with the cells' runs, marked as an
-        agent's; `execution_count` is the serving cell's."""
-        entries = timeline_from_result(result)
+        agent's; `execution_count` is the serving cell's, `entries` its timeline (rebuilt
+        from the result, calls before output, when not given)."""
+        if entries is None:
+            entries = timeline_from_result(result)
         self.runs.append(RunRecord(code, result, entries, execution_count, source="agent"))
         self._tell_listeners(code, result)
 

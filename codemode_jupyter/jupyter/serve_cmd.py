@@ -16,12 +16,14 @@ import argparse
 import json
 import shlex
 import sys
+import threading
 from typing import Any
 
 from IPython.core.error import UsageError
 
 from ..events import RunFinished
 from .discovery import ToolCache, discover
+from .timeline import Timeline
 from .tool_output import ToolOutput
 
 DEFAULT_SESSION = "agent"
@@ -114,10 +116,20 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
     approve = _approve_option(args.approve)
     serving_cell = getattr(shell, "execution_count", 1) - 1  # IPython counts a cell first
 
+    timelines: dict[int, Timeline] = {}
+    timelines_lock = threading.Lock()  # events come from the engine's I/O and calling threads
+
     def record(job: Any, event: Any) -> None:
-        """Each finished agent run joins the Tools panel's recent runs, as an agent's."""
-        if isinstance(event, RunFinished):
-            magics.record_agent_run(job.code, event.result, serving_cell)
+        """Each finished agent run joins the Tools panel's recent runs, as an agent's, with
+        its timeline in the order things happened."""
+        with timelines_lock:
+            timeline = timelines.setdefault(job.id, Timeline(settings.max_output))
+            timeline.apply(event)
+            if not isinstance(event, RunFinished):
+                return
+            del timelines[job.id]
+            entries = timeline.snapshot()
+        magics.record_agent_run(job.code, event.result, serving_cell, entries)
 
     try:
         server = CodeModeServer(

@@ -91,6 +91,7 @@ class Tool:
         # Built on first use: a session (and its spare) starts without paying for it.
         self._args_model: type[BaseModel] | None = None
         self._schema: dict[str, Any] | None = None
+        self._signature_text: str | None = None
         kinds = {p.kind for p in self._params}
         #: Parameter names positional arguments fill, or None when *args makes that unclear.
         self.positional_names: list[str] | None = (
@@ -151,10 +152,12 @@ class Tool:
     @property
     def signature(self) -> str:
         """The signature as the stub shows it, e.g. `(a: int, b: int = 1) -> int`."""
-        text = _format_signature(self._signature, self._hints)
-        for cls in self.referenced_types():  # the prompt defines them by their short names
-            text = text.replace(f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__)
-        return text
+        if self._signature_text is None:  # made once: each run sends it to the runtime
+            text = _format_signature(self._signature, self._hints)
+            for cls in self.referenced_types():  # the prompt defines them by their short names
+                text = text.replace(f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__)
+            self._signature_text = text
+        return self._signature_text
 
     def parameters_schema(self) -> dict[str, Any]:
         """JSON schema of the arguments (pydantic's, by parameter name); built once."""
@@ -225,6 +228,7 @@ class ToolRegistry:
         for fn in tools:
             item = Tool.from_callable(fn)
             self._tools[item.name] = item
+        self._specs: list[dict[str, str]] | None = None
 
     def get(self, name: str) -> Tool:
         try:
@@ -246,8 +250,13 @@ class ToolRegistry:
         return name in self._tools
 
     def specs(self) -> list[dict[str, str]]:
-        """What the runtime needs to bind stubs: names, signatures, docstrings."""
-        return [{"name": t.name, "signature": t.signature, "doc": t.description} for t in self]
+        """What the runtime needs to bind stubs: names, signatures, docstrings (made once: a
+        registry's tools do not change, and each run sends them)."""
+        if self._specs is None:
+            self._specs = [
+                {"name": t.name, "signature": t.signature, "doc": t.description} for t in self
+            ]
+        return self._specs
 
     def system_prompt(self) -> str:
         """Instructions and every tool as a Python stub, for an LLM that writes programs."""

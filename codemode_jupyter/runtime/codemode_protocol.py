@@ -39,6 +39,7 @@ frame's fields (connection.py); a frame that does not fit is a fault of the runt
 from __future__ import annotations
 
 import json
+import os
 
 RUN = "run"
 RESULT = "result"
@@ -127,3 +128,59 @@ class LineSplitter:
         if tail:
             self._parts.append(tail)
         return lines
+
+
+#: The longest a side of the channel polls without sleeping for the next frame (seconds).
+SPIN_MAX = 200e-6
+#: Whether the runtime spins for the next request too, between runs (not only for replies).
+SPIN_IDLE = True
+
+
+class Spin:
+    """How long to look for the next frame without sleeping, learnt from how waits went.
+
+    A sleeping thread takes tens of microseconds to wake on another CPU (far more on a VM), so
+    a reply that comes within a short spin is much quicker to catch awake. The spin lasts about
+    twice the typical wait, up to SPIN_MAX. A spin that ends without the frame (a slow tool, or
+    the other side waiting for the very CPU this one spins on) turns spinning off for a number
+    of waits that doubles with each miss in a row, then one wait tries again. Off for good when
+    this thread may use a single CPU only: spinning there keeps the other side from running.
+    """
+
+    __slots__ = ("_misses", "_skip", "_typical", "enabled", "limit")
+
+    def __init__(self) -> None:
+        self._typical = 0.0
+        self._misses = 0
+        self._skip = 0
+        self.enabled = True
+        self.limit = SPIN_MAX
+        self.check_cpus()
+
+    def check_cpus(self) -> None:
+        """Spin only if this thread may run on more than one CPU (pinning can change that)."""
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = 2
+        self.enabled = cpus > 1
+        if not self.enabled:
+            self.limit = 0.0
+
+    def record(self, waited: float, caught: bool) -> None:
+        """One wait for a frame took `waited` seconds; `caught`: the spin found the frame."""
+        if not self.enabled:
+            return
+        typical = self._typical = 0.75 * self._typical + 0.25 * min(waited, 2 * SPIN_MAX)
+        if self.limit:
+            if caught and waited <= self.limit:
+                self._misses = 0
+                self.limit = min(SPIN_MAX, 2 * typical + 20e-6)
+                return
+            self._misses = min(self._misses + 1, 8)
+            self._skip, self.limit = 1 << self._misses, 0.0
+            return
+        self._skip -= 1
+        if self._skip <= 0:
+            self.limit = SPIN_MAX if typical < SPIN_MAX else 0.0
+            self._skip = 16

@@ -25,6 +25,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 import types
 
@@ -261,6 +262,19 @@ class Runtime:
     def __init__(self, channel: Channel, in_fd: int) -> None:
         self.channel = channel
         self._in_fd = in_fd
+        self._splitter = P.LineSplitter()
+        # The thread that waits for a frame (the main thread between runs, a program thread
+        # waiting for its tool's result) reads the channel itself, holding _lead; the reader
+        # thread reads only while no one leads, so a reply needs no hand-off between threads.
+        self._lead = threading.Lock()
+        self._leader_poll = select.poll()
+        self._leader_poll.register(in_fd, select.POLLIN)
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        if self._epoll is not None:
+            os.set_blocking(in_fd, False)
+            self._epoll.register(in_fd, select.EPOLLIN)
+        self.spin = P.Spin()
+        self._interrupt_self = False
         self._inbox: list[dict] = []
         self._inbox_ready = threading.Condition()
         self._pending: dict[int, list] = {}
@@ -284,19 +298,62 @@ class Runtime:
 
     def read_control(self) -> None:
         """Reader thread: results wake their callers; run/reset go to the main loop."""
-        splitter = P.LineSplitter()
+        if self._epoll is None:  # no epoll: this thread is the only reader, blocking
+            while True:
+                self._pump(os.read)
         while True:
-            try:
-                data = os.read(self._in_fd, 65536)
-            except InterruptedError:
-                continue
-            except OSError:
-                os._exit(P.CHANNEL_LOST)
-            if not data:
-                os._exit(0)  # the host has gone: nothing left to serve
-            for line in splitter.feed(data):
-                if line.strip():
-                    self._dispatch(P.decode(line))
+            self._epoll.poll()  # the channel is left out of it while a thread leads
+            with self._lead:
+                self._pump(_read_nowait)
+
+    def _pump(self, read: object) -> None:
+        """Read what the channel has and dispatch it (by the one thread that reads now)."""
+        try:
+            data = read(self._in_fd, 65536)
+        except InterruptedError:
+            return
+        except OSError:
+            os._exit(P.CHANNEL_LOST)
+        if data is None:
+            return
+        if not data:
+            os._exit(0)  # the host has gone: nothing left to serve
+        for line in self._splitter.feed(data):
+            if line.strip():
+                self._dispatch(P.decode(line))
+
+    def wait_leading(self, done: object, spin: bool = True) -> bool:
+        """Read the channel on this thread until `done()`; False if another thread leads (its
+        reads dispatch to this one) or there is no epoll to keep the reader thread out."""
+        if self._epoll is None or not self._lead.acquire(blocking=False):
+            return False
+        try:
+            self._epoll.modify(self._in_fd, 0)  # the reader thread sleeps through this
+            while not done():
+                self._read_step(spin)
+        finally:
+            self._epoll.modify(self._in_fd, select.EPOLLIN)
+            self._lead.release()
+        return True
+
+    def _read_step(self, spin: bool) -> None:
+        """Wait for the channel (a short spin first, learnt by `spin`), then read and dispatch."""
+        start = time.perf_counter()
+        end = start + (self.spin.limit if spin else 0.0)
+        poll = self._leader_poll.poll
+        caught = poll(0)
+        while not caught and time.perf_counter() < end:
+            caught = poll(0)
+        if not caught:
+            poll()  # a signal (Ctrl-C) raises here, before anything was read
+        self._pump(_read_nowait)
+        if self._interrupt_self:
+            # An interrupt frame this (main) thread read for itself: raised once everything
+            # read is dispatched, so nothing is lost.
+            self._interrupt_self = False
+            raise KeyboardInterrupt
+        if spin:
+            self.spin.record(time.perf_counter() - start, bool(caught))
 
     def _dispatch(self, frame: dict) -> None:
         kind = frame["t"]
@@ -308,7 +365,10 @@ class Runtime:
         elif kind == P.INTERRUPT:
             with self._run_lock:
                 if self._running is not None and frame.get("id") in (None, self._running):
-                    signal.pthread_kill(self._main_ident, signal.SIGINT)
+                    if threading.get_ident() == self._main_ident:
+                        self._interrupt_self = True  # leading: raised after dispatching
+                    else:
+                        signal.pthread_kill(self._main_ident, signal.SIGINT)
                 elif frame.get("id") is not None:
                     # Its run frame is queued but not started: it stops as soon as it starts.
                     self._stop_early.add(frame["id"])
@@ -318,6 +378,8 @@ class Runtime:
                 self._inbox_ready.notify()
 
     def next_request(self) -> dict:
+        if not self._inbox:
+            self.wait_leading(lambda: bool(self._inbox), P.SPIN_IDLE)
         with self._inbox_ready:
             while not self._inbox:
                 self._inbox_ready.wait()
@@ -340,7 +402,8 @@ class Runtime:
         waiter = [lock.release, None]
         call_id = self._start_call(name, args, kwargs, waiter)
         try:
-            lock.acquire()
+            if not self.wait_leading(lambda: waiter[1] is not None):
+                lock.acquire()
         except BaseException:
             self._pending.pop(call_id, None)
             raise
@@ -554,6 +617,14 @@ def _whole(value: object, default: int) -> int:
     return (
         value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
     )
+
+
+def _read_nowait(fd: int, size: int) -> bytes | None:
+    """What the (non-blocking) channel has now, or None."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
 
 
 def warn(message: str) -> None:

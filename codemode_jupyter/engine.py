@@ -71,8 +71,14 @@ class _Resources:
 
     def connect(self, timeout: float | None, max_output: int) -> RuntimeConnection:
         """The spare if one is ready (or nearly), else a runtime started now."""
-        conn = self.spare.take(timeout) if self.spare is not None else None
+        # The next spare starts once this run is over (refill), not during it.
+        conn = self.spare.take(timeout, refill=False) if self.spare is not None else None
         return conn or RuntimeConnection(self.start_runtime(timeout), max_output)
+
+    def refill(self) -> None:
+        """Start the next spare if the last one was taken (after a run: never during one)."""
+        if self.spare is not None:
+            self.spare.fill()
 
     def start_runtime(self, timeout: float | None = None) -> Transport:
         return self.get_backend().start_runtime(timeout=timeout)
@@ -439,6 +445,7 @@ class CodeMode:
             return self._finish(run, Outcome("crashed", error, state_lost=True), status)
         finally:
             self._current = None
+            self._res.refill()
 
     def _start_and_serve(
         self,

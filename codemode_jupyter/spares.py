@@ -98,9 +98,10 @@ class SpareRuntime:
             self._lock.wait_for(lambda: not self._starting, timeout)
             return self._ready
 
-    def take(self, timeout: float | None) -> RuntimeConnection | None:
+    def take(self, timeout: float | None, refill: bool = True) -> RuntimeConnection | None:
         """The spare (waiting up to `timeout` for one being started), or None; then start the
-        next one."""
+        next one, unless `refill` is False (the caller calls fill() once its run is over: a
+        python starting meanwhile would take the CPU that run needs)."""
         with self._lock:
             if self._starting:
                 self._lock.wait_for(lambda: not self._starting, timeout)
@@ -108,7 +109,8 @@ class SpareRuntime:
         if conn is not None and not (conn.alive and conn.transport.alive()):
             conn.close()
             conn = None
-        self.fill()
+        if refill:
+            self.fill()
         return conn
 
     def close(self) -> None:

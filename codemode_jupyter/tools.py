@@ -317,9 +317,15 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return {k: v for k, v in raw.items() if not isinstance(v, str)}
 
 
+#: Annotations pydantic always validates as they are.
+_PLAIN = frozenset({int, str, float, bool, bytes, list, dict, tuple, set, object, type(None), Any})
+
+
 def _validatable(hint: Any) -> Any:
     """The annotation pydantic can validate: typing.TypedDict (refused by pydantic before
     Python 3.12) becomes its typing_extensions twin; anything else it cannot use becomes Any."""
+    if hint in _PLAIN:  # no need to ask pydantic (a TypeAdapter each: most of a tool's making)
+        return hint
     if typing.is_typeddict(hint) and type(hint).__module__ == "typing":
         fields = {k: _validatable(v) for k, v in _type_hints(hint).items()}
         return typing_extensions.TypedDict(hint.__name__, fields, total=hint.__total__)

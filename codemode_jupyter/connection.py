@@ -9,6 +9,7 @@ program, so a frame that does not fit is a fault of the runtime, which is then s
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import threading
@@ -226,6 +227,8 @@ class RuntimeConnection:
             end = start + self.spin.limit
             caught = transport.ready(0)
             while not caught and time.perf_counter() < end:
+                if P.SPIN_YIELD:
+                    os.sched_yield()
                 caught = transport.ready(0)
             if not caught and not transport.ready(deadline - time.perf_counter()):
                 continue  # woken by a post(), or the time is up

@@ -92,6 +92,7 @@ class Tool:
         self._args_model: type[BaseModel] | None = None
         self._schema: dict[str, Any] | None = None
         self._signature_text: str | None = None
+        self._exact = self._exact_types()
         kinds = {p.kind for p in self._params}
         #: Parameter names positional arguments fill, or None when *args makes that unclear.
         self.positional_names: list[str] | None = (
@@ -134,6 +135,48 @@ class Tool:
             fields[field] = (annotation, info)
             params.append(_Param(param.name, param.kind, field))
         return params, fields
+
+    def _exact_types(self) -> dict[str, type | None] | None:
+        """For a signature of plain parameters only (int, str, float, bool or Any; no *args,
+        no **kwargs, defaults that are immutable): each parameter's type (None for Any). A
+        call whose values are of exactly these types is valid as it is (see validate)."""
+        exact: dict[str, type | None] = {}
+        for param in self._signature.parameters.values():
+            hint = self._hints.get(param.name, Any)
+            if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                return None
+            if hint not in _EXACT or (
+                param.default is not param.empty and type(param.default) not in _IMMUTABLE
+            ):
+                return None
+            exact[param.name] = None if hint is Any else hint
+        return exact
+
+    def _as_they_are(self, args: list[Any], kwargs: dict[str, Any]) -> bool:
+        """Whether pydantic would accept these arguments unchanged: every value is of exactly
+        its parameter's type, no name is given twice, none is missing (the hot path of a call:
+        binding and validating cost more than the round trip)."""
+        exact = self._exact
+        if exact is None or len(args) > len(self.positional_names or ()):
+            return False
+        names = self.positional_names
+        for name, value in zip(names, args, strict=False):
+            kind = exact[name]
+            if kind is not None and type(value) is not kind:
+                return False
+        for name, value in kwargs.items():
+            if name not in exact or name in names[: len(args)]:
+                return False
+            kind = exact[name]
+            if kind is not None and type(value) is not kind:
+                return False
+        given = len(args) + len(kwargs)
+        return given == len(exact) or all(
+            name in kwargs
+            or i < len(args)
+            or self._signature.parameters[name].default is not inspect.Parameter.empty
+            for i, name in enumerate(exact)
+        )
 
     def check(self) -> None:
         """Build the argument model now: raises if pydantic cannot check this signature."""
@@ -187,6 +230,8 @@ class Tool:
 
         Raises ToolArgumentError with a message naming the tool and the argument.
         """
+        if self._as_they_are(args, kwargs):
+            return list(args), dict(kwargs)
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -316,6 +361,10 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
         raw = getattr(fn, "__annotations__", {})
         return {k: v for k, v in raw.items() if not isinstance(v, str)}
 
+
+#: Annotations whose values of exactly that type pydantic returns unchanged.
+_EXACT = frozenset({int, str, float, bool, Any})
+_IMMUTABLE = (int, str, float, bool, type(None), bytes)
 
 #: Annotations pydantic always validates as they are.
 _PLAIN = frozenset({int, str, float, bool, bytes, list, dict, tuple, set, object, type(None), Any})

@@ -140,3 +140,49 @@ def test_back_to_back_runs_and_calls_stay_in_order() -> None:
             assert session.run(f"add({i})" if i % 2 else "").value == (i + 1 if i % 2 else None)
         result = session.run("[add(i) for i in range(300)]")
         assert result.value == [i + 1 for i in range(300)]
+
+
+def _plain(a: int, b: str = "x", *, c: float = 1.5, d: bool = False) -> None:
+    """Plain parameters: calls with exactly these types skip binding and pydantic."""
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ([1], {}),
+        ([1, "y"], {"c": 2.5, "d": True}),
+        ([], {"a": 3, "d": True}),
+        ([True], {}),  # a bool for an int: pydantic decides
+        ([1], {"c": 2}),  # an int for a float: pydantic converts it
+        (["1"], {}),  # a str for an int: pydantic's lax mode
+        ([1, "y", 3.0], {}),  # too many positional arguments
+        ([1], {"a": 2}),  # given twice
+        ([], {}),  # missing
+        ([1], {"e": 1}),  # unknown
+        ([None], {}),
+    ],
+)
+def test_the_plain_argument_path_agrees_with_pydantic(args: list, kwargs: dict) -> None:
+    from codemode_jupyter.tools import Tool, ToolArgumentError
+
+    fast, slow = Tool(_plain), Tool(_plain)
+    slow._exact = None  # the full path: bind, then the pydantic model
+
+    def outcome(tool: Tool) -> object:
+        try:
+            call_args, call_kwargs = tool.validate(list(args), dict(kwargs))
+        except ToolArgumentError as exc:
+            return ("error", str(exc))
+        return tool._signature.bind(*call_args, **call_kwargs).arguments
+
+    got, expected = outcome(fast), outcome(slow)
+    if isinstance(expected, dict):  # the fast path leaves defaults to the function
+        defaults = {k: p.default for k, p in fast._signature.parameters.items()}
+        got = {**defaults, **got} if isinstance(got, dict) else got
+        expected = {**defaults, **expected}
+        assert got == expected and all(type(got[k]) is type(expected[k]) for k in expected), (
+            got,
+            expected,
+        )
+    else:
+        assert got == expected

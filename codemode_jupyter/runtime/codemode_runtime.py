@@ -217,7 +217,7 @@ class FdPump:
     def __init__(self, channel: Channel, stream: int, read_fd: int) -> None:
         self._channel = channel
         self._stream = stream
-        self._fd = read_fd
+        self._fd = self.fd = read_fd
         self._lock = threading.Lock()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._ended = False
@@ -285,6 +285,7 @@ class Runtime:
         self._tool_names: list[str] = []
         self.streams: list[TextStream] = []
         self.pumps: list[FdPump] = []
+        self._pump_fds: list[int] = []
         workdir = os.getcwd()  # the program may chdir; files in and out stay relative to this
         self.displayer = R.Displayer(channel.send_bytes, self.sync_output, warn)
         self.uploads = R.Uploads(workdir)
@@ -341,6 +342,8 @@ class Runtime:
         poll = self._leader_poll.poll
         caught = poll(0)
         while not caught and time.perf_counter() < end:
+            if P.SPIN_YIELD:
+                os.sched_yield()
             caught = poll(0)
         if not caught:
             poll()  # a signal (Ctrl-C) raises here, before anything was read
@@ -387,8 +390,15 @@ class Runtime:
         """Everything the program wrote so far goes out before the next control frame."""
         for stream in self.streams:
             stream.flush()
-        for pump in self.pumps:
-            pump.drain()
+        # One syscall, no exception: the pipes are empty nearly always (select, not a shared
+        # poll object: program threads call this at the same time).
+        if self.pumps and select.select(self._pump_fds, (), (), 0)[0]:
+            for pump in self.pumps:
+                pump.drain()
+
+    def add_pump(self, pump: FdPump) -> None:
+        self.pumps.append(pump)
+        self._pump_fds.append(pump.fd)
 
     # --- tool calls --------------------------------------------------------------------------
 
@@ -750,7 +760,7 @@ def serve_session() -> None:
     flusher.start()
     runtime = Runtime(channel, in_fd)
     for fd, read_end in pipes:
-        runtime.pumps.append(FdPump(channel, fd, read_end))
+        runtime.add_pump(FdPump(channel, fd, read_end))
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     sys.stdout = TextStream(channel, P.STDOUT, 1, flusher)
     sys.stderr = TextStream(channel, P.STDERR, 2, flusher)

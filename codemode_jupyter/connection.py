@@ -157,13 +157,22 @@ class RuntimeConnection:
         self._away = 0.0  # when the leading thread left next_message (0: it is in there)
         self._io_waiting = False  # the I/O thread waits on the transport (wake it to stop)
         self._ended = False
+        # Waits for the frame that answers a tool result (the program's next step) and all
+        # other waits (a run's first frame, its end) learn apart.
         self.spin = P.Spin()
+        self.other_spin = P.Spin()
+        self._answered = False  # the last thing sent was a tool result
         loop = self._shared_loop if self._shared else self._read_loop
         self._reader = threading.Thread(target=loop, name="codemode-io", daemon=True)
         self._reader.start()
 
     def send(self, frame: dict) -> None:
         self.transport.write(P.encode(frame))
+
+    def answer(self, data: bytes) -> None:
+        """Send tool results (the program waits for them: its next frame comes soon)."""
+        self._answered = True
+        self.transport.write(data)
 
     def post(self, kind: Inbox, payload: Any) -> None:
         """Queue news made on the host (any thread) for the run's thread, waking it."""
@@ -183,6 +192,7 @@ class RuntimeConnection:
         self._leading = True
         if self._shared:
             self.spin.check_cpus()
+            self.other_spin.check_cpus()
             _ctrl_c.install()
 
     def follow(self) -> None:
@@ -224,7 +234,8 @@ class RuntimeConnection:
                     return inbox.get(timeout=deadline - start)
                 except queue.Empty:
                     return None
-            end = start + self.spin.limit
+            spin = self.spin if self._answered else self.other_spin
+            end = start + spin.limit
             caught = transport.ready(0)
             while not caught and time.perf_counter() < end:
                 if P.SPIN_YIELD:
@@ -237,7 +248,8 @@ class RuntimeConnection:
                 self._pump()
             finally:
                 _ctrl_c.release()
-            self.spin.record(time.perf_counter() - start, caught)
+            spin.record(time.perf_counter() - start, caught)
+            self._answered = False
 
     # --- the I/O thread ------------------------------------------------------------------------
 

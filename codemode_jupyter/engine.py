@@ -612,7 +612,7 @@ class CodeMode:
         run.unsent.append(encode_result(call, run.wire_ids.pop(call.id)))
         if not conn.transport.batch_results or not run.in_flight:
             data, run.unsent = b"".join(run.unsent), []
-            conn.transport.write(data)
+            conn.answer(data)
 
     def _preview(self, conn: RuntimeConnection, run: RunState, frame: dict) -> None:
         """Ask the backend for a port's link off this thread (a remote backend may be slow);

@@ -132,9 +132,8 @@ class LineSplitter:
 
 #: The longest a side of the channel polls without sleeping for the next frame (seconds).
 SPIN_MAX = 200e-6
+#: Yield the CPU between looks: if both sides share one CPU, the other side then runs.
 SPIN_YIELD = True
-#: Whether the runtime spins for the next request too, between runs (not only for replies).
-SPIN_IDLE = True
 
 
 class Spin:

@@ -271,7 +271,10 @@ class Runtime:
         if self._epoll is not None:
             os.set_blocking(in_fd, False)
             self._epoll.register(in_fd, select.EPOLLIN)
+        # Waits for a tool's result and for the next request learn apart: a request comes
+        # when the host pleases, and its long waits must not turn off spinning for results.
         self.spin = P.Spin()
+        self.idle_spin = P.Spin()
         self._interrupt_self = False
         self._inbox: list[dict] = []
         self._inbox_ready = threading.Condition()
@@ -321,7 +324,7 @@ class Runtime:
             if line.strip():
                 self._dispatch(P.decode(line))
 
-    def wait_leading(self, done: object, spin: bool = True) -> bool:
+    def wait_leading(self, done: object, spin: P.Spin | None = None) -> bool:
         """Read the channel on this thread until `done()`; False if another thread leads (its
         reads dispatch to this one) or there is no epoll to keep the reader thread out."""
         if self._epoll is None or not self._lead.acquire(blocking=False):
@@ -329,16 +332,16 @@ class Runtime:
         try:
             self._epoll.modify(self._in_fd, 0)  # the reader thread sleeps through this
             while not done():
-                self._read_step(spin)
+                self._read_step(spin or self.spin)
         finally:
             self._epoll.modify(self._in_fd, select.EPOLLIN)
             self._lead.release()
         return True
 
-    def _read_step(self, spin: bool) -> None:
+    def _read_step(self, spin: P.Spin) -> None:
         """Wait for the channel (a short spin first, learnt by `spin`), then read and dispatch."""
         start = time.perf_counter()
-        end = start + (self.spin.limit if spin else 0.0)
+        end = start + spin.limit
         poll = self._leader_poll.poll
         caught = poll(0)
         while not caught and time.perf_counter() < end:
@@ -353,8 +356,7 @@ class Runtime:
             # read is dispatched, so nothing is lost.
             self._interrupt_self = False
             raise KeyboardInterrupt
-        if spin:
-            self.spin.record(time.perf_counter() - start, bool(caught))
+        spin.record(time.perf_counter() - start, bool(caught))
 
     def _dispatch(self, frame: dict) -> None:
         kind = frame["t"]
@@ -380,7 +382,7 @@ class Runtime:
 
     def next_request(self) -> dict:
         if not self._inbox:
-            self.wait_leading(lambda: bool(self._inbox), P.SPIN_IDLE)
+            self.wait_leading(lambda: bool(self._inbox), self.idle_spin)
         with self._inbox_ready:
             while not self._inbox:
                 self._inbox_ready.wait()

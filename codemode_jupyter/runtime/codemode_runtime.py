@@ -231,6 +231,11 @@ class FdPump:
             poller.poll()
             self.drain()
 
+    def settle(self) -> None:
+        """Return once a drain going on in the pump's thread has sent what it read."""
+        with self._lock:
+            pass
+
     def drain(self) -> None:
         """Forward everything readable now; a sync point before call and done frames."""
         with self._lock:
@@ -393,10 +398,14 @@ class Runtime:
         for stream in self.streams:
             stream.flush()
         # One syscall, no exception: the pipes are empty nearly always (select, not a shared
-        # poll object: program threads call this at the same time).
+        # poll object: program threads call this at the same time). An empty pipe may still be
+        # in the hands of its pump thread, sending what it read: wait for that (its lock).
         if self.pumps and select.select(self._pump_fds, (), (), 0)[0]:
             for pump in self.pumps:
                 pump.drain()
+        else:
+            for pump in self.pumps:
+                pump.settle()
 
     def add_pump(self, pump: FdPump) -> None:
         self.pumps.append(pump)

@@ -160,7 +160,7 @@ class RuntimeConnection:
         # Waits for the frame that answers a tool result (the program's next step) and all
         # other waits (a run's first frame, its end) learn apart.
         self.spin = P.Spin()
-        self.other_spin = P.Spin()
+        self.other_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._answered = False  # the last thing sent was a tool result
         loop = self._shared_loop if self._shared else self._read_loop
         self._reader = threading.Thread(target=loop, name="codemode-io", daemon=True)
@@ -191,8 +191,9 @@ class RuntimeConnection:
         self._away = 0.0
         self._leading = True
         if self._shared:
-            self.spin.check_cpus()
-            self.other_spin.check_cpus()
+            self.other_spin.enabled = self.spin.check_cpus()  # one look for both
+            if not self.other_spin.enabled:
+                self.other_spin.limit = 0.0
             _ctrl_c.install()
 
     def follow(self) -> None:
@@ -438,16 +439,16 @@ class _CtrlC:
     def install(self) -> None:
         if threading.get_ident() != _MAIN:
             return
-        current = signal.getsignal(signal.SIGINT)
+        current = _getsignal(signal.SIGINT)
         if callable(current) and current != self.handle:
             self.previous = current
-            signal.signal(signal.SIGINT, self.handle)
+            _setsignal(signal.SIGINT, self.handle)
 
     def uninstall(self) -> None:
         if threading.get_ident() != _MAIN or self.previous is None:
             return
-        if signal.getsignal(signal.SIGINT) == self.handle:  # unless a tool set its own since
-            signal.signal(signal.SIGINT, self.previous)
+        if _getsignal(signal.SIGINT) == self.handle:  # unless a tool set its own since
+            _setsignal(signal.SIGINT, self.previous)
         self.previous = None
 
     def handle(self, signum: int, frame: Any) -> None:
@@ -470,4 +471,9 @@ class _CtrlC:
 
 
 _MAIN = threading.main_thread().ident
+try:  # the C functions under signal.getsignal/signal: a tenth of the cost, twice per run
+    from _signal import getsignal as _getsignal
+    from _signal import signal as _setsignal
+except ImportError:  # not CPython
+    _getsignal, _setsignal = signal.getsignal, signal.signal
 _ctrl_c = _CtrlC()

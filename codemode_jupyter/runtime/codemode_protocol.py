@@ -130,8 +130,10 @@ class LineSplitter:
         return lines
 
 
-#: The longest a side of the channel polls without sleeping for the next frame (seconds).
+#: The longest a side of the channel polls without sleeping for the next frame (seconds):
+#: for the answer to a tool call or result, and for other frames (a run's start and end).
 SPIN_MAX = 200e-6
+SPIN_MAX_OTHER = 500e-6
 #: Yield the CPU between looks: if both sides share one CPU, the other side then runs.
 SPIN_YIELD = True
 
@@ -141,24 +143,25 @@ class Spin:
 
     A sleeping thread takes tens of microseconds to wake on another CPU (far more on a VM), so
     a reply that comes within a short spin is much quicker to catch awake. The spin lasts about
-    twice the typical wait, up to SPIN_MAX. A spin that ends without the frame (a slow tool, or
+    twice the typical wait, up to its maximum. A spin that ends without the frame (a slow tool, or
     the other side waiting for the very CPU this one spins on) turns spinning off for a number
     of waits that doubles with each miss in a row, then one wait tries again. Off for good when
     this thread may use a single CPU only: spinning there keeps the other side from running.
     """
 
-    __slots__ = ("_misses", "_skip", "_typical", "enabled", "limit")
+    __slots__ = ("_misses", "_skip", "_typical", "enabled", "limit", "maximum")
 
-    def __init__(self) -> None:
+    def __init__(self, maximum: float = SPIN_MAX) -> None:
         self._typical = 0.0
         self._misses = 0
         self._skip = 0
         self.enabled = True
-        self.limit = SPIN_MAX
+        self.maximum = self.limit = maximum
         self.check_cpus()
 
-    def check_cpus(self) -> None:
-        """Spin only if this thread may run on more than one CPU (pinning can change that)."""
+    def check_cpus(self) -> bool:
+        """Spin only if this thread may run on more than one CPU (pinning can change that);
+        returns whether it does."""
         try:
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
@@ -166,21 +169,23 @@ class Spin:
         self.enabled = cpus > 1
         if not self.enabled:
             self.limit = 0.0
+        return self.enabled
 
     def record(self, waited: float, caught: bool) -> None:
         """One wait for a frame took `waited` seconds; `caught`: the spin found the frame."""
         if not self.enabled:
             return
-        typical = self._typical = 0.75 * self._typical + 0.25 * min(waited, 2 * SPIN_MAX)
+        most = self.maximum
+        typical = self._typical = 0.75 * self._typical + 0.25 * min(waited, 2 * most)
         if self.limit:
             if caught and waited <= self.limit:
                 self._misses = 0
-                self.limit = min(SPIN_MAX, 2 * typical + 20e-6)
+                self.limit = min(most, 2 * typical + 20e-6)
                 return
             self._misses = min(self._misses + 1, 8)
             self._skip, self.limit = 1 << self._misses, 0.0
             return
         self._skip -= 1
         if self._skip <= 0:
-            self.limit = SPIN_MAX if typical < SPIN_MAX else 0.0
+            self.limit = most if typical < most else 0.0
             self._skip = 16

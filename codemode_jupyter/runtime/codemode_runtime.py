@@ -279,7 +279,7 @@ class Runtime:
         # Waits for a tool's result and for the next request learn apart: a request comes
         # when the host pleases, and its long waits must not turn off spinning for results.
         self.spin = P.Spin()
-        self.idle_spin = P.Spin()
+        self.idle_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._interrupt_self = False
         self._inbox: list[dict] = []
         self._inbox_ready = threading.Condition()

@@ -15,6 +15,7 @@ import ast
 import base64
 import builtins
 import codecs
+import functools
 import io
 import itertools
 import linecache
@@ -291,6 +292,7 @@ class Runtime:
         self._main_ident = threading.get_ident()
         self._pid = os.getpid()
         self._tool_names: list[str] = []
+        self._stub_cache: dict[tuple, dict] = {}
         self.streams: list[TextStream] = []
         self.pumps: list[FdPump] = []
         self._pump_fds: list[int] = []
@@ -298,6 +300,7 @@ class Runtime:
         self.displayer = R.Displayer(channel.send_bytes, self.sync_output, warn)
         self.uploads = R.Uploads(workdir)
         self.artifacts = R.Artifacts(workdir)
+        self._outputs = os.path.join(workdir, R.OUTPUTS)
         R.install_matplotlib_backend(self.displayer)
         self.namespace = self._fresh_namespace()
 
@@ -471,7 +474,11 @@ class Runtime:
             self.namespace.pop(old, None)
         self._tool_names = []
         for spec in tools:
-            for alias, stub in self._stubs(spec).items():
+            key = (spec["name"], spec.get("signature"), spec.get("doc"))
+            stubs = self._stub_cache.get(key)
+            if stubs is None:  # made once per tool and namespace: every run binds them
+                stubs = self._stub_cache[key] = self._stubs(spec)
+            for alias, stub in stubs.items():
                 self.namespace[alias] = stub
                 self._tool_names.append(alias)
 
@@ -532,6 +539,7 @@ class Runtime:
     def reset(self) -> None:
         self.namespace = self._fresh_namespace()
         self._tool_names = []
+        self._stub_cache.clear()  # a fresh namespace gets fresh stubs
         self.channel.send({"t": P.RESET_DONE})
 
     def execute(self, frame: dict) -> None:
@@ -592,7 +600,9 @@ class Runtime:
         """Figures still open are shown and the run's files sent, as a cell ends in IPython."""
         R.flush_figures(self.displayer)
         self.sync_output()
-        self.artifacts.send(self.channel.send_bytes, warn)
+        # Walking a missing outputs/ costs more than the rest of an empty run: look first.
+        if self.artifacts.saved or os.path.isdir(self._outputs):
+            self.artifacts.send(self.channel.send_bytes, warn)
 
     def _end_forked_child(self, reply: dict) -> None:
         """A process the program forked reached the end of the program: it ends there, as a
@@ -623,15 +633,30 @@ class Runtime:
 PACKAGE_DIRS = [os.path.expanduser("~/.codemode-packages")]
 
 
-def add_package_dirs() -> None:
-    """Before each run: package directories that appeared (a pip install between runs)."""
-    import importlib
-    import site
+_package_dirs_seen: dict[str, int] = {}  # directory -> its mtime at the last look (-1: none)
 
+
+def add_package_dirs() -> None:
+    """Before each run: package directories that appeared or changed (a pip install between
+    runs) go on sys.path, and the import caches are dropped so their packages are found. A
+    stat each when nothing changed: dropping the caches makes every later import slower."""
+    changed = False
     for directory in PACKAGE_DIRS:
-        if directory not in sys.path and os.path.isdir(directory):
-            site.addsitedir(directory)
-    importlib.invalidate_caches()  # packages installed since the last run are found
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except OSError:
+            mtime = -1
+        if _package_dirs_seen.get(directory) != mtime:
+            _package_dirs_seen[directory] = mtime
+            changed = True
+            if mtime != -1 and directory not in sys.path:
+                import site
+
+                site.addsitedir(directory)
+    if changed:
+        import importlib
+
+        importlib.invalidate_caches()
 
 
 def _whole(value: object, default: int) -> int:
@@ -662,6 +687,11 @@ def _resolve(future: asyncio.Future) -> None:  # noqa: F821 - imported by its ca
 def compile_program(code: str) -> tuple[types.CodeType, types.CodeType | None]:
     """The program's body, and its last expression separately (its value is the result)."""
     linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
+    return _compiled(code)
+
+
+@functools.lru_cache(maxsize=32)  # code objects are immutable: a program run again reuses them
+def _compiled(code: str) -> tuple[types.CodeType, types.CodeType | None]:
     tree = ast.parse(code, CELL, "exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):

@@ -134,6 +134,8 @@ class LineSplitter:
 #: for the answer to a tool call or result, and for other frames (a run's start and end).
 SPIN_MAX = 200e-6
 SPIN_MAX_OTHER = 500e-6
+#: A wait longer than this is a pause (the person, a slow tool), not a missed spin.
+IDLE_GAP = 10e-3
 #: Yield the CPU between looks: if both sides share one CPU, the other side then runs.
 SPIN_YIELD = True
 
@@ -143,10 +145,11 @@ class Spin:
 
     A sleeping thread takes tens of microseconds to wake on another CPU (far more on a VM), so
     a reply that comes within a short spin is much quicker to catch awake. The spin lasts about
-    twice the typical wait, up to its maximum. A spin that ends without the frame (a slow tool, or
-    the other side waiting for the very CPU this one spins on) turns spinning off for a number
-    of waits that doubles with each miss in a row, then one wait tries again. Off for good when
-    this thread may use a single CPU only: spinning there keeps the other side from running.
+    twice the typical wait, up to its maximum, yielding the CPU between looks (if both sides
+    share a CPU, the other one then runs). A spin that ends without the frame (a slow tool)
+    turns spinning off for 2, 4, 8, then 16 waits (misses in a row), then one wait tries again;
+    a wait over IDLE_GAP (a pause between bursts) changes nothing. Off for good when this
+    thread may use a single CPU only (pin_cpu): spinning there keeps the other side from running.
     """
 
     __slots__ = ("_misses", "_skip", "_typical", "enabled", "limit", "maximum")
@@ -173,8 +176,8 @@ class Spin:
 
     def record(self, waited: float, caught: bool) -> None:
         """One wait for a frame took `waited` seconds; `caught`: the spin found the frame."""
-        if not self.enabled:
-            return
+        if not self.enabled or (not caught and waited > IDLE_GAP):
+            return  # a pause between bursts says nothing about the next frame of a burst
         most = self.maximum
         typical = self._typical = 0.75 * self._typical + 0.25 * min(waited, 2 * most)
         if self.limit:
@@ -182,7 +185,7 @@ class Spin:
                 self._misses = 0
                 self.limit = min(most, 2 * typical + 20e-6)
                 return
-            self._misses = min(self._misses + 1, 8)
+            self._misses = min(self._misses + 1, 4)
             self._skip, self.limit = 1 << self._misses, 0.0
             return
         self._skip -= 1

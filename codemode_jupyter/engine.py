@@ -62,6 +62,7 @@ class _Resources:
         self._backend_lock = threading.Lock()
         self.async_runner = LoopThread("codemode-async-tools")
         self.spare: SpareRuntime | None = None
+        self.connects = 0  # runtimes this session has connected to
 
     def get_backend(self) -> Backend:
         with self._backend_lock:  # the spare's thread may ask at the same time
@@ -73,11 +74,18 @@ class _Resources:
         """The spare if one is ready (or nearly), else a runtime started now."""
         # The next spare starts once this run is over (refill), not during it.
         conn = self.spare.take(timeout, refill=False) if self.spare is not None else None
+        self.connects += 1
         return conn or RuntimeConnection(self.start_runtime(timeout), max_output)
 
     def refill(self) -> None:
-        """Start the next spare if the last one was taken (after a run: never during one)."""
-        if self.spare is not None:
+        """Start the next spare if the last one was taken (after a run: never during one).
+        After the session's first runtime, once the session is quiet: its runs reuse that
+        runtime, so the spare is for later (fresh=True, a crash); after those, at once."""
+        if self.spare is None:
+            return
+        if self.connects <= 1:
+            self.spare.fill_when_quiet()
+        else:
             self.spare.fill()
 
     def start_runtime(self, timeout: float | None = None) -> Transport:

@@ -186,3 +186,22 @@ def test_the_plain_argument_path_agrees_with_pydantic(args: list, kwargs: dict) 
         )
     else:
         assert got == expected
+
+
+def test_the_spare_taken_by_the_first_run_comes_back_once_the_session_is_quiet() -> None:
+    with CodeMode(tools=[add]) as session:
+        assert session.run("add(1)").value == 2
+        assert session.status()["spare_runtime"] == "starting"  # waiting for quiet
+        deadline = time.monotonic() + 30
+        while session.status()["spare_runtime"] != "ready" and time.monotonic() < deadline:
+            time.sleep(0.02)  # waiting for a condition (the quiet timer, then the start), bounded
+        assert session.status()["spare_runtime"] == "ready"
+        fresh = session.run("add(2)", fresh=True)  # takes it: no jail to start
+        assert fresh.ok and fresh.value == 3
+
+
+def test_closing_while_the_refill_waits_for_quiet_leaves_no_thread() -> None:
+    with CodeMode(tools=[add]) as session:
+        session.run("add(1)")
+        assert any(t.name == "codemode-spare-timer" for t in threading.enumerate())
+    assert not any(t.name == "codemode-spare-timer" for t in threading.enumerate())

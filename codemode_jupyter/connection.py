@@ -1,8 +1,10 @@
-"""The host's end of one live runtime: its transport, and the I/O thread that routes frames.
+"""The host's end of one live runtime: its transport, and who reads and routes its frames.
 
+A run's own thread reads the frames while it waits for them (no hand-off between threads);
+an I/O thread reads between runs and while a sync tool runs long (see RuntimeConnection).
 Output frames go straight to the current run's sink (so streaming never waits for a tool);
 every other frame is queued in `inbox`, as `(Inbox kind, payload)`, for the thread that runs
-the program's tools; the engine queues its own news there too (the kinds below the frames). Every
+the program's tools; the engine posts its own news there too (the kinds below the frames). Every
 frame is checked against its kind's fields first: the runtime shares its process with the
 program, so a frame that does not fit is a fault of the runtime, which is then stopped.
 """

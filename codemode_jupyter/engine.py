@@ -1,10 +1,11 @@
 """The engine: run a program once in a sandbox runtime and serve its tool calls on the host.
 
 `CodeMode.run` is called on the thread that should execute sync tools (the kernel's main
-thread in Jupyter, so `breakpoint()` in a tool works). The runtime's frames are read on an I/O
-thread of their own, which also forwards output, so a slow tool never stalls streaming. Async
-tools run on a private event loop and may overlap. The engine knows neither Jupyter nor which
-backend it drives.
+thread in Jupyter, so `breakpoint()` in a tool works). That thread also reads the runtime's
+frames while it waits for them (connection.py); an I/O thread of the connection reads between
+runs and while a sync tool runs long, so a slow tool never stalls streaming. Async tools run
+on a private event loop and may overlap. The engine knows neither Jupyter nor which backend
+it drives.
 """
 
 from __future__ import annotations

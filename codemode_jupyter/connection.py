@@ -1,16 +1,21 @@
-"""The host's end of one live runtime: its transport, and the I/O thread that routes frames.
+"""The host's end of one live runtime: its transport, and who reads and routes its frames.
 
+A run's own thread reads the frames while it waits for them (no hand-off between threads);
+an I/O thread reads between runs and while a sync tool runs long (see RuntimeConnection).
 Output frames go straight to the current run's sink (so streaming never waits for a tool);
 every other frame is queued in `inbox`, as `(Inbox kind, payload)`, for the thread that runs
-the program's tools; the engine queues its own news there too (the kinds below the frames). Every
+the program's tools; the engine posts its own news there too (the kinds below the frames). Every
 frame is checked against its kind's fields first: the runtime shares its process with the
 program, so a frame that does not fit is a fault of the runtime, which is then stopped.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import threading
+import time
 from enum import Enum
 from typing import Any, Protocol
 
@@ -52,6 +57,10 @@ _FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
 _NESTED_KINDS = (P.CALL, P.DONE, P.DISPLAY)
 _RUN_KINDS = (P.CALL, P.DONE, P.PREVIEW)  # frames that only make sense while a run goes
 MAX_DEPTH = 100
+#: A run's thread away from the channel longer than this (a slow sync tool): the I/O thread
+#: reads meanwhile, so output of the program's other threads still streams.
+_TAKE_OVER = 0.002
+_CHECK = 0.005  # how often the resting I/O thread looks whether the run's thread is away
 
 
 class FrameError(ValueError):
@@ -121,7 +130,15 @@ def _may_nest_deeper(line: bytes) -> bool:
 
 
 class RuntimeConnection:
-    """One live runtime: its transport and the I/O thread that routes its frames."""
+    """One live runtime: its transport and the I/O thread that routes its frames.
+
+    Who reads the channel: while a run goes, the thread that runs it (`lead`), inside
+    `next_message`, so a frame reaches the thread that acts on it with no hand-off; the I/O
+    thread reads when no one waits there: between runs (output of threads left running, a crash
+    while idle) and while the run's thread is away longer than _TAKE_OVER (a slow sync tool: the
+    program's other threads still stream their output). Transports that cannot be read without
+    blocking (`shared_reads` False) are read by the I/O thread only, as before.
+    """
 
     def __init__(self, transport: Transport, max_late_output: int = 1_000_000) -> None:
         self.transport = transport
@@ -135,14 +152,172 @@ class RuntimeConnection:
         # Output written between runs (by threads a program left running), for the next run.
         self._late = {P.STDOUT: CappedText(max_late_output), P.STDERR: CappedText(max_late_output)}
         self._late_lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read_loop, name="codemode-io", daemon=True)
+        self._splitter = P.LineSplitter(P.MAX_FRAME)
+        self._shared = transport.shared_reads
+        self._role = threading.Lock()  # held by the thread that reads and routes right now
+        self._leading = False  # a run's thread reads (lead/follow): the I/O thread rests
+        self._away = 0.0  # when the leading thread left next_message (0: it is in there)
+        self._io_waiting = False  # the I/O thread waits on the transport (wake it to stop)
+        self._ended = False
+        # Waits for the frame that answers a tool result (the program's next step) and all
+        # other waits (a run's first frame, its end) learn apart.
+        self.spin = P.Spin()
+        self.other_spin = P.Spin(P.SPIN_MAX_OTHER)
+        self._answered = False  # the last thing sent was a tool result
+        loop = self._shared_loop if self._shared else self._read_loop
+        self._reader = threading.Thread(target=loop, name="codemode-io", daemon=True)
         self._reader.start()
 
     def send(self, frame: dict) -> None:
         self.transport.write(P.encode(frame))
 
+    def answer(self, data: bytes) -> None:
+        """Send tool results (the program waits for them: its next frame comes soon)."""
+        self._answered = True
+        self.transport.write(data)
+
+    def post(self, kind: Inbox, payload: Any) -> None:
+        """Queue news made on the host (any thread) for the run's thread, waking it."""
+        self.inbox.put((kind, payload))
+        if self._shared:
+            self.transport.wake()
+
+    # --- the run's thread reads --------------------------------------------------------------
+
+    def lead(self) -> None:
+        """A run starts on this thread: it reads the channel (in next_message) until follow().
+
+        The I/O thread is not woken for it (a wake-up costs more than a whole warm run on a
+        VM): if it waits on the transport, the run's first frame wakes it and it rests.
+        """
+        self._away = 0.0
+        self._leading = True
+        if self._shared:
+            self.other_spin.enabled = self.spin.check_cpus()  # one look for both
+            if not self.other_spin.enabled:
+                self.other_spin.limit = 0.0
+            _ctrl_c.install()
+
+    def follow(self) -> None:
+        """The run has ended: the I/O thread reads again, once its rest (_CHECK) is over."""
+        self._leading = False
+        if self._shared:
+            _ctrl_c.uninstall()
+
+    def next_message(self, timeout: float) -> tuple[Inbox, Any] | None:
+        """The next `(kind, payload)` of the inbox within `timeout` seconds, else None.
+
+        While leading, this thread reads the channel itself: it looks without sleeping for
+        `spin.limit`, then sleeps on the transport until a frame, a post() or the timeout.
+        """
+        if not self._shared or not self._leading:
+            try:
+                return self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                return None
+        self._away = 0.0
+        if self._io_waiting:
+            self.transport.wake()  # it read while this thread ran a slow tool: back to rest
+        try:
+            with self._role:
+                return self._lead_until(time.perf_counter() + timeout)
+        finally:
+            self._away = time.perf_counter()
+
+    def _lead_until(self, deadline: float) -> tuple[Inbox, Any] | None:
+        inbox, transport = self.inbox, self.transport
+        while True:
+            if not inbox.empty():
+                return inbox.get_nowait()
+            start = time.perf_counter()
+            if start >= deadline:
+                return None
+            if self._ended:  # nothing more to read: only the host's own news can come
+                try:
+                    return inbox.get(timeout=deadline - start)
+                except queue.Empty:
+                    return None
+            spin = self.spin if self._answered else self.other_spin
+            end = start + spin.limit
+            caught = transport.ready(0)
+            while not caught and time.perf_counter() < end:
+                if P.SPIN_YIELD:
+                    os.sched_yield()
+                caught = transport.ready(0)
+            if not caught and not transport.ready(deadline - time.perf_counter()):
+                continue  # woken by a post(), or the time is up
+            _ctrl_c.hold()
+            try:
+                self._pump()
+            finally:
+                _ctrl_c.release()
+            spin.record(time.perf_counter() - start, caught)
+            self._answered = False
+
+    # --- the I/O thread ------------------------------------------------------------------------
+
+    def _shared_loop(self) -> None:
+        """The I/O thread of a shared_reads transport: reads whenever no run's thread does."""
+        try:
+            while not self._ended and not self._closed:
+                if not self._may_read():
+                    time.sleep(_CHECK)  # not woken by follow(): a wake-up would cost the run
+                    continue
+                self._io_waiting = True
+                found = self.transport.ready(None)
+                self._io_waiting = False
+                if found and self._may_read() and self._role.acquire(blocking=False):
+                    try:
+                        self._pump()
+                    finally:
+                        self._role.release()
+        except Exception as exc:  # nothing may end this thread silently
+            self._fail(f"the host failed reading the runtime ({type(exc).__name__}: {exc})")
+        with self._role:  # no thread waits on the transport any more
+            self.transport.close_reader()
+        self._end()
+
+    def _may_read(self) -> bool:
+        away = self._away
+        return not self._leading or (away > 0 and time.perf_counter() - away >= _TAKE_OVER)
+
+    def _pump(self) -> None:
+        """Read what is there and route it (by the thread that holds the role)."""
+        if self._ended:
+            return
+        data = self.transport.read_nowait()
+        if data is None:
+            return
+        if not data:
+            self._end()
+            return
+        try:
+            for line in self._splitter.feed(data):
+                if self._closed:
+                    break
+                self._route(line)
+        except (ValueError, RecursionError) as exc:
+            # A flood, or a frame that does not fit: the host's memory and threads are not
+            # the sandbox's to take, and a runtime that breaks the protocol cannot be trusted.
+            self._fail(f"the runtime broke its channel ({exc})")
+
+    def _fail(self, fault: str) -> None:
+        self.fault = fault
+        self.transport.kill()
+        self._end()
+
+    def _end(self) -> None:
+        """The runtime has gone (EOF, a fault or close): say so once."""
+        if self._ended:
+            return
+        self._ended = True
+        self.alive = False
+        self.ready.set()
+        self.post(Inbox.EOF, None)
+
     def _read_loop(self) -> None:
-        splitter = P.LineSplitter(P.MAX_FRAME)
+        """The I/O thread of a transport only it reads (blocking reads)."""
+        splitter = self._splitter
         try:
             while not self._closed:
                 data = self.transport.read()
@@ -153,16 +328,12 @@ class RuntimeConnection:
                         break
                     self._route(line)
         except (ValueError, RecursionError) as exc:
-            # A flood, or a frame that does not fit: the host's memory and threads are not
-            # the sandbox's to take, and a runtime that breaks the protocol cannot be trusted.
             self.fault = f"the runtime broke its channel ({exc})"
             self.transport.kill()
         except Exception as exc:  # nothing may end this thread silently
             self.fault = f"the host failed reading the runtime ({type(exc).__name__}: {exc})"
             self.transport.kill()
-        self.alive = False
-        self.ready.set()
-        self.inbox.put((Inbox.EOF, None))
+        self._end()
 
     def _route(self, line: bytes) -> None:
         if not line.strip():
@@ -242,8 +413,69 @@ class RuntimeConnection:
         self._closed = True
         self.alive = False
         self.transport.kill()
+        self._leading = False
+        if self._shared:
+            self.transport.wake()
         # The reader sees EOF at once and closes its end; wait for that (briefly: a reader
         # stuck in a slow listener keeps its fd until it gets back), so a closed session
         # leaves no fd behind.
         if self._reader is not threading.current_thread():
             self._reader.join(timeout=2.0)
+
+
+class _CtrlC:
+    """Ctrl-C on the main thread, held while it routes frames it has read.
+
+    A KeyboardInterrupt raised while frames are read and routed would lose them, and a held
+    signal mask does not help: a SIGINT sent to the process may be taken by any other thread,
+    and Python then runs the handler on the main thread anyway. So while a run's main thread
+    reads the channel, SIGINT's Python handler is wrapped: inside hold()/release() it is noted,
+    and the original handler runs at release(). Other threads need none of this.
+    """
+
+    def __init__(self) -> None:
+        self.previous: Any = None
+        self.held = 0
+        self.pending: tuple[int, Any] | None = None
+
+    def install(self) -> None:
+        if threading.get_ident() != _MAIN:
+            return
+        current = _getsignal(signal.SIGINT)
+        if callable(current) and current != self.handle:
+            self.previous = current
+            _setsignal(signal.SIGINT, self.handle)
+
+    def uninstall(self) -> None:
+        if threading.get_ident() != _MAIN or self.previous is None:
+            return
+        if _getsignal(signal.SIGINT) == self.handle:  # unless a tool set its own since
+            _setsignal(signal.SIGINT, self.previous)
+        self.previous = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.held:
+            self.pending = (signum, frame)
+        elif self.previous is not None:
+            self.previous(signum, frame)
+
+    def hold(self) -> None:
+        if threading.get_ident() == _MAIN:
+            self.held += 1
+
+    def release(self) -> None:
+        if threading.get_ident() != _MAIN:
+            return
+        self.held -= 1
+        pending, self.pending = self.pending, None
+        if pending is not None and self.previous is not None:
+            self.previous(*pending)  # the KeyboardInterrupt, now that nothing is in hand
+
+
+_MAIN = threading.main_thread().ident
+try:  # the C functions under signal.getsignal/signal: a tenth of the cost, twice per run
+    from _signal import getsignal as _getsignal
+    from _signal import signal as _setsignal
+except ImportError:  # not CPython
+    _getsignal, _setsignal = signal.getsignal, signal.signal
+_ctrl_c = _CtrlC()

@@ -1,17 +1,17 @@
 """The engine: run a program once in a sandbox runtime and serve its tool calls on the host.
 
 `CodeMode.run` is called on the thread that should execute sync tools (the kernel's main
-thread in Jupyter, so `breakpoint()` in a tool works). The runtime's frames are read on an I/O
-thread of their own, which also forwards output, so a slow tool never stalls streaming. Async
-tools run on a private event loop and may overlap. The engine knows neither Jupyter nor which
-backend it drives.
+thread in Jupyter, so `breakpoint()` in a tool works). That thread also reads the runtime's
+frames while it waits for them (connection.py); an I/O thread of the connection reads between
+runs and while a sync tool runs long, so a slow tool never stalls streaming. Async tools run
+on a private event loop and may overlap. The engine knows neither Jupyter nor which backend
+it drives.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import queue
 import threading
 import time
 import traceback
@@ -63,6 +63,7 @@ class _Resources:
         self._backend_lock = threading.Lock()
         self.async_runner = LoopThread("codemode-async-tools")
         self.spare: SpareRuntime | None = None
+        self.connects = 0  # runtimes this session has connected to
 
     def get_backend(self) -> Backend:
         with self._backend_lock:  # the spare's thread may ask at the same time
@@ -72,8 +73,21 @@ class _Resources:
 
     def connect(self, timeout: float | None, max_output: int) -> RuntimeConnection:
         """The spare if one is ready (or nearly), else a runtime started now."""
-        conn = self.spare.take(timeout) if self.spare is not None else None
+        # The next spare starts once this run is over (refill), not during it.
+        conn = self.spare.take(timeout, refill=False) if self.spare is not None else None
+        self.connects += 1
         return conn or RuntimeConnection(self.start_runtime(timeout), max_output)
+
+    def refill(self) -> None:
+        """Start the next spare if the last one was taken (after a run: never during one).
+        After the session's first runtime, once the session is quiet: its runs reuse that
+        runtime, so the spare is for later (fresh=True, a crash); after those, at once."""
+        if self.spare is None:
+            return
+        if self.connects <= 1:
+            self.spare.fill_when_quiet()
+        else:
+            self.spare.fill()
 
     def start_runtime(self, timeout: float | None = None) -> Transport:
         return self.get_backend().start_runtime(timeout=timeout)
@@ -178,6 +192,7 @@ class CodeMode:
             self._res.spare = SpareRuntime(lambda: RuntimeConnection(start(), cap))
             self._res.spare.fill()
         self._run_lock = threading.Lock()
+        self._status_cache: tuple[Backend, BackendStatus] | None = None
         self._current: RunState | None = None
         self.last_result: RunResult | None = None
         self.history: deque[RunResult] = deque(maxlen=HISTORY)
@@ -307,9 +322,9 @@ class CodeMode:
         run = self._current
         if run is not None:
             run.cancel_requested = True
-            inbox = run.inbox
-            if inbox is not None:
-                inbox.put((Inbox.CANCEL, run))
+            conn = run.connection
+            if conn is not None:
+                conn.post(Inbox.CANCEL, run)
 
     def reset(self) -> None:
         """A fresh namespace for the next run (the runtime restarts if it will not reset).
@@ -333,13 +348,12 @@ class CodeMode:
         conn.send({"t": P.RESET})
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            try:
-                kind, _ = conn.inbox.get(timeout=deadline - time.monotonic())
-            except queue.Empty:
+            message = conn.next_message(deadline - time.monotonic())
+            if message is None:
                 break
-            if kind is Inbox.RESET_DONE:
+            if message[0] is Inbox.RESET_DONE:
                 return
-            if kind is Inbox.EOF:
+            if message[0] is Inbox.EOF:
                 break
         self._drop_runtime()
 
@@ -362,8 +376,19 @@ class CodeMode:
         """The backend's set-up changed (a mount was added): the next run starts a runtime
         made with it, and the spare is made anew."""
         self._drop_runtime()
+        self._status_cache = None
         if self._res.spare is not None:
             self._res.spare.renew()
+
+    def _run_status(self) -> BackendStatus:
+        """The backend's name and isolation, as each run reports them: asked once (a full
+        status() looks at the jail's files and packages, too slow for every run)."""
+        backend = self.backend
+        cached = self._status_cache
+        if cached is None or cached[0] is not backend:
+            full = backend.status()
+            cached = self._status_cache = (backend, BackendStatus(full.backend, full.isolation))
+        return cached[1]
 
     def _drop_runtime(self) -> None:
         conn, self._res.conn = self._res.conn, None
@@ -410,7 +435,7 @@ class CodeMode:
         run = RunState(on_event, self.max_output)
         self._runs_started += 1
         run.rich, run.files = RichRun(self.rich, self._runs_started, run.emit), files
-        status = self.backend.status()
+        status = self._run_status()
         self._current = run
         try:
             return self._start_and_serve(run, code, registry, limits, status, fresh)
@@ -429,6 +454,7 @@ class CodeMode:
             return self._finish(run, Outcome("crashed", error, state_lost=True), status)
         finally:
             self._current = None
+            self._res.refill()
 
     def _start_and_serve(
         self,
@@ -463,10 +489,11 @@ class CodeMode:
                 "earlier state was lost\n",
             )
         self._show_late_output(conn, run)
-        run.inbox = conn.inbox
+        run.connection = conn
         if run.cancel_requested:
-            conn.inbox.put((Inbox.CANCEL, run))
+            conn.post(Inbox.CANCEL, run)
         conn.sink = run
+        conn.lead()
         try:
             for data in put_frames(self.rich.uploads(started, run.files)):
                 conn.transport.write(data)
@@ -485,6 +512,7 @@ class CodeMode:
             self._finish(run, outcome, status)
             raise
         finally:
+            conn.follow()
             conn.sink = None
             run.cancel_async_calls()
         return self._finish(run, outcome, status)
@@ -519,10 +547,10 @@ class CodeMode:
                     "timeout",
                     f"the program ran past its {deadline - run.started:g} s timeout",
                 )
-            try:
-                kind, frame = conn.inbox.get(timeout=max(min(remaining, _POLL), 0.01))
-            except queue.Empty:
+            message = conn.next_message(max(min(remaining, _POLL), 0.01))
+            if message is None:
                 continue
+            kind, frame = message
             if kind is Inbox.CALL:
                 if len(run.calls) >= max_calls:
                     return self._halt(
@@ -569,12 +597,11 @@ class CodeMode:
                 run.debugging = False
             self._end_call(conn, run, prepared.call, outcome)
             return
-        inbox = conn.inbox
         run.async_calls.append(
             submit_async(
                 self._async,
                 prepared,
-                lambda outcome: inbox.put((Inbox.CALL_DONE, (run, prepared.call, outcome))),
+                lambda outcome: conn.post(Inbox.CALL_DONE, (run, prepared.call, outcome)),
             )
         )
 
@@ -594,7 +621,7 @@ class CodeMode:
         run.unsent.append(encode_result(call, run.wire_ids.pop(call.id)))
         if not conn.transport.batch_results or not run.in_flight:
             data, run.unsent = b"".join(run.unsent), []
-            conn.transport.write(data)
+            conn.answer(data)
 
     def _preview(self, conn: RuntimeConnection, run: RunState, frame: dict) -> None:
         """Ask the backend for a port's link off this thread (a remote backend may be slow);
@@ -603,13 +630,13 @@ class CodeMode:
         if port in run.preview_ports:
             return
         run.preview_ports.add(port)
-        backend, inbox = self.backend, conn.inbox
+        backend = self.backend
 
         def resolve() -> None:
             try:
-                inbox.put((Inbox.PREVIEW_URL, (run, port, backend.preview_url(port))))
+                conn.post(Inbox.PREVIEW_URL, (run, port, backend.preview_url(port)))
             except Exception as exc:
-                inbox.put((Inbox.PREVIEW_URL, (run, port, f"(no link: {exc})")))
+                conn.post(Inbox.PREVIEW_URL, (run, port, f"(no link: {exc})"))
 
         threading.Thread(target=resolve, name="codemode-preview", daemon=True).start()
 
@@ -623,10 +650,10 @@ class CodeMode:
         """A program that announced a preview and ended at once still gets its link."""
         while len(run.previews) < len(run.preview_ports):
             remaining = deadline + run.paused - time.perf_counter()
-            try:
-                kind, frame = conn.inbox.get(timeout=max(0.0, min(remaining, 5.0)))
-            except queue.Empty:
+            message = conn.next_message(max(0.0, min(remaining, 5.0)))
+            if message is None:
                 return
+            kind, frame = message
             if kind is Inbox.PREVIEW_URL and frame[0] is run:
                 self._preview_ready(run, *frame[1:])
 
@@ -651,9 +678,12 @@ class CodeMode:
         deadline = time.perf_counter() + _GRACE
         while True:
             try:
-                kind, frame = conn.inbox.get(timeout=max(0.0, deadline - time.perf_counter()))
-            except (queue.Empty, KeyboardInterrupt):
+                message = conn.next_message(max(0.0, deadline - time.perf_counter()))
+            except KeyboardInterrupt:
                 break
+            if message is None:
+                break
+            kind, frame = message
             if kind is Inbox.DONE and frame["id"] == run.id:
                 trace = (frame.get("error") or {}).get("traceback", "")
                 return Outcome(status, RunError(kinds[status], why, trace))

@@ -76,7 +76,7 @@ class RunState:
         self.pause_started = 0.0
         self.debugging = False
         self.listener_failure = ""
-        self.inbox: Any = None  # the runtime connection's inbox, once the run has one
+        self.connection: Any = None  # the RuntimeConnection, once the run has one
         self.cancel_requested = False
         self.rich: RichRun | None = None  # displays and artifacts (session runs)
         self.files: Iterable[Any] | None = None  # uploaded before this run

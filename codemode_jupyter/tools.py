@@ -91,6 +91,8 @@ class Tool:
         # Built on first use: a session (and its spare) starts without paying for it.
         self._args_model: type[BaseModel] | None = None
         self._schema: dict[str, Any] | None = None
+        self._signature_text: str | None = None
+        self._exact = self._exact_types()
         kinds = {p.kind for p in self._params}
         #: Parameter names positional arguments fill, or None when *args makes that unclear.
         self.positional_names: list[str] | None = (
@@ -134,6 +136,48 @@ class Tool:
             params.append(_Param(param.name, param.kind, field))
         return params, fields
 
+    def _exact_types(self) -> dict[str, type | None] | None:
+        """For a signature of plain parameters only (int, str, float, bool or Any; no *args,
+        no **kwargs, defaults that are immutable): each parameter's type (None for Any). A
+        call whose values are of exactly these types is valid as it is (see validate)."""
+        exact: dict[str, type | None] = {}
+        for param in self._signature.parameters.values():
+            hint = self._hints.get(param.name, Any)
+            if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                return None
+            if hint not in _EXACT or (
+                param.default is not param.empty and type(param.default) not in _IMMUTABLE
+            ):
+                return None
+            exact[param.name] = None if hint is Any else hint
+        return exact
+
+    def _as_they_are(self, args: list[Any], kwargs: dict[str, Any]) -> bool:
+        """Whether pydantic would accept these arguments unchanged: every value is of exactly
+        its parameter's type, no name is given twice, none is missing (the hot path of a call:
+        binding and validating cost more than the round trip)."""
+        exact = self._exact
+        if exact is None or len(args) > len(self.positional_names or ()):
+            return False
+        names = self.positional_names
+        for name, value in zip(names, args, strict=False):
+            kind = exact[name]
+            if kind is not None and type(value) is not kind:
+                return False
+        for name, value in kwargs.items():
+            if name not in exact or name in names[: len(args)]:
+                return False
+            kind = exact[name]
+            if kind is not None and type(value) is not kind:
+                return False
+        given = len(args) + len(kwargs)
+        return given == len(exact) or all(
+            name in kwargs
+            or i < len(args)
+            or self._signature.parameters[name].default is not inspect.Parameter.empty
+            for i, name in enumerate(exact)
+        )
+
     def check(self) -> None:
         """Build the argument model now: raises if pydantic cannot check this signature."""
         self._model  # noqa: B018 - the property builds and keeps it
@@ -151,10 +195,12 @@ class Tool:
     @property
     def signature(self) -> str:
         """The signature as the stub shows it, e.g. `(a: int, b: int = 1) -> int`."""
-        text = _format_signature(self._signature, self._hints)
-        for cls in self.referenced_types():  # the prompt defines them by their short names
-            text = text.replace(f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__)
-        return text
+        if self._signature_text is None:  # made once: each run sends it to the runtime
+            text = _format_signature(self._signature, self._hints)
+            for cls in self.referenced_types():  # the prompt defines them by their short names
+                text = text.replace(f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__)
+            self._signature_text = text
+        return self._signature_text
 
     def parameters_schema(self) -> dict[str, Any]:
         """JSON schema of the arguments (pydantic's, by parameter name); built once."""
@@ -184,6 +230,8 @@ class Tool:
 
         Raises ToolArgumentError with a message naming the tool and the argument.
         """
+        if self._as_they_are(args, kwargs):
+            return list(args), dict(kwargs)
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -225,6 +273,7 @@ class ToolRegistry:
         for fn in tools:
             item = Tool.from_callable(fn)
             self._tools[item.name] = item
+        self._specs: list[dict[str, str]] | None = None
 
     def get(self, name: str) -> Tool:
         try:
@@ -246,8 +295,13 @@ class ToolRegistry:
         return name in self._tools
 
     def specs(self) -> list[dict[str, str]]:
-        """What the runtime needs to bind stubs: names, signatures, docstrings."""
-        return [{"name": t.name, "signature": t.signature, "doc": t.description} for t in self]
+        """What the runtime needs to bind stubs: names, signatures, docstrings (made once: a
+        registry's tools do not change, and each run sends them)."""
+        if self._specs is None:
+            self._specs = [
+                {"name": t.name, "signature": t.signature, "doc": t.description} for t in self
+            ]
+        return self._specs
 
     def system_prompt(self) -> str:
         """Instructions and every tool as a Python stub, for an LLM that writes programs."""
@@ -308,9 +362,19 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return {k: v for k, v in raw.items() if not isinstance(v, str)}
 
 
+#: Annotations whose values of exactly that type pydantic returns unchanged.
+_EXACT = frozenset({int, str, float, bool, Any})
+_IMMUTABLE = (int, str, float, bool, type(None), bytes)
+
+#: Annotations pydantic always validates as they are.
+_PLAIN = frozenset({int, str, float, bool, bytes, list, dict, tuple, set, object, type(None), Any})
+
+
 def _validatable(hint: Any) -> Any:
     """The annotation pydantic can validate: typing.TypedDict (refused by pydantic before
     Python 3.12) becomes its typing_extensions twin; anything else it cannot use becomes Any."""
+    if hint in _PLAIN:  # no need to ask pydantic (a TypeAdapter each: most of a tool's making)
+        return hint
     if typing.is_typeddict(hint) and type(hint).__module__ == "typing":
         fields = {k: _validatable(v) for k, v in _type_hints(hint).items()}
         return typing_extensions.TypedDict(hint.__name__, fields, total=hint.__total__)

@@ -115,12 +115,35 @@ class Transport(ABC):
     def write(self, data: bytes) -> None:
         """Send bytes to the runtime's stdin. Thread-safe; one call is one batch."""
 
+    #: The transport also reads without blocking (`ready`, `read_nowait`, `wake`,
+    #: `close_reader`): then the thread that waits for a frame reads it itself, with no hand-off
+    #: from the I/O thread (connection.py). Otherwise only the I/O thread reads, with `read`.
+    shared_reads: bool = False
+
     @abstractmethod
     def read(self) -> bytes:
         """Block until the runtime's stdout has bytes; b"" once it has gone for good.
 
         Called only from the engine's I/O thread.
         """
+
+    def ready(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds (None: no limit, 0: just look) for bytes to read (or
+        EOF), or for `wake()`; True if `read_nowait` has something. Never consumes; any thread
+        may wait (shared_reads transports only)."""
+        raise NotImplementedError
+
+    def read_nowait(self) -> bytes | None:
+        """The bytes there are now, b"" once the runtime has gone, None if none yet. Called by
+        one thread at a time (the connection's reader of the moment)."""
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        """End every `ready` wait going on now (or the next one, if none is)."""
+        raise NotImplementedError
+
+    def close_reader(self) -> None:  # noqa: B027 - only shared_reads transports hold anything
+        """After the last read: release what reading holds (fds). Called once."""
 
     @abstractmethod
     def kill(self) -> None:

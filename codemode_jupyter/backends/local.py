@@ -471,13 +471,33 @@ def _python_home() -> str | None:
     return sys.base_prefix
 
 
+_WAKE = (1).to_bytes(8, sys.byteorder)  # what an eventfd takes (a pipe takes it too)
+
+
+def _wake_fds() -> tuple[int, int]:
+    """An fd pair that ends a poll when written: one eventfd, or a pipe where there is none."""
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        return fd, fd
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    return read_end, write_end
+
+
 class PipeTransport(Transport):
     """The runtime's stdin and stdout, as pipes to a local process.
 
     An fd number is used only while its pipe is open: stdin is closed under the write lock
     (so a tool result that comes after kill() is dropped, never written to whatever file the
-    host opened next under that number), and stdout only by the reader, once it saw EOF.
+    host opened next under that number), and stdout only by `close_reader`, which the
+    connection calls once no thread waits on it any more.
+
+    Reads are shared (`shared_reads`): stdout does not block, so the thread waiting for a frame
+    can look for it itself (`ready`, `read_nowait`), and `wake` (an eventfd) ends a wait.
     """
+
+    shared_reads = True
 
     def __init__(
         self, proc: subprocess.Popen, isolated: bool, memory: JailMemory | None = None
@@ -487,8 +507,13 @@ class PipeTransport(Transport):
         self.memory = memory
         self._in: int | None = proc.stdin.fileno()
         self._out: int | None = proc.stdout.fileno()
+        os.set_blocking(self._out, False)
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._eof = False
+        self._wake_r, self._wake_w = _wake_fds()
+        self._wake_lock = threading.Lock()
+        self._pollers = threading.local()  # a poll object may not be used by two threads at once
         self._tail: str | None = None
 
     def write(self, data: bytes) -> None:
@@ -503,17 +528,58 @@ class PipeTransport(Transport):
                 pass  # the runtime is gone; read() reports it
 
     def read(self) -> bytes:
+        while True:
+            if self.ready(None):
+                data = self.read_nowait()
+                if data is not None:
+                    return data
+
+    def ready(self, timeout: float | None) -> bool:
+        if self._eof or self._out is None:
+            return True
+        poller = getattr(self._pollers, "poller", None)
+        if poller is None:
+            poller = self._pollers.poller = select.poll()
+            poller.register(self._out, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+        found = False
+        for fd, _ in poller.poll(None if timeout is None else timeout * 1000):
+            if fd == self._wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(fd, 8)  # drained: the next wait sleeps again
+            else:
+                found = True
+        return found
+
+    def read_nowait(self) -> bytes | None:
         with self._read_lock:
-            if self._out is None:
+            if self._out is None or self._eof:
                 return b""
             try:
                 data = os.read(self._out, 1 << 16)
+            except BlockingIOError:
+                return None
             except OSError:
                 data = b""
-            if not data:
+            self._eof = not data
+            return data
+
+    def wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_w is not None:
+                with contextlib.suppress(BlockingIOError):  # already signalled
+                    os.write(self._wake_w, _WAKE)
+
+    def close_reader(self) -> None:
+        with self._read_lock:
+            if self._out is not None:
                 self._out = None
                 self.proc.stdout.close()
-            return data
+        with self._wake_lock:
+            for fd in {self._wake_r, self._wake_w}:
+                if fd is not None:
+                    os.close(fd)
+            self._wake_r = self._wake_w = None
 
     def kill(self) -> None:
         inner = child_pids(self.proc.pid)  # bwrap's init in the jail's PID namespace

@@ -39,6 +39,7 @@ frame's fields (connection.py); a frame that does not fit is a fault of the runt
 from __future__ import annotations
 
 import json
+import os
 
 RUN = "run"
 RESULT = "result"
@@ -127,3 +128,67 @@ class LineSplitter:
         if tail:
             self._parts.append(tail)
         return lines
+
+
+#: The longest a side of the channel polls without sleeping for the next frame (seconds):
+#: for the answer to a tool call or result, and for other frames (a run's start and end).
+SPIN_MAX = 200e-6
+SPIN_MAX_OTHER = 500e-6
+#: A wait longer than this is a pause (the person, a slow tool), not a missed spin.
+IDLE_GAP = 10e-3
+#: Yield the CPU between looks: if both sides share one CPU, the other side then runs.
+SPIN_YIELD = True
+
+
+class Spin:
+    """How long to look for the next frame without sleeping, learnt from how waits went.
+
+    A sleeping thread takes tens of microseconds to wake on another CPU (far more on a VM), so
+    a reply that comes within a short spin is much quicker to catch awake. The spin lasts about
+    twice the typical wait, up to its maximum, yielding the CPU between looks (if both sides
+    share a CPU, the other one then runs). A spin that ends without the frame (a slow tool)
+    turns spinning off for 2, 4, 8, then 16 waits (misses in a row), then one wait tries again;
+    a wait over IDLE_GAP (a pause between bursts) changes nothing. Off for good when this
+    thread may use a single CPU only (pin_cpu): spinning there keeps the other side from running.
+    """
+
+    __slots__ = ("_misses", "_skip", "_typical", "enabled", "limit", "maximum")
+
+    def __init__(self, maximum: float = SPIN_MAX) -> None:
+        self._typical = 0.0
+        self._misses = 0
+        self._skip = 0
+        self.enabled = True
+        self.maximum = self.limit = maximum
+        self.check_cpus()
+
+    def check_cpus(self) -> bool:
+        """Spin only if this thread may run on more than one CPU (pinning can change that);
+        returns whether it does."""
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = 2
+        self.enabled = cpus > 1
+        if not self.enabled:
+            self.limit = 0.0
+        return self.enabled
+
+    def record(self, waited: float, caught: bool) -> None:
+        """One wait for a frame took `waited` seconds; `caught`: the spin found the frame."""
+        if not self.enabled or (not caught and waited > IDLE_GAP):
+            return  # a pause between bursts says nothing about the next frame of a burst
+        most = self.maximum
+        typical = self._typical = 0.75 * self._typical + 0.25 * min(waited, 2 * most)
+        if self.limit:
+            if caught and waited <= self.limit:
+                self._misses = 0
+                self.limit = min(most, 2 * typical + 20e-6)
+                return
+            self._misses = min(self._misses + 1, 4)
+            self._skip, self.limit = 1 << self._misses, 0.0
+            return
+        self._skip -= 1
+        if self._skip <= 0:
+            self.limit = most if typical < most else 0.0
+            self._skip = 16

@@ -12,11 +12,10 @@ it reads a JSON request from stdin, or from the CODEMODE_REPLAY_B64 variable the
 from __future__ import annotations
 
 import ast
-import asyncio
 import base64
 import builtins
 import codecs
-import inspect
+import functools
 import io
 import itertools
 import linecache
@@ -25,6 +24,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 import types
 
@@ -218,7 +218,7 @@ class FdPump:
     def __init__(self, channel: Channel, stream: int, read_fd: int) -> None:
         self._channel = channel
         self._stream = stream
-        self._fd = read_fd
+        self._fd = self.fd = read_fd
         self._lock = threading.Lock()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._ended = False
@@ -231,6 +231,11 @@ class FdPump:
         while not self._ended:
             poller.poll()
             self.drain()
+
+    def settle(self) -> None:
+        """Return once a drain going on in the pump's thread has sent what it read."""
+        with self._lock:
+            pass
 
     def drain(self) -> None:
         """Forward everything readable now; a sync point before call and done frames."""
@@ -261,6 +266,22 @@ class Runtime:
     def __init__(self, channel: Channel, in_fd: int) -> None:
         self.channel = channel
         self._in_fd = in_fd
+        self._splitter = P.LineSplitter()
+        # The thread that waits for a frame (the main thread between runs, a program thread
+        # waiting for its tool's result) reads the channel itself, holding _lead; the reader
+        # thread reads only while no one leads, so a reply needs no hand-off between threads.
+        self._lead = threading.Lock()
+        self._leader_poll = select.poll()
+        self._leader_poll.register(in_fd, select.POLLIN)
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        if self._epoll is not None:
+            os.set_blocking(in_fd, False)
+            self._epoll.register(in_fd, select.EPOLLIN)
+        # Waits for a tool's result and for the next request learn apart: a request comes
+        # when the host pleases, and its long waits must not turn off spinning for results.
+        self.spin = P.Spin()
+        self.idle_spin = P.Spin(P.SPIN_MAX_OTHER)
+        self._interrupt_self = False
         self._inbox: list[dict] = []
         self._inbox_ready = threading.Condition()
         self._pending: dict[int, list] = {}
@@ -271,12 +292,15 @@ class Runtime:
         self._main_ident = threading.get_ident()
         self._pid = os.getpid()
         self._tool_names: list[str] = []
+        self._stub_cache: dict[tuple, dict] = {}
         self.streams: list[TextStream] = []
         self.pumps: list[FdPump] = []
+        self._pump_fds: list[int] = []
         workdir = os.getcwd()  # the program may chdir; files in and out stay relative to this
         self.displayer = R.Displayer(channel.send_bytes, self.sync_output, warn)
         self.uploads = R.Uploads(workdir)
         self.artifacts = R.Artifacts(workdir)
+        self._outputs = os.path.join(workdir, R.OUTPUTS)
         R.install_matplotlib_backend(self.displayer)
         self.namespace = self._fresh_namespace()
 
@@ -284,19 +308,63 @@ class Runtime:
 
     def read_control(self) -> None:
         """Reader thread: results wake their callers; run/reset go to the main loop."""
-        splitter = P.LineSplitter()
+        if self._epoll is None:  # no epoll: this thread is the only reader, blocking
+            while True:
+                self._pump(os.read)
         while True:
-            try:
-                data = os.read(self._in_fd, 65536)
-            except InterruptedError:
-                continue
-            except OSError:
-                os._exit(P.CHANNEL_LOST)
-            if not data:
-                os._exit(0)  # the host has gone: nothing left to serve
-            for line in splitter.feed(data):
-                if line.strip():
-                    self._dispatch(P.decode(line))
+            self._epoll.poll()  # the channel is left out of it while a thread leads
+            with self._lead:
+                self._pump(_read_nowait)
+
+    def _pump(self, read: object) -> None:
+        """Read what the channel has and dispatch it (by the one thread that reads now)."""
+        try:
+            data = read(self._in_fd, 65536)
+        except InterruptedError:
+            return
+        except OSError:
+            os._exit(P.CHANNEL_LOST)
+        if data is None:
+            return
+        if not data:
+            os._exit(0)  # the host has gone: nothing left to serve
+        for line in self._splitter.feed(data):
+            if line.strip():
+                self._dispatch(P.decode(line))
+
+    def wait_leading(self, done: object, spin: P.Spin | None = None) -> bool:
+        """Read the channel on this thread until `done()`; False if another thread leads (its
+        reads dispatch to this one) or there is no epoll to keep the reader thread out."""
+        if self._epoll is None or not self._lead.acquire(blocking=False):
+            return False
+        try:
+            self._epoll.modify(self._in_fd, 0)  # the reader thread sleeps through this
+            while not done():
+                self._read_step(spin or self.spin)
+        finally:
+            self._epoll.modify(self._in_fd, select.EPOLLIN)
+            self._lead.release()
+        return True
+
+    def _read_step(self, spin: P.Spin) -> None:
+        """Wait for the channel (a short spin first, learnt by `spin`), then read and dispatch."""
+        start = time.perf_counter()
+        end = start + spin.limit
+        poll = self._leader_poll.poll
+        caught = poll(0)
+        while not caught and time.perf_counter() < end:
+            if P.SPIN_YIELD:
+                os.sched_yield()
+            caught = poll(0)
+        if not caught:
+            poll()  # a signal (Ctrl-C) raises here, before anything was read
+        self._pump(_read_nowait)
+        if self._interrupt_self:
+            # An interrupt frame this (main) thread read for itself: raised once everything
+            # read is dispatched, so nothing is lost.
+            self._interrupt_self = False
+            raise KeyboardInterrupt
+        spin.record(time.perf_counter() - start, bool(caught))
 
     def _dispatch(self, frame: dict) -> None:
         kind = frame["t"]
@@ -308,7 +376,10 @@ class Runtime:
         elif kind == P.INTERRUPT:
             with self._run_lock:
                 if self._running is not None and frame.get("id") in (None, self._running):
-                    signal.pthread_kill(self._main_ident, signal.SIGINT)
+                    if threading.get_ident() == self._main_ident:
+                        self._interrupt_self = True  # leading: raised after dispatching
+                    else:
+                        signal.pthread_kill(self._main_ident, signal.SIGINT)
                 elif frame.get("id") is not None:
                     # Its run frame is queued but not started: it stops as soon as it starts.
                     self._stop_early.add(frame["id"])
@@ -318,6 +389,8 @@ class Runtime:
                 self._inbox_ready.notify()
 
     def next_request(self) -> dict:
+        if not self._inbox:
+            self.wait_leading(lambda: bool(self._inbox), self.idle_spin)
         with self._inbox_ready:
             while not self._inbox:
                 self._inbox_ready.wait()
@@ -327,8 +400,19 @@ class Runtime:
         """Everything the program wrote so far goes out before the next control frame."""
         for stream in self.streams:
             stream.flush()
-        for pump in self.pumps:
-            pump.drain()
+        # One syscall, no exception: the pipes are empty nearly always (select, not a shared
+        # poll object: program threads call this at the same time). An empty pipe may still be
+        # in the hands of its pump thread, sending what it read: wait for that (its lock).
+        if self.pumps and select.select(self._pump_fds, (), (), 0)[0]:
+            for pump in self.pumps:
+                pump.drain()
+        else:
+            for pump in self.pumps:
+                pump.settle()
+
+    def add_pump(self, pump: FdPump) -> None:
+        self.pumps.append(pump)
+        self._pump_fds.append(pump.fd)
 
     # --- tool calls --------------------------------------------------------------------------
 
@@ -340,13 +424,16 @@ class Runtime:
         waiter = [lock.release, None]
         call_id = self._start_call(name, args, kwargs, waiter)
         try:
-            lock.acquire()
+            if not self.wait_leading(lambda: waiter[1] is not None):
+                lock.acquire()
         except BaseException:
             self._pending.pop(call_id, None)
             raise
         return self._finish_call(name, waiter)
 
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> object:
+        import asyncio  # already imported: the program awaits in a running loop
+
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
@@ -387,7 +474,11 @@ class Runtime:
             self.namespace.pop(old, None)
         self._tool_names = []
         for spec in tools:
-            for alias, stub in self._stubs(spec).items():
+            key = (spec["name"], spec.get("signature"), spec.get("doc"))
+            stubs = self._stub_cache.get(key)
+            if stubs is None:  # made once per tool and namespace: every run binds them
+                stubs = self._stub_cache[key] = self._stubs(spec)
+            for alias, stub in stubs.items():
                 self.namespace[alias] = stub
                 self._tool_names.append(alias)
 
@@ -448,6 +539,7 @@ class Runtime:
     def reset(self) -> None:
         self.namespace = self._fresh_namespace()
         self._tool_names = []
+        self._stub_cache.clear()  # a fresh namespace gets fresh stubs
         self.channel.send({"t": P.RESET_DONE})
 
     def execute(self, frame: dict) -> None:
@@ -508,7 +600,9 @@ class Runtime:
         """Figures still open are shown and the run's files sent, as a cell ends in IPython."""
         R.flush_figures(self.displayer)
         self.sync_output()
-        self.artifacts.send(self.channel.send_bytes, warn)
+        # Walking a missing outputs/ costs more than the rest of an empty run: look first.
+        if self.artifacts.saved or os.path.isdir(self._outputs):
+            self.artifacts.send(self.channel.send_bytes, warn)
 
     def _end_forked_child(self, reply: dict) -> None:
         """A process the program forked reached the end of the program: it ends there, as a
@@ -539,15 +633,30 @@ class Runtime:
 PACKAGE_DIRS = [os.path.expanduser("~/.codemode-packages")]
 
 
-def add_package_dirs() -> None:
-    """Before each run: package directories that appeared (a pip install between runs)."""
-    import importlib
-    import site
+_package_dirs_seen: dict[str, int] = {}  # directory -> its mtime at the last look (-1: none)
 
+
+def add_package_dirs() -> None:
+    """Before each run: package directories that appeared or changed (a pip install between
+    runs) go on sys.path, and the import caches are dropped so their packages are found. A
+    stat each when nothing changed: dropping the caches makes every later import slower."""
+    changed = False
     for directory in PACKAGE_DIRS:
-        if directory not in sys.path and os.path.isdir(directory):
-            site.addsitedir(directory)
-    importlib.invalidate_caches()  # packages installed since the last run are found
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except OSError:
+            mtime = -1
+        if _package_dirs_seen.get(directory) != mtime:
+            _package_dirs_seen[directory] = mtime
+            changed = True
+            if mtime != -1 and directory not in sys.path:
+                import site
+
+                site.addsitedir(directory)
+    if changed:
+        import importlib
+
+        importlib.invalidate_caches()
 
 
 def _whole(value: object, default: int) -> int:
@@ -556,13 +665,21 @@ def _whole(value: object, default: int) -> int:
     )
 
 
+def _read_nowait(fd: int, size: int) -> bytes | None:
+    """What the (non-blocking) channel has now, or None."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+
+
 def warn(message: str) -> None:
     """A note for the person running the program, on its stderr."""
     sys.stderr.write(f"[codemode] {message}\n")
     sys.stderr.flush()
 
 
-def _resolve(future: asyncio.Future) -> None:
+def _resolve(future: asyncio.Future) -> None:  # noqa: F821 - imported by its caller
     if not future.done():
         future.set_result(None)
 
@@ -570,6 +687,11 @@ def _resolve(future: asyncio.Future) -> None:
 def compile_program(code: str) -> tuple[types.CodeType, types.CodeType | None]:
     """The program's body, and its last expression separately (its value is the result)."""
     linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
+    return _compiled(code)
+
+
+@functools.lru_cache(maxsize=32)  # code objects are immutable: a program run again reuses them
+def _compiled(code: str) -> tuple[types.CodeType, types.CodeType | None]:
     tree = ast.parse(code, CELL, "exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -580,21 +702,26 @@ def compile_program(code: str) -> tuple[types.CodeType, types.CodeType | None]:
     return body, expr
 
 
+_CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE (inspect is not imported: it is slow to import)
+
+
 def run_program(code: str, namespace: dict) -> object:
     body, expr = compile_program(code)
-    is_async = any(c is not None and c.co_flags & inspect.CO_COROUTINE for c in (body, expr))
+    is_async = any(c is not None and c.co_flags & _CO_COROUTINE for c in (body, expr))
     if not is_async:
         exec(body, namespace)
         return eval(expr, namespace) if expr is not None else None
 
     async def main() -> object:
         result = eval(body, namespace)
-        if inspect.iscoroutine(result):
+        if isinstance(result, types.CoroutineType):
             await result
         if expr is None:
             return None
         value = eval(expr, namespace)
-        return await value if inspect.iscoroutine(value) else value
+        return await value if isinstance(value, types.CoroutineType) else value
+
+    import asyncio  # only programs that await pay for it (a third of a cold start)
 
     return asyncio.run(main())
 
@@ -674,7 +801,7 @@ def serve_session() -> None:
     flusher.start()
     runtime = Runtime(channel, in_fd)
     for fd, read_end in pipes:
-        runtime.pumps.append(FdPump(channel, fd, read_end))
+        runtime.add_pump(FdPump(channel, fd, read_end))
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     sys.stdout = TextStream(channel, P.STDOUT, 1, flusher)
     sys.stderr = TextStream(channel, P.STDERR, 2, flusher)

@@ -1,0 +1,207 @@
+"""The channel's fast paths: the thread that waits for a frame reads it itself, on both sides.
+
+On the host a run's own thread reads the runtime's frames while it waits (the I/O thread only
+between runs and while a sync tool runs long); in the runtime the thread waiting for a tool's
+result (or the main thread between runs) reads the control channel itself. These tests check
+that nothing that used to flow through the I/O thread and the reader thread was lost.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from codemode_jupyter import CodeMode
+from codemode_jupyter import events as ev
+
+
+def add(a: int, b: int = 1) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def test_output_of_other_threads_streams_while_a_sync_tool_runs() -> None:
+    seen = threading.Event()
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Output) and "from-the-thread" in event.text:
+            seen.set()
+
+    def wait_for_output() -> bool:
+        """Returns once the thread's print has reached the host, while this tool still runs."""
+        return seen.wait(30)
+
+    # The thread prints once the main thread waits for the tool's result (its call frame has
+    # gone out), so the print can only reach the host while the tool runs.
+    code = (
+        "import sys, threading, time\n"
+        "main = threading.main_thread().ident\n"
+        "def waiting():\n"
+        "    frame = sys._current_frames().get(main)\n"
+        "    while frame is not None:\n"
+        "        if frame.f_code.co_name in ('wait_leading', 'acquire'):\n"
+        "            return True\n"
+        "        frame = frame.f_back\n"
+        "    return False\n"
+        "def later():\n"
+        "    while not waiting():\n"
+        "        time.sleep(0.001)\n"
+        "    print('from-the-thread')\n"
+        "threading.Thread(target=later).start()\n"
+        "wait_for_output()"
+    )
+    with CodeMode(tools=[wait_for_output]) as session:
+        result = session.run(code, on_event=on_event, timeout=60)
+    assert result.ok, result.error
+    assert result.value is True  # it streamed while the run's thread was inside the tool
+    assert "from-the-thread" in result.stdout
+
+
+def test_sync_calls_from_many_program_threads_all_get_their_results() -> None:
+    code = (
+        "import threading\n"
+        "totals = [0] * 8\n"
+        "def work(k):\n"
+        "    for i in range(40):\n"
+        "        totals[k] += add(i, k)\n"
+        "threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]\n"
+        "for t in threads: t.start()\n"
+        "main = sum(add(i) for i in range(40))\n"
+        "for t in threads: t.join()\n"
+        "totals, main"
+    )
+    with CodeMode(tools=[add]) as session:
+        result = session.run(code, timeout=60)
+    assert result.ok, result.error
+    totals, main = result.value
+    assert totals == [sum(range(40)) + 40 * k for k in range(8)]
+    assert main == sum(range(40)) + 40
+    assert len(result.tool_calls) == 9 * 40
+
+
+@pytest.mark.parametrize("how", ["interrupt_main", "sigint"])
+def test_ctrl_c_while_the_run_thread_reads_output_loses_no_frame(how: str) -> None:
+    started = threading.Event()
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Output) and not started.is_set():
+            started.set()
+            if how == "interrupt_main":
+                threading.Thread(target=_thread.interrupt_main).start()
+            else:  # a real signal to the process: any thread may take it
+                threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT)).start()
+
+    with CodeMode(tools=[add]) as session:
+        session.run("kept = 'state'")
+        with pytest.raises(KeyboardInterrupt):
+            session.run("while True:\n    print('x' * 200)\n    add(1)", on_event=on_event)
+        result = session.last_result
+        assert result.status == "interrupted", result.error
+        assert not result.state_lost  # the runtime answered in order: nothing was lost
+        assert session.run("kept").value == "state"
+
+
+def test_cancel_lands_while_the_program_waits_for_a_result() -> None:
+    holder: list[CodeMode] = []
+
+    def stop_me() -> str:
+        threading.Thread(target=holder[0].cancel).start()
+        return "ok"
+
+    with CodeMode(tools=[stop_me, add]) as session:
+        holder.append(session)
+        session.run("kept = 1")
+        result = session.run("stop_me()\nwhile True:\n    add(1)", timeout=60)
+        assert result.status == "interrupted" and "cancelled" in result.error.message
+        assert not result.state_lost
+        assert session.run("kept + 1").value == 2
+
+
+def test_a_runtime_that_dies_while_idle_is_seen_at_once() -> None:
+    with CodeMode(tools=[add], spare=False) as session:
+        assert session.run("add(1)").value == 2
+        os.kill(session._conn.transport.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while session.status()["runtime_alive"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for a condition (the I/O thread reads EOF), bounded
+        assert not session.status()["runtime_alive"]
+        result = session.run("add(2)")
+        assert result.ok and result.value == 3 and result.state_lost
+
+
+def test_back_to_back_runs_and_calls_stay_in_order() -> None:
+    with CodeMode(tools=[add]) as session:
+        for i in range(200):
+            assert session.run(f"add({i})" if i % 2 else "").value == (i + 1 if i % 2 else None)
+        result = session.run("[add(i) for i in range(300)]")
+        assert result.value == [i + 1 for i in range(300)]
+
+
+def _plain(a: int, b: str = "x", *, c: float = 1.5, d: bool = False) -> None:
+    """Plain parameters: calls with exactly these types skip binding and pydantic."""
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ([1], {}),
+        ([1, "y"], {"c": 2.5, "d": True}),
+        ([], {"a": 3, "d": True}),
+        ([True], {}),  # a bool for an int: pydantic decides
+        ([1], {"c": 2}),  # an int for a float: pydantic converts it
+        (["1"], {}),  # a str for an int: pydantic's lax mode
+        ([1, "y", 3.0], {}),  # too many positional arguments
+        ([1], {"a": 2}),  # given twice
+        ([], {}),  # missing
+        ([1], {"e": 1}),  # unknown
+        ([None], {}),
+    ],
+)
+def test_the_plain_argument_path_agrees_with_pydantic(args: list, kwargs: dict) -> None:
+    from codemode_jupyter.tools import Tool, ToolArgumentError
+
+    fast, slow = Tool(_plain), Tool(_plain)
+    slow._exact = None  # the full path: bind, then the pydantic model
+
+    def outcome(tool: Tool) -> object:
+        try:
+            call_args, call_kwargs = tool.validate(list(args), dict(kwargs))
+        except ToolArgumentError as exc:
+            return ("error", str(exc))
+        return tool._signature.bind(*call_args, **call_kwargs).arguments
+
+    got, expected = outcome(fast), outcome(slow)
+    if isinstance(expected, dict):  # the fast path leaves defaults to the function
+        defaults = {k: p.default for k, p in fast._signature.parameters.items()}
+        got = {**defaults, **got} if isinstance(got, dict) else got
+        expected = {**defaults, **expected}
+        assert got == expected and all(type(got[k]) is type(expected[k]) for k in expected), (
+            got,
+            expected,
+        )
+    else:
+        assert got == expected
+
+
+def test_the_spare_taken_by_the_first_run_comes_back_once_the_session_is_quiet() -> None:
+    with CodeMode(tools=[add]) as session:
+        assert session.run("add(1)").value == 2
+        assert session.status()["spare_runtime"] == "starting"  # waiting for quiet
+        deadline = time.monotonic() + 30
+        while session.status()["spare_runtime"] != "ready" and time.monotonic() < deadline:
+            time.sleep(0.02)  # waiting for a condition (the quiet timer, then the start), bounded
+        assert session.status()["spare_runtime"] == "ready"
+        fresh = session.run("add(2)", fresh=True)  # takes it: no jail to start
+        assert fresh.ok and fresh.value == 3
+
+
+def test_closing_while_the_refill_waits_for_quiet_leaves_no_thread() -> None:
+    with CodeMode(tools=[add]) as session:
+        session.run("add(1)")
+        assert any(t.name == "codemode-spare-timer" for t in threading.enumerate())
+    assert not any(t.name == "codemode-spare-timer" for t in threading.enumerate())

@@ -556,7 +556,7 @@ class PipeTransport(Transport):
             if self._out is None or self._eof:
                 return b""
             try:
-                data = os.read(self._out, 1 << 16)
+                data = os.read(self._out, 1 << 20)
             except BlockingIOError:
                 return None
             except OSError:

@@ -36,9 +36,14 @@ del sys.path[0]
 
 CELL = "<cell>"
 _HIDDEN_FILES = {os.path.abspath(f) for f in (__file__, P.__file__, R.__file__)}
-_FLUSH_AT = 8192
+_FLUSH_AT = 1 << 16  # chars held at most before they go out as a frame
 _FRAME_TEXT = 1 << 20
-_FLUSH_DELAY = 0.01
+_FLUSH_DELAY = 0.01  # the longest a partial line waits
+#: A line written within _BURST of its stream's last frame is part of a burst: it waits up to
+#: _BURST for more (or _FLUSH_AT chars), so a loop of prints sends a few large frames instead
+#: of one per line. A line after a quiet moment still goes out at once.
+_BURST = 0.0005
+_NEVER = float("inf")
 
 
 class ToolError(Exception):
@@ -113,10 +118,28 @@ class Channel:
                 os._exit(P.CHANNEL_LOST)  # the program broke the channel: nothing left to serve
 
 
+#: Bytes a JSON string may not hold raw: the control characters (a newline among them).
+_CONTROL = bytes(range(32))
+_OUT_HEAD = [b'{"t":"%s","s":%d,"d":"' % (P.OUT.encode(), stream) for stream in range(3)]
+
+
+def encode_out(stream: int, text: str) -> bytes:
+    """The `out` frame for `text`, as P.encode makes it but faster for plain text (the JSON
+    encoder looks at every character in Python's C loop; this lets bytes.replace do it)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data or b'"' in data:
+        return P.encode({"t": P.OUT, "s": stream, "d": text})
+    escaped = data.replace(b"\n", b"\\n")
+    if len(escaped.translate(None, _CONTROL)) != len(escaped):
+        return P.encode({"t": P.OUT, "s": stream, "d": text})  # a tab or another control
+    return b"".join((_OUT_HEAD[stream], escaped, b'"}\n'))
+
+
 class TextStream(io.TextIOBase):
     """sys.stdout / sys.stderr for the program: text becomes `out` frames.
 
-    Lines go out at once; a partial line waits at most _FLUSH_DELAY for the flusher.
+    A line goes out at once, unless it comes within _BURST of the last frame (a loop of
+    prints): then it waits up to _BURST for more; a partial line waits up to _FLUSH_DELAY.
     """
 
     def __init__(self, channel: Channel, stream: int, fd: int, flusher: Flusher) -> None:
@@ -127,6 +150,8 @@ class TextStream(io.TextIOBase):
         self._lock = threading.RLock()
         self._pending: list[str] = []
         self._size = 0
+        self._sent = 0.0  # when this stream last sent a frame (time.monotonic)
+        self._due = _NEVER  # when the flusher is to send what waits here
         self.buffer = BinaryStream(self)
 
     encoding = "utf-8"
@@ -138,24 +163,36 @@ class TextStream(io.TextIOBase):
         with self._lock:
             self._pending.append(text)
             self._size += len(text)
-            if self._size >= _FLUSH_AT or "\n" in text:
+            if self._size >= _FLUSH_AT:
                 self._flush_locked()
-            else:
-                self._flusher.wake(self)
+            elif "\n" in text:
+                now = time.monotonic()
+                if now - self._sent >= _BURST:
+                    self._flush_locked()
+                elif now + _BURST < self._due:
+                    self._schedule(now + _BURST)
+            elif self._due == _NEVER:
+                self._schedule(time.monotonic() + _FLUSH_DELAY)
         return len(text)
+
+    def _schedule(self, due: float) -> None:
+        self._due = due
+        self._flusher.wake(self, due)
 
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
+        self._due = _NEVER
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
             self._size = 0
+            self._sent = time.monotonic()
             for start in range(0, len(text), _FRAME_TEXT):  # bounded frames, however big a write
                 chunk = text[start : start + _FRAME_TEXT]
-                self._channel.send({"t": P.OUT, "s": self._stream, "d": chunk})
+                self._channel.send_bytes(encode_out(self._stream, chunk))
 
     def fileno(self) -> int:
         return self._fd
@@ -192,24 +229,36 @@ class BinaryStream(io.RawIOBase):
 
 
 class Flusher(threading.Thread):
-    """Sends partial lines that have waited _FLUSH_DELAY, so `print(end="")` still streams."""
+    """Sends what a stream holds once it is due: partial lines after _FLUSH_DELAY (so
+    `print(end="")` still streams), the lines of a burst after _BURST."""
 
     def __init__(self) -> None:
         super().__init__(name="codemode-flusher", daemon=True)
-        self._dirty: set[TextStream] = set()
+        self._due: dict[TextStream, float] = {}  # stream -> when to flush it (monotonic)
+        self._lock = threading.Lock()
         self._event = threading.Event()
 
-    def wake(self, stream: TextStream) -> None:
-        self._dirty.add(stream)
+    def wake(self, stream: TextStream, due: float) -> None:
+        """Flush `stream` at `due` (time.monotonic), unless an earlier time is asked already."""
+        with self._lock:
+            if self._due.get(stream, _NEVER) <= due:
+                return
+            self._due[stream] = due
         self._event.set()
 
     def run(self) -> None:
         while True:
-            self._event.wait()
-            self._event.clear()
-            threading.Event().wait(_FLUSH_DELAY)
-            while self._dirty:
-                self._dirty.pop().flush()
+            with self._lock:
+                now = time.monotonic()
+                ready = [stream for stream, due in self._due.items() if due <= now]
+                for stream in ready:
+                    del self._due[stream]
+                wait = min(self._due.values(), default=now + 3600) - now
+            for stream in ready:
+                stream.flush()
+            if not ready:
+                self._event.wait(wait)
+                self._event.clear()  # wake() after this sets it again; _due is read anew
 
 
 class FdPump:
@@ -257,7 +306,7 @@ class FdPump:
             if chunks:
                 text = self._decoder.decode(b"".join(chunks))
                 if text:
-                    self._channel.send({"t": P.OUT, "s": self._stream, "d": text})
+                    self._channel.send_bytes(encode_out(self._stream, text))
 
 
 class Runtime:
@@ -777,6 +826,20 @@ def take_standard_fds() -> tuple[int, int, list[tuple[int, int]]]:
     return in_fd, out_fd, pipes
 
 
+#: The control channel's capacity toward the host: a burst of output fills fewer, larger reads.
+#: Modest, as a user's pipes share a budget (fs.pipe-user-pages-soft) across all sessions.
+_CHANNEL_PIPE = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _CHANNEL_PIPE)
+    except (ImportError, AttributeError, OSError):
+        pass  # not a pipe, or over the user's budget: the default capacity works too
+
+
 def apply_limits(argv: list[str]) -> None:
     """`--limits MEM_MB,PROCS,CPU_S,FSIZE_MB` (0 = leave as is): set before any program runs,
     so the program and everything it starts inherit them."""
@@ -796,6 +859,7 @@ def apply_limits(argv: list[str]) -> None:
 
 def serve_session() -> None:
     in_fd, out_fd, pipes = take_standard_fds()
+    _widen_pipe(out_fd)
     channel = Channel(out_fd)
     flusher = Flusher()
     flusher.start()

@@ -205,3 +205,81 @@ def test_closing_while_the_refill_waits_for_quiet_leaves_no_thread() -> None:
         session.run("add(1)")
         assert any(t.name == "codemode-spare-timer" for t in threading.enumerate())
     assert not any(t.name == "codemode-spare-timer" for t in threading.enumerate())
+
+
+# --- output in bursts, and the plain `out` frame encoder -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "plain",
+        "two\nlines\n",
+        "a\ttab",
+        'a "quote"',
+        "a back\\slash",
+        "\r\n",
+        "\x00\x1f\x7f",
+        "é 中 😀\n",
+        "\ud800 lone surrogate\n",
+        "x" * 70000 + "\n",
+    ],
+)
+def test_the_fast_out_frame_is_the_json_encoders_frame(text: str) -> None:
+    from codemode_jupyter.runtime import codemode_protocol as P
+    from codemode_jupyter.runtime import codemode_runtime as R
+
+    for stream in (P.STDOUT, P.STDERR):
+        assert R.encode_out(stream, text) == P.encode({"t": P.OUT, "s": stream, "d": text})
+
+
+def test_a_burst_of_prints_arrives_whole_in_order_and_before_the_next_tool_call() -> None:
+    order: list[str] = []
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Output):
+            order.append(event.text)
+        elif isinstance(event, ev.ToolCallStarted):
+            order.append("<call>")
+
+    code = (
+        "for i in range(3000): print(i)\n"
+        "add(1)\n"
+        "for i in range(3000, 3010): print(i, end=' ')\n"
+        "import sys; sys.stderr.write('err\\n')\n"
+    )
+    with CodeMode([add], spare=False) as cm:
+        result = cm.run(code, on_event=on_event)
+    assert result.ok, result.error
+    assert result.stdout == "".join(f"{i}\n" for i in range(3000)) + "".join(
+        f"{i} " for i in range(3000, 3010)
+    )
+    assert result.stderr == "err\n"
+    before_call = "".join(order[: order.index("<call>")])
+    assert before_call == "".join(f"{i}\n" for i in range(3000))
+
+
+def test_a_session_whose_calls_pass_plain_values_never_loads_pydantic() -> None:
+    """pydantic is most of the host's memory after import; it loads when a call needs it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from codemode_jupyter import CodeMode\n"
+        "def add(a: int, b: int = 1) -> int:\n"
+        "    return a + b\n"
+        "with CodeMode([add], spare=False) as cm:\n"
+        "    assert cm.run('add(1, b=2)').value == 3\n"
+        "    assert not [m for m in sys.modules if m.startswith('pydantic')], 'loaded early'\n"
+        "    converted = cm.run('add(\"4\")')\n"
+        "    refused = cm.run('add([1])')\n"
+        "assert converted.value == 5, converted\n"
+        "assert refused.error.type == 'ToolArgumentError', refused\n"
+        "assert 'pydantic' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -18,7 +18,6 @@ from typing import Any
 
 from .loop_thread import LoopThread, run_coroutine
 from .result import RunError, ToolCall
-from .rich import to_jsonable
 from .runtime import codemode_protocol as P
 from .text import short_repr
 from .tools import Tool, ToolArgumentError, ToolRegistry, UnknownToolError
@@ -132,6 +131,8 @@ def to_json_value(value: Any) -> Any:
     except (TypeError, ValueError, RecursionError):
         try:
             _check_convertible(value)
+            from .rich import to_jsonable  # pydantic_core: loaded by the first such result
+
             value = to_jsonable(value)  # numpy, pandas & co. too (rich.py)
             text = _dumps(value)
         except ResultNotSerialisable:

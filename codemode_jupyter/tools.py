@@ -1,7 +1,9 @@
 """Plain Python callables as Code Mode tools: signatures, validation, stubs and the prompt.
 
 Pydantic builds the argument model from each function's signature, so what the sandbox sends
-is validated exactly as the annotations say before the function ever runs.
+is validated exactly as the annotations say before the function ever runs. It is imported when
+first needed (a signature beyond plain types, a call whose values must be converted, a schema):
+a session whose calls pass plain values never loads it, which keeps the host process small.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import dataclasses
 import enum
 import inspect
 import keyword
+import sys
 import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typing_extensions
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
 
 from .loop_thread import run_coroutine
 from .text import clip
@@ -116,7 +121,9 @@ class Tool:
 
     # --- the signature -----------------------------------------------------------------
 
-    def _collect_fields(self) -> tuple[list[_Param], dict[str, Any]]:
+    def _collect_fields(self) -> tuple[list[_Param], dict[str, tuple[Any, Any, Any]]]:
+        """The parameters, and each one's model field: (annotation, kind, default), made into
+        a pydantic field only when the model is built."""
         params, fields = [], {}
         for index, param in enumerate(self._signature.parameters.values()):
             annotation = _validatable(self._hints.get(param.name, Any))
@@ -124,15 +131,9 @@ class Tool:
                 annotation = list[annotation]
             elif param.kind is param.VAR_KEYWORD:
                 annotation = dict[str, annotation]
-            if param.kind is param.VAR_POSITIONAL:
-                info = Field(default_factory=list, alias=param.name)
-            elif param.kind is param.VAR_KEYWORD:
-                info = Field(default_factory=dict, alias=param.name)
-            else:
-                default = param.default if param.default is not param.empty else ...
-                info = Field(default, alias=param.name)
+            default = param.default if param.default is not param.empty else ...
             field = f"p{index}"  # aliases keep names like `_x` or `model_config` legal
-            fields[field] = (annotation, info)
+            fields[field] = (annotation, param, default)
             params.append(_Param(param.name, param.kind, field))
         return params, fields
 
@@ -186,10 +187,21 @@ class Tool:
     def _model(self) -> type[BaseModel]:
         """The pydantic model that validates the arguments (made once, on first use)."""
         if self._args_model is None:
+            from pydantic import ConfigDict, Field, create_model
+
+            fields = {}
+            for field, (annotation, param, default) in self._fields.items():
+                if param.kind is param.VAR_POSITIONAL:
+                    info = Field(default_factory=list, alias=param.name)
+                elif param.kind is param.VAR_KEYWORD:
+                    info = Field(default_factory=dict, alias=param.name)
+                else:
+                    info = Field(default, alias=param.name)
+                fields[field] = (annotation, info)
             config = ConfigDict(
                 arbitrary_types_allowed=True, populate_by_name=False, extra="forbid"
             )
-            self._args_model = create_model(f"{self.name}_args", __config__=config, **self._fields)
+            self._args_model = create_model(f"{self.name}_args", __config__=config, **fields)
         return self._args_model
 
     @property
@@ -236,6 +248,8 @@ class Tool:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise ToolArgumentError(f"{exc}; expected {self.name}{self.signature}") from None
+        from pydantic import ValidationError
+
         by_alias = {}
         for param in self._params:
             if param.name in bound.arguments:
@@ -389,6 +403,8 @@ def _validatable(hint: Any) -> Any:
                 ]
         except TypeError:
             return Any
+    from pydantic import ConfigDict, TypeAdapter
+
     for config in (None, ConfigDict(arbitrary_types_allowed=True)):
         try:
             TypeAdapter(hint, config=config)
@@ -426,11 +442,17 @@ def _collect_types(hint: Any, found: list[type]) -> None:
 
 def _is_structured(cls: type) -> bool:
     return (
-        (issubclass(cls, BaseModel) and cls is not BaseModel)
+        _is_model(cls)
         or typing.is_typeddict(cls)
         or dataclasses.is_dataclass(cls)
         or (issubclass(cls, enum.Enum) and cls is not enum.Enum)
     )
+
+
+def _is_model(cls: type) -> bool:
+    """A pydantic model (not BaseModel itself); none can exist before pydantic is loaded."""
+    main = sys.modules.get("pydantic.main")
+    return main is not None and issubclass(cls, main.BaseModel) and cls is not main.BaseModel
 
 
 def _type_stub(cls: type) -> str:
@@ -440,7 +462,7 @@ def _type_stub(cls: type) -> str:
     base = (
         "TypedDict"
         if typing.is_typeddict(cls)
-        else ("BaseModel" if issubclass(cls, BaseModel) else "dataclass")
+        else ("BaseModel" if _is_model(cls) else "dataclass")
     )
     lines = [
         f"class {cls.__name__}({base}):"

@@ -64,17 +64,15 @@ class RichRun:
     def __init__(self, opts: RichOptions, number: int, emit: Callable[[ev.Event], None]) -> None:
         self.opts = opts
         self.emit = emit
+        self.number = number
         self.book = DisplayBook(opts.max_display_bytes, opts.max_displays, MAX_ONE_DISPLAY)
-        folder = (opts.outputs_dir / opts.session / f"run-{number}") if opts.outputs_dir else None
-        self.writer = (
-            ArtifactWriter(folder, opts.max_artifacts, opts.max_artifact_bytes)
-            if folder is not None
-            else None
-        )
+        #: Made by the run's first artifact: most runs bring none back, and every run pays
+        #: for what is made here.
+        self.writer: ArtifactWriter | None = None
 
     def limits(self) -> dict[str, int]:
         """The caps the runtime applies itself (the host checks them again)."""
-        artifacts = self.opts.max_artifacts if self.writer is not None else 0
+        artifacts = self.opts.max_artifacts if self.opts.outputs_dir is not None else 0
         return {
             "display": min(MAX_ONE_DISPLAY, self.opts.max_display_bytes),
             "artifacts": artifacts,
@@ -87,8 +85,13 @@ class RichRun:
             self.emit(ev.Display(item["data"], item["metadata"]))
 
     def artifact(self, frame: dict) -> None:
-        if self.writer is not None:
-            self.writer.feed(frame["name"], frame["d"], frame["more"])
+        opts = self.opts
+        if opts.outputs_dir is None:
+            return
+        if self.writer is None:
+            folder = opts.outputs_dir / opts.session / f"run-{self.number}"
+            self.writer = ArtifactWriter(folder, opts.max_artifacts, opts.max_artifact_bytes)
+        self.writer.feed(frame["name"], frame["d"], frame["more"])
 
     def finish(self) -> tuple[dict[str, Any], list[str]]:
         """The RunResult's fields for displays and artifacts, and the notes for its stderr."""

@@ -826,9 +826,10 @@ def take_standard_fds() -> tuple[int, int, list[tuple[int, int]]]:
     return in_fd, out_fd, pipes
 
 
-#: The control channel's capacity toward the host: a burst of output fills fewer, larger reads.
-#: Modest, as a user's pipes share a budget (fs.pipe-user-pages-soft) across all sessions.
-_CHANNEL_PIPE = 1 << 20
+#: The control channel's capacity toward the host (the default is 64 KiB): a burst of output
+#: fills fewer, larger reads. Not more: a user's pipes share one budget across all their
+#: sessions and programs (fs.pipe-user-pages-soft, 64 MiB), past which new pipes get a page.
+_CHANNEL_PIPE = 1 << 18
 
 
 def _widen_pipe(fd: int) -> None:

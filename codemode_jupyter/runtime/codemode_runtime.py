@@ -612,9 +612,11 @@ class Runtime:
                 reply["bundle"] = bundle
         except BaseException as exc:  # the program's failure is data, whatever it raised
             reply.update(ok=False, error=describe_error(exc))
+        synced = False
         try:
             if os.getpid() == self._pid:
                 self._end_of_run()
+                synced = True
         except BaseException as exc:  # interrupted while showing figures or sending files
             if reply["ok"]:
                 reply = {"t": P.DONE, "id": run_id, "ok": False, "error": describe_error(exc)}
@@ -623,7 +625,8 @@ class Runtime:
                 self._running = None
         if os.getpid() != self._pid:
             self._end_forked_child(reply)
-        self.sync_output()
+        if not synced:
+            self.sync_output()
         try:
             self.channel.send(reply)
         except (TypeError, ValueError):
@@ -652,6 +655,7 @@ class Runtime:
         # Walking a missing outputs/ costs more than the rest of an empty run: look first.
         if self.artifacts.saved or os.path.isdir(self._outputs):
             self.artifacts.send(self.channel.send_bytes, warn)
+            self.sync_output()  # what sending them warned about, before the done frame
 
     def _end_forked_child(self, reply: dict) -> None:
         """A process the program forked reached the end of the program: it ends there, as a

@@ -44,6 +44,7 @@ _FLUSH_DELAY = 0.01  # the longest a partial line waits
 #: of one per line. A line after a quiet moment still goes out at once.
 _BURST = 0.0005
 _NEVER = float("inf")
+_PUMP_FRAME = 1 << 18  # bytes an fd pump reads at most before it sends them
 
 
 class ToolError(Exception):
@@ -289,7 +290,7 @@ class FdPump:
     def drain(self) -> None:
         """Forward everything readable now; a sync point before call and done frames."""
         with self._lock:
-            chunks = []
+            chunks, size = [], 0
             while not self._ended:
                 try:
                     data = os.read(self._fd, 65536)
@@ -303,10 +304,17 @@ class FdPump:
                     self._ended = True
                     break
                 chunks.append(data)
-            if chunks:
-                text = self._decoder.decode(b"".join(chunks))
-                if text:
-                    self._channel.send_bytes(encode_out(self._stream, text))
+                size += len(data)
+                if size >= _PUMP_FRAME:  # the host decodes this while the next is read
+                    self._send(chunks)
+                    chunks, size = [], 0
+            self._send(chunks)
+
+    def _send(self, chunks: list[bytes]) -> None:
+        if chunks:
+            text = self._decoder.decode(b"".join(chunks))
+            if text:
+                self._channel.send_bytes(encode_out(self._stream, text))
 
 
 class Runtime:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from importlib import metadata
 from typing import Any
 
 from .base import (
@@ -112,6 +111,9 @@ def _too_old(sdk: str, extra: str) -> str | None:
     this package's extra asks for; None if it fits, or if either version is unknown (a source
     checkout run without installing). Only the lower bound is checked: a newer SDK may work."""
     try:
+        # Imported here: importlib.metadata costs a session's start tens of ms and some MiB.
+        from importlib import metadata
+
         from packaging.requirements import Requirement
         from packaging.version import Version
 

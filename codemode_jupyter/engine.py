@@ -223,6 +223,20 @@ class CodeMode:
         """The tools as Python stubs, with how to call them: the prompt for an LLM."""
         return self._registry.system_prompt()
 
+    def tool_definition(self, format: str = "openai", **options: Any) -> dict[str, Any]:
+        """The Code Mode tool (`run_code`, described by the prompt) in the shape an LLM API
+        takes: "openai", "openai-responses", "anthropic" or "mcp" (agents/llm_tool.py)."""
+        from .agents.llm_tool import tool_definition
+
+        return tool_definition(self, format, **options)
+
+    def handle_tool_call(self, arguments: str | dict[str, Any] | None, **options: Any) -> str:
+        """Run a `run_code` call from an LLM (its arguments, a dict or a JSON string) and
+        return the text to send back as the tool result."""
+        from .agents.llm_tool import handle_tool_call
+
+        return handle_tool_call(self, arguments, **options)
+
     def status(self) -> dict[str, Any]:
         """Backend, isolation, whether a runtime is alive, and how many runs it has served."""
         backend = self.backend.status()

@@ -193,3 +193,10 @@ def test_waiting_for_an_async_approval_does_not_use_the_timeout(cm):
     )
     result = cm.run(code, tools=gate.guard(cm.tools, cm), timeout=1.0)
     assert result.ok and result.stdout == "rejected\n", result
+
+
+def test_the_session_offers_the_tool_as_methods_too(cm):
+    assert cm.tool_definition("anthropic") == tool_definition(cm, "anthropic")
+    assert cm.tool_definition() == tool_definition(cm, "openai")
+    text = cm.handle_tool_call({"code": "lookup('Rome')['temp'] + 1"})
+    assert "status: ok" in text and "value: 22" in text

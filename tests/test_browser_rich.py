@@ -4,7 +4,7 @@ A small notebook written into the lab root: a %%codemode cell shows an HTML tabl
 matplotlib figure, writes a CSV under outputs/, then calls a tool that waits until the test
 creates a file. While it waits, the live card shows the image and the table; when it ends,
 the finished card shows them in time order with the output and the call, and links the CSV;
-after save, kernel shutdown and a reload, the saved card shows them again. Each display is
+after save, kernel shutdown and a reload, the saved card shows them again (and in Notebook 7). Each display is
 shown once: its own output (marked for the card) stays hidden. Every wait is on a condition
 in the page or on disk; screenshots go to test-artifacts/browser/rich-*.png.
 """
@@ -223,3 +223,25 @@ def scenario(lab, page) -> None:
     cell_node(page, index).locator(".codemode-RunCard").scroll_into_view_if_needed()
     shot(page, "rich-3-saved-after-reload")
     assert not console_errors(page), console_errors(page)
+
+
+def test_notebook7_shows_each_display_once_in_the_saved_card(lab, page):
+    """The notebook saved by the test above, in Notebook 7: same card, marked outputs hidden."""
+    pytest.importorskip("notebook")
+    try:
+        page.goto(f"{lab['base']}/notebooks/{NAME}?token={lab['token']}")
+        page.wait_for_function(
+            "() => { const p = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " return !!(p && p.context && p.context.isReady && p.content.widgets.length); }",
+            timeout=LONG,
+        )
+        index = cell_index(page, "%%codemode")
+        wait_shown(page, index, "s.status === 'ok' && s.images.length && s.figureLoaded")
+        saved = shown(page, index)
+        assert saved["images"] == ["card-display"], saved
+        assert saved["tables"][0] == "card-display:monthunitsJan120", saved
+        cell_node(page, index).locator(".codemode-RunCard").scroll_into_view_if_needed()
+        shot(page, "rich-4-notebook7")
+    except BaseException:
+        shot(page, "rich-failure-notebook7")
+        raise

@@ -4,9 +4,10 @@ A small notebook written into the lab root: a %%codemode cell shows an HTML tabl
 matplotlib figure, writes a CSV under outputs/, then calls a tool that waits until the test
 creates a file. While it waits, the live card shows the image and the table; when it ends,
 the finished card shows them in time order with the output and the call, and links the CSV;
-after save, kernel shutdown and a reload, the saved card shows them again (and in Notebook 7). Each display is
-shown once: its own output (marked for the card) stays hidden. Every wait is on a condition
-in the page or on disk; screenshots go to test-artifacts/browser/rich-*.png.
+after save, kernel shutdown and a reload, the saved card shows them again, and so does
+Notebook 7. Each display is shown once: its own output (marked for the card) stays hidden.
+Every wait is on a condition in the page or on disk; screenshots go to
+test-artifacts/browser/rich-*.png.
 """
 
 from __future__ import annotations

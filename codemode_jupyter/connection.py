@@ -164,12 +164,26 @@ class RuntimeConnection:
         self.spin = P.Spin()
         self.other_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._answered = False  # the last thing sent was a tool result
+        # What the runtime holds from the last run frame: a run sends only what changed (a
+        # session's tools, with their docs, were encoded and decoded again on every run).
+        self._sent_tools: list | None = None
+        self._sent_limits: dict | None = None
         loop = self._shared_loop if self._shared else self._read_loop
         self._reader = threading.Thread(target=loop, name="codemode-io", daemon=True)
         self._reader.start()
 
     def send(self, frame: dict) -> None:
         self.transport.write(P.encode(frame))
+
+    def send_run(self, run_id: str, code: str, tools: list, limits: dict) -> None:
+        """A run frame; `tools` (compared by identity: a registry makes its list once) and
+        `limits` go in only if they differ from the last run frame's."""
+        frame: dict[str, Any] = {"t": P.RUN, "id": run_id, "code": code}
+        if tools is not self._sent_tools:
+            frame["tools"] = self._sent_tools = tools
+        if limits != self._sent_limits:
+            frame["limits"] = self._sent_limits = limits
+        self.send(frame)
 
     def answer(self, data: bytes) -> None:
         """Send tool results (the program waits for them: its next frame comes soon)."""

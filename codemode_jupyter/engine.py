@@ -511,15 +511,7 @@ class CodeMode:
         try:
             for data in put_frames(self.rich.uploads(started, run.files)):
                 conn.transport.write(data)
-            conn.send(
-                {
-                    "t": P.RUN,
-                    "id": run.id,
-                    "code": code,
-                    "tools": registry.specs(),
-                    "limits": run.rich.limits(),
-                }
-            )
+            conn.send_run(run.id, code, registry.specs(), run.rich.limits())
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
         except KeyboardInterrupt:
             outcome = self._halt(conn, run, "interrupted", "the program was interrupted")

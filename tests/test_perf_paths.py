@@ -283,3 +283,31 @@ def test_a_session_whose_calls_pass_plain_values_never_loads_pydantic() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def mul(a: int, b: int) -> int:
+    """Multiply two numbers."""
+    return a * b
+
+
+def test_run_frames_carry_tools_and_limits_only_when_they_changed() -> None:
+    """A run frame without tools or limits keeps the last run's: a program that rebinds a
+    tool's name still finds the tool in the next run, a run's own tools replace the session's
+    for that run only, and a reset namespace gets its stubs back."""
+    with CodeMode(tools=[add], max_displays=3) as session:
+        assert session.run("add(1, 2)").value == 3
+        conn = session._conn
+        sent: list[bytes] = []
+        write = conn.transport.write
+        conn.transport.write = lambda data: (sent.append(data), write(data))[1]
+        session.run("add = 5")
+        assert session.run("add(2, 3)").value == 5  # bound again, though the frame had no tools
+        assert all(b'"tools"' not in data and b'"limits"' not in data for data in sent)
+        per_run = session.run("mul(2, 3)", tools=[mul])
+        assert per_run.value == 6, per_run.error
+        assert session.run("'mul' in dir()").value is False
+        assert session.run("add(3, 4)").value == 7
+        session.reset()
+        assert session.run("add(4, 5)").value == 9
+        assert sum(b'"tools"' in data for data in sent) == 2  # the per-run tools, then back
+        assert conn is session._conn  # one runtime throughout

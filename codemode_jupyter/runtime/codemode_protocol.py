@@ -6,7 +6,9 @@ the host imports it too, so both sides share one definition.
 Host -> runtime (the runtime's stdin):
     run        {"t": "run", "id": str, "code": str, "tools": [{"name", "signature", "doc"}],
                 "limits": {"display": int, "artifacts": int, "artifact_bytes": int}}
-               (limits is optional: the runtime's own defaults apply to what is missing)
+               (tools and limits are optional: a frame without them keeps the last run
+               frame's, the runtime's defaults and no tools before any; a limit missing from
+               limits takes the runtime's default)
     put        {"t": "put", "path": str, "d": str (base64), "more": bool}
                a file for the work dir, in chunks (each under 1 MiB), before a run frame;
                a chunk with more=false ends the file. A failed write fails the next run.

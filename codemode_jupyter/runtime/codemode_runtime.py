@@ -350,6 +350,7 @@ class Runtime:
         self._pid = os.getpid()
         self._tool_names: list[str] = []
         self._stub_cache: dict[tuple, dict] = {}
+        self._tools: list[dict] = []  # the last run frame's tools (a frame without any keeps them)
         self.streams: list[TextStream] = []
         self.pumps: list[FdPump] = []
         self._pump_fds: list[int] = []
@@ -601,7 +602,11 @@ class Runtime:
 
     def execute(self, frame: dict) -> None:
         run_id = frame["id"]
-        self.install_tools(frame.get("tools", []))
+        if "tools" in frame:  # absent: the host sends tools only when they changed
+            self._tools = frame["tools"]
+        self.install_tools(self._tools)  # bound again each run: a program may have rebound a name
+        if "limits" in frame:  # absent: the last run's hold (the host sends them when changed)
+            self._apply_limits(frame["limits"])
         reply = {"t": P.DONE, "id": run_id}
         with self._run_lock:
             self._running = run_id
@@ -610,7 +615,6 @@ class Runtime:
         try:
             if stopped:
                 raise KeyboardInterrupt
-            self._apply_limits(frame.get("limits"))
             add_package_dirs()
             self._check_uploads()
             value = run_program(frame["code"], self.namespace)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import html
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -210,14 +210,25 @@ def _close_tree(widget: Any) -> None:
     widget.close()
 
 
+#: Called when an agent run ends: (job, result, its timeline entries, or None when the feed
+#: drew no view of it).
+Finished = Callable[[Any, RunResult, "list[dict[str, Any]] | None"], None]
+
+
 class AgentFeed:
     """The feed widget (`.widget`, displayed by the serve cell), or printed lines outside a
     kernel (`widgets=False`). `options` go to each run's view (RichView's output_cap,
     live_output_chars and rate)."""
 
-    def __init__(self, widgets: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        widgets: bool = True,
+        on_finished: Finished | None = None,
+        **options: Any,
+    ) -> None:
         self.widgets = widgets
         self.options = options
+        self.on_finished = on_finished
         self._runs: dict[int, FeedRunView] = {}  # running, by job id
         self._current: FeedRunView | None = None  # the newest running run
         self._shown: list[FeedRunView] = []  # the runs in the feed, oldest first
@@ -235,22 +246,31 @@ class AgentFeed:
 
     def on_event(self, job: Any, event: ev.Event) -> None:
         """An AgentRunner observer (engine threads; quick)."""
-        if not self.widgets:
-            self._print(job, event)
+        view = self._view_for(job, event)
+        if view is not None:
+            view.on_event(event)
+        if not isinstance(event, ev.RunFinished):
             return
-        with self._lock:
-            if self._closed:  # the server stopped: late events of a cut run start nothing
-                return
-            view = self._runs.get(job.id)
-            if view is None:
-                view = self._start(job)
-        view.on_event(event)
-        if isinstance(event, ev.RunFinished):
+        if view is not None:
             with self._lock:
                 self._runs.pop(job.id, None)
                 if self._current is view:
                     self._current = None
             view.end(event.result)
+        if self.on_finished is not None:
+            self.on_finished(job, event.result, view.entries() if view is not None else None)
+
+    def _view_for(self, job: Any, event: ev.Event) -> FeedRunView | None:
+        """The run's view (started on its first event); None without widgets or once the
+        feed is closed (late events of a run the stop cut short start nothing)."""
+        if not self.widgets:
+            self._print(job, event)
+            return None
+        with self._lock:
+            if self._closed:
+                return None
+            view = self._runs.get(job.id)
+            return view if view is not None else self._start(job)
 
     @contextmanager
     def capturing(self, job: Any) -> Iterator[None]:

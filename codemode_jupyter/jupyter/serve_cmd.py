@@ -16,14 +16,11 @@ import argparse
 import json
 import shlex
 import sys
-import threading
 from typing import Any
 
 from IPython.core.error import UsageError
 
-from ..events import RunFinished
 from .discovery import ToolCache, discover
-from .timeline import Timeline
 from .tool_output import ToolOutput
 
 DEFAULT_SESSION = "agent"
@@ -97,8 +94,16 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
     shell = magics.shell
     in_kernel = getattr(shell, "kernel", None) is not None
     settings = magics.settings
+    serving_cell = getattr(shell, "execution_count", 1) - 1  # IPython counts a cell first
+
+    def record(job: Any, result: Any, entries: list[dict[str, Any]] | None) -> None:
+        """Each finished agent run joins the Tools panel's recent runs, as an agent's, with
+        the timeline its feed view recorded."""
+        magics.record_agent_run(job.code, result, serving_cell, entries)
+
     feed = AgentFeed(
         widgets=in_kernel,
+        on_finished=record,
         output_cap=settings.max_output,
         live_output_chars=settings.view_output_chars,
         rate=settings.view_updates_per_second,
@@ -114,23 +119,6 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
 
         approver = WidgetApprover(feed.place)
     approve = _approve_option(args.approve)
-    serving_cell = getattr(shell, "execution_count", 1) - 1  # IPython counts a cell first
-
-    timelines: dict[int, Timeline] = {}
-    timelines_lock = threading.Lock()  # events come from the engine's I/O and calling threads
-
-    def record(job: Any, event: Any) -> None:
-        """Each finished agent run joins the Tools panel's recent runs, as an agent's, with
-        its timeline in the order things happened."""
-        with timelines_lock:
-            timeline = timelines.setdefault(job.id, Timeline(settings.max_output))
-            timeline.apply(event)
-            if not isinstance(event, RunFinished):
-                return
-            del timelines[job.id]
-            entries = timeline.snapshot()
-        magics.record_agent_run(job.code, event.result, serving_cell, entries)
-
     try:
         server = CodeModeServer(
             lambda: session_for(magics, args.session),
@@ -142,7 +130,7 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
             port=args.port,
             token=args.token,
             allow_remote=args.allow_remote,
-            observers=[feed.on_event, record],
+            observers=[feed.on_event],
             run_context=feed.capturing,
         ).start()
     except (ValueError, OSError) as exc:

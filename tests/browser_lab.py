@@ -198,9 +198,10 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
 
 
-def open_notebook(page, lab: dict[str, Any], name: str) -> None:
-    """Open `name` in JupyterLab and wait for its kernel to be idle."""
-    page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
+def open_notebook(page, lab: dict[str, Any], name: str, ui: str = "lab") -> None:
+    """Open `name` in JupyterLab (`ui="lab"`) or Notebook 7 (`ui="notebooks"`) and wait for
+    its kernel to be idle."""
+    page.goto(f"{lab['base']}/{'lab/tree' if ui == 'lab' else ui}/{name}?token={lab['token']}")
     page.wait_for_function(
         """() => {
           const app = window.jupyterapp;
@@ -210,6 +211,18 @@ def open_notebook(page, lab: dict[str, Any], name: str) -> None:
                     && panel.sessionContext.session.kernel.status === 'idle'
                     && panel.content.widgets.length > 0);
         }""",
+        timeout=LONG,
+    )
+
+
+def wait_cell_shows(page, index: int, selector: str) -> None:
+    """Wait until the cell at `index` holds a node matching the CSS `selector`."""
+    page.wait_for_function(
+        """([index, selector]) => {
+          const cell = window.jupyterapp.shell.currentWidget.content.widgets[index];
+          return !!cell.node.querySelector(selector);
+        }""",
+        arg=[index, selector],
         timeout=LONG,
     )
 

@@ -29,7 +29,6 @@ import time
 import pytest
 from browser_lab import (
     BROWSER_MARKS,
-    LONG,
     ROOT,
     RUN_MIME,
     add_code_cell,
@@ -40,9 +39,11 @@ from browser_lab import (
     console_errors,
     lab_server,
     run_cells,
+    save_notebook,
     shot,
     start_cell,
     wait_cell_done,
+    wait_cell_shows,
 )
 from browser_lab import open_notebook as open_named
 
@@ -211,13 +212,7 @@ def scenario(lab, page) -> None:
     run_cells(page, [add_code_cell(page, WAIT_TOOL)])
     waiting = add_code_cell(page, INTERRUPTED_CELL)
     start_cell(page, waiting)
-    page.wait_for_function(
-        """(index) => {
-          const cell = window.jupyterapp.shell.currentWidget.content.widgets[index];
-          return !!cell.node.querySelector('.codemode-ToolCall[data-state="running"]');
-        }""",
-        arg=waiting,
-    )
+    wait_cell_shows(page, waiting, '.codemode-ToolCall[data-state="running"]')
     page.evaluate(
         "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt()"
     )
@@ -230,13 +225,7 @@ def scenario(lab, page) -> None:
 
     # ---- 2. save, restart the kernel, reload: the runs are drawn again, identically ----
     before = card_texts(page)
-    page.evaluate(
-        """async () => {
-          const panel = window.jupyterapp.shell.currentWidget;
-          await panel.context.save();
-        }"""
-    )
-    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
+    save_notebook(page)
     saved_text = (lab["root"] / "quickstart.ipynb").read_text()
     assert "codemode live view" not in saved_text
     assert "widget-view+json" not in saved_text
@@ -407,17 +396,7 @@ def test_notebook7_renders_saved_and_live_runs(lab, page):
     """A smoke check: the same extension in Notebook 7 (the notebook saved by the test above)."""
     pytest.importorskip("notebook")
     try:
-        page.goto(f"{lab['base']}/notebooks/quickstart.ipynb?token={lab['token']}")
-        page.wait_for_function(
-            """() => {
-              const app = window.jupyterapp;
-              const panel = app && app.shell.currentWidget;
-              return !!(panel && panel.sessionContext && panel.context && panel.context.isReady
-                        && panel.sessionContext.session && panel.sessionContext.session.kernel
-                        && panel.sessionContext.session.kernel.status === 'idle');
-            }""",
-            timeout=LONG,
-        )
+        open_named(page, lab, QUICKSTART.name, ui="notebooks")
         saved = page.locator(f'[data-mime-type="{RUN_MIME}"] .codemode-RunCard')
         saved.first.wait_for(state="visible")
         assert saved.count() >= 5
@@ -427,13 +406,7 @@ def test_notebook7_renders_saved_and_live_runs(lab, page):
         run_cells(page, [cell_index(page, "%load_ext"), tools])
         slow = add_code_cell(page, SLOW_CELL)
         start_cell(page, slow)
-        page.wait_for_function(
-            """(index) => {
-              const cell = window.jupyterapp.shell.currentWidget.content.widgets[index];
-              return !!cell.node.querySelector('.codemode-RunCard[data-status="running"]');
-            }""",
-            arg=slow,
-        )
+        wait_cell_shows(page, slow, '.codemode-RunCard[data-status="running"]')
         assert wait_cell_done(page) == "ok"
         card = cell_node(page, slow).locator(".codemode-RunCard")
         assert card.count() == 1 and card.get_attribute("data-status") == "ok"

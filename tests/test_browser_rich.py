@@ -230,12 +230,7 @@ def test_notebook7_shows_each_display_once_in_the_saved_card(lab, page):
     """The notebook saved by the test above, in Notebook 7: same card, marked outputs hidden."""
     pytest.importorskip("notebook")
     try:
-        page.goto(f"{lab['base']}/notebooks/{NAME}?token={lab['token']}")
-        page.wait_for_function(
-            "() => { const p = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-            " return !!(p && p.context && p.context.isReady && p.content.widgets.length); }",
-            timeout=LONG,
-        )
+        open_notebook(page, lab, NAME, ui="notebooks")
         index = cell_index(page, "%%codemode")
         wait_shown(page, index, "s.status === 'ok' && s.images.length && s.figureLoaded")
         saved = shown(page, index)

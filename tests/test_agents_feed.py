@@ -44,7 +44,7 @@ def test_each_run_is_a_run_view_with_its_code_displays_and_ending(cm):
     assert ok.ok and not failed.ok
     first, second = feed.runs()
     assert [c for c in feed.widget.children] == [first.widget, second.widget]
-    header, run, shown, value = first.output.outputs
+    header, run, value = first.output.outputs
     # The agent's code, escaped (the feed's outputs are trusted by the front end).
     assert header["data"]["text/plain"].startswith("agent run 1\nprint('x is'")
     assert "&lt;script&gt;" in header["data"]["text/html"]
@@ -54,7 +54,11 @@ def test_each_run_is_a_run_view_with_its_code_displays_and_ending(cm):
     assert [(c["name"], c["args"], c["state"]) for c in calls] == [("double", "x=21", "ok")]
     index = str(payload["timeline"].index(calls[0]))
     assert run["metadata"][MIME_RUN]["timeline"][index]["duration"] >= 0  # timings, apart
-    assert shown["data"] == {"text/plain": "a table"}  # the display's HTML is not shown
+    # The display is in the run view, in time order, its HTML not shown (the feed's outputs
+    # are trusted in the page: an agent's markup must not run there).
+    displays = [e for e in payload["timeline"] if e["kind"] == "display"]
+    assert [d["data"] for d in displays] == [{"text/plain": "a table"}]
+    assert [e["kind"] for e in payload["timeline"]] == ["call", "output", "display"]
     assert value["data"] == {"text/plain": "'<done>'"}
     error = second.output.outputs[-1]
     assert error["output_type"] == "error" and error["ename"] == "ToolArgumentError"
@@ -124,3 +128,19 @@ def test_what_tools_print_during_an_agent_run_goes_to_its_view(cm, capsys):
     # Nothing of the run reached the process's own streams; other prints still do.
     captured = capsys.readouterr()
     assert captured.out == "printed by the test itself\n" and "whispering" not in captured.err
+
+
+def test_the_run_view_keeps_an_agents_images_and_drops_its_markup(cm):
+    feed = AgentFeed(rate=50)
+    program = (
+        "display({'text/plain': 'pic', 'image/png': 'iVBORw0KGgo=',"
+        " 'text/html': '<img src=x onerror=alert(1)>'}, raw=True)"
+    )
+    (result,) = run_all(feed, cm, [program])
+    assert result.ok, result.error
+    (view,) = feed.runs()
+    run = view.output.outputs[1]
+    (display,) = [e for e in run["data"][MIME_RUN]["timeline"] if e["kind"] == "display"]
+    assert display["data"] == {"text/plain": "pic"}  # the PNG travels in the metadata
+    varying = run["metadata"][MIME_RUN]["timeline"]
+    assert [e["data"] for e in varying.values() if "data" in e] == [{"image/png": "iVBORw0KGgo="}]

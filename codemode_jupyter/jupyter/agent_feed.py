@@ -7,8 +7,9 @@ cell finished executing long before agent runs happen, so display messages under
 header would no longer reach it; widget state does, whenever it is sent. So each run is an
 `ipywidgets.Output` whose `outputs` trait holds the bundle (the front end renders it with its
 rendermime, hence with our renderer), under a short header with the agent's code, and
-followed by what a cell shows below its view: the program's displays, its error as a
-traceback, its value. Approval cards of the run's paused calls go right under it.
+followed by what a cell shows below its view: what its tools printed, its error as a
+traceback, its value. The program's displays are in the run view, in time order, as in a
+cell. Approval cards of the run's paused calls go right under it.
 
 Widget state set from the engine's threads goes out through ipykernel's IOPub thread, so the
 feed updates while the kernel is idle or busy with a person's cell. The feed keeps the newest
@@ -31,16 +32,12 @@ from ..result import RunResult
 from .errors import CodeModeError
 from .text import clip
 from .tool_output import capture
-from .transcript import run_bundle
+from .transcript import MIME_RUN, run_bundle
 from .view import RichView
 
 MAX_RUNS = 20
 #: Lines of an agent's program shown above its run (the rest is counted, not shown).
 CODE_LINES = 40
-#: Displays of one run shown in the feed (the newest; plots of a loop can be many).
-MAX_DISPLAYS = 20
-#: Displays a live update carries (each update resends them: images are large).
-LIVE_DISPLAYS = 4
 #: Characters of what the tools printed during a run that the feed keeps (head and tail).
 TOOL_OUTPUT_CHARS = 20_000
 #: MIME types of an agent program's displays and value the feed shows. The feed's outputs
@@ -64,20 +61,12 @@ class FeedRunView(RichView):
         self.number = number
         self.result: RunResult | None = None
         self._header = _header_output(number, code)
-        self._displays: list[dict[str, Any]] = []
         self._tool_output: list[list[str]] = []  # [stream, text], consecutive writes merged
         self._show_lock = threading.Lock()
         self.output = w.Output()
         self.cards = w.VBox()
         self.widget = w.VBox([self.output, self.cards])
         self.widget.add_class("codemode-AgentRun")
-
-    def on_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.Display):
-            with self._lock:
-                self._displays = [*self._displays, _display_output(event.data, event.metadata)]
-                self._displays = self._displays[-LIVE_DISPLAYS:]
-        super().on_event(event)
 
     def tool_output(self, stream: str, text: str) -> None:
         """Text a tool printed on the host during this run (shown under the run, as a cell
@@ -111,22 +100,17 @@ class FeedRunView(RichView):
 
     def _send(self, data: dict[str, Any], *, update: bool) -> None:
         # RichView starts with an empty display; the feed shows the run at once instead.
-        with self._lock:
-            displays = list(self._displays)
-        self._show(_display_output(data or self._live_bundle(), {}), self._streams() + displays)
+        self._show(_display_output(data or self._live_bundle(), {}), self._streams())
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
         self._show(_display_output(data, metadata), self._streams() + self._ending())
 
     def _ending(self) -> list[dict[str, Any]]:
-        """What a cell shows below its view: displays, then the error or the value."""
+        """What a cell shows below its view: the error or the value."""
         result = self.result
         if result is None:
             return []
-        shown = [
-            _display_output(d.get("data") or {}, d.get("metadata") or {}) for d in result.displays
-        ]
-        shown = [d for d in shown if d["data"]][-MAX_DISPLAYS:]
+        shown: list[dict[str, Any]] = []
         if not result.ok:
             error = result.error
             shown.append(
@@ -186,10 +170,34 @@ def _header_output(number: int, code: str) -> dict[str, Any]:
 
 
 def _display_output(data: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
-    from .transcript import MIME_RUN
-
-    kept = {k: v for k, v in data.items() if k in SAFE_TYPES or k == MIME_RUN}
+    """A display_data of safe types only; a run bundle's display entries are kept to safe
+    types too (the card draws them with the output's trust, which widget state has)."""
+    kept = {k: v for k, v in data.items() if k in SAFE_TYPES}
+    if MIME_RUN in data:
+        kept[MIME_RUN] = _safe_run(data[MIME_RUN])
+    if MIME_RUN in metadata:
+        metadata = {**metadata, MIME_RUN: _safe_run(metadata[MIME_RUN])}
     return {"output_type": "display_data", "data": kept, "metadata": metadata}
+
+
+def _safe_run(payload: dict[str, Any]) -> dict[str, Any]:
+    """The run payload (or its varying part) with display entries reduced to safe types."""
+    timeline = payload.get("timeline")
+    if not timeline:
+        return payload
+    # A list in the payload, a dict by entry index in the varying metadata.
+    items = timeline.items() if isinstance(timeline, dict) else enumerate(timeline)
+    safe = {key: _safe_entry(entry) for key, entry in items}
+    return {**payload, "timeline": safe if isinstance(timeline, dict) else list(safe.values())}
+
+
+def _safe_entry(entry: Any) -> Any:
+    if not isinstance(entry, dict) or not isinstance(entry.get("data"), dict):
+        return entry
+    if entry.get("kind", "display") != "display":
+        return entry
+    data = {k: v for k, v in entry["data"].items() if k in SAFE_TYPES}
+    return {**entry, "data": data}
 
 
 @functools.cache

@@ -300,8 +300,11 @@ class RuntimeConnection:
         if self._ended:
             return
         data = self.transport.read_nowait()
-        if data is None:
-            return
+        if data is not None:
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Split what was read into frames and route them; b"" is the end of the channel."""
         if not data:
             self._end()
             return
@@ -331,22 +334,11 @@ class RuntimeConnection:
 
     def _read_loop(self) -> None:
         """The I/O thread of a transport only it reads (blocking reads)."""
-        splitter = self._splitter
         try:
-            while not self._closed:
-                data = self.transport.read()
-                if not data:
-                    break
-                for line in splitter.feed(data):
-                    if self._closed:
-                        break
-                    self._route(line)
-        except (ValueError, RecursionError) as exc:
-            self.fault = f"the runtime broke its channel ({exc})"
-            self.transport.kill()
+            while not self._closed and not self._ended:
+                self._take(self.transport.read())
         except Exception as exc:  # nothing may end this thread silently
-            self.fault = f"the host failed reading the runtime ({type(exc).__name__}: {exc})"
-            self.transport.kill()
+            self._fail(f"the host failed reading the runtime ({type(exc).__name__}: {exc})")
         self._end()
 
     def _route(self, line: bytes) -> None:

@@ -11,6 +11,7 @@ program, so a frame that does not fit is a fault of the runtime, which is then s
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -129,6 +130,16 @@ def _may_nest_deeper(line: bytes) -> bool:
     return line.count(b"[") + line.count(b"{") > MAX_DEPTH
 
 
+_quote = json.encoder.encode_basestring  # a str as a JSON string, as P.encode writes it
+
+
+def _run_frame(run_id: str, code: str) -> bytes:
+    """P.encode({"t": "run", "id": run_id, "code": code}), byte for byte, without the generic
+    encoder (every run sends one)."""
+    text = f'{{"t":"{P.RUN}","id":{_quote(run_id)},"code":{_quote(code)}}}\n'
+    return text.encode("utf-8", "surrogatepass")
+
+
 class RuntimeConnection:
     """One live runtime: its transport and the I/O thread that routes its frames.
 
@@ -178,6 +189,9 @@ class RuntimeConnection:
     def send_run(self, run_id: str, code: str, tools: list, limits: dict) -> None:
         """A run frame; `tools` (compared by identity: a registry makes its list once) and
         `limits` go in only if they differ from the last run frame's."""
+        if tools is self._sent_tools and limits == self._sent_limits:  # the usual run
+            self.transport.write(_run_frame(run_id, code))
+            return
         frame: dict[str, Any] = {"t": P.RUN, "id": run_id, "code": code}
         if tools is not self._sent_tools:
             frame["tools"] = self._sent_tools = tools
@@ -342,7 +356,7 @@ class RuntimeConnection:
         self._end()
 
     def _route(self, line: bytes) -> None:
-        if not line.strip():
+        if line[:1] != b"{" and not line.strip():  # a blank line (no copy of a frame)
             return
         try:
             frame = P.decode(line)
@@ -408,6 +422,8 @@ class RuntimeConnection:
 
     def take_late_output(self) -> list[tuple[int, CappedText]]:
         """Output that arrived between runs (background threads), capped, for the next run."""
+        if not any(text.size for text in self._late.values()):
+            return []  # the usual case, without the lock (output racing this look: the next run's)
         with self._late_lock:
             late = [(stream, text) for stream, text in self._late.items() if text.size]
             for stream, text in late:

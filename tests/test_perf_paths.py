@@ -234,6 +234,47 @@ def test_the_fast_out_frame_is_the_json_encoders_frame(text: str) -> None:
         assert R.encode_out(stream, text) == P.encode({"t": P.OUT, "s": stream, "d": text})
 
 
+_TEXTS = ["", "plain", 'a "quote" \\ \n\t\r', "\x00\x1f\x7f", "é 中 😀", "\ud800 lone", "x" * 70000]
+
+
+@pytest.mark.parametrize("text", _TEXTS)
+def test_the_fast_run_frame_is_the_json_encoders_frame(text: str) -> None:
+    from codemode_jupyter.connection import _run_frame
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    frame = {"t": P.RUN, "id": "0f3a9c", "code": text}
+    assert _run_frame("0f3a9c", text) == P.encode(frame)
+    if "\ud800" not in text:  # the runtime reads a lone surrogate as U+FFFD
+        assert P.decode(_run_frame("0f3a9c", text).rstrip(b"\n")) == frame
+
+
+@pytest.mark.parametrize("value", [*_TEXTS, 0, -7, 10**40, True, False, None, 1.5, [1], {"a": 1}])
+def test_the_fast_result_frame_is_the_json_encoders_frame(value: object) -> None:
+    from codemode_jupyter.calls import encode_result
+    from codemode_jupyter.result import ToolCall
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    call = ToolCall(id=1, name="add", args={}, round=1, result=value)
+    expected = P.encode({"t": P.RESULT, "id": 12, "ok": True, "value": value})
+    assert encode_result(call, 12) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"t":"x"} trailing', b' {"t":"x"} ', b"[1]", b'{"t":NaN}', b'{"t"', b"", b'{"a":1}'],
+)
+def test_decoding_a_frame_takes_whitespace_around_it_and_refuses_anything_else(
+    line: bytes,
+) -> None:
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    if line.strip() == b'{"t":"x"}':
+        assert P.decode(line) == {"t": "x"}
+    else:
+        with pytest.raises(ValueError):
+            P.decode(line)
+
+
 def test_a_burst_of_prints_arrives_whole_in_order_and_before_the_next_tool_call() -> None:
     order: list[str] = []
 

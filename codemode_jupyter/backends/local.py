@@ -525,10 +525,12 @@ class PipeTransport(Transport):
         with self._lock:
             if self._in is None:
                 return  # killed: the runtime is gone
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[os.write(self._in, view) :]
+                written = os.write(self._in, data)
+                if written < len(data):  # a full pipe took part of it: the rest, in turn
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(self._in, view) :]
             except OSError:
                 pass  # the runtime is gone; read() reports it
 

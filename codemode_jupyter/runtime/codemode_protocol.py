@@ -72,7 +72,11 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # encode() never writes NaN or Infinity
 
 
-_decode = json.JSONDecoder(parse_constant=_no_constants).decode
+_decoder = json.JSONDecoder(parse_constant=_no_constants)
+_decode = _decoder.decode
+# The C scanner under `decode`: a frame as encode() writes it (no surrounding whitespace) is
+# read without the decoder's two whitespace regexes; anything else takes the full decoder.
+_scan = json.scanner.make_scanner(_decoder)
 
 
 def encode(frame: dict) -> bytes:
@@ -82,8 +86,14 @@ def encode(frame: dict) -> bytes:
 
 def decode(line: bytes) -> dict:
     """Parse one line; raises ValueError on anything that is not a JSON object frame."""
+    text = line.decode("utf-8", "replace")
     try:
-        frame = _decode(line.decode("utf-8", "replace"))
+        try:
+            frame, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            frame = _decode(text)  # whitespace around the frame, or an error to report
     except RecursionError:
         raise ValueError("nested too deep") from None
     if not isinstance(frame, dict) or "t" not in frame:

@@ -670,7 +670,10 @@ class Runtime:
         R.flush_figures(self.displayer)
         self.sync_output()
         # Walking a missing outputs/ costs more than the rest of an empty run: look first.
-        if self.artifacts.saved or os.path.isdir(self._outputs):
+        # (os.access first: isdir of a missing path raises and catches an OSError, costly here.)
+        if self.artifacts.saved or (
+            os.access(self._outputs, os.F_OK) and os.path.isdir(self._outputs)
+        ):
             self.artifacts.send(self.channel.send_bytes, warn)
             self.sync_output()  # what sending them warned about, before the done frame
 
@@ -712,10 +715,12 @@ def add_package_dirs() -> None:
     stat each when nothing changed: dropping the caches makes every later import slower."""
     changed = False
     for directory in PACKAGE_DIRS:
-        try:
-            mtime = os.stat(directory).st_mtime_ns
-        except OSError:
-            mtime = -1
+        mtime = -1
+        if os.access(directory, os.F_OK):  # a missing dir (the usual case) raises nothing here
+            try:
+                mtime = os.stat(directory).st_mtime_ns
+            except OSError:
+                pass
         if _package_dirs_seen.get(directory) != mtime:
             _package_dirs_seen[directory] = mtime
             changed = True

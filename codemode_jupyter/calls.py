@@ -73,28 +73,28 @@ def prepare_call(registry: ToolRegistry, frame: dict, round_no: int) -> Prepared
     name = str(frame.get("name", ""))
     args = frame.get("args") if isinstance(frame.get("args"), list) else []
     kwargs = frame.get("kwargs") if isinstance(frame.get("kwargs"), dict) else {}
-    call = ToolCall(
-        id=int(frame.get("id", 0)),
-        name=name,
-        args=_named_args(registry, name, args, kwargs),
-        round=round_no,
-    )
+    tool = registry.find(name)
+    call = ToolCall(int(frame.get("id", 0)), name, _named_args(tool, args, kwargs), round_no)
     try:
-        tool = registry.get(name)
+        if tool is None:
+            registry.get(name)  # raises, naming the tools there are
         call_args, call_kwargs = tool.validate(args, kwargs)
     except (UnknownToolError, ToolArgumentError) as exc:
         return PreparedCall(call, None, [], {}, error=failure(exc, 0.0))
     return PreparedCall(call, tool, call_args, call_kwargs)
 
 
-def _named_args(registry: ToolRegistry, name: str, args: list, kwargs: dict) -> dict[str, Any]:
+def _named_args(tool: Tool | None, args: list, kwargs: dict) -> dict[str, Any]:
     """The call's arguments by parameter name, for display (as sent, before validation)."""
     if not args:
         return dict(kwargs)
-    if name in registry:
-        names = registry.get(name).positional_names
+    if tool is not None:
+        names = tool.positional_names
         if names is not None and len(args) <= len(names):
-            return {**dict(zip(names, args, strict=False)), **kwargs}
+            named = dict(zip(names, args, strict=False))
+            if kwargs:
+                named.update(kwargs)
+            return named
     return {"*args": args, **kwargs}
 
 

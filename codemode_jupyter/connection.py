@@ -85,29 +85,49 @@ def check_frame(frame: dict) -> None:
     for name, expected in fields:
         if type(frame.get(name)) is not expected:
             raise FrameError(f"{kind!r} frame with a bad {name!r} field")
-    if kind == P.OUT and frame["s"] not in (P.STDOUT, P.STDERR):
+    more = _MORE_CHECKS.get(kind)  # none for the hot kinds (call, result answers)
+    if more is not None:
+        more(frame)
+
+
+def _check_out(frame: dict) -> None:
+    if frame["s"] not in (P.STDOUT, P.STDERR):
         raise FrameError("'out' frame for an unknown stream")
-    if kind == P.PREVIEW and not 0 < frame["port"] < 65536:
+
+
+def _check_preview(frame: dict) -> None:
+    if not 0 < frame["port"] < 65536:
         raise FrameError(f"'preview' frame for port {frame['port']}, which is not a port")
-    if kind == P.DONE and not frame["ok"]:
+
+
+def _check_done(frame: dict) -> None:
+    if not frame["ok"]:
         error = frame.get("error")
         if not isinstance(error, dict) or not all(
             isinstance(error.get(key, ""), str) for key in ("type", "message", "traceback")
         ):
             raise FrameError("'done' frame with a malformed error")
-    _check_rich(frame)
+    if "bundle" in frame:  # the value's MIME bundle (runtime/codemode_rich.py makes it)
+        _rich_check(check_bundle, frame["bundle"], "'done' frame's bundle")
 
 
-def _check_rich(frame: dict) -> None:
-    """A display's and a value's MIME bundle (runtime/codemode_rich.py makes them)."""
-    kind = frame["t"]
+def _check_display(frame: dict) -> None:
+    _rich_check(check_display_frame, frame)
+
+
+def _rich_check(check: Any, *args: Any) -> None:
     try:
-        if kind == P.DISPLAY:
-            check_display_frame(frame)
-        elif kind == P.DONE and "bundle" in frame:
-            check_bundle(frame["bundle"], "'done' frame's bundle")
+        check(*args)
     except ValueError as exc:
         raise FrameError(str(exc)) from None
+
+
+_MORE_CHECKS = {
+    P.OUT: _check_out,
+    P.PREVIEW: _check_preview,
+    P.DONE: _check_done,
+    P.DISPLAY: _check_display,
+}
 
 
 def nesting_depth(value: Any, limit: int) -> int:

@@ -195,6 +195,7 @@ class RuntimeConnection:
         self.spin = P.Spin()
         self.other_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._answered = False  # the last thing sent was a tool result
+        self._cpus_seen_by = 0  # the thread whose CPUs the spins were set for
         # What the runtime holds from the last run frame: a run sends only what changed (a
         # session's tools, with their docs, were encoded and decoded again on every run).
         self._sent_tools: list | None = None
@@ -241,9 +242,12 @@ class RuntimeConnection:
         self._away = 0.0
         self._leading = True
         if self._shared:
-            self.other_spin.enabled = self.spin.check_cpus()  # one look for both
-            if not self.other_spin.enabled:
-                self.other_spin.limit = 0.0
+            reader = threading.get_ident()
+            if reader != self._cpus_seen_by:  # a syscall: once per thread (a session's runs
+                self._cpus_seen_by = reader  # are all pinned or all not)
+                self.other_spin.enabled = self.spin.check_cpus()  # one look for both
+                if not self.other_spin.enabled:
+                    self.other_spin.limit = 0.0
             _ctrl_c.install()
 
     def follow(self) -> None:

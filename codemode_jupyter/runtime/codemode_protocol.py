@@ -66,6 +66,7 @@ CHANNEL_LOST = 70
 CHUNK = 768 << 10  # bytes of file data per put/artifact frame (1 MiB once in base64)
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_quote = json.encoder.encode_basestring  # a str as a JSON string (ensure_ascii=False)
 
 
 def _no_constants(name: str) -> None:
@@ -79,9 +80,18 @@ _decode = _decoder.decode
 _scan = json.scanner.make_scanner(_decoder)
 
 
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
 def encode(frame: dict) -> bytes:
     """One frame as a line of UTF-8 JSON. Raises ValueError/TypeError if it is not JSON-able."""
-    return (_encoder.encode(frame) + "\n").encode("utf-8", "surrogatepass")
+    if _c_make_encoder is None:  # no C accelerator in this python
+        return (_encoder.encode(frame) + "\n").encode("utf-8", "surrogatepass")
+    # What _encoder.encode does, minus its Python layers (every call and run sends frames).
+    chunks = _c_make_encoder({}, _encoder.default, _quote, None, ":", ",", False, False, False)(
+        frame, 0
+    )
+    return ("".join(chunks) + "\n").encode("utf-8", "surrogatepass")
 
 
 def decode(line: bytes) -> dict:

@@ -62,6 +62,10 @@ MAX_DEPTH = 100
 #: reads meanwhile, so output of the program's other threads still streams.
 _TAKE_OVER = 0.002
 _CHECK = 0.005  # how often the resting I/O thread looks whether the run's thread is away
+#: A spin's look that took this long (a yield is a microsecond when nothing else wants the
+#: CPU) means something else runs on this CPU: maybe the runtime (Transport.separate).
+_CROWDED = 15e-6
+_SEPARATE_EVERY = 0.002  # at most one look per this many seconds: a look costs ~10 µs
 
 
 class FrameError(ValueError):
@@ -196,6 +200,7 @@ class RuntimeConnection:
         self.other_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._answered = False  # the last thing sent was a tool result
         self._cpus_seen_by = 0  # the thread whose CPUs the spins were set for
+        self._separated = 0.0  # when the runtime was last looked for on this thread's CPU
         # What the runtime holds from the last run frame: a run sends only what changed (a
         # session's tools, with their docs, were encoded and decoded again on every run).
         self._sent_tools: list | None = None
@@ -292,10 +297,17 @@ class RuntimeConnection:
             spin = self.spin if self._answered else self.other_spin
             end = start + spin.limit
             caught = transport.ready(0)
-            while not caught and time.perf_counter() < end:
+            now = crowded = start
+            while not caught and now < end:
                 if P.SPIN_YIELD:
                     os.sched_yield()
+                looked, now = now, time.perf_counter()
+                if now - looked > _CROWDED:  # the yield ran something else on this CPU
+                    crowded = now
                 caught = transport.ready(0)
+            if crowded != start and crowded - self._separated > _SEPARATE_EVERY:
+                self._separated = crowded
+                transport.separate()  # the runtime, if it was what ran here
             if not caught and not transport.ready(deadline - time.perf_counter()):
                 continue  # woken by a post(), or the time is up
             _ctrl_c.hold()

@@ -352,3 +352,44 @@ def test_run_frames_carry_tools_and_limits_only_when_they_changed() -> None:
         assert session.run("add(4, 5)").value == 9
         assert sum(b'"tools"' in data for data in sent) == 2  # the per-run tools, then back
         assert conn is session._conn  # one runtime throughout
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_runtime_sharing_the_host_threads_cpu_is_moved_off_it_and_keeps_its_cpus() -> None:
+    """Spinning ends on one CPU only take turns; separate() moves the runtime's main thread
+    to another CPU it may use, then gives it back every CPU it had."""
+    from codemode_jupyter.backends.placement import current_cpu
+
+    mine = os.sched_getaffinity(0)
+    with CodeMode(tools=[add], spare=False) as session:
+        assert session.run("add(1, 2)").value == 3
+        transport = session._conn.transport
+        placement = transport._placement
+        runtime = placement._runtime_pid()
+        assert runtime is not None and runtime != os.getpid()
+        allowed = os.sched_getaffinity(runtime)
+        cpu = min(allowed & mine)
+        os.sched_setaffinity(runtime, {cpu})  # it runs its busy program on `cpu`
+        busy = threading.Thread(
+            target=session.run,
+            args=("import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass",),
+        )
+        busy.start()
+        os.sched_setaffinity(0, {cpu})  # and this thread shares that CPU
+        try:
+            with open(f"/proc/{runtime}/stat", "rb") as stat:
+                deadline = time.monotonic() + 10
+                while b") R " not in stat.read() and time.monotonic() < deadline:
+                    stat.seek(0)
+            os.sched_setaffinity(runtime, allowed)  # free to go, but nothing moves it
+            assert current_cpu() == cpu and placement.runtime_cpu() == cpu
+            assert transport.separate() is True
+            assert placement.runtime_cpu() != cpu
+            assert os.sched_getaffinity(runtime) == allowed
+            assert transport.separate() is False  # apart now: nothing to do
+        finally:
+            os.sched_setaffinity(0, mine)
+            session.cancel()
+            busy.join()
+        assert session.last_result.status == "interrupted"
+        assert session.run("sum(add(i, 1) for i in range(50))").value == 1275

@@ -55,9 +55,10 @@ class RuntimePlacement:
             pid: int | None = self._top_pid
             for _ in range(self._depth):
                 children = child_pids(pid)
-                pid = children[0] if len(children) == 1 else None
-                if pid is None:
+                if not children:
                     return None
+                # The first child: the jail's init also adopts what the program orphans.
+                pid = min(children)
             with contextlib.suppress(OSError):
                 self._stat_fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
                 self._pid = pid

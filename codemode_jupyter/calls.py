@@ -48,7 +48,8 @@ class PreparedCall:
         started = time.perf_counter()
         try:
             value = self.tool.fn(*self.args, **self.kwargs)
-            if inspect.isawaitable(value):  # an async tool reached here (replay), or a wrapper
+            # An async tool reached here (replay), or a wrapper (plain values skip the look).
+            if type(value) not in _PLAIN and inspect.isawaitable(value):
                 value = run_coroutine(value)
         except KeyboardInterrupt:
             raise  # Ctrl-C while a tool runs stops the run, as in any cell
@@ -72,28 +73,28 @@ def prepare_call(registry: ToolRegistry, frame: dict, round_no: int) -> Prepared
     name = str(frame.get("name", ""))
     args = frame.get("args") if isinstance(frame.get("args"), list) else []
     kwargs = frame.get("kwargs") if isinstance(frame.get("kwargs"), dict) else {}
-    call = ToolCall(
-        id=int(frame.get("id", 0)),
-        name=name,
-        args=_named_args(registry, name, args, kwargs),
-        round=round_no,
-    )
+    tool = registry.find(name)
+    call = ToolCall(int(frame.get("id", 0)), name, _named_args(tool, args, kwargs), round_no)
     try:
-        tool = registry.get(name)
+        if tool is None:
+            registry.get(name)  # raises, naming the tools there are
         call_args, call_kwargs = tool.validate(args, kwargs)
     except (UnknownToolError, ToolArgumentError) as exc:
         return PreparedCall(call, None, [], {}, error=failure(exc, 0.0))
     return PreparedCall(call, tool, call_args, call_kwargs)
 
 
-def _named_args(registry: ToolRegistry, name: str, args: list, kwargs: dict) -> dict[str, Any]:
+def _named_args(tool: Tool | None, args: list, kwargs: dict) -> dict[str, Any]:
     """The call's arguments by parameter name, for display (as sent, before validation)."""
     if not args:
         return dict(kwargs)
-    if name in registry:
-        names = registry.get(name).positional_names
+    if tool is not None:
+        names = tool.positional_names
         if names is not None and len(args) <= len(names):
-            return {**dict(zip(names, args, strict=False)), **kwargs}
+            named = dict(zip(names, args, strict=False))
+            if kwargs:
+                named.update(kwargs)
+            return named
     return {"*args": args, **kwargs}
 
 
@@ -102,6 +103,7 @@ MAX_RESULT = 64 << 20  # characters of JSON one tool result may take
 MAX_RESULT_DEPTH = 100  # how deep a converted result may nest
 MAX_RESULT_ITEMS = 1_000_000  # how many values a converted result may hold
 _dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+_quote = json.encoder.encode_basestring  # a str as a JSON string, as the encoder writes it
 
 
 class ResultNotSerialisable(TypeError):
@@ -220,9 +222,30 @@ def finish_call(call: ToolCall, outcome: CallOutcome) -> None:
 def encode_result(call: ToolCall, wire_id: int) -> bytes:
     """The `result` frame for a finished call, under the id the runtime gave the call."""
     if call.error is None:
+        fast = _plain_result(wire_id, call.result)
+        if fast is not None:
+            return fast
         return P.encode({"t": P.RESULT, "id": wire_id, "ok": True, "value": call.result})
     error = {"type": call.error.type, "message": call.error.message}
     return P.encode({"t": P.RESULT, "id": wire_id, "ok": False, "error": error})
+
+
+_RESULT_HEAD = b'{"t":"%s","id":%%d,"ok":true,"value":' % P.RESULT.encode()
+_LITERALS = {True: b"true}\n", False: b"false}\n", None: b"null}\n"}
+
+
+def _plain_result(wire_id: int, value: Any) -> bytes | None:
+    """The frame P.encode makes for a result of a plain type, byte for byte, without the
+    generic encoder (the hot path of every call); None for other values."""
+    kind = type(value)
+    if kind is int:
+        return _RESULT_HEAD % wire_id + b"%d}\n" % value
+    if kind is str:
+        text = _quote(value).encode("utf-8", "surrogatepass")
+        return b"".join((_RESULT_HEAD % wire_id, text, b"}\n"))
+    if kind is bool or value is None:
+        return _RESULT_HEAD % wire_id + _LITERALS[value]
+    return None
 
 
 def submit_async(

@@ -11,6 +11,7 @@ program, so a frame that does not fit is a fault of the runtime, which is then s
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -61,6 +62,10 @@ MAX_DEPTH = 100
 #: reads meanwhile, so output of the program's other threads still streams.
 _TAKE_OVER = 0.002
 _CHECK = 0.005  # how often the resting I/O thread looks whether the run's thread is away
+#: A spin's look that took this long (a yield is a microsecond when nothing else wants the
+#: CPU) means something else runs on this CPU: maybe the runtime (Transport.separate).
+_CROWDED = 15e-6
+_SEPARATE_EVERY = 0.002  # at most one look per this many seconds: a look costs ~10 µs
 
 
 class FrameError(ValueError):
@@ -84,29 +89,49 @@ def check_frame(frame: dict) -> None:
     for name, expected in fields:
         if type(frame.get(name)) is not expected:
             raise FrameError(f"{kind!r} frame with a bad {name!r} field")
-    if kind == P.OUT and frame["s"] not in (P.STDOUT, P.STDERR):
+    more = _MORE_CHECKS.get(kind)  # none for the hot kinds (call, result answers)
+    if more is not None:
+        more(frame)
+
+
+def _check_out(frame: dict) -> None:
+    if frame["s"] not in (P.STDOUT, P.STDERR):
         raise FrameError("'out' frame for an unknown stream")
-    if kind == P.PREVIEW and not 0 < frame["port"] < 65536:
+
+
+def _check_preview(frame: dict) -> None:
+    if not 0 < frame["port"] < 65536:
         raise FrameError(f"'preview' frame for port {frame['port']}, which is not a port")
-    if kind == P.DONE and not frame["ok"]:
+
+
+def _check_done(frame: dict) -> None:
+    if not frame["ok"]:
         error = frame.get("error")
         if not isinstance(error, dict) or not all(
             isinstance(error.get(key, ""), str) for key in ("type", "message", "traceback")
         ):
             raise FrameError("'done' frame with a malformed error")
-    _check_rich(frame)
+    if "bundle" in frame:  # the value's MIME bundle (runtime/codemode_rich.py makes it)
+        _rich_check(check_bundle, frame["bundle"], "'done' frame's bundle")
 
 
-def _check_rich(frame: dict) -> None:
-    """A display's and a value's MIME bundle (runtime/codemode_rich.py makes them)."""
-    kind = frame["t"]
+def _check_display(frame: dict) -> None:
+    _rich_check(check_display_frame, frame)
+
+
+def _rich_check(check: Any, *args: Any) -> None:
     try:
-        if kind == P.DISPLAY:
-            check_display_frame(frame)
-        elif kind == P.DONE and "bundle" in frame:
-            check_bundle(frame["bundle"], "'done' frame's bundle")
+        check(*args)
     except ValueError as exc:
         raise FrameError(str(exc)) from None
+
+
+_MORE_CHECKS = {
+    P.OUT: _check_out,
+    P.PREVIEW: _check_preview,
+    P.DONE: _check_done,
+    P.DISPLAY: _check_display,
+}
 
 
 def nesting_depth(value: Any, limit: int) -> int:
@@ -127,6 +152,16 @@ def nesting_depth(value: Any, limit: int) -> int:
 def _may_nest_deeper(line: bytes) -> bool:
     """A cheap bound first: a line with few brackets cannot nest deep (the usual call)."""
     return line.count(b"[") + line.count(b"{") > MAX_DEPTH
+
+
+_quote = json.encoder.encode_basestring  # a str as a JSON string, as P.encode writes it
+
+
+def _run_frame(run_id: str, code: str) -> bytes:
+    """P.encode({"t": "run", "id": run_id, "code": code}), byte for byte, without the generic
+    encoder (every run sends one)."""
+    text = f'{{"t":"{P.RUN}","id":{_quote(run_id)},"code":{_quote(code)}}}\n'
+    return text.encode("utf-8", "surrogatepass")
 
 
 class RuntimeConnection:
@@ -164,6 +199,8 @@ class RuntimeConnection:
         self.spin = P.Spin()
         self.other_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._answered = False  # the last thing sent was a tool result
+        self._cpus_seen_by = 0  # the thread whose CPUs the spins were set for
+        self._separated = 0.0  # when the runtime was last looked for on this thread's CPU
         # What the runtime holds from the last run frame: a run sends only what changed (a
         # session's tools, with their docs, were encoded and decoded again on every run).
         self._sent_tools: list | None = None
@@ -178,6 +215,9 @@ class RuntimeConnection:
     def send_run(self, run_id: str, code: str, tools: list, limits: dict) -> None:
         """A run frame; `tools` (compared by identity: a registry makes its list once) and
         `limits` go in only if they differ from the last run frame's."""
+        if tools is self._sent_tools and limits == self._sent_limits:  # the usual run
+            self.transport.write(_run_frame(run_id, code))
+            return
         frame: dict[str, Any] = {"t": P.RUN, "id": run_id, "code": code}
         if tools is not self._sent_tools:
             frame["tools"] = self._sent_tools = tools
@@ -207,9 +247,12 @@ class RuntimeConnection:
         self._away = 0.0
         self._leading = True
         if self._shared:
-            self.other_spin.enabled = self.spin.check_cpus()  # one look for both
-            if not self.other_spin.enabled:
-                self.other_spin.limit = 0.0
+            reader = threading.get_ident()
+            if reader != self._cpus_seen_by:  # a syscall: once per thread (a session's runs
+                self._cpus_seen_by = reader  # are all pinned or all not)
+                self.other_spin.enabled = self.spin.check_cpus()  # one look for both
+                if not self.other_spin.enabled:
+                    self.other_spin.limit = 0.0
             _ctrl_c.install()
 
     def follow(self) -> None:
@@ -254,10 +297,17 @@ class RuntimeConnection:
             spin = self.spin if self._answered else self.other_spin
             end = start + spin.limit
             caught = transport.ready(0)
-            while not caught and time.perf_counter() < end:
+            now = crowded = start
+            while not caught and now < end:
                 if P.SPIN_YIELD:
                     os.sched_yield()
+                looked, now = now, time.perf_counter()
+                if now - looked > _CROWDED:  # the yield ran something else on this CPU
+                    crowded = now
                 caught = transport.ready(0)
+            if crowded != start and crowded - self._separated > _SEPARATE_EVERY:
+                self._separated = crowded
+                transport.separate()  # the runtime, if it was what ran here
             if not caught and not transport.ready(deadline - time.perf_counter()):
                 continue  # woken by a post(), or the time is up
             _ctrl_c.hold()
@@ -342,7 +392,7 @@ class RuntimeConnection:
         self._end()
 
     def _route(self, line: bytes) -> None:
-        if not line.strip():
+        if line[:1] != b"{" and not line.strip():  # a blank line (no copy of a frame)
             return
         try:
             frame = P.decode(line)
@@ -408,6 +458,8 @@ class RuntimeConnection:
 
     def take_late_output(self) -> list[tuple[int, CappedText]]:
         """Output that arrived between runs (background threads), capped, for the next run."""
+        if not any(text.size for text in self._late.values()):
+            return []  # the usual case, without the lock (output racing this look: the next run's)
         with self._late_lock:
             late = [(stream, text) for stream, text in self._late.items() if text.size]
             for stream, text in late:

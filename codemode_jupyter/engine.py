@@ -282,27 +282,27 @@ class CodeMode:
         )
         registry = ToolRegistry(tools) if tools is not None else self._registry
         files = list(files or ())
-        self.rich.uploads(False, files)  # checked now: a missing file fails before the run
+        if files:
+            self.rich.uploads(False, files)  # checked now: a missing file fails before the run
         packages_mod.install_pending(self)  # raises PackageInstallError with pip's output
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError("a program is already running in this CodeMode session")
         try:
             if self.protocol == "replay":
                 result = self._run_replay(code, registry, limits, on_event)
-            else:
+            elif self.pin_cpu:
                 with self._pinned():
                     result = self._run_session(code, registry, limits, on_event, fresh, files)
+            else:
+                result = self._run_session(code, registry, limits, on_event, fresh, files)
         finally:
             self._run_lock.release()
         return result
 
     @contextmanager
     def _pinned(self) -> Iterator[None]:
-        """With pin_cpu, hold the calling thread on one CPU for the run; a runtime and an I/O
+        """Hold the calling thread on one CPU for the run (pin_cpu); a runtime and an I/O
         thread started meanwhile inherit that CPU."""
-        if not self.pin_cpu:
-            yield
-            return
         before = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {max(before)})
         try:
@@ -509,8 +509,9 @@ class CodeMode:
         conn.sink = run
         conn.lead()
         try:
-            for data in put_frames(self.rich.uploads(started, run.files)):
-                conn.transport.write(data)
+            if started or run.files:  # else nothing to send: no run files, the old work dir
+                for data in put_frames(self.rich.uploads(started, run.files)):
+                    conn.transport.write(data)
             conn.send_run(run.id, code, registry.specs(), run.rich.limits())
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
         except KeyboardInterrupt:
@@ -624,10 +625,13 @@ class CodeMode:
                     call.id, call.name, call.round, call.result, call.error, call.duration
                 )
             )
-        run.unsent.append(encode_result(call, run.wire_ids.pop(call.id)))
-        if not conn.transport.batch_results or not run.in_flight:
+        data = encode_result(call, run.wire_ids.pop(call.id))
+        if conn.transport.batch_results:  # one request per tool round: held until the last
+            run.unsent.append(data)
+            if run.in_flight:
+                return
             data, run.unsent = b"".join(run.unsent), []
-            conn.answer(data)
+        conn.answer(data)
 
     def _preview(self, conn: RuntimeConnection, run: RunState, frame: dict) -> None:
         """Ask the backend for a port's link off this thread (a remote backend may be slow);

@@ -289,6 +289,10 @@ class ToolRegistry:
             self._tools[item.name] = item
         self._specs: list[dict[str, str]] | None = None
 
+    def find(self, name: str) -> Tool | None:
+        """The tool named `name`, or None."""
+        return self._tools.get(name)
+
     def get(self, name: str) -> Tool:
         try:
             return self._tools[name]

@@ -234,6 +234,47 @@ def test_the_fast_out_frame_is_the_json_encoders_frame(text: str) -> None:
         assert R.encode_out(stream, text) == P.encode({"t": P.OUT, "s": stream, "d": text})
 
 
+_TEXTS = ["", "plain", 'a "quote" \\ \n\t\r', "\x00\x1f\x7f", "é 中 😀", "\ud800 lone", "x" * 70000]
+
+
+@pytest.mark.parametrize("text", _TEXTS)
+def test_the_fast_run_frame_is_the_json_encoders_frame(text: str) -> None:
+    from codemode_jupyter.connection import _run_frame
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    frame = {"t": P.RUN, "id": "0f3a9c", "code": text}
+    assert _run_frame("0f3a9c", text) == P.encode(frame)
+    if "\ud800" not in text:  # the runtime reads a lone surrogate as U+FFFD
+        assert P.decode(_run_frame("0f3a9c", text).rstrip(b"\n")) == frame
+
+
+@pytest.mark.parametrize("value", [*_TEXTS, 0, -7, 10**40, True, False, None, 1.5, [1], {"a": 1}])
+def test_the_fast_result_frame_is_the_json_encoders_frame(value: object) -> None:
+    from codemode_jupyter.calls import encode_result
+    from codemode_jupyter.result import ToolCall
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    call = ToolCall(id=1, name="add", args={}, round=1, result=value)
+    expected = P.encode({"t": P.RESULT, "id": 12, "ok": True, "value": value})
+    assert encode_result(call, 12) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"t":"x"} trailing', b' {"t":"x"} ', b"[1]", b'{"t":NaN}', b'{"t"', b"", b'{"a":1}'],
+)
+def test_decoding_a_frame_takes_whitespace_around_it_and_refuses_anything_else(
+    line: bytes,
+) -> None:
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    if line.strip() == b'{"t":"x"}':
+        assert P.decode(line) == {"t": "x"}
+    else:
+        with pytest.raises(ValueError):
+            P.decode(line)
+
+
 def test_a_burst_of_prints_arrives_whole_in_order_and_before_the_next_tool_call() -> None:
     order: list[str] = []
 
@@ -311,3 +352,44 @@ def test_run_frames_carry_tools_and_limits_only_when_they_changed() -> None:
         assert session.run("add(4, 5)").value == 9
         assert sum(b'"tools"' in data for data in sent) == 2  # the per-run tools, then back
         assert conn is session._conn  # one runtime throughout
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_runtime_sharing_the_host_threads_cpu_is_moved_off_it_and_keeps_its_cpus() -> None:
+    """Spinning ends on one CPU only take turns; separate() moves the runtime's main thread
+    to another CPU it may use, then gives it back every CPU it had."""
+    from codemode_jupyter.backends.placement import current_cpu
+
+    mine = os.sched_getaffinity(0)
+    with CodeMode(tools=[add], spare=False) as session:
+        assert session.run("add(1, 2)").value == 3
+        transport = session._conn.transport
+        placement = transport._placement
+        runtime = placement._runtime_pid()
+        assert runtime is not None and runtime != os.getpid()
+        allowed = os.sched_getaffinity(runtime)
+        cpu = min(allowed & mine)
+        os.sched_setaffinity(runtime, {cpu})  # it runs its busy program on `cpu`
+        busy = threading.Thread(
+            target=session.run,
+            args=("import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass",),
+        )
+        busy.start()
+        os.sched_setaffinity(0, {cpu})  # and this thread shares that CPU
+        try:
+            with open(f"/proc/{runtime}/stat", "rb") as stat:
+                deadline = time.monotonic() + 10
+                while b") R " not in stat.read() and time.monotonic() < deadline:
+                    stat.seek(0)
+            os.sched_setaffinity(runtime, allowed)  # free to go, but nothing moves it
+            assert current_cpu() == cpu and placement.runtime_cpu() == cpu
+            assert transport.separate() is True
+            assert placement.runtime_cpu() != cpu
+            assert os.sched_getaffinity(runtime) == allowed
+            assert transport.separate() is False  # apart now: nothing to do
+        finally:
+            os.sched_setaffinity(0, mine)
+            session.cancel()
+            busy.join()
+        assert session.last_result.status == "interrupted"
+        assert session.run("sum(add(i, 1) for i in range(50))").value == 1275

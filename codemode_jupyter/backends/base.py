@@ -127,6 +127,12 @@ class Transport(ABC):
         Called only from the engine's I/O thread.
         """
 
+    def separate(self) -> bool:
+        """Move the runtime off the calling thread's CPU if they share one (the waits spin:
+        on one CPU the two ends only take turns); True if it moved. Transports whose runtime
+        is elsewhere have nothing to move."""
+        return False
+
     def ready(self, timeout: float | None) -> bool:
         """Wait up to `timeout` seconds (None: no limit, 0: just look) for bytes to read (or
         EOF), or for `wake()`; True if `read_nowait` has something. Never consumes; any thread

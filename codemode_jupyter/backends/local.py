@@ -41,6 +41,7 @@ from .base import (
     runtime_sources,
 )
 from .jail_memory import JailMemory, MemoryPolicy, check_enforcement, sweep_orphaned_cgroups
+from .placement import RuntimePlacement, current_cpu
 from .processes import child_pids, kill_group, owner_gone, wait_gone
 
 SANDBOX_HOME = "/sandbox"
@@ -520,15 +521,18 @@ class PipeTransport(Transport):
         self._wake_lock = threading.Lock()
         self._pollers = threading.local()  # a poll object may not be used by two threads at once
         self._tail: str | None = None
+        self._placement = RuntimePlacement(proc.pid, 2 if isolated else 0)
 
     def write(self, data: bytes) -> None:
         with self._lock:
             if self._in is None:
                 return  # killed: the runtime is gone
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[os.write(self._in, view) :]
+                written = os.write(self._in, data)
+                if written < len(data):  # a full pipe took part of it: the rest, in turn
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(self._in, view) :]
             except OSError:
                 pass  # the runtime is gone; read() reports it
 
@@ -589,6 +593,14 @@ class PipeTransport(Transport):
                 break
         return b"".join(parts)
 
+    def separate(self) -> bool:
+        """Move the runtime off the calling thread's CPU if it shares it (see placement.py);
+        True if it was moved."""
+        mine = current_cpu()
+        if mine is None or self._in is None or self._placement.runtime_cpu() != mine:
+            return False
+        return self._placement.move_off(mine)
+
     def wake(self) -> None:
         with self._wake_lock:
             if self._wake_w is not None:
@@ -623,6 +635,7 @@ class PipeTransport(Transport):
             self._in = None
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
+        self._placement.close()
         self._keep_stderr_tail()
         if self.memory is not None:
             self.memory.close()  # its cgroup goes too

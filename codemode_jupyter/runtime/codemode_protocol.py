@@ -66,24 +66,44 @@ CHANNEL_LOST = 70
 CHUNK = 768 << 10  # bytes of file data per put/artifact frame (1 MiB once in base64)
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_quote = json.encoder.encode_basestring  # a str as a JSON string (ensure_ascii=False)
 
 
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # encode() never writes NaN or Infinity
 
 
-_decode = json.JSONDecoder(parse_constant=_no_constants).decode
+_decoder = json.JSONDecoder(parse_constant=_no_constants)
+_decode = _decoder.decode
+# The C scanner under `decode`: a frame as encode() writes it (no surrounding whitespace) is
+# read without the decoder's two whitespace regexes; anything else takes the full decoder.
+_scan = json.scanner.make_scanner(_decoder)
+
+
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 
 
 def encode(frame: dict) -> bytes:
     """One frame as a line of UTF-8 JSON. Raises ValueError/TypeError if it is not JSON-able."""
-    return (_encoder.encode(frame) + "\n").encode("utf-8", "surrogatepass")
+    if _c_make_encoder is None:  # no C accelerator in this python
+        return (_encoder.encode(frame) + "\n").encode("utf-8", "surrogatepass")
+    # What _encoder.encode does, minus its Python layers (every call and run sends frames).
+    chunks = _c_make_encoder({}, _encoder.default, _quote, None, ":", ",", False, False, False)(
+        frame, 0
+    )
+    return ("".join(chunks) + "\n").encode("utf-8", "surrogatepass")
 
 
 def decode(line: bytes) -> dict:
     """Parse one line; raises ValueError on anything that is not a JSON object frame."""
+    text = line.decode("utf-8", "replace")
     try:
-        frame = _decode(line.decode("utf-8", "replace"))
+        try:
+            frame, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            frame = _decode(text)  # whitespace around the frame, or an error to report
     except RecursionError:
         raise ValueError("nested too deep") from None
     if not isinstance(frame, dict) or "t" not in frame:

@@ -111,10 +111,12 @@ class Channel:
 
     def send_bytes(self, data: bytes) -> None:
         with self._lock:
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[os.write(self._fd, view) :]
+                written = os.write(self._fd, data)
+                if written < len(data):  # a full pipe took part of it: the rest, in turn
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(self._fd, view) :]
             except OSError:
                 os._exit(P.CHANNEL_LOST)  # the program broke the channel: nothing left to serve
 
@@ -341,7 +343,7 @@ class Runtime:
         self._interrupt_self = False
         self._inbox: list[dict] = []
         self._inbox_ready = threading.Condition()
-        self._pending: dict[int, list] = {}
+        self._pending: dict[int, tuple] = {}
         self._ids = itertools.count(1)
         self._running: str | None = None
         self._run_lock = threading.Lock()
@@ -387,18 +389,19 @@ class Runtime:
         if not data:
             os._exit(0)  # the host has gone: nothing left to serve
         for line in self._splitter.feed(data):
-            if line.strip():
+            if line[:1] == b"{" or line.strip():  # a frame; blank lines are skipped
                 self._dispatch(P.decode(line))
 
-    def wait_leading(self, done: object, spin: P.Spin | None = None) -> bool:
-        """Read the channel on this thread until `done()`; False if another thread leads (its
-        reads dispatch to this one) or there is no epoll to keep the reader thread out."""
+    def wait_leading(self, until: list, spin: P.Spin) -> bool:
+        """Read the channel on this thread until the list `until` has something (what this
+        thread dispatches puts it there); False if another thread leads (its reads dispatch to
+        this one) or there is no epoll to keep the reader thread out."""
         if self._epoll is None or not self._lead.acquire(blocking=False):
             return False
         try:
             self._epoll.modify(self._in_fd, 0)  # the reader thread sleeps through this
-            while not done():
-                self._read_step(spin or self.spin)
+            while not until:
+                self._read_step(spin)
         finally:
             self._epoll.modify(self._in_fd, select.EPOLLIN)
             self._lead.release()
@@ -429,8 +432,9 @@ class Runtime:
         if kind == P.RESULT:
             waiter = self._pending.pop(frame["id"], None)
             if waiter is not None:
-                waiter[1] = frame
-                waiter[0]()
+                wake, reply = waiter
+                reply.append(frame)
+                wake()
         elif kind == P.INTERRUPT:
             with self._run_lock:
                 if self._running is not None and frame.get("id") in (None, self._running):
@@ -448,7 +452,7 @@ class Runtime:
 
     def next_request(self) -> dict:
         if not self._inbox:
-            self.wait_leading(lambda: bool(self._inbox), self.idle_spin)
+            self.wait_leading(self._inbox, self.idle_spin)
         with self._inbox_ready:
             while not self._inbox:
                 self._inbox_ready.wait()
@@ -479,15 +483,15 @@ class Runtime:
         # releases it with the result: this is the hot path of every sync tool call.
         lock = threading.Lock()
         lock.acquire()
-        waiter = [lock.release, None]
-        call_id = self._start_call(name, args, kwargs, waiter)
+        reply: list = []
+        call_id = self._start_call(name, args, kwargs, (lock.release, reply))
         try:
-            if not self.wait_leading(lambda: waiter[1] is not None):
+            if not self.wait_leading(reply, self.spin):
                 lock.acquire()
         except BaseException:
             self._pending.pop(call_id, None)
             raise
-        return self._finish_call(name, waiter)
+        return self._finish_call(name, reply[0])
 
     async def call_async(self, name: str, args: tuple, kwargs: dict) -> object:
         import asyncio  # already imported: the program awaits in a running loop
@@ -498,16 +502,18 @@ class Runtime:
         def wake() -> None:
             loop.call_soon_threadsafe(_resolve, future)
 
-        waiter = [wake, None]
-        call_id = self._start_call(name, args, kwargs, waiter)
+        reply: list = []
+        call_id = self._start_call(name, args, kwargs, (wake, reply))
         try:
             await future
         except BaseException:
             self._pending.pop(call_id, None)
             raise
-        return self._finish_call(name, waiter)
+        return self._finish_call(name, reply[0])
 
-    def _start_call(self, name: str, args: tuple, kwargs: dict, waiter: list) -> int:
+    def _start_call(self, name: str, args: tuple, kwargs: dict, waiter: tuple) -> int:
+        """Send the call; `waiter` is (wake, reply): the result is appended to `reply`, then
+        `wake()` is called."""
         call_id = next(self._ids)
         frame = {"t": P.CALL, "id": call_id, "name": name, "args": list(args), "kwargs": kwargs}
         try:
@@ -520,8 +526,7 @@ class Runtime:
         return call_id
 
     @staticmethod
-    def _finish_call(name: str, waiter: list) -> object:
-        reply = waiter[1]
+    def _finish_call(name: str, reply: dict) -> object:
         if reply.get("ok"):
             return reply.get("value")
         raise tool_error(name, reply.get("error") or {})
@@ -665,7 +670,10 @@ class Runtime:
         R.flush_figures(self.displayer)
         self.sync_output()
         # Walking a missing outputs/ costs more than the rest of an empty run: look first.
-        if self.artifacts.saved or os.path.isdir(self._outputs):
+        # (os.access first: isdir of a missing path raises and catches an OSError, costly here.)
+        if self.artifacts.saved or (
+            os.access(self._outputs, os.F_OK) and os.path.isdir(self._outputs)
+        ):
             self.artifacts.send(self.channel.send_bytes, warn)
             self.sync_output()  # what sending them warned about, before the done frame
 
@@ -707,10 +715,12 @@ def add_package_dirs() -> None:
     stat each when nothing changed: dropping the caches makes every later import slower."""
     changed = False
     for directory in PACKAGE_DIRS:
-        try:
-            mtime = os.stat(directory).st_mtime_ns
-        except OSError:
-            mtime = -1
+        mtime = -1
+        if os.access(directory, os.F_OK):  # a missing dir (the usual case) raises nothing here
+            try:
+                mtime = os.stat(directory).st_mtime_ns
+            except OSError:
+                pass
         if _package_dirs_seen.get(directory) != mtime:
             _package_dirs_seen[directory] = mtime
             changed = True

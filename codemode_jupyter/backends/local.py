@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from ..runtime import codemode_protocol as P
 from .base import (
+    RUNTIME_DIR,
     Backend,
     BackendOptions,
     BackendStatus,
@@ -40,11 +41,14 @@ from .base import (
     Transport,
     runtime_sources,
 )
+from .bytecode import runtime_bytecode
 from .jail_memory import JailMemory, MemoryPolicy, check_enforcement, sweep_orphaned_cgroups
 from .processes import child_pids, kill_group, owner_gone, wait_gone
 
 SANDBOX_HOME = "/sandbox"
 RUNTIME_MOUNT = "/opt/codemode"
+#: What the jail's python runs: the runtime, as a script, from its cached bytecode.
+_RUNTIME_START = "codemode_runtime_start.py"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = (
     "/etc/alternatives",
@@ -317,6 +321,7 @@ class Jail:
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         try:
+            memory.prepare()
             proc = self.popen(
                 argv,
                 bwrap_extra=["--info-fd", str(info_w), "--block-fd", str(block_r)],
@@ -402,6 +407,20 @@ class Jail:
         for key, value in self.environment().items():
             opts += ["--setenv", key, value]
         return opts
+
+
+def _write_runtime(directory: Path) -> None:
+    """The runtime's files, its start script and its modules' bytecode (bytecode.py)."""
+    directory.mkdir()
+    files = {
+        **runtime_sources(),
+        _RUNTIME_START: (RUNTIME_DIR / _RUNTIME_START).read_bytes(),
+        **runtime_bytecode(),
+    }
+    for name, data in files.items():
+        path = directory / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
 
 
 def _packages_dir(path: str | os.PathLike) -> Path:
@@ -682,9 +701,7 @@ class LocalBackend(Backend):
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         os.chmod(self._tmp, 0o755)
         self._runtime_dir = self._tmp / "runtime"
-        self._runtime_dir.mkdir()
-        for name, data in runtime_sources().items():
-            (self._runtime_dir / name).write_bytes(data)
+        _write_runtime(self._runtime_dir)
         workdir = self._tmp / "home"
         workdir.mkdir()
         limits = Limits(opts.memory_mb, opts.max_procs, opts.cpu_seconds, opts.file_size_mb)
@@ -732,8 +749,8 @@ class LocalBackend(Backend):
 
     def _runtime_path(self) -> str:
         if self.jail.isolation == "none":
-            return str(self._runtime_dir / "codemode_runtime.py")
-        return f"{RUNTIME_MOUNT}/codemode_runtime.py"
+            return str(self._runtime_dir / _RUNTIME_START)
+        return f"{RUNTIME_MOUNT}/{_RUNTIME_START}"
 
     def _limits_argv(self) -> list[str]:
         limits = self.jail.limits

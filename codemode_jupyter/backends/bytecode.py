@@ -1,5 +1,5 @@
 """Compiled bytecode of the runtime's modules, so that a jailed python does not compile them
-on every start (about 8 ms of CPU, a sixth of a cold start on a small VM).
+on every start (10-11 ms of CPU, a sixth of a cold start on a small VM).
 
 Python reads a module's bytecode from `__pycache__`, but a jail cannot write one there (its
 runtime files are read-only, and no jail may leave code for the next one to run). So the host

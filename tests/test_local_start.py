@@ -39,7 +39,11 @@ def test_the_jailed_runtime_loads_the_bytecode_the_host_wrote() -> None:
             pytest.skip("the jail's python is another version: it compiles the sources")
         argv = [backend.python, "-I", "-v", backend._runtime_path(), *backend._limits_argv()]
         proc, memory = backend.jail.start(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv,
+            before_run=backend._fill_runtime_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             _, err = proc.communicate(timeout=60)  # no host on stdin: it ends after its start
@@ -55,26 +59,36 @@ def test_the_jailed_runtime_loads_the_bytecode_the_host_wrote() -> None:
         assert f"code object from '{pyc}'" in log, f"{module} was compiled from its source"
 
 
-def test_bytecode_that_does_not_match_its_source_is_not_run() -> None:
+def test_the_runtime_files_are_written_by_the_first_start_and_kept() -> None:
     backend = LocalBackend()
-    cache = backend._runtime_dir / "__pycache__"
-    # Code that would end the runtime at once, under each module's name, with the right
-    # header but the hash of another source: the jail must compile the real source instead.
-    wrong = compile("raise SystemExit(3)", "wrong", "exec")
-    for pyc in cache.iterdir():
-        header = pyc.read_bytes()[:8]
-        pyc.write_bytes(header + importlib.util.source_hash(b"other") + _marshal(wrong))
+    assert not any(backend._runtime_dir.iterdir())  # written while the first bwrap starts
     with CodeMode(backend=backend, spare=False) as session:
-        result = session.run("21 * 2")
+        assert session.run("1").ok
+        written = {p: p.stat().st_mtime_ns for p in backend._runtime_dir.rglob("*")}
+        assert backend._runtime_dir / "codemode_runtime_start.py" in written
+        assert session.run("2", fresh=True).ok  # a second start writes nothing
+        assert {p: p.stat().st_mtime_ns for p in backend._runtime_dir.rglob("*")} == written
+
+
+def test_bytecode_that_does_not_match_its_source_is_not_run() -> None:
+    with CodeMode(spare=False) as session:
+        assert session.run("1").ok
+        # Code that would end the runtime at once, under each module's name, with the right
+        # header but the hash of another source: the jail must compile the real source.
+        wrong = compile("raise SystemExit(3)", "wrong", "exec")
+        for pyc in (session.backend._runtime_dir / "__pycache__").iterdir():
+            header = pyc.read_bytes()[:8]
+            pyc.write_bytes(header + importlib.util.source_hash(b"other") + _marshal(wrong))
+        result = session.run("21 * 2", fresh=True)
     assert result.ok and result.value == 42, result.error
 
 
 def test_unreadable_bytecode_falls_back_to_the_source() -> None:
-    backend = LocalBackend()
-    for pyc in (backend._runtime_dir / "__pycache__").iterdir():
-        pyc.write_bytes(b"not bytecode")
-    with CodeMode(backend=backend, spare=False) as session:
-        result = session.run("21 * 2")
+    with CodeMode(spare=False) as session:
+        assert session.run("1").ok
+        for pyc in (session.backend._runtime_dir / "__pycache__").iterdir():
+            pyc.write_bytes(b"not bytecode")
+        result = session.run("21 * 2", fresh=True)
     assert result.ok and result.value == 42, result.error
 
 

@@ -59,12 +59,19 @@ class JailMemory:
         self._tripped = False
         self._released = False
 
+    def prepare(self) -> None:
+        """Called just before the jail's first process is started: work that attach() would
+        otherwise wait for may begin now, in the background."""
+
     def attach(self, pid: int) -> None:
         """Bound the jail whose first process is `pid`; it must not have started anything yet
         (so that everything it starts is born inside the bound)."""
         self._pidfd = os.pidfd_open(pid)
         _live.add(self)
-        self._enter(pid)
+        try:
+            self._enter(pid)
+        finally:
+            self._prepared()
         self._thread = threading.Thread(target=self._guard, name="codemode-memory", daemon=True)
         self._thread.start()
 
@@ -80,6 +87,7 @@ class JailMemory:
 
     def close(self) -> None:
         """Stop the jail if it still runs and remove what was made for it. Idempotent."""
+        self._prepared()
         self._kill_jail()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -90,6 +98,9 @@ class JailMemory:
 
     def _enter(self, pid: int) -> None:
         """Put process `pid` under the bound."""
+
+    def _prepared(self) -> None:
+        """Wait for what prepare() began (called by attach and close)."""
 
     def _watch(self) -> None:
         """Return once the jail has ended (killing it first if it goes over its limit)."""
@@ -154,6 +165,7 @@ class CgroupMemory(JailMemory):
         self.label = f"cgroup v{place.version}"
         self.path = place.parent / f"{_PREFIX}{os.getpid()}-{next(_names)}-{secrets.token_hex(3)}"
         self._oom_events: int | None = None
+        self._primer: threading.Thread | None = None
         self.path.mkdir()
         try:
             self._configure()
@@ -182,6 +194,23 @@ class CgroupMemory(JailMemory):
             _write(self.path / "cgroup.event_control", f"{self._oom_events} {control}")
         finally:
             os.close(control)
+
+    def prepare(self) -> None:
+        # Moving a process between cgroup v1 groups takes the kernel's cgroup_threadgroup_rwsem
+        # for writing, which first waits for an RCU grace period (5-15 ms on a small VM) unless
+        # another move took it moments before. So a thread of ours moves itself, into the
+        # cgroup it is in already, while bwrap starts: the jail's move then finds the wait
+        # passed. Nothing of the jail runs meanwhile: it waits for attach() as before.
+        if self.version == 1:
+            self._primer = threading.Thread(
+                target=_move_self, args=(self.path.parent,), name="codemode-cgroup", daemon=True
+            )
+            self._primer.start()
+
+    def _prepared(self) -> None:
+        primer, self._primer = self._primer, None
+        if primer is not None:
+            primer.join()
 
     def _enter(self, pid: int) -> None:
         _write(self.path / "cgroup.procs", str(pid))
@@ -400,6 +429,14 @@ def _remove_cgroup(path: Path, version: int, timeout: float = 5.0) -> None:
                 with contextlib.suppress(OSError):
                     os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.01)  # processes killed a moment ago are still leaving
+
+
+def _move_self(group: Path) -> None:
+    """Move the calling thread (alone) into the cgroup v1 `group`: with `group` the cgroup
+    the process is in (the parent of its jails' groups, see _candidate_parents), this changes
+    nothing but passes the kernel's wait for the next move (CgroupMemory.prepare)."""
+    with contextlib.suppress(OSError):
+        _write(group / "tasks", str(threading.get_native_id()))
 
 
 def _descendants(root: int) -> list[int]:

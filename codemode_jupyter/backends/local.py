@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from ..runtime import codemode_protocol as P
 from .base import (
+    RUNTIME_DIR,
     Backend,
     BackendOptions,
     BackendStatus,
@@ -40,12 +41,15 @@ from .base import (
     Transport,
     runtime_sources,
 )
+from .bytecode import runtime_bytecode
 from .jail_memory import JailMemory, MemoryPolicy, check_enforcement, sweep_orphaned_cgroups
 from .placement import RuntimePlacement, current_cpu
 from .processes import child_pids, kill_group, owner_gone, wait_gone
 
 SANDBOX_HOME = "/sandbox"
 RUNTIME_MOUNT = "/opt/codemode"
+#: What the jail's python runs: the runtime, as a script, from its cached bytecode.
+_RUNTIME_START = "codemode_runtime_start.py"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = (
     "/etc/alternatives",
@@ -302,7 +306,11 @@ class Jail:
         )
 
     def start(
-        self, argv: Sequence[str], **kwargs: object
+        self,
+        argv: Sequence[str],
+        *,
+        before_run: Callable[[], None] | None = None,
+        **kwargs: object,
     ) -> tuple[subprocess.Popen, JailMemory | None]:
         """Like popen, with the jail's memory bounded as a whole (None: the runtime bounds
         each process itself, see MemoryPolicy).
@@ -311,13 +319,19 @@ class Jail:
         threaded host): bwrap reports its sandbox's first process on --info-fd, and that
         process waits on --block-fd, after building the mounts but before it runs or forks
         anything, until we have put it in the bound. Everything it starts is born inside.
+
+        `before_run` is host work the jail needs (its files): done while bwrap starts, before
+        anything in the jail runs (before the start where nothing waits for the bound).
         """
         memory = self.memory_policy.new_bound() if self.isolation != "none" else None
         if memory is None:
+            if before_run is not None:
+                before_run()
             return self.popen(argv, **kwargs), None
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         try:
+            memory.prepare()
             proc = self.popen(
                 argv,
                 bwrap_extra=["--info-fd", str(info_w), "--block-fd", str(block_r)],
@@ -332,6 +346,8 @@ class Jail:
         os.close(info_w)
         os.close(block_r)
         try:
+            if before_run is not None:
+                before_run()  # the jail's first process waits on --block-fd meanwhile
             pid = _read_sandbox_pid(info_r, _START_TIMEOUT)
             if pid is None:  # bwrap failed before making the sandbox: it says why itself
                 memory.close()
@@ -403,6 +419,19 @@ class Jail:
         for key, value in self.environment().items():
             opts += ["--setenv", key, value]
         return opts
+
+
+def _write_runtime(directory: Path) -> None:
+    """The runtime's files, its start script and its modules' bytecode (bytecode.py)."""
+    files = {
+        **runtime_sources(),
+        _RUNTIME_START: (RUNTIME_DIR / _RUNTIME_START).read_bytes(),
+        **runtime_bytecode(),
+    }
+    for name, data in files.items():
+        path = directory / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
 
 
 def _packages_dir(path: str | os.PathLike) -> Path:
@@ -695,9 +724,9 @@ class LocalBackend(Backend):
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         os.chmod(self._tmp, 0o755)
         self._runtime_dir = self._tmp / "runtime"
-        self._runtime_dir.mkdir()
-        for name, data in runtime_sources().items():
-            (self._runtime_dir / name).write_bytes(data)
+        self._runtime_dir.mkdir()  # filled by the first start, while bwrap starts
+        self._runtime_filled = False
+        self._fill_lock = threading.Lock()
         workdir = self._tmp / "home"
         workdir.mkdir()
         limits = Limits(opts.memory_mb, opts.max_procs, opts.cpu_seconds, opts.file_size_mb)
@@ -743,10 +772,17 @@ class LocalBackend(Backend):
         inside = str(self.packages_dir) if self.jail.isolation == "none" else JAIL_PACKAGES
         return ["--site", inside]
 
+    def _fill_runtime_dir(self) -> None:
+        """Write the runtime's files, once (a start waits for the one writing them)."""
+        with self._fill_lock:
+            if not self._runtime_filled:
+                _write_runtime(self._runtime_dir)
+                self._runtime_filled = True
+
     def _runtime_path(self) -> str:
         if self.jail.isolation == "none":
-            return str(self._runtime_dir / "codemode_runtime.py")
-        return f"{RUNTIME_MOUNT}/codemode_runtime.py"
+            return str(self._runtime_dir / _RUNTIME_START)
+        return f"{RUNTIME_MOUNT}/{_RUNTIME_START}"
 
     def _limits_argv(self) -> list[str]:
         limits = self.jail.limits
@@ -769,7 +805,12 @@ class LocalBackend(Backend):
             *self._site_argv(),
         ]
         proc, memory = self.jail.start(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+            argv,
+            before_run=self._fill_runtime_dir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
         )
         return PipeTransport(proc, self.jail.isolation != "none", memory)
 

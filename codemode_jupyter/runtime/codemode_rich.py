@@ -8,7 +8,7 @@ here) when the program first imports matplotlib, and its parts are looked up onl
 
 from __future__ import annotations
 
-import base64
+# base64 is imported where it is used: a session's start and a plain run do not need it.
 import io
 import json
 import os
@@ -131,6 +131,8 @@ def encode_mime(mime: str, value: object) -> object:
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         if mime in _BINARY:
+            import base64
+
             return base64.b64encode(raw).decode("ascii")
         return raw.decode("utf-8", "replace")
     if isinstance(value, str):
@@ -356,6 +358,8 @@ def flush_figures(displayer: Displayer) -> None:
     try:
         if BACKEND not in str(pyplot.get_backend()):
             return
+        import base64
+
         from matplotlib._pylab_helpers import Gcf
 
         for manager in Gcf.get_all_fig_managers():
@@ -393,6 +397,8 @@ class Uploads:
             self._path, self._failed = path, ""
             self._file = self._open(path)
         if self._file is not None:
+            import base64
+
             try:
                 self._file.write(base64.b64decode(frame.get("d", "")))
             except (OSError, ValueError) as exc:
@@ -507,6 +513,8 @@ class Artifacts:
         except OSError as exc:
             warn(f"could not read {name} to bring it back ({exc})")
             return None
+        import base64
+
         sent = 0
         with os.fdopen(fd, "rb") as f:
             while True:

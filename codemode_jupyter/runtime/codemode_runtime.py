@@ -7,12 +7,15 @@ nothing the program writes can reach the control channel unwrapped.
 
 `python3 -I -u codemode_runtime.py --replay` is the one-shot variant for the replay fallback:
 it reads a JSON request from stdin, or from the CODEMODE_REPLAY_B64 variable the host embeds.
+The local backend runs it through codemode_runtime_start.py, which runs the same code as a
+script from its cached bytecode.
 """
 
 from __future__ import annotations
 
-import ast
-import base64
+# Modules a session's start and a plain run do not need (base64, signal, traceback) are
+# imported where they are used: every import here is paid by each cold start.
+import _ast  # what the ast module re-exports; importing ast itself costs each start 1 ms more
 import builtins
 import codecs
 import functools
@@ -21,11 +24,9 @@ import itertools
 import linecache
 import os
 import select
-import signal
 import sys
 import threading
 import time
-import traceback
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -441,6 +442,8 @@ class Runtime:
                     if threading.get_ident() == self._main_ident:
                         self._interrupt_self = True  # leading: raised after dispatching
                     else:
+                        import signal
+
                         signal.pthread_kill(self._main_ident, signal.SIGINT)
                 elif frame.get("id") is not None:
                     # Its run frame is queued but not started: it stops as soon as it starts.
@@ -767,11 +770,11 @@ def compile_program(code: str) -> tuple[types.CodeType, types.CodeType | None]:
 
 @functools.lru_cache(maxsize=32)  # code objects are immutable: a program run again reuses them
 def _compiled(code: str) -> tuple[types.CodeType, types.CodeType | None]:
-    tree = ast.parse(code, CELL, "exec")
+    tree = compile(code, CELL, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)  # ast.parse
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        last = _ast.Expression(tree.body.pop().value)
+    flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     body = compile(tree, CELL, "exec", flags=flags, dont_inherit=True)
     expr = compile(last, CELL, "eval", flags=flags, dont_inherit=True) if last else None
     return body, expr
@@ -816,6 +819,8 @@ def encode_value(value: object) -> dict:
 
 def describe_error(exc: BaseException) -> dict:
     """Type, message and a traceback trimmed to the program's own frames and line numbers."""
+    import traceback
+
     if isinstance(exc, SyntaxError):  # where the parser stopped is the whole story
         text = "".join(traceback.format_exception_only(type(exc), exc))
         return {
@@ -917,6 +922,8 @@ def _print_display(*objs: object, **_options: object) -> None:
 def serve_replay() -> None:
     """One execution of the replay protocol: known results are replayed, the first unknown
     call stops the program, and the last line (after the marker) says what happened."""
+    import base64
+
     encoded = os.environ.pop("CODEMODE_REPLAY_B64", None)
     raw = base64.b64decode(encoded) if encoded else sys.stdin.buffer.read()
     request = P.decode(raw)

@@ -43,7 +43,7 @@ _QUEUED = {kind.value: kind for kind in (Inbox.CALL, Inbox.PREVIEW, Inbox.DONE, 
 
 #: The fields each runtime -> host frame must have, with their exact types (bool is not int).
 _FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
-    P.OUT: (("s", int), ("d", str)),
+    P.OUT: (("s", int),),  # and its text, "d" or "n" (P.out_text)
     P.CALL: (("id", int), ("name", str), ("args", list), ("kwargs", dict)),
     P.PREVIEW: (("port", int),),
     P.DONE: (("id", str), ("ok", bool)),
@@ -84,8 +84,11 @@ def check_frame(frame: dict) -> None:
     for name, expected in fields:
         if type(frame.get(name)) is not expected:
             raise FrameError(f"{kind!r} frame with a bad {name!r} field")
-    if kind == P.OUT and frame["s"] not in (P.STDOUT, P.STDERR):
-        raise FrameError("'out' frame for an unknown stream")
+    if kind == P.OUT:
+        if frame["s"] not in (P.STDOUT, P.STDERR):
+            raise FrameError("'out' frame for an unknown stream")
+        if type(frame.get("d", frame.get("n"))) is not str:
+            raise FrameError("'out' frame with a bad 'd' field")
     if kind == P.PREVIEW and not 0 < frame["port"] < 65536:
         raise FrameError(f"'preview' frame for port {frame['port']}, which is not a port")
     if kind == P.DONE and not frame["ok"]:
@@ -342,6 +345,10 @@ class RuntimeConnection:
         self._end()
 
     def _route(self, line: bytes) -> None:
+        plain = P.decode_out(line)  # most output: read without the JSON decoder
+        if plain is not None:
+            self._output(*plain)
+            return
         if not line.strip():
             return
         try:
@@ -351,7 +358,7 @@ class RuntimeConnection:
         check_frame(frame)
         kind = frame["t"]
         if kind == P.OUT:
-            self._output(frame["s"], frame["d"])
+            self._output(frame["s"], P.out_text(frame))
         elif kind == P.READY:
             self.info = frame
             self.ready.set()

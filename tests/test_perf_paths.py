@@ -321,6 +321,21 @@ def test_a_burst_of_prints_arrives_whole_in_order_and_before_the_next_tool_call(
     assert before_call == "".join(f"{i}\n" for i in range(3000))
 
 
+@pytest.mark.parametrize("read", [1, 7, 4096, 65536, 100_003, 1 << 20])
+def test_the_line_splitter_gives_the_same_lines_for_reads_of_any_size(read: int) -> None:
+    """Reads of 64 KiB and more are split with find() (output), smaller ones with split()."""
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    lines = [b"x" * n for n in (0, 1, 70_000, 5, 0, 200_000, 65_535, 3, 1_000_000, 9)]
+    stream = b"\n".join(lines) + b"\nunfinished"
+    splitter = P.LineSplitter(P.MAX_FRAME)
+    got = []
+    for start in range(0, len(stream), read):
+        got += splitter.feed(stream[start : start + read])
+    assert got == lines
+    assert splitter.feed(b"\n") == [b"unfinished"]
+
+
 def test_prints_of_threads_and_a_signal_handler_all_arrive_once_in_order() -> None:
     """Writes queue without the stream's lock while a burst waits: what several threads print
     and what a signal handler prints between (and inside) the main thread's writes and

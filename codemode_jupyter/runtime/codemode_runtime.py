@@ -272,21 +272,31 @@ class BinaryStream(io.RawIOBase):
 
 class Flusher(threading.Thread):
     """Sends what a stream holds once it is due: partial lines after _FLUSH_DELAY (so
-    `print(end="")` still streams), the lines of a burst after _BURST."""
+    `print(end="")` still streams), the lines of a burst after _BURST.
+
+    A signal handler that prints may call wake() while the main thread is inside wake(): so
+    the lock is reentrant and the flusher is woken by releasing a bare lock (a C call that never
+    blocks), not by an Event, whose set() takes a lock of its own in Python code.
+    """
 
     def __init__(self) -> None:
         super().__init__(name="codemode-flusher", daemon=True)
         self._due: dict[TextStream, float] = {}  # stream -> when to flush it (monotonic)
-        self._lock = threading.Lock()
-        self._event = threading.Event()
+        self._lock = threading.RLock()
+        self._woken = threading.Lock()  # released: wake() was called since the last look
+        self._woken.acquire()
 
     def wake(self, stream: TextStream, due: float) -> None:
         """Flush `stream` at `due` (time.monotonic), unless an earlier time is asked already."""
         with self._lock:
             if self._due.get(stream, _NEVER) <= due:
                 return
-            self._due[stream] = due
-        self._event.set()
+            # min(): a handler's wake() may have come in between, asking for an earlier time.
+            self._due[stream] = min(due, self._due.get(stream, _NEVER))
+        try:
+            self._woken.release()
+        except RuntimeError:
+            pass  # released already: the flusher looks anew anyway
 
     def run(self) -> None:
         while True:
@@ -299,8 +309,7 @@ class Flusher(threading.Thread):
             for stream in ready:
                 stream.flush()
             if not ready:
-                self._event.wait(wait)
-                self._event.clear()  # wake() after this sets it again; _due is read anew
+                self._woken.acquire(timeout=wait)  # _due is read anew after a wake()
 
 
 class FdPump:

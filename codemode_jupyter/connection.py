@@ -44,7 +44,7 @@ _QUEUED = {kind.value: kind for kind in (Inbox.CALL, Inbox.PREVIEW, Inbox.DONE, 
 
 #: The fields each runtime -> host frame must have, with their exact types (bool is not int).
 _FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
-    P.OUT: (("s", int), ("d", str)),
+    P.OUT: (("s", int),),  # and its text, "d" or "n" (P.out_text)
     P.CALL: (("id", int), ("name", str), ("args", list), ("kwargs", dict)),
     P.PREVIEW: (("port", int),),
     P.DONE: (("id", str), ("ok", bool)),
@@ -97,6 +97,8 @@ def check_frame(frame: dict) -> None:
 def _check_out(frame: dict) -> None:
     if frame["s"] not in (P.STDOUT, P.STDERR):
         raise FrameError("'out' frame for an unknown stream")
+    if type(frame.get("d", frame.get("n"))) is not str:  # its text, in either form
+        raise FrameError("'out' frame with a bad 'd' field")
 
 
 def _check_preview(frame: dict) -> None:
@@ -392,6 +394,10 @@ class RuntimeConnection:
         self._end()
 
     def _route(self, line: bytes) -> None:
+        plain = P.decode_out(line)  # most output: read without the JSON decoder
+        if plain is not None:
+            self._output(*plain)
+            return
         if line[:1] != b"{" and not line.strip():  # a blank line (no copy of a frame)
             return
         try:
@@ -401,7 +407,7 @@ class RuntimeConnection:
         check_frame(frame)
         kind = frame["t"]
         if kind == P.OUT:
-            self._output(frame["s"], frame["d"])
+            self._output(frame["s"], P.out_text(frame))
         elif kind == P.READY:
             self.info = frame
             self.ready.set()

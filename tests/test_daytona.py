@@ -208,7 +208,8 @@ def test_transport_moves_frames_both_ways(server: DaytonaLoopbackServer) -> None
         call = next(stream)
         assert call["t"] == P.CALL and call["args"] == [21]
         transport.write(P.encode({"t": P.RESULT, "id": call["id"], "ok": True, "value": 42}))
-        assert next(stream) == {"t": P.OUT, "s": 1, "d": "42\n"}
+        out = next(stream)
+        assert (out["t"], out["s"], P.out_text(out)) == (P.OUT, 1, "42\n")
         assert next(stream)["t"] == P.DONE
         transport.kill()
         assert transport.read() == b""

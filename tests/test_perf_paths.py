@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import re
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter import events as ev
+from codemode_jupyter.connection import check_frame
 
 
 def add(a: int, b: int = 1) -> int:
@@ -210,28 +212,87 @@ def test_closing_while_the_refill_waits_for_quiet_leaves_no_thread() -> None:
 # --- output in bursts, and the plain `out` frame encoder -----------------------------------
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "plain",
-        "two\nlines\n",
-        "a\ttab",
-        'a "quote"',
-        "a back\\slash",
-        "\r\n",
-        "\x00\x1f\x7f",
-        "é 中 😀\n",
-        "\ud800 lone surrogate\n",
-        "x" * 70000 + "\n",
-    ],
-)
-def test_the_fast_out_frame_is_the_json_encoders_frame(text: str) -> None:
+OUT_TEXTS = [
+    "",
+    "plain",
+    "two\nlines\n",
+    "a\ttab",
+    'a "quote"',
+    "a back\\slash",
+    "a del \x7f",
+    "\r\n",
+    "\x00\x1f\x7f",
+    "\x1b[31mred\x1b[0m\n",
+    "é 中 😀\n",
+    "\ud800 lone surrogate\n",
+    "x" * 70000 + "\n",
+    ("y" * 1023 + "\n") * 8,
+    "\n" * 3000,
+    "z" * 3000 + "\t",
+]
+
+
+@pytest.mark.parametrize("text", OUT_TEXTS)
+def test_an_out_frame_reads_back_as_its_json_form_on_either_path(text: str) -> None:
+    """encode_out's frame, read by the host's plain path or by the JSON decoder, gives the text
+    the JSON frame of the same text gives (lone surrogates as U+FFFD, as the host decodes)."""
     from codemode_jupyter.runtime import codemode_protocol as P
     from codemode_jupyter.runtime import codemode_runtime as R
 
     for stream in (P.STDOUT, P.STDERR):
-        assert R.encode_out(stream, text) == P.encode({"t": P.OUT, "s": stream, "d": text})
+        want = P.decode(P.encode({"t": P.OUT, "s": stream, "d": text}))["d"]
+        line = R.encode_out(stream, text).rstrip(b"\n")
+        assert b"\n" not in line  # one frame, one line
+        frame = P.decode(line)
+        check_frame(frame)
+        assert (frame["s"], P.out_text(frame)) == (stream, want)
+        plain = P.decode_out(line)
+        assert plain is None or plain == (stream, want)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("lines\nof text\n", True),
+        ("é 中 😀\n" * 1000, True),
+        ("a\ttab", False),
+        ('a "quote"', False),
+        ("a back\\slash" * 1000, False),
+        ("a del \x7f", False),
+    ],
+)
+def test_plain_text_goes_plain_and_anything_else_as_json(text: str, plain: bool) -> None:
+    from codemode_jupyter.runtime import codemode_protocol as P
+    from codemode_jupyter.runtime import codemode_runtime as R
+
+    line = R.encode_out(P.STDOUT, text).rstrip(b"\n")
+    assert (P.decode_out(line) is not None) is plain
+    assert line.startswith(P.OUT_PLAIN[P.STDOUT]) is plain
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"t":"out","s":1,"n":"a","x":"b"}',  # another field: the JSON decoder reads it
+        b'{"t":"out","s":1,"n":"a\\u0041"}',  # an escape
+        b'{"t":"out","s":3,"n":"a"}',  # no such stream
+        b'{"t":"out","s":1,"n":"}',  # cut short
+        b'{"t":"out","s":1,"d":"a"}',
+        b' {"t":"out","s":1,"n":"a"}',
+    ],
+)
+def test_the_plain_reader_leaves_every_other_line_to_the_json_decoder(line: bytes) -> None:
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    assert P.decode_out(line) is None
+
+
+def test_a_plain_frame_of_a_bad_runtime_is_only_text() -> None:
+    """Raw control bytes (which JSON refuses) in a plain frame are taken as text: the runtime
+    could have sent the same text escaped, so nothing is gained by refusing it."""
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    assert P.decode_out(b'{"t":"out","s":2,"n":"a\x01\x7fb\xff"}') == (2, "a\x01\nb\ufffd")
 
 
 _TEXTS = ["", "plain", 'a "quote" \\ \n\t\r', "\x00\x1f\x7f", "é 中 😀", "\ud800 lone", "x" * 70000]
@@ -299,6 +360,81 @@ def test_a_burst_of_prints_arrives_whole_in_order_and_before_the_next_tool_call(
     assert result.stderr == "err\n"
     before_call = "".join(order[: order.index("<call>")])
     assert before_call == "".join(f"{i}\n" for i in range(3000))
+
+
+@pytest.mark.parametrize("read", [1, 7, 4096, 65536, 100_003, 1 << 20])
+def test_the_line_splitter_gives_the_same_lines_for_reads_of_any_size(read: int) -> None:
+    """Reads of 64 KiB and more are split with find() (output), smaller ones with split()."""
+    from codemode_jupyter.runtime import codemode_protocol as P
+
+    lines = [b"x" * n for n in (0, 1, 70_000, 5, 0, 200_000, 65_535, 3, 1_000_000, 9)]
+    stream = b"\n".join(lines) + b"\nunfinished"
+    splitter = P.LineSplitter(P.MAX_FRAME)
+    got = []
+    for start in range(0, len(stream), read):
+        got += splitter.feed(stream[start : start + read])
+    assert got == lines
+    assert splitter.feed(b"\n") == [b"unfinished"]
+
+
+def test_prints_of_threads_and_a_signal_handler_all_arrive_once_in_order() -> None:
+    """Writes queue without the stream's lock while a burst waits: what several threads print
+    and what a signal handler prints between (and inside) the main thread's writes and
+    flushes all arrives, each write once and whole, each thread's in its order."""
+    code = (
+        "import itertools, signal, threading\n"
+        "ticks = itertools.count(1)\n"
+        "def tick(signum, frame):\n"
+        "    print(f'<tick:{next(ticks)}>', end='')\n"
+        "signal.signal(signal.SIGALRM, tick)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)\n"
+        "def worker(name):\n"
+        "    for i in range(3000): print(f'<{name}:{i}>')\n"
+        "threads = [threading.Thread(target=worker, args=(f't{k}',)) for k in range(3)]\n"
+        "for t in threads: t.start()\n"
+        "for i in range(20000): print(f'<main:{i}>', end='' if i % 7 else '\\n')\n"
+        "for t in threads: t.join()\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0)\n"
+        "next(ticks) - 1\n"
+    )
+    with CodeMode([add], spare=False, max_output=10_000_000) as cm:
+        result = cm.run(code, timeout=60)
+    assert result.ok, result.error
+    written: dict[str, list[int]] = {}
+    for name, number in re.findall(r"<(\w+):(\d+)>", result.stdout):
+        written.setdefault(name, []).append(int(number))
+    # A handler may run inside another one: ticks are each there once, not always in order.
+    assert sorted(written.pop("tick", [])) == list(range(1, result.value + 1))
+    assert written == {"main": list(range(20000))} | {f"t{k}": list(range(3000)) for k in range(3)}
+    newlines = 3 * 3000 + len(range(0, 20000, 7))
+    assert re.sub(r"<\w+:\d+>", "", result.stdout) == "\n" * newlines
+
+
+def test_the_last_line_of_a_burst_streams_while_the_program_goes_on() -> None:
+    """The flush a burst waits for sends its last line too, with no later write or tool call
+    (the run is cancelled once that line arrived; stuck, it would time out instead)."""
+    arrived = threading.Event()
+    seen: list[str] = []
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Output):
+            seen.append(event.text)
+            if event.text.endswith("4999\n"):
+                arrived.set()
+
+    code = "import time\nfor i in range(5000): print(i)\nwhile True: time.sleep(0.01)\n"
+    with CodeMode([add], spare=False) as cm:
+
+        def cancel_once_arrived() -> None:
+            if arrived.wait(60):
+                cm.cancel()
+
+        canceller = threading.Thread(target=cancel_once_arrived)
+        canceller.start()
+        result = cm.run(code, on_event=on_event, timeout=60)
+        canceller.join()
+    assert result.status == "interrupted", result.status
+    assert "".join(seen) == result.stdout == "".join(f"{i}\n" for i in range(5000))
 
 
 def test_a_session_whose_calls_pass_plain_values_never_loads_pydantic() -> None:

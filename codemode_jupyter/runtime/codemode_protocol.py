@@ -20,6 +20,9 @@ Host -> runtime (the runtime's stdin):
 Runtime -> host (the runtime's stdout; the program's own output never goes there raw):
     ready      {"t": "ready", "pid": int, "python": str}
     out        {"t": "out", "s": 1 | 2, "d": str}
+               {"t": "out", "s": 1 | 2, "n": str}  the same, with each newline of the text
+               sent as U+007F (DEL), for text with no DEL, quote, backslash or other control
+               character: written and read without a JSON codec (OUT_PLAIN, decode_out)
     call       {"t": "call", "id": int, "name": str, "args": list, "kwargs": dict}
     preview    {"t": "preview", "port": int}
     display    {"t": "display", "data": {mime: str | JSON}, "metadata": {mime: dict}}
@@ -111,11 +114,47 @@ def decode(line: bytes) -> dict:
     return frame
 
 
+#: The start of a plain `out` frame for stream 1 and 2: `"n"` holds text with no quote,
+#: backslash, DEL or control character but newlines, which are DEL, so the text needs no
+#: escapes and no JSON codec on either side (a JSON decoder reads the frame too). DEL stands in
+#: for the newline because it is one byte that JSON strings may hold raw and text rarely does.
+OUT_PLAIN = {stream: b'{"t":"out","s":%d,"n":"' % stream for stream in (STDOUT, STDERR)}
+_PLAIN_START = len(OUT_PLAIN[STDOUT])
+_PLAIN_STREAMS = {head: stream for stream, head in OUT_PLAIN.items()}
+
+
+def decode_out(line: bytes) -> tuple[int, str] | None:
+    """(stream, text) of a plain `out` frame (OUT_PLAIN), the same as `out_text` of its JSON
+    decoding, without the JSON decoder (whose per-character loop was most of the host's cost
+    of reading output); None for any other line, which is then decoded as JSON. A raw control
+    character, which JSON refuses, is taken as text here: nothing the runtime could not send
+    escaped."""
+    stream = _PLAIN_STREAMS.get(line[:_PLAIN_START])
+    end = len(line) - 2
+    if stream is None or end < _PLAIN_START or not line.endswith(b'"}'):
+        return None
+    if line.find(b'"', _PLAIN_START, end) >= 0 or line.find(b"\\", _PLAIN_START, end) >= 0:
+        return None  # not the plain form (another field, or escapes): the JSON decoder's job
+    text = line[_PLAIN_START:end].replace(b"\x7f", b"\n")
+    return stream, text.decode("utf-8", "replace")
+
+
+def out_text(frame: dict) -> str:
+    """The text of a decoded `out` frame, in either form ("d", or "n" with DEL for newline)."""
+    text = frame.get("d")
+    return frame["n"].replace("\x7f", "\n") if text is None else text
+
+
 MAX_FRAME = 256 << 20  # the host refuses longer frames: a flood on the channel is a fault
 
 
 class FrameTooLarge(ValueError):
     """A line on the control channel exceeded the splitter's limit."""
+
+
+#: Reads of at least this many bytes are split by LineSplitter._find_lines; smaller ones (a
+#: few frames: calls, results) by one split(), quicker for them.
+_FIND_LINES = 1 << 16
 
 
 class LineSplitter:
@@ -134,13 +173,16 @@ class LineSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Complete lines in `data`; raises FrameTooLarge past the limit."""
-        if b"\n" not in data:
+        end = data.find(b"\n")
+        if end < 0:
             self._parts.append(data)
             self._size += len(data)
             if self._limit and self._size > self._limit:
                 raise FrameTooLarge(f"a frame grew past {self._limit} bytes")
             return []
         self._size = 0
+        if len(data) >= _FIND_LINES:
+            return self._find_lines(data, end)
         if self._parts:
             self._parts.append(data)
             data = b"".join(self._parts)
@@ -149,6 +191,27 @@ class LineSplitter:
         tail = lines.pop()
         if tail:
             self._parts.append(tail)
+        return lines
+
+    def _find_lines(self, data: bytes, end: int) -> list[bytes]:
+        """The lines of a large read (output), `end` the first newline: split() looks at each
+        byte in turn where find() is a memchr per line (3.8 -> 0.7 ms per 10 MiB of 64 KiB
+        frames), and the unfinished line is joined alone, not with the whole read."""
+        if self._parts:
+            self._parts.append(data[:end])
+            lines = [b"".join(self._parts)]
+            self._parts = []
+        else:
+            lines = [data[:end]]
+        find = data.find
+        start = end + 1
+        end = find(b"\n", start)
+        while end >= 0:
+            lines.append(data[start:end])
+            start = end + 1
+            end = find(b"\n", start)
+        if start < len(data):
+            self._parts.append(data[start:])
         return lines
 
 

@@ -124,6 +124,33 @@ def test_cancel_lands_while_the_program_waits_for_a_result() -> None:
         assert session.run("kept + 1").value == 2
 
 
+def test_interrupting_a_program_that_writes_large_frames_keeps_its_runtime() -> None:
+    """A KeyboardInterrupt lands while the program's output frames (far over a pipe's atomic
+    write) are written into a full pipe: no frame is left half written, so the runtime and its
+    state stay."""
+    holder: list[CodeMode] = []
+    printed = threading.Event()
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Output) and not printed.is_set():
+            printed.set()
+            threading.Thread(target=holder[0].cancel).start()
+
+    with CodeMode(max_output=1 << 20) as session:
+        holder.append(session)
+        session.run("kept = 1")
+        for _ in range(5):
+            printed.clear()
+            result = session.run(
+                "import sys\nline = 'x' * 200000\nwhile True:\n    sys.stdout.write(line)",
+                on_event=on_event,
+                timeout=60,
+            )
+            assert result.status == "interrupted", result.error
+            assert not result.state_lost
+            assert session.run("kept + 1").value == 2
+
+
 def test_a_runtime_that_dies_while_idle_is_seen_at_once() -> None:
     with CodeMode(tools=[add], spare=False) as session:
         assert session.run("add(1)").value == 2

@@ -102,25 +102,54 @@ def _error_class(kind: str) -> type:
 
 
 class Channel:
-    """The runtime's end of the control channel: frame writes, serialised by a lock."""
+    """The runtime's end of the control channel: frame writes, serialised by a lock.
+
+    A frame is never left half written (the host would take the channel as broken and stop the
+    runtime): a pipe takes a write of up to PIPE_BUF bytes whole or not at all, and a longer
+    one is written with this thread's signals held, so a KeyboardInterrupt (an interrupt of the
+    run) comes once the frame is whole. A signal handler that prints while this thread writes
+    a frame has its own frame written right after, not in the middle (nor waiting for itself).
+    """
 
     def __init__(self, out_fd: int) -> None:
         self._fd = out_fd
         self._lock = threading.Lock()
+        self._writer = 0  # the thread writing now
+        self._after: deque[bytes] = deque()  # frames of signal handlers that ran meanwhile
 
     def send(self, frame: dict) -> None:
         self.send_bytes(P.encode(frame))
 
     def send_bytes(self, data: bytes) -> None:
+        me = threading.get_ident()
+        if self._writer == me:  # a signal handler, inside this thread's own write
+            self._after.append(data)
+            return
         with self._lock:
+            self._writer = me
             try:
-                written = os.write(self._fd, data)
-                if written < len(data):  # a full pipe took part of it: the rest, in turn
-                    view = memoryview(data)[written:]
-                    while view:
-                        view = view[os.write(self._fd, view) :]
-            except OSError:
-                os._exit(P.CHANNEL_LOST)  # the program broke the channel: nothing left to serve
+                self._write(data)
+                while self._after:
+                    self._write(self._after.popleft())
+            finally:
+                self._writer = 0
+
+    def _write(self, data: bytes) -> None:
+        try:
+            if len(data) <= select.PIPE_BUF:
+                os.write(self._fd, data)  # whole or not at all
+                return
+            import signal
+
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        except OSError:
+            os._exit(P.CHANNEL_LOST)  # the program broke the channel: nothing left to serve
 
 
 #: Bytes the plain form of an `out` frame (P.OUT_PLAIN) may not hold: those a JSON string may

@@ -16,6 +16,7 @@ from __future__ import annotations
 # Modules a session's start and a plain run do not need (base64, signal, traceback) are
 # imported where they are used: every import here is paid by each cold start.
 import _ast  # what the ast module re-exports; importing ast itself costs each start 1 ms more
+import _signal  # what `signal` wraps (its wrappers make an enum member of each number)
 import builtins
 import codecs
 import functools
@@ -101,6 +102,9 @@ def _error_class(kind: str) -> type:
     return _error_classes[kind]
 
 
+_ALL_SIGNALS = _signal.valid_signals()
+
+
 class Channel:
     """The runtime's end of the control channel: frame writes, serialised by a lock.
 
@@ -139,15 +143,13 @@ class Channel:
             if len(data) <= select.PIPE_BUF:
                 os.write(self._fd, data)  # whole or not at all
                 return
-            import signal
-
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            held = _signal.pthread_sigmask(_signal.SIG_BLOCK, _ALL_SIGNALS)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self._fd, view) :]
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
         except OSError:
             os._exit(P.CHANNEL_LOST)  # the program broke the channel: nothing left to serve
 

@@ -249,6 +249,12 @@ class TextStream(io.TextIOBase):
         with self._lock:
             self._flush_locked()
 
+    def sync(self) -> None:
+        """flush(), unless nothing waits and no other thread sends (the usual case before a
+        tool call): text is queued before it is taken, and taken only while _flushing."""
+        if self._queue or self._flushing:
+            self.flush()
+
     def _flush_locked(self) -> None:
         self._hold = False  # first: a write that queues after this takes the locked path
         self._due = _NEVER
@@ -368,8 +374,9 @@ class FdPump:
 
     def settle(self) -> None:
         """Return once a drain going on in the pump's thread has sent what it read."""
-        with self._lock:
-            pass
+        if self._lock.locked():
+            with self._lock:
+                pass
 
     def drain(self) -> None:
         """Forward everything readable now; a sync point before call and done frames."""
@@ -545,7 +552,7 @@ class Runtime:
     def sync_output(self) -> None:
         """Everything the program wrote so far goes out before the next control frame."""
         for stream in self.streams:
-            stream.flush()
+            stream.sync()
         # One syscall, no exception: the pipes are empty nearly always (select, not a shared
         # poll object: program threads call this at the same time). An empty pipe may still be
         # in the hands of its pump thread, sending what it read: wait for that (its lock).

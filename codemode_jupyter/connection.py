@@ -252,9 +252,8 @@ class RuntimeConnection:
             reader = threading.get_ident()
             if reader != self._cpus_seen_by:  # a syscall: once per thread (a session's runs
                 self._cpus_seen_by = reader  # are all pinned or all not)
-                self.other_spin.enabled = self.spin.check_cpus()  # one look for both
-                if not self.other_spin.enabled:
-                    self.other_spin.limit = 0.0
+                self.spin.check_cpus()
+                self.other_spin.check_cpus()
             _ctrl_c.install()
 
     def follow(self) -> None:

@@ -219,32 +219,35 @@ class LineSplitter:
 #: for the answer to a tool call or result, and for other frames (a run's start and end).
 SPIN_MAX = 200e-6
 SPIN_MAX_OTHER = 500e-6
-#: A wait longer than this is a pause (the person, a slow tool), not a missed spin.
+#: A wait longer than this that no spin caught is a pause (the person, a slow tool).
 IDLE_GAP = 10e-3
+#: Misses in a row (waits the whole spin did not catch, pauses aside) after which as many
+#: waits sleep at once, then spinning tries again: a slow tool called in a loop.
+PATIENCE = 8
 #: Yield the CPU between looks: if both sides share one CPU, the other side then runs.
 SPIN_YIELD = True
 
 
 class Spin:
-    """How long to look for the next frame without sleeping, learnt from how waits went.
+    """How long to look for the next frame without sleeping.
 
     A sleeping thread takes tens of microseconds to wake on another CPU (far more on a VM), so
-    a reply that comes within a short spin is much quicker to catch awake. The spin lasts about
-    twice the typical wait, up to its maximum, yielding the CPU between looks (if both sides
-    share a CPU, the other one then runs). A spin that ends without the frame (a slow tool)
-    turns spinning off for 2, 4, 8, then 16 waits (misses in a row), then one wait tries again;
-    a wait over IDLE_GAP (a pause between bursts) changes nothing. Off for good when this
-    thread may use a single CPU only (pin_cpu): spinning there keeps the other side from running.
+    a frame that comes within the spin is much quicker to catch awake; the spin yields the CPU
+    between looks (if both sides share a CPU, the other one then runs). Every wait spins up to
+    the maximum: a spin learnt from past waits made one slow wait (a run's first frame after a
+    pause, an async tool) cost the fast waits after it a wake-up each (bench/README.md). Only
+    PATIENCE misses in a row (a slow tool called in a loop) make the next PATIENCE waits sleep
+    at once. Off for good when this thread may use a single CPU only (pin_cpu): spinning there
+    keeps the other side from running.
     """
 
-    __slots__ = ("_misses", "_skip", "_typical", "enabled", "limit", "maximum")
+    __slots__ = ("_misses", "_resting", "enabled", "limit", "maximum")
 
     def __init__(self, maximum: float = SPIN_MAX) -> None:
-        self._typical = 0.0
         self._misses = 0
-        self._skip = 0
-        self.enabled = True
+        self._resting = 0
         self.maximum = self.limit = maximum
+        self.enabled = True
         self.check_cpus()
 
     def check_cpus(self) -> bool:
@@ -255,25 +258,21 @@ class Spin:
         except (AttributeError, OSError):
             cpus = 2
         self.enabled = cpus > 1
-        if not self.enabled:
-            self.limit = 0.0
+        self._misses = self._resting = 0
+        self.limit = self.maximum if self.enabled else 0.0
         return self.enabled
 
     def record(self, waited: float, caught: bool) -> None:
         """One wait for a frame took `waited` seconds; `caught`: the spin found the frame."""
-        if not self.enabled or (not caught and waited > IDLE_GAP):
-            return  # a pause between bursts says nothing about the next frame of a burst
-        most = self.maximum
-        typical = self._typical = 0.75 * self._typical + 0.25 * min(waited, 2 * most)
-        if self.limit:
-            if caught and waited <= self.limit:
-                self._misses = 0
-                self.limit = min(most, 2 * typical + 20e-6)
-                return
-            self._misses = min(self._misses + 1, 4)
-            self._skip, self.limit = 1 << self._misses, 0.0
+        if not self.enabled:
             return
-        self._skip -= 1
-        if self._skip <= 0:
-            self.limit = most if typical < most else 0.0
-            self._skip = 16
+        if self._resting:
+            self._resting -= 1
+            if not self._resting:
+                self.limit = self.maximum
+        elif caught:
+            self._misses = 0
+        elif waited <= IDLE_GAP:  # longer: a pause, which says nothing about the next wait
+            self._misses += 1
+            if self._misses >= PATIENCE:
+                self._misses, self._resting, self.limit = 0, PATIENCE, 0.0

@@ -1,10 +1,14 @@
 """codemode-jupyter: run Code Mode programs in a sandbox; their tool calls run on the host."""
 
+from typing import TYPE_CHECKING, Any
+
 from .engine import CodeMode
-from .pool import Pool
-from .pool_tasks import TaskResult
 from .result import Preview, RunError, RunResult, ToolCall
 from .tools import Tool, ToolRegistry, tool
+
+if TYPE_CHECKING:
+    from .pool import Pool
+    from .pool_tasks import TaskResult
 
 __all__ = [
     "CodeMode",
@@ -21,6 +25,20 @@ __all__ = [
     "unload_ipython_extension",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Pool and TaskResult, imported on first use: a session that runs programs one at a
+    time does not pay for the pool's modules (uuid, statistics and what they import)."""
+    if name == "Pool":
+        from .pool import Pool
+
+        return Pool
+    if name == "TaskResult":
+        from .pool_tasks import TaskResult
+
+        return TaskResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: object) -> None:

@@ -5,7 +5,6 @@ Shared by the session engine and the replay fallback, so both treat calls identi
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import dataclasses
 import inspect
@@ -58,6 +57,8 @@ class PreparedCall:
         return success(value, time.perf_counter() - started)
 
     async def run_async(self) -> CallOutcome:
+        import asyncio  # loaded: this runs in its event loop (a sync-only session never does)
+
         started = time.perf_counter()
         try:
             value = await self.tool.fn(*self.args, **self.kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -119,7 +118,7 @@ class ArtifactWriter:
         self._name = ""
         self._file: BinaryIO | None = None
         self._path: Path | None = None
-        self._hash = hashlib.sha256()
+        self._hash = _sha256()
         self._size = 0
         self._skipping = ""  # the name of a file being refused, chunk after chunk
 
@@ -160,7 +159,7 @@ class ArtifactWriter:
             n += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         self._name, self._path, self._file = clean, path, open(path, "wb")  # noqa: SIM115
-        self._hash, self._size = hashlib.sha256(), 0
+        self._hash, self._size = _sha256(), 0
 
     def _end(self) -> Artifact:
         assert self._file is not None and self._path is not None
@@ -192,3 +191,11 @@ class ArtifactWriter:
         if not self.left:
             return ""
         return f"[codemode] files not brought back: {', '.join(self.left)}\n"
+
+
+def _sha256() -> Any:
+    """A new sha256 (hashlib is imported by the first run that brings a file back: with
+    OpenSSL's library it costs a python 4 MiB)."""
+    import hashlib
+
+    return hashlib.sha256()

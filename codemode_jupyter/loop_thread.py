@@ -9,17 +9,20 @@ that raises a BaseException, where a tool's stray task must not end every later 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Awaitable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio itself is imported where a loop is made or used: a session whose tools are all sync
+# never needs it, and importing it (with ssl) costs a python 11 MiB and 25 ms.
 
 T = TypeVar("T")
 
-#: What a wait that ran out raises, by layer (distinct classes before Python 3.11).
-_TIMEOUTS = (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError)
 _UNWIND = 2.0  # how long cancelled tasks may take to unwind when the loop stops
 
 
@@ -43,6 +46,8 @@ class LoopThread:
             if self._closed:
                 raise RuntimeError(f"the {self.name} event loop is closed")
             if self._loop is None:
+                import asyncio
+
                 loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
                     target=_serve, args=(loop,), name=self.name, daemon=True
@@ -58,16 +63,21 @@ class LoopThread:
         except RuntimeError:
             coro.close()  # never to run: no "never awaited" warning
             raise
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run `coro` on the loop and wait for its result, at most `timeout` s (then
         TimeoutError). Ctrl-C, like the wait running out, cancels the work too."""
+        import asyncio
+
         future = self.submit(coro if timeout is None else asyncio.wait_for(coro, timeout))
         try:
             # The loop's own timeout ends the work; this one only guards a stalled loop.
             return future.result(None if timeout is None else timeout + 5)
-        except _TIMEOUTS:
+        except (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError):
+            # (what a wait that ran out raises, by layer: distinct classes before Python 3.11)
             future.cancel()
             raise TimeoutError(f"no result within {timeout:g} s") from None
         except BaseException:
@@ -92,6 +102,8 @@ class LoopThread:
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
     """Run `loop` until it is stopped on purpose; whatever a stray task raises (even
     SystemExit) is that task's problem, not the end of every later coroutine."""
+    import asyncio
+
     asyncio.set_event_loop(loop)
     while True:
         try:
@@ -111,6 +123,8 @@ def _serve(loop: asyncio.AbstractEventLoop) -> None:
 
 def run_coroutine(awaitable: Awaitable[T]) -> T:
     """Await `awaitable` from sync code, even on a thread whose event loop is running."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

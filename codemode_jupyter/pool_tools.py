@@ -11,7 +11,6 @@ sandboxes overlap. The wrappers keep the function's signature and docstring
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import functools
@@ -26,6 +25,8 @@ class HostTools:
     """The executor for sync tools and the loop for async ones, and the wrapped tools."""
 
     def __init__(self, tools: Iterable[Callable[..., Any] | Tool], workers: int = 1) -> None:
+        import asyncio  # here: importing codemode_jupyter (Pool with it) must not load it
+
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="codemode-pool-tool"
         )
@@ -43,6 +44,8 @@ class HostTools:
 
             @functools.wraps(fn)
             async def on_host_loop(*args: Any, **kwargs: Any) -> Any:
+                import asyncio
+
                 # Cancelling the run's call cancels this await, and wrap_future passes the
                 # cancellation on to the task on the host's loop.
                 future = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop)
@@ -65,6 +68,8 @@ class HostTools:
 
     def close(self) -> None:
         """Stop the loop (cancelling what runs on it) and the workers. Idempotent."""
+        import asyncio
+
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._loop.is_closed():
             return
@@ -79,6 +84,8 @@ class HostTools:
 
 
 async def _cancel_all() -> None:
+    import asyncio
+
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     for task in tasks:
         task.cancel()

@@ -6,7 +6,6 @@ RichRun per run; this keeps what the engine itself must know about them to a few
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ class RichOptions:
     max_artifacts: int = MAX_ARTIFACTS
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES
     #: Names this session's folder under outputs_dir.
-    session: str = field(default_factory=lambda: secrets.token_hex(4))
+    session: str = field(default_factory=lambda: os.urandom(4).hex())
 
     def __post_init__(self) -> None:
         options.count("max_display_bytes", self.max_display_bytes, 1)

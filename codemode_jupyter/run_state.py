@@ -7,7 +7,6 @@ Shared by the session engine and the replay fallback: both record output and cal
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -35,7 +34,7 @@ class _RunIds:
     def next(self) -> str:
         with self._lock:
             if not self._ids:
-                pool = secrets.token_hex(12 * self.PER_READ)
+                pool = os.urandom(12 * self.PER_READ).hex()
                 self._ids = [pool[i : i + 24] for i in range(0, len(pool), 24)]
             return self._ids.pop()
 

@@ -20,8 +20,6 @@ import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import typing_extensions
-
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
@@ -394,6 +392,8 @@ def _validatable(hint: Any) -> Any:
     if hint in _PLAIN:  # no need to ask pydantic (a TypeAdapter each: most of a tool's making)
         return hint
     if typing.is_typeddict(hint) and type(hint).__module__ == "typing":
+        import typing_extensions  # only for this (3.7 MiB of a python that imports it)
+
         fields = {k: _validatable(v) for k, v in _type_hints(hint).items()}
         return typing_extensions.TypedDict(hint.__name__, fields, total=hint.__total__)
     args = typing.get_args(hint)

@@ -489,6 +489,34 @@ def test_a_session_whose_calls_pass_plain_values_never_loads_pydantic() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_a_session_of_sync_tools_loads_neither_asyncio_nor_the_pool_nor_openssl() -> None:
+    """Those three are most of what an import of the package cost a python (asyncio with ssl
+    11 MiB, hashlib's OpenSSL 4 MiB); they load when a session or a program needs them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from codemode_jupyter import CodeMode\n"
+        "def add(a: int, b: int = 1) -> int:\n"
+        "    return a + b\n"
+        "heavy = ('asyncio', 'ssl', 'hashlib', 'codemode_jupyter.pool')\n"
+        "with CodeMode([add], spare=False) as cm:\n"
+        "    assert cm.run('print(add(1, b=2))').stdout == '3\\n'\n"
+        "    assert not [m for m in heavy if m in sys.modules], 'loaded early'\n"
+        "    async def later(x: int) -> int:\n"
+        "        return x\n"
+        "    assert cm.run('await later_async(4)', tools=[later]).value == 4\n"
+        "assert 'asyncio' in sys.modules\n"
+        "from codemode_jupyter import Pool, TaskResult\n"
+        "assert Pool.__module__ == 'codemode_jupyter.pool'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def mul(a: int, b: int) -> int:
     """Multiply two numbers."""
     return a * b

@@ -7,7 +7,6 @@ Transport: bytes written go to the runtime's stdin, bytes read come from its std
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -78,6 +77,8 @@ class BackendOptions:
 
     @classmethod
     def _unknown(cls, unknown: list[str], names: list[str]) -> str:
+        import difflib  # only for this message
+
         close = difflib.get_close_matches(unknown[0], names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         which = ", ".join(repr(name) for name in unknown)

@@ -16,7 +16,6 @@ import atexit
 import contextlib
 import itertools
 import os
-import secrets
 import select
 import signal
 import threading
@@ -163,7 +162,7 @@ class CgroupMemory(JailMemory):
         super().__init__(limit_mb)
         self.version = place.version
         self.label = f"cgroup v{place.version}"
-        self.path = place.parent / f"{_PREFIX}{os.getpid()}-{next(_names)}-{secrets.token_hex(3)}"
+        self.path = place.parent / f"{_PREFIX}{os.getpid()}-{next(_names)}-{os.urandom(3).hex()}"
         self._oom_events: int | None = None
         self._primer: threading.Thread | None = None
         self.path.mkdir()

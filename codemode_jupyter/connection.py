@@ -299,7 +299,9 @@ class RuntimeConnection:
             end = start + spin.limit
             caught = transport.ready(0)
             now = crowded = start
-            while not caught and now < end:
+            # A look takes the wake-up of a post() made meanwhile (an async call's result):
+            # the inbox is looked at too, before each look and before sleeping.
+            while not caught and now < end and inbox.empty():
                 if P.SPIN_YIELD:
                     os.sched_yield()
                 looked, now = now, time.perf_counter()
@@ -309,8 +311,10 @@ class RuntimeConnection:
             if crowded != start and crowded - self._separated > _SEPARATE_EVERY:
                 self._separated = crowded
                 transport.separate()  # the runtime, if it was what ran here
-            if not caught and not transport.ready(deadline - time.perf_counter()):
-                continue  # woken by a post(), or the time is up
+            if not caught and (
+                not inbox.empty() or not transport.ready(deadline - time.perf_counter())
+            ):
+                continue  # a post() came, or the time is up
             _ctrl_c.hold()
             try:
                 self._pump()

@@ -517,6 +517,76 @@ def test_a_session_of_sync_tools_loads_neither_asyncio_nor_the_pool_nor_openssl(
     assert done.returncode == 0, done.stderr
 
 
+class _SpinProbe:
+    """A shared_reads transport with nothing to read; its first look posts to the inbox, the
+    way an async call's result lands while the run's thread spins (and the look takes the
+    post's wake-up). A wait after that which sleeps, with the post unanswered, is the bug."""
+
+    shared_reads = True
+    batch_results = False
+
+    def __init__(self) -> None:
+        self.connection = None
+        self.looks = 0
+        self.slept_with_news = threading.Event()
+        self.woken = threading.Event()
+
+    def ready(self, timeout: float | None) -> bool:
+        if timeout == 0:
+            self.looks += 1
+            if self.looks == 1 and self.connection is not None:
+                from codemode_jupyter.connection import Inbox
+
+                self.connection.inbox.put((Inbox.CALL_DONE, "posted"))
+            return False
+        if self.connection is not None and not self.connection.inbox.empty():
+            self.slept_with_news.set()
+        self.woken.wait(timeout)
+        self.woken.clear()
+        return False
+
+    def wake(self) -> None:
+        self.woken.set()
+
+    def read_nowait(self) -> bytes | None:
+        return None
+
+    def read(self) -> bytes:
+        return b""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def separate(self) -> bool:
+        return False
+
+    def close_reader(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.woken.set()
+
+    def exit_info(self) -> str:
+        return ""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="spins need two CPUs")
+def test_news_posted_while_the_runs_thread_spins_is_taken_without_sleeping() -> None:
+    from codemode_jupyter.connection import Inbox, RuntimeConnection
+
+    probe = _SpinProbe()
+    connection = RuntimeConnection(probe)
+    try:
+        connection.lead()
+        probe.connection = connection
+        assert connection.other_spin.limit > 0  # the wait below spins first
+        assert connection.next_message(5.0) == (Inbox.CALL_DONE, "posted")
+        assert probe.looks >= 1 and not probe.slept_with_news.is_set()
+    finally:
+        connection.follow()
+        connection.close()
+
+
 def mul(a: int, b: int) -> int:
     """Multiply two numbers."""
     return a * b

@@ -464,16 +464,32 @@ def test_the_last_line_of_a_burst_streams_while_the_program_goes_on() -> None:
     assert "".join(seen) == result.stdout == "".join(f"{i}\n" for i in range(5000))
 
 
-def test_a_session_whose_calls_pass_plain_values_never_loads_pydantic() -> None:
-    """pydantic is most of the host's memory after import; it loads when a call needs it."""
+_SESSION_SCRIPT = (
+    "import sys\n"
+    "from codemode_jupyter import CodeMode\n"
+    "def add(a: int, b: int = 1) -> int:\n"
+    "    return a + b\n"
+)
+
+
+def _run_in_a_fresh_python(body: str) -> None:
+    """Run `body` after _SESSION_SCRIPT in a new python (what it imports is the point)."""
     import subprocess
     import sys
 
-    script = (
-        "import sys\n"
-        "from codemode_jupyter import CodeMode\n"
-        "def add(a: int, b: int = 1) -> int:\n"
-        "    return a + b\n"
+    done = subprocess.run(
+        [sys.executable, "-c", _SESSION_SCRIPT + body],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_session_whose_calls_pass_plain_values_never_loads_pydantic() -> None:
+    """pydantic is most of the host's memory after import; it loads when a call needs it."""
+    _run_in_a_fresh_python(
         "with CodeMode([add], spare=False) as cm:\n"
         "    assert cm.run('add(1, b=2)').value == 3\n"
         "    assert not [m for m in sys.modules if m.startswith('pydantic')], 'loaded early'\n"
@@ -483,23 +499,12 @@ def test_a_session_whose_calls_pass_plain_values_never_loads_pydantic() -> None:
         "assert refused.error.type == 'ToolArgumentError', refused\n"
         "assert 'pydantic' in sys.modules\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def test_a_session_of_sync_tools_loads_neither_asyncio_nor_the_pool_nor_openssl() -> None:
     """Those three are most of what an import of the package cost a python (asyncio with ssl
     11 MiB, hashlib's OpenSSL 4 MiB); they load when a session or a program needs them."""
-    import subprocess
-    import sys
-
-    script = (
-        "import sys\n"
-        "from codemode_jupyter import CodeMode\n"
-        "def add(a: int, b: int = 1) -> int:\n"
-        "    return a + b\n"
+    _run_in_a_fresh_python(
         "heavy = ('asyncio', 'ssl', 'hashlib', 'codemode_jupyter.pool')\n"
         "with CodeMode([add], spare=False) as cm:\n"
         "    assert cm.run('print(add(1, b=2))').stdout == '3\\n'\n"
@@ -511,10 +516,6 @@ def test_a_session_of_sync_tools_loads_neither_asyncio_nor_the_pool_nor_openssl(
         "from codemode_jupyter import Pool, TaskResult\n"
         "assert Pool.__module__ == 'codemode_jupyter.pool'\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
 
 
 class _SpinProbe:

@@ -104,7 +104,6 @@ MAX_RESULT = 64 << 20  # characters of JSON one tool result may take
 MAX_RESULT_DEPTH = 100  # how deep a converted result may nest
 MAX_RESULT_ITEMS = 1_000_000  # how many values a converted result may hold
 _dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
-_quote = json.encoder.encode_basestring  # a str as a JSON string, as the encoder writes it
 
 
 class ResultNotSerialisable(TypeError):
@@ -223,30 +222,12 @@ def finish_call(call: ToolCall, outcome: CallOutcome) -> None:
 def encode_result(call: ToolCall, wire_id: int) -> bytes:
     """The `result` frame for a finished call, under the id the runtime gave the call."""
     if call.error is None:
-        fast = _plain_result(wire_id, call.result)
+        fast = P.encode_plain_result(wire_id, call.result)
         if fast is not None:
             return fast
         return P.encode({"t": P.RESULT, "id": wire_id, "ok": True, "value": call.result})
     error = {"type": call.error.type, "message": call.error.message}
     return P.encode({"t": P.RESULT, "id": wire_id, "ok": False, "error": error})
-
-
-_RESULT_HEAD = b'{"t":"%s","id":%%d,"ok":true,"value":' % P.RESULT.encode()
-_LITERALS = {True: b"true}\n", False: b"false}\n", None: b"null}\n"}
-
-
-def _plain_result(wire_id: int, value: Any) -> bytes | None:
-    """The frame P.encode makes for a result of a plain type, byte for byte, without the
-    generic encoder (the hot path of every call); None for other values."""
-    kind = type(value)
-    if kind is int:
-        return _RESULT_HEAD % wire_id + b"%d}\n" % value
-    if kind is str:
-        text = _quote(value).encode("utf-8", "surrogatepass")
-        return b"".join((_RESULT_HEAD % wire_id, text, b"}\n"))
-    if kind is bool or value is None:
-        return _RESULT_HEAD % wire_id + _LITERALS[value]
-    return None
 
 
 def submit_async(

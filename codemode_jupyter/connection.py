@@ -11,7 +11,6 @@ program, so a frame that does not fit is a fault of the runtime, which is then s
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -156,16 +155,6 @@ def _may_nest_deeper(line: bytes) -> bool:
     return line.count(b"[") + line.count(b"{") > MAX_DEPTH
 
 
-_quote = json.encoder.encode_basestring  # a str as a JSON string, as P.encode writes it
-
-
-def _run_frame(run_id: str, code: str) -> bytes:
-    """P.encode({"t": "run", "id": run_id, "code": code}), byte for byte, without the generic
-    encoder (every run sends one)."""
-    text = f'{{"t":"{P.RUN}","id":{_quote(run_id)},"code":{_quote(code)}}}\n'
-    return text.encode("utf-8", "surrogatepass")
-
-
 class RuntimeConnection:
     """One live runtime: its transport and the I/O thread that routes its frames.
 
@@ -196,8 +185,8 @@ class RuntimeConnection:
         self._away = 0.0  # when the leading thread left next_message (0: it is in there)
         self._io_waiting = False  # the I/O thread waits on the transport (wake it to stop)
         self._ended = False
-        # Waits for the frame that answers a tool result (the program's next step) and all
-        # other waits (a run's first frame, its end) learn apart.
+        # Waits for the frame that answers a tool result (the program's next step) spin less
+        # long than all other waits (a run's first frame, its end), and count misses apart.
         self.spin = P.Spin()
         self.other_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._answered = False  # the last thing sent was a tool result
@@ -218,7 +207,7 @@ class RuntimeConnection:
         """A run frame; `tools` (compared by identity: a registry makes its list once) and
         `limits` go in only if they differ from the last run frame's."""
         if tools is self._sent_tools and limits == self._sent_limits:  # the usual run
-            self.transport.write(_run_frame(run_id, code))
+            self.transport.write(P.encode_run(run_id, code))
             return
         frame: dict[str, Any] = {"t": P.RUN, "id": run_id, "code": code}
         if tools is not self._sent_tools:

@@ -327,8 +327,9 @@ _TEXTS = ["", "plain", 'a "quote" \\ \n\t\r', "\x00\x1f\x7f", "é 中 😀", "\u
 
 @pytest.mark.parametrize("text", _TEXTS)
 def test_the_fast_run_frame_is_the_json_encoders_frame(text: str) -> None:
-    from codemode_jupyter.connection import _run_frame
     from codemode_jupyter.runtime import codemode_protocol as P
+
+    _run_frame = P.encode_run
 
     frame = {"t": P.RUN, "id": "0f3a9c", "code": text}
     assert _run_frame("0f3a9c", text) == P.encode(frame)

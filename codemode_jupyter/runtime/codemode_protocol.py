@@ -97,6 +97,32 @@ def encode(frame: dict) -> bytes:
     return ("".join(chunks) + "\n").encode("utf-8", "surrogatepass")
 
 
+def encode_run(run_id: str, code: str) -> bytes:
+    """encode({"t": RUN, "id": run_id, "code": code}), byte for byte, without the generic
+    encoder (the host sends one with every run)."""
+    text = f'{{"t":"{RUN}","id":{_quote(run_id)},"code":{_quote(code)}}}\n'
+    return text.encode("utf-8", "surrogatepass")
+
+
+_RESULT_HEAD = b'{"t":"%s","id":%%d,"ok":true,"value":' % RESULT.encode()
+_LITERALS = {True: b"true}\n", False: b"false}\n", None: b"null}\n"}
+
+
+def encode_plain_result(call_id: int, value: object) -> bytes | None:
+    """encode() of a successful `result` frame whose value is an int, a str, a bool or None,
+    byte for byte, without the generic encoder (the host answers every call); None for any
+    other value."""
+    kind = type(value)
+    if kind is int:
+        return _RESULT_HEAD % call_id + b"%d}\n" % value
+    if kind is str:
+        text = _quote(value).encode("utf-8", "surrogatepass")
+        return b"".join((_RESULT_HEAD % call_id, text, b"}\n"))
+    if kind is bool or value is None:
+        return _RESULT_HEAD % call_id + _LITERALS[value]
+    return None
+
+
 def decode(line: bytes) -> dict:
     """Parse one line; raises ValueError on anything that is not a JSON object frame."""
     text = line.decode("utf-8", "replace")

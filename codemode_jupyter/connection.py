@@ -288,8 +288,9 @@ class RuntimeConnection:
             end = start + spin.limit
             caught = transport.ready(0)
             now = crowded = start
-            # A look takes the wake-up of a post() made meanwhile (an async call's result):
-            # the inbox is looked at too, before each look and before sleeping.
+            # News posted meanwhile (an async call's result) ends the spin at once: the inbox
+            # is looked at before each look and before sleeping (a transport's look may have
+            # taken the post's wake-up).
             while not caught and now < end and inbox.empty():
                 if P.SPIN_YIELD:
                     os.sched_yield()

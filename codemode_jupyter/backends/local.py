@@ -582,11 +582,11 @@ class PipeTransport(Transport):
             poller.register(self._wake_r, select.POLLIN)
         found = False
         for fd, _ in poller.poll(None if timeout is None else timeout * 1000):
-            if fd == self._wake_r:
+            if fd != self._wake_r:
+                found = True
+            elif timeout != 0:  # a look leaves a wake-up for the wait it is meant to end
                 with contextlib.suppress(OSError):
                     os.read(fd, 8)  # drained: the next wait sleeps again
-            else:
-                found = True
         return found
 
     def read_nowait(self) -> bytes | None:

@@ -425,8 +425,9 @@ class Runtime:
         if self._epoll is not None:
             os.set_blocking(in_fd, False)
             self._epoll.register(in_fd, select.EPOLLIN)
-        # Waits for a tool's result and for the next request learn apart: a request comes
-        # when the host pleases, and its long waits must not turn off spinning for results.
+        # Waits for a tool's result and for the next request count their misses apart: a
+        # request comes when the host pleases, and its long waits must not rest the spin for
+        # results.
         self.spin = P.Spin()
         self.idle_spin = P.Spin(P.SPIN_MAX_OTHER)
         self._interrupt_self = False
@@ -497,7 +498,7 @@ class Runtime:
         return True
 
     def _read_step(self, spin: P.Spin) -> None:
-        """Wait for the channel (a short spin first, learnt by `spin`), then read and dispatch."""
+        """Wait for the channel (a short spin first, as `spin` says), then read and dispatch."""
         start = time.perf_counter()
         end = start + spin.limit
         poll = self._leader_poll.poll

@@ -3,7 +3,9 @@ run's caps, so a program that displays in a loop cannot flood the host or the fr
 
 One display may take `MAX_ONE_DISPLAY` characters (10 MiB), a run's displays together
 `max_display_bytes`, and a run keeps at most `max_displays` of them; what is left out is
-counted and said at the end of the run's stderr, as dropped output is.
+counted and said at the end of the run's stderr, as dropped output is. A display's size is
+everything the host would keep of it: its MIME types, their data and its metadata; the run's
+value bundle counts against the same caps.
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ def is_json_type(mime: str) -> bool:
     return mime == "application/json" or mime.endswith(_JSON_SUFFIX)
 
 
-def bundle_size(data: dict[str, Any]) -> int:
-    """Characters the bundle takes (about its size in a saved notebook)."""
-    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
+def bundle_size(data: dict[str, Any], metadata: Any = None, cap: int = -1) -> int:
+    """Characters the bundle takes, its MIME types and metadata too (about its size in a saved
+    notebook). Counting stops past `cap` (if given): then any result over `cap` is returned."""
+    size = len(json.dumps(metadata)) if metadata else 0
+    for mime, value in data.items():
+        size += len(mime) + (len(value) if isinstance(value, str) else len(json.dumps(value)))
+        if 0 <= cap < size:
+            break
+    return size
 
 
 class DisplayBook:
@@ -66,28 +74,49 @@ class DisplayBook:
         self.size = 0
         self.dropped = 0
         self.dropped_size = 0
+        self.value_dropped = 0  # the size of the value's bundle, if it was left out
 
     def add(self, data: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any] | None:
         """The display as kept (None if it was left out: too big, or past the run's caps)."""
-        size = bundle_size(data)
-        if (
-            size > self.max_one
-            or self.size + size > self.max_bytes
-            or len(self.items) >= self.max_count
-        ):
+        size = -1 if len(self.items) >= self.max_count else self._fits(data, metadata)
+        if size < 0:
             self.dropped += 1
-            self.dropped_size += size
+            self.dropped_size += -size if size < -1 else bundle_size(data, metadata, self.max_one)
             return None
-        self.size += size
         item = {"data": data, "metadata": metadata}
         self.items.append(item)
         return item
 
+    def keep_value(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The run's value bundle as kept (None if it is over the caps: its value and repr
+        stay), counted with the displays."""
+        size = self._fits(data, None)
+        if size < 0:
+            self.value_dropped = -size
+            return None
+        return data
+
+    def _fits(self, data: dict[str, Any], metadata: Any) -> int:
+        """The bundle's size, counted as kept, if it fits the caps; else minus what was
+        counted of it (counting stops past the room left)."""
+        room = min(self.max_one, self.max_bytes - self.size)
+        size = bundle_size(data, metadata, room)
+        if size > room:
+            return -size
+        self.size += size
+        return size
+
     def note(self) -> str:
         """What was left out, for the run's stderr ('' if nothing was)."""
+        note = ""
+        if self.value_dropped:
+            note = (
+                f"[codemode] the value's rich forms (over {self.value_dropped / 2**20:.1f} MiB) "
+                "were dropped: they count against the run's display caps; its repr is kept\n"
+            )
         if not self.dropped:
-            return ""
-        return (
+            return note
+        return note + (
             f"[codemode] {self.dropped} display(s) ({self.dropped_size / 2**20:.1f} MiB) "
             f"were dropped: a run keeps at most {self.max_count} displays and "
             f"{self.max_bytes / 2**20:g} MiB of them, {self.max_one / 2**20:g} MiB each\n"

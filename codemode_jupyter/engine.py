@@ -36,7 +36,6 @@ from .backends import (
 )
 from .calls import CallOutcome, encode_result, finish_call, prepare_call, submit_async
 from .connection import Inbox, RuntimeConnection
-from .files import put_frames
 from .loop_thread import LoopThread
 from .replay import run_replay
 from .result import Preview, RunError, RunResult, ToolCall
@@ -510,7 +509,7 @@ class CodeMode:
         conn.lead()
         try:
             if started or run.files:  # else nothing to send: no run files, the old work dir
-                for data in put_frames(self.rich.uploads(started, run.files)):
+                for data in run.rich.upload_frames(started, run.files):
                     conn.transport.write(data)
             conn.send_run(run.id, code, registry.specs(), run.rich.limits())
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)

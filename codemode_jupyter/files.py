@@ -4,15 +4,23 @@ In: host files and folders (`CodeMode(files=...)`, `run(files=...)`) go to the r
 `put` frames before the run and land under its work dir. Out: the files a run leaves under
 `outputs/` (and those passed to `codemode.save()`) come back as `artifact` frames at its end
 and are written to `<outputs_dir>/<session>/<run>/` on the host, within caps on count and size.
+
+Links are never followed into the sandbox: a folder is walked without following them (a link
+in it is skipped and named in the run's stderr, wherever it points), a link named as the
+upload itself is refused, and each file is opened component by component with O_NOFOLLOW, so
+a link swapped in after the walk is refused too (a program with a writable mount could plant
+one for a later upload).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
+import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -22,42 +30,89 @@ from .runtime import codemode_protocol as P
 MAX_UPLOAD_BYTES = 100 << 20
 MAX_ARTIFACTS = 50
 MAX_ARTIFACT_BYTES = 100 << 20
+_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
 class Upload:
-    """One host file and where it goes, relative to the sandbox's work dir."""
+    """One host file and where it goes, relative to the sandbox's work dir.
 
-    source: Path
+    `base` is the folder the user's path leads to (its links are the user's own); `parts`
+    lead from it to the file, each opened without following a link."""
+
+    base: Path
+    parts: tuple[str, ...]
     dest: str
     size: int
 
+    @property
+    def source(self) -> Path:
+        return self.base.joinpath(*self.parts)
 
-def plan_uploads(specs: Iterable[Any], max_bytes: int = MAX_UPLOAD_BYTES) -> list[Upload]:
+
+@dataclass
+class UploadPlan:
+    """The files to send, and what a folder held that is not sent (links, FIFOs, ...)."""
+
+    files: list[Upload] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Upload]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def plan_uploads(specs: Iterable[Any], max_bytes: int = MAX_UPLOAD_BYTES) -> UploadPlan:
     """The files to send for `specs` ("path", "path:dest", or (path, dest)), folders walked.
 
-    Raises FileNotFoundError for a missing path and ValueError for a bad destination or past
-    `max_bytes` altogether: before anything is sent."""
-    uploads: list[Upload] = []
+    Raises FileNotFoundError for a missing path and ValueError for a link named as the upload,
+    a bad destination or past `max_bytes` altogether: before anything is sent."""
+    plan = UploadPlan()
     for spec in specs:
         source, dest = _split(spec)
-        if source.is_dir():
-            for path in sorted(p for p in source.rglob("*") if p.is_file()):
-                rel = path.relative_to(source).as_posix()
-                uploads.append(Upload(path, f"{dest}/{rel}", path.stat().st_size))
-        elif source.is_file():
-            uploads.append(Upload(source, dest, source.stat().st_size))
-        else:
+        try:
+            info = source.lstat()
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f"cannot upload {str(source)!r} into the sandbox: there is no such file or folder"
+            ) from None
+        if stat.S_ISLNK(info.st_mode):
+            raise ValueError(
+                f"cannot upload {str(source)!r}: it is a symbolic link (to "
+                f"{os.readlink(source)!r}), and links are not followed; name the file itself"
             )
-    total = sum(u.size for u in uploads)
+        if stat.S_ISDIR(info.st_mode):
+            _walk(source.parent, (source.name,), dest, plan)
+        elif stat.S_ISREG(info.st_mode):
+            plan.files.append(Upload(source.parent, (source.name,), dest, info.st_size))
+        else:
+            raise ValueError(f"cannot upload {str(source)!r}: it is not a regular file or folder")
+    total = sum(u.size for u in plan.files)
     if total > max_bytes:
         raise ValueError(
             f"the files to upload take {total:,} bytes, more than the "
             f"{max_bytes:,} allowed (max_upload_bytes)"
         )
-    return uploads
+    return plan
+
+
+def _walk(base: Path, parts: tuple[str, ...], dest: str, plan: UploadPlan) -> None:
+    """Add the regular files under base/parts to `plan`, in name order, following no link."""
+    with os.scandir(base.joinpath(*parts)) as entries:
+        found = sorted(entries, key=lambda entry: entry.name)
+    for entry in found:
+        inner, target = (*parts, entry.name), f"{dest}/{entry.name}"
+        if entry.is_symlink():
+            plan.skipped.append(f"{target} (a symbolic link: links are not followed)")
+        elif entry.is_dir(follow_symlinks=False):
+            _walk(base, inner, target, plan)
+        elif entry.is_file(follow_symlinks=False):
+            size = entry.stat(follow_symlinks=False).st_size
+            plan.files.append(Upload(base, inner, target, size))
+        else:
+            plan.skipped.append(f"{target} (not a regular file)")
 
 
 def _split(spec: Any) -> tuple[Path, str]:
@@ -68,7 +123,8 @@ def _split(spec: Any) -> tuple[Path, str]:
         # "data.csv:in/data.csv"; a colon in the source itself needs the tuple form.
         source_text, _, dest = text.partition(":") if ":" in text else (text, "", "")
         source = Path(source_text)
-    source = source.expanduser().resolve()
+    # Absolute, but the last part not resolved: a link named as the upload must be seen as one.
+    source = Path(os.path.abspath(source.expanduser()))
     return source, safe_relative(dest or source.name, "upload destination")
 
 
@@ -81,13 +137,45 @@ def safe_relative(name: str, what: str) -> str:
     return "/".join(parts)
 
 
-def put_frames(uploads: Iterable[Upload]) -> Iterator[bytes]:
-    """The `put` frames that carry `uploads`, a chunk at a time (never a whole file in memory)."""
+def open_upload(upload: Upload) -> BinaryIO:
+    """The upload's file, opened from its base one part at a time without following a link;
+    OSError if one was swapped in (ELOOP/ENOTDIR) or it is no longer a regular file."""
+    fd = os.open(upload.base, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for part in upload.parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # O_NONBLOCK: a FIFO swapped in must not hang the host.
+        flags = os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW
+        inner = os.open(upload.parts[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(inner).st_mode):
+        os.close(inner)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return os.fdopen(inner, "rb")
+
+
+def put_frames(uploads: Iterable[Upload], skipped: list[str] | None = None) -> Iterator[bytes]:
+    """The `put` frames that carry `uploads`, a chunk at a time (never a whole file in memory),
+    each at most the size planned (the caps were checked on it). A file that can no longer be
+    opened safely is left out and named in `skipped`."""
     for upload in uploads:
-        with open(upload.source, "rb") as f:
-            chunk = f.read(P.CHUNK)
+        try:
+            f = open_upload(upload)
+        except OSError as exc:
+            why = "a symbolic link" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror
+            if skipped is not None:
+                skipped.append(f"{upload.dest} ({why}: not sent)")
+            continue
+        with f:
+            left = upload.size
+            chunk = f.read(min(P.CHUNK, left))
+            left -= len(chunk)
             while True:
-                following = f.read(P.CHUNK) if chunk else b""
+                following = f.read(min(P.CHUNK, left)) if chunk and left else b""
+                left -= len(following)
                 yield P.encode(
                     {
                         "t": P.PUT,
@@ -104,7 +192,10 @@ def put_frames(uploads: Iterable[Upload]) -> Iterator[bytes]:
 class ArtifactWriter:
     """Writes one run's artifact frames to its folder (made on the first file), within caps.
 
-    Used from the engine's I/O thread; `finish` from the run's thread once the run is over."""
+    A file the host cannot write (a name too long for its file system, a folder in the way,
+    an `outputs_dir` that is not a folder, a full disk) is left, and named with the reason:
+    it never ends the run. Used from the engine's I/O thread; `finish` from the run's thread
+    once the run is over."""
 
     def __init__(
         self, directory: Path, max_files: int = MAX_ARTIFACTS, max_bytes: int = MAX_ARTIFACT_BYTES
@@ -139,7 +230,10 @@ class ArtifactWriter:
         self._size += len(chunk)
         if self._total + self._size > self.max_bytes:
             return self._drop(f"over the {self.max_bytes:,} bytes a run may bring back", more)
-        self._file.write(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            return self._drop(_write_error(exc), more)
         self._hash.update(chunk)
         return None if more else self._end()
 
@@ -152,18 +246,33 @@ class ArtifactWriter:
         if len(self.artifacts) >= self.max_files:
             self.left.append(f"{clean} (over the {self.max_files} files a run may bring back)")
             return
-        path = self.directory / clean
-        stem, n = path, 2
-        while path.exists():  # the same name from save() and outputs/: keep both
-            path = stem.with_name(f"{stem.stem}-{n}{stem.suffix}")
-            n += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._name, self._path, self._file = clean, path, open(path, "wb")  # noqa: SIM115
+        try:
+            path = self._free_path(self.directory / clean)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # "x": a file of the same name made meanwhile is not overwritten.
+            self._file = open(path, "xb")  # noqa: SIM115
+        except OSError as exc:
+            self.left.append(f"{clean} ({_write_error(exc)})")
+            return
+        self._name, self._path = clean, path
         self._hash, self._size = _sha256(), 0
 
-    def _end(self) -> Artifact:
+    @staticmethod
+    def _free_path(path: Path) -> Path:
+        """`path`, or `name-2.ext`, `name-3.ext`...: the same name from save() and outputs/
+        keeps both."""
+        stem, n = path, 2
+        while os.path.lexists(path):
+            path = stem.with_name(f"{stem.stem}-{n}{stem.suffix}")
+            n += 1
+        return path
+
+    def _end(self) -> Artifact | None:
         assert self._file is not None and self._path is not None
-        self._file.close()
+        try:
+            self._file.close()  # flushes: a full disk may say so only now
+        except OSError as exc:
+            return self._drop(_write_error(exc), False)
         self._file = None
         self._total += self._size
         artifact = Artifact(self._name, self._size, self._hash.hexdigest(), str(self._path))
@@ -178,8 +287,11 @@ class ArtifactWriter:
 
     def _discard(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError:
+                pass  # its data is being thrown away
             if self._path is not None:
                 self._path.unlink(missing_ok=True)
 
@@ -191,6 +303,11 @@ class ArtifactWriter:
         if not self.left:
             return ""
         return f"[codemode] files not brought back: {', '.join(self.left)}\n"
+
+
+def _write_error(exc: OSError) -> str:
+    """Why the host could not write a file, for `artifacts_left`."""
+    return f"the host could not write it: {exc.strerror or type(exc).__name__}"
 
 
 def _sha256() -> Any:

@@ -5,7 +5,8 @@ project (`.codemode/sandbox-packages-py<X.Y>` under the current directory, or `p
 for the jail's python version; the jail mounts it read-only at JAIL_PACKAGES and the runtime
 puts it on sys.path. Daytona: pip runs inside the sandbox (which has network), as a program of
 the session, into REMOTE_PACKAGES in the sandbox's home. Either way a failed install returns
-pip's own output and changes nothing else.
+pip's own output and changes nothing else (the first local install of a session without a
+packages directory mounts it only after pip succeeded, and then says the restart lost state).
 """
 
 from __future__ import annotations
@@ -134,26 +135,34 @@ def check_specs(specs: Any) -> list[str]:
 def install(session: Any, specs: Any) -> InstallResult:
     """Install `specs` for `session`'s sandbox (what `%codemode pip install` calls).
 
-    Local: into the backend's packages directory (made, and mounted, if the session had none:
-    then a running runtime is replaced, since a jail's mounts are fixed when it starts, and
-    the output says its state was lost)."""
+    Local: into the backend's packages directory. A session without one has pip fill the
+    project's directory first; only when pip succeeded is it mounted, which replaces a running
+    runtime (a jail's mounts are fixed when it starts) and the output says its state was lost.
+    A failed install leaves the session and its state as they were."""
     specs = check_specs(specs)
     backend = session.backend
     if getattr(backend, "name", "") != "local":
         return pip_install_remote(session, specs)
-    note = ""
-    if backend.packages_dir is None:
-        backend.use_packages_dir(default_dir(python_version(backend.python)))
-        alive = session.status().get("runtime_alive")
-        session.sandbox_changed()  # runtimes (the spare too) must start with the new mount
-        if alive:
-            note = (
-                "\n[codemode] the sandbox restarted to mount its packages directory; "
-                "its earlier state was lost\n"
-            )
-    result = pip_install_local(backend.packages_dir, specs, python_version(backend.python))
-    result.output += note
+    version = python_version(backend.python)
+    if backend.packages_dir is not None:
+        return pip_install_local(backend.packages_dir, specs, version)
+    result = pip_install_local(default_dir(version), specs, version)
+    if result.ok:
+        result.output += _mount(session, Path(result.where))
     return result
+
+
+def _mount(session: Any, directory: Path) -> str:
+    """Mount `directory` for the session's runtimes from now on; the note for pip's output."""
+    session.backend.use_packages_dir(directory)
+    alive = session.status().get("runtime_alive")
+    session.sandbox_changed()  # runtimes (the spare too) must start with the new mount
+    if not alive:
+        return ""
+    return (
+        "\n[codemode] the sandbox restarted to mount its packages directory; "
+        "its earlier state was lost\n"
+    )
 
 
 def install_pending(session: Any) -> None:

@@ -7,7 +7,8 @@ fixes the form of bytes. The forms (documented in the README):
 - numpy arrays: nested lists (NaN and infinities become null); numpy scalars: the Python number
 - pandas DataFrame: a list of records, one dict per row (a meaningful index becomes columns);
   Series: a list when its index is the default 0..n-1, else a dict of index to value;
-  NaN/NaT become null and timestamps ISO 8601 strings
+  NaN/NaT become null and timestamps ISO 8601 strings; labels that become the same JSON key
+  (`1` and `"1"`) are refused with an error naming the key, as one would lose its value
 - datetime, date, time: ISO 8601 strings; timedelta: an ISO 8601 duration ("PT1H30M")
 - Decimal: a str (exact); sets, frozensets and tuples: lists
 - bytes: URL-safe base64 text (base64.urlsafe_b64decode() gives the bytes back)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -74,6 +76,33 @@ def _check_size(size: int, what: str) -> None:
         )
 
 
+def _loads(text: str, what: str) -> Any:
+    """pandas' JSON as data; refused if two labels became one key (json keeps only the last)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            from .calls import ResultNotSerialisable
+
+            key = _first_repeat(k for k, _ in pairs)
+            raise ResultNotSerialisable(
+                f"the result is {what} whose labels become the same JSON key {key!r} (as 1 and "
+                "'1' do), so a value would be lost; make the labels distinct as strings"
+            )
+        return obj
+
+    return json.loads(text, object_pairs_hook=unique)
+
+
+def _first_repeat(keys: Iterable[str]) -> str:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return ""
+
+
 def _array(numpy: Any, array: Any) -> Any:
     _check_size(array.size, "an array")
     if array.dtype.kind in "fc" and not numpy.isfinite(array).all():
@@ -85,13 +114,15 @@ def _frame(pandas: Any, frame: Any) -> Any:
     _check_size(frame.size, "a DataFrame")
     if not _default_index(pandas, frame.index):
         frame = frame.reset_index()
-    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
+    text = frame.to_json(orient="records", date_format="iso", default_handler=str)
+    return _loads(text, "a DataFrame")
 
 
 def _series(pandas: Any, series: Any) -> Any:
     _check_size(series.size, "a Series")
     orient = "values" if _default_index(pandas, series.index) else "index"
-    return json.loads(series.to_json(orient=orient, date_format="iso", default_handler=str))
+    text = series.to_json(orient=orient, date_format="iso", default_handler=str)
+    return _loads(text, "a Series")
 
 
 def _default_index(pandas: Any, index: Any) -> bool:

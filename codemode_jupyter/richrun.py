@@ -6,7 +6,7 @@ RichRun per run; this keeps what the engine itself must know about them to a few
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ from .files import (
     MAX_ARTIFACTS,
     MAX_UPLOAD_BYTES,
     ArtifactWriter,
-    Upload,
+    UploadPlan,
     plan_uploads,
+    put_frames,
 )
 
 
@@ -50,7 +51,7 @@ class RichOptions:
             # Fixed now: a later chdir of the host must not scatter a session's files.
             self.outputs_dir = Path(os.path.abspath(os.fspath(self.outputs_dir)))
 
-    def uploads(self, session_files: bool, run_files: Iterable[Any] | None) -> list[Upload]:
+    def uploads(self, session_files: bool, run_files: Iterable[Any] | None) -> UploadPlan:
         """What to send before a run: the session's files when its runtime is new (a new
         runtime has an empty work dir), and the run's own."""
         specs = [*(self.files if session_files else ()), *(run_files or ())]
@@ -68,6 +69,15 @@ class RichRun:
         #: Made by the run's first artifact: most runs bring none back, and every run pays
         #: for what is made here.
         self.writer: ArtifactWriter | None = None
+        self.not_uploaded: list[str] = []  # links and special files met in uploaded folders
+
+    def upload_frames(
+        self, session_files: bool, run_files: Iterable[Any] | None
+    ) -> Iterator[bytes]:
+        """The put frames of the run's uploads; what is not sent is said in its stderr."""
+        plan = self.opts.uploads(session_files, run_files)
+        self.not_uploaded = list(plan.skipped)
+        yield from put_frames(plan, self.not_uploaded)
 
     def limits(self) -> dict[str, int]:
         """The caps the runtime applies itself (the host checks them again)."""
@@ -83,6 +93,10 @@ class RichRun:
         if item is not None:
             self.emit(ev.Display(item["data"], item["metadata"]))
 
+    def value_bundle(self, bundle: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The value's MIME bundle as kept: it counts against the display caps as a display."""
+        return None if bundle is None else self.book.keep_value(bundle)
+
     def artifact(self, frame: dict) -> None:
         opts = self.opts
         if opts.outputs_dir is None:
@@ -95,6 +109,8 @@ class RichRun:
     def finish(self) -> tuple[dict[str, Any], list[str]]:
         """The RunResult's fields for displays and artifacts, and the notes for its stderr."""
         notes = [self.book.note()]
+        if self.not_uploaded:
+            notes.append(f"[codemode] not uploaded: {', '.join(self.not_uploaded)}\n")
         artifacts, left = [], []
         if self.writer is not None:
             notes.append(self.writer.finish())

@@ -155,6 +155,9 @@ class RunState:
 
     def result(self, outcome: Outcome, status: BackendStatus) -> RunResult:
         """The run's RunResult, as it ended with `outcome` on a backend in `status`."""
+        bundle = outcome.value_bundle
+        if self.rich is not None:  # it counts against the display caps (before their note)
+            bundle = self.rich.value_bundle(bundle)
         rich, notes = self.rich.finish() if self.rich is not None else ({}, [])
         for note in notes:
             self.stderr.append(note)
@@ -178,6 +181,6 @@ class RunState:
             backend=status.backend,
             isolation=status.isolation,
             executions=self.executions,
-            value_bundle=outcome.value_bundle,
+            value_bundle=bundle,
             **rich,
         )

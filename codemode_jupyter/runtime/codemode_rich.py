@@ -148,9 +148,13 @@ def _plain(obj: object) -> str:
     return text if len(text) <= 100_000 else text[:100_000] + "..."
 
 
-def bundle_size(data: dict) -> int:
-    """Characters a bundle takes on the wire (about its size in a notebook)."""
-    return sum(len(v) if isinstance(v, str) else len(_encode_json(v)) for v in data.values())
+def bundle_size(data: dict, metadata: object = None) -> int:
+    """Characters a bundle takes on the wire, its MIME types and metadata too (about its size in
+    a notebook; the host counts the same)."""
+    size = len(_encode_json(metadata)) if metadata else 0
+    for mime, value in data.items():
+        size += len(mime) + (len(value) if isinstance(value, str) else len(_encode_json(value)))
+    return size
 
 
 def value_bundle(value: object, limit: int) -> dict | None:
@@ -204,7 +208,8 @@ class Displayer:
             self.send_bundle(data, meta, type(obj).__name__)
 
     def send_bundle(self, data: dict, metadata: dict, what: str = "display") -> None:
-        size = bundle_size(data)
+        metadata = _jsonable(metadata)
+        size = bundle_size(data, metadata)
         if size > self.limit:
             self._warn(
                 f"a display of a {what} was left out: it takes {size / 2**20:.1f} MiB, "
@@ -212,7 +217,7 @@ class Displayer:
             )
             return
         try:
-            frame = P.encode({"t": P.DISPLAY, "data": data, "metadata": _jsonable(metadata)})
+            frame = P.encode({"t": P.DISPLAY, "data": data, "metadata": metadata})
         except (TypeError, ValueError) as exc:
             self._warn(f"a display of a {what} was left out: it is not JSON ({exc})")
             return
@@ -463,18 +468,20 @@ class Artifacts:
         return name
 
     def candidates(self) -> list[tuple[str, str, int, int]]:
-        """(name, path, size, mtime_ns) of the files to send, in a stable order."""
-        found: dict[str, str] = {}
+        """(name, path, size, mtime_ns) of the files to send, in a stable order. A file saved
+        under the name of another in outputs/ comes too (the host names it `name-2`)."""
+        found: list[tuple[str, str]] = []
         root = os.path.join(self.workdir, OUTPUTS)
         for folder, dirs, files in os.walk(root):
             dirs.sort()
             for file in sorted(files):
                 path = os.path.join(folder, file)
-                found[os.path.relpath(path, root)] = path
-        found.update(self.saved)
+                found.append((os.path.relpath(path, root), path))
+        paths = {os.path.realpath(path) for _, path in found}
+        found += [(n, p) for n, p in self.saved.items() if os.path.realpath(p) not in paths]
         self.saved = {}
         result = []
-        for name, path in found.items():
+        for name, path in found:
             try:
                 info = os.stat(path)
             except OSError:

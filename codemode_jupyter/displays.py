@@ -47,9 +47,14 @@ def is_json_type(mime: str) -> bool:
     return mime == "application/json" or mime.endswith(_JSON_SUFFIX)
 
 
-def bundle_size(data: dict[str, Any], metadata: Any = None, cap: int = -1) -> int:
-    """Characters the bundle takes, its MIME types and metadata too (about its size in a saved
-    notebook). Counting stops past `cap` (if given): then any result over `cap` is returned."""
+def bundle_size(data: dict[str, Any]) -> int:
+    """Characters the bundle's data take (about its size in a saved notebook)."""
+    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
+
+
+def kept_size(data: dict[str, Any], metadata: Any = None, cap: int = -1) -> int:
+    """Characters the host keeps of a display: its MIME types, their data and its metadata.
+    Counting stops past `cap` (if given): then some size over `cap` is returned."""
     size = len(json.dumps(metadata)) if metadata else 0
     for mime, value in data.items():
         size += len(mime) + (len(value) if isinstance(value, str) else len(json.dumps(value)))
@@ -81,7 +86,7 @@ class DisplayBook:
         size = -1 if len(self.items) >= self.max_count else self._fits(data, metadata)
         if size < 0:
             self.dropped += 1
-            self.dropped_size += -size if size < -1 else bundle_size(data, metadata, self.max_one)
+            self.dropped_size += -size if size < -1 else kept_size(data, metadata, self.max_one)
             return None
         item = {"data": data, "metadata": metadata}
         self.items.append(item)
@@ -100,7 +105,7 @@ class DisplayBook:
         """The bundle's size, counted as kept, if it fits the caps; else minus what was
         counted of it (counting stops past the room left)."""
         room = min(self.max_one, self.max_bytes - self.size)
-        size = bundle_size(data, metadata, room)
+        size = kept_size(data, metadata, room)
         if size > room:
             return -size
         self.size += size

@@ -451,7 +451,7 @@ class Artifacts:
 
     def __init__(self, workdir: str) -> None:
         self.workdir = workdir
-        self.saved: dict[str, str] = {}  # name -> path, from save()
+        self.saved: list[tuple[str, str]] = []  # (name, path) from save(), in order
         self._sent: dict[str, tuple[int, int]] = {}  # path -> (mtime_ns, size) when sent
         self.max_files = MAX_ARTIFACTS
         self.max_bytes = MAX_ARTIFACT_BYTES
@@ -464,7 +464,7 @@ class Artifacts:
         name = name or os.path.basename(path)
         if not name or name.startswith(("/", "..")) or "/../" in name:
             raise ValueError(f"save(): {name!r} is not a usable name")
-        self.saved[name] = path
+        self.saved.append((name, path))
         return name
 
     def candidates(self) -> list[tuple[str, str, int, int]]:
@@ -477,9 +477,12 @@ class Artifacts:
             for file in sorted(files):
                 path = os.path.join(folder, file)
                 found.append((os.path.relpath(path, root), path))
-        paths = {os.path.realpath(path) for _, path in found}
-        found += [(n, p) for n, p in self.saved.items() if os.path.realpath(p) not in paths]
-        self.saved = {}
+        seen = {(name, os.path.realpath(path)) for name, path in found}
+        for name, path in self.saved:  # the same file under the same name goes once
+            if (name, os.path.realpath(path)) not in seen:
+                seen.add((name, os.path.realpath(path)))
+                found.append((name, path))
+        self.saved = []
         result = []
         for name, path in found:
             try:

@@ -305,9 +305,17 @@ class ArtifactWriter:
         return f"[codemode] files not brought back: {', '.join(self.left)}\n"
 
 
+_WRITE_ERRORS = {
+    errno.ENAMETOOLONG: "its name is too long for the host's file system",
+    errno.EEXIST: "a file on the host is in the way of its folder",
+    errno.ENOTDIR: "a file on the host is in the way of its folder",
+}
+
+
 def _write_error(exc: OSError) -> str:
     """Why the host could not write a file, for `artifacts_left`."""
-    return f"the host could not write it: {exc.strerror or type(exc).__name__}"
+    why = _WRITE_ERRORS.get(exc.errno or 0) or exc.strerror or type(exc).__name__
+    return f"the host could not write it: {why}"
 
 
 def _sha256() -> Any:

@@ -8,12 +8,12 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import loaded_kernel
+from conftest import FAST, loaded_kernel
 from test_hardening import FORGE
 
 from codemode_jupyter import CodeMode
@@ -21,6 +21,18 @@ from codemode_jupyter.files import plan_uploads, put_frames
 from codemode_jupyter.runtime import codemode_protocol as P
 
 pytestmark = pytest.mark.timeout(180)
+
+KEY = "hardening-files-key"
+
+
+@pytest.fixture(params=["local", "daytona"])
+def session(request: pytest.FixtureRequest) -> Callable[..., CodeMode]:
+    """Makes a CodeMode on the local jail, or on Daytona over the loopback server."""
+    if request.param == "local":
+        return CodeMode
+    server = request.getfixturevalue("server")
+    daytona = {"backend": "daytona", "api_url": server.api_url, "api_key": KEY, "retry": FAST}
+    return lambda **options: CodeMode(**daytona, **options)
 
 
 # --- uploads never follow a link out of the uploaded tree ----------------------------------
@@ -47,8 +59,10 @@ def tree(tmp_path: Path) -> Path:
     return d
 
 
-def test_a_folder_upload_skips_links_says_so_and_reads_nothing_outside(tree: Path) -> None:
-    with CodeMode(outputs_dir=None) as cm:
+def test_a_folder_upload_skips_links_says_so_and_reads_nothing_outside(
+    tree: Path, session: Callable[..., CodeMode]
+) -> None:
+    with session(outputs_dir=None) as cm:
         result = cm.run(
             "import os\n"
             "seen = sorted(os.path.join(r, f) for r, ds, fs in os.walk('d') for f in fs + ds)\n"
@@ -175,8 +189,10 @@ def test_pandas_labels_that_become_one_json_key_are_a_clear_error() -> None:
 # --- artifacts: save() beside outputs/, and host write errors ------------------------------
 
 
-def test_a_saved_file_with_the_name_of_one_in_outputs_brings_both_back(tmp_path: Path) -> None:
-    with CodeMode(outputs_dir=tmp_path) as cm:
+def test_a_saved_file_with_the_name_of_one_in_outputs_brings_both_back(
+    tmp_path: Path, session: Callable[..., CodeMode]
+) -> None:
+    with session(outputs_dir=tmp_path) as cm:
         result = cm.run(
             "import os, codemode\nos.makedirs('outputs', exist_ok=True)\n"
             "open('outputs/r.txt', 'w').write('from outputs')\n"
@@ -195,10 +211,10 @@ def test_a_saved_file_with_the_name_of_one_in_outputs_brings_both_back(tmp_path:
 
 
 def test_artifacts_the_host_cannot_write_are_left_and_the_run_keeps_its_status(
-    tmp_path: Path,
+    tmp_path: Path, session: Callable[..., CodeMode]
 ) -> None:
     long_name = "n" * 300
-    with CodeMode(outputs_dir=tmp_path / "outs") as cm:
+    with session(outputs_dir=tmp_path / "outs") as cm:
         assert cm.run("keep = 42", timeout=30).ok
         result = cm.run(
             "import os, codemode\nos.makedirs('outputs', exist_ok=True)\n"
@@ -213,8 +229,8 @@ def test_artifacts_the_host_cannot_write_are_left_and_the_run_keeps_its_status(
         assert result.status == "ok" and result.value == 43, (result.error, result.stderr)
         assert sorted(a.name for a in result.artifacts) == ["a", "fine.txt"]
         left = " ".join(result.artifacts_left)
-        assert f"{long_name} (the host could not write it: File name too long)" in left
-        assert "a/b (the host could not write it:" in left
+        assert f"{long_name} (the host could not write it: its name is too long" in left
+        assert "a/b (the host could not write it: a file on the host is in the way" in left
         assert "files not brought back" in result.stderr
         assert cm.run("keep", timeout=30).value == 42
 
@@ -232,7 +248,9 @@ def test_an_outputs_dir_below_a_file_leaves_the_files_and_keeps_the_state(
         )
         assert result.status == "ok" and result.value == 42, (result.error, result.stderr)
         assert result.artifacts == []
-        assert result.artifacts_left == ["f.txt (the host could not write it: Not a directory)"]
+        assert result.artifacts_left == [
+            "f.txt (the host could not write it: a file on the host is in the way of its folder)"
+        ]
         assert cm.run("keep", timeout=30).value == 42
 
 

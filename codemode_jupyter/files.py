@@ -99,20 +99,32 @@ def plan_uploads(specs: Iterable[Any], max_bytes: int = MAX_UPLOAD_BYTES) -> Upl
 
 
 def _walk(base: Path, parts: tuple[str, ...], dest: str, plan: UploadPlan) -> None:
-    """Add the regular files under base/parts to `plan`, in name order, following no link."""
-    with os.scandir(base.joinpath(*parts)) as entries:
-        found = sorted(entries, key=lambda entry: entry.name)
-    for entry in found:
-        inner, target = (*parts, entry.name), f"{dest}/{entry.name}"
-        if entry.is_symlink():
-            plan.skipped.append(f"{target} (a symbolic link: links are not followed)")
-        elif entry.is_dir(follow_symlinks=False):
-            _walk(base, inner, target, plan)
-        elif entry.is_file(follow_symlinks=False):
-            size = entry.stat(follow_symlinks=False).st_size
-            plan.files.append(Upload(base, inner, target, size))
-        else:
-            plan.skipped.append(f"{target} (not a regular file)")
+    """Add the regular files under base/parts to `plan`, in path order, following no link.
+    (A folder swapped for a link during the walk may be listed; open_upload refuses it.)"""
+    files: list[Upload] = []
+    stack = [(parts, dest)]
+    while stack:  # a loop, not recursion: a folder may nest thousands deep
+        parts, dest = stack.pop()
+        try:
+            with os.scandir(base.joinpath(*parts)) as entries:
+                found = sorted(entries, key=lambda entry: entry.name)
+        except OSError as exc:
+            plan.skipped.append(f"{dest} (a folder the host could not read: {exc.strerror})")
+            continue
+        folders = []
+        for entry in found:
+            inner, target = (*parts, entry.name), f"{dest}/{entry.name}"
+            if entry.is_symlink():
+                plan.skipped.append(f"{target} (a symbolic link: links are not followed)")
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append((inner, target))
+            elif entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                files.append(Upload(base, inner, target, size))
+            else:
+                plan.skipped.append(f"{target} (not a regular file)")
+        stack.extend(reversed(folders))
+    plan.files += sorted(files, key=lambda upload: upload.parts)
 
 
 def _split(spec: Any) -> tuple[Path, str]:

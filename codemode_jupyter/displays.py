@@ -55,12 +55,16 @@ def bundle_size(data: dict[str, Any]) -> int:
 def kept_size(data: dict[str, Any], metadata: Any = None, cap: int = -1) -> int:
     """Characters the host keeps of a display: its MIME types, their data and its metadata.
     Counting stops past `cap` (if given): then some size over `cap` is returned."""
-    size = len(json.dumps(metadata)) if metadata else 0
+    size = len(_dumps(metadata)) if metadata else 0
     for mime, value in data.items():
-        size += len(mime) + (len(value) if isinstance(value, str) else len(json.dumps(value)))
+        size += len(mime) + (len(value) if isinstance(value, str) else len(_dumps(value)))
         if 0 <= cap < size:
             break
     return size
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)  # as the runtime measures it
 
 
 class DisplayBook:

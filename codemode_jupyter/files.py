@@ -252,7 +252,8 @@ class ArtifactWriter:
     def _begin(self, name: str) -> None:
         try:
             clean = safe_relative(name, "artifact name")
-        except ValueError:
+            os.fsencode(clean)  # a lone surrogate names no host file
+        except ValueError:  # UnicodeEncodeError too
             self.left.append(f"{name!r:.80} (not a usable name)")
             return
         if len(self.artifacts) >= self.max_files:

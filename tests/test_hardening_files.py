@@ -235,6 +235,19 @@ def test_artifacts_the_host_cannot_write_are_left_and_the_run_keeps_its_status(
         assert cm.run("keep", timeout=30).value == 42
 
 
+def test_an_artifact_name_no_host_file_can_have_is_left_not_a_crash(tmp_path: Path) -> None:
+    program = (
+        FORGE + "import base64\n"
+        "forge(json.dumps({'t': 'artifact', 'name': 'a\\ud800.txt', 'd': 'eA==', 'more': False}))\n"
+        "keep + 1"
+    )
+    with CodeMode(outputs_dir=tmp_path) as cm:
+        assert cm.run("keep = 41", timeout=30).ok
+        result = cm.run("import json\n" + program, timeout=30)
+        assert result.status == "ok" and result.value == 42, (result.error, result.stderr)
+        assert result.artifacts == [] and "not a usable name" in result.artifacts_left[0]
+
+
 def test_an_outputs_dir_below_a_file_leaves_the_files_and_keeps_the_state(
     tmp_path: Path,
 ) -> None:

@@ -5,6 +5,7 @@ Waits are on kernel messages or on process exit (pidfd), never on sleeps.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import select
@@ -20,8 +21,10 @@ from typing import Any
 import pytest
 from conftest import free_port, loaded_kernel
 
+from codemode_jupyter import CodeMode
 from codemode_jupyter.jupyter.headless import KernelSession
 from codemode_jupyter.jupyter.transcript import MIME_RUN
+from codemode_jupyter.jupyter.view import TextView
 
 
 def descendants(pid: int) -> set[int]:
@@ -142,11 +145,11 @@ def wait_for_runtime(kernel: KernelSession, timeout: float = 60.0) -> int:
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        below = descendants(kernel.pid())
-        if _jailed_runtimes(below):
-            outer = [pid for pid in below if _parent(pid) == kernel.pid()]
-            if outer:
-                return outer[0]
+        for pid in _jailed_runtimes(descendants(kernel.pid())):
+            while pid and _parent(pid) != kernel.pid():
+                pid = _parent(pid)
+            if pid:
+                return pid
         # Polling the process table: a process's start sends the test nothing to wait on.
         time.sleep(0.02)
     pytest.fail("no runtime started after %load_ext")
@@ -215,6 +218,15 @@ def test_an_interrupt_that_replaces_the_runtime_says_so_everywhere(kernel):
     assert "variables from earlier cells are gone" in final["text/plain"]
     gone = kernel.execute("%%codemode\nkeep")
     assert gone.error["ename"] == "CodeModeError" and "NameError" in gone.error["evalue"]
+
+
+def test_the_terminal_view_says_when_the_runtime_was_replaced():
+    err = io.StringIO()
+    view = TextView(stdout=io.StringIO(), stderr=err)
+    with CodeMode(spare=False) as session:
+        assert session.run("keep = 42").ok
+        view.finish(session.run("import os\nos._exit(3)", on_event=view.on_event))
+    assert "variables from earlier cells are gone" in err.getvalue().splitlines()[-1]
 
 
 def test_unload_closes_sessions_and_reload_works(kernel):

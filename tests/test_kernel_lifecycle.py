@@ -5,21 +5,26 @@ Waits are on kernel messages or on process exit (pidfd), never on sleeps.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port, loaded_kernel
 
+from codemode_jupyter import CodeMode
 from codemode_jupyter.jupyter.headless import KernelSession
 from codemode_jupyter.jupyter.transcript import MIME_RUN
+from codemode_jupyter.jupyter.view import TextView
 
 
 def descendants(pid: int) -> set[int]:
@@ -118,6 +123,110 @@ def test_calls_in_flight_show_as_cancelled_after_an_interrupt(kernel):
     assert len(final) == 1 and final[0]["result"]["status"] == "interrupted"
     calls = [e for e in final[0]["timeline"] if e["kind"] == "call"]
     assert [(c["name"], c["state"]) for c in calls] == [("wait", "cancelled")]
+
+
+LOOP = "%%codemode\nimport time\nfor i in range(100):\n    print(i)\n    time.sleep(0.5)"
+#: The loop, with each interrupt swallowed: it never stops, so its runtime must be replaced.
+STUBBORN = (
+    "%%codemode\nimport time\nfor i in range(100):\n    print(i)\n    try:\n"
+    "        time.sleep(0.5)\n    except KeyboardInterrupt:\n        pass"
+)
+
+
+def printed(line: str):
+    """A live-update test: the program has printed `line` (a whole line)."""
+    return lambda entries: line in "".join(e.get("text", "") for e in entries).split("\n")
+
+
+def wait_for_runtime(kernel: KernelSession, timeout: float = 60.0) -> int:
+    """Wait (bounded) until a jailed runtime runs below the kernel; its outer bwrap's pid.
+
+    Sends the kernel nothing meanwhile, so it stays idle as a notebook does between cells.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in _jailed_runtimes(descendants(kernel.pid())):
+            while pid and _parent(pid) != kernel.pid():
+                pid = _parent(pid)
+            if pid:
+                return pid
+        # Polling the process table: a process's start sends the test nothing to wait on.
+        time.sleep(0.02)
+    pytest.fail("no runtime started after %load_ext")
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def ignores_sigint(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+def final_run(execution) -> dict:
+    """The run+json payload a finished cell keeps, and its text/plain transcript."""
+    finals = [
+        m["content"]["data"] for m in execution.of_type("display_data")
+        if MIME_RUN in m["content"]["data"]
+    ]  # fmt: skip
+    assert len(finals) == 1, finals
+    return finals[0]
+
+
+def test_an_interrupt_keeps_the_session_of_a_spare_started_while_the_kernel_was_idle():
+    """Issue 18: Kernel > Interrupt in JupyterLab wiped the session while saying it was kept.
+
+    %load_ext starts a spare runtime in the background; in a notebook it starts after the
+    cell ended, while ipykernel ignores SIGINT (it does between requests), and a process
+    inherits an ignored signal. The runtime stops its program with SIGINT, so that runtime
+    could not be interrupted: after 0.5 s it was replaced. The kernel is interrupted as
+    jupyter_server does it: SIGINT to the kernel's process group.
+    """
+    with loaded_kernel() as kernel:
+        outer = wait_for_runtime(kernel)
+        assert ignores_sigint(outer), "the spare should start while the kernel ignores SIGINT"
+        # Its own session: a signal to the kernel's process group never reaches the jail.
+        assert os.getsid(outer) != os.getsid(kernel.pid())
+        assert kernel.km.provisioner.pgid == os.getpgid(kernel.pid())  # killpg, as the server
+        assert kernel.execute("%%codemode\nkeep = 42").ok
+        execution = kernel.execute(LOOP, on_message=interrupt_when(kernel, printed("5")))
+        assert execution.error["ename"] == "CodeModeInterrupted"
+        assert execution.error["traceback"] == [
+            "CodeModeInterrupted: the program was interrupted; the session is still there"
+        ]
+        final = final_run(execution)
+        assert final[MIME_RUN]["result"]["status"] == "interrupted"
+        assert not final[MIME_RUN]["result"]["state_lost"]
+        assert "replaced" not in final["text/plain"]
+        assert kernel.execute("%%codemode\nprint(keep)").ok
+        assert kernel.execute("%%codemode\nkeep").result == "42"
+
+
+def test_an_interrupt_that_replaces_the_runtime_says_so_everywhere(kernel):
+    assert kernel.execute("%%codemode\nkeep = 42").ok
+    execution = kernel.execute(STUBBORN, on_message=interrupt_when(kernel, printed("1")))
+    assert execution.error["ename"] == "CodeModeInterrupted"
+    [line] = execution.error["traceback"]
+    assert "replaced" in line and "still there" not in line, line
+    final = final_run(execution)
+    assert final[MIME_RUN]["result"]["state_lost"]
+    assert "variables from earlier cells are gone" in final["text/plain"]
+    gone = kernel.execute("%%codemode\nkeep")
+    assert gone.error["ename"] == "CodeModeError" and "NameError" in gone.error["evalue"]
+
+
+def test_the_terminal_view_says_when_the_runtime_was_replaced():
+    err = io.StringIO()
+    view = TextView(stdout=io.StringIO(), stderr=err)
+    with CodeMode(spare=False) as session:
+        assert session.run("keep = 42").ok
+        view.finish(session.run("import os\nos._exit(3)", on_event=view.on_event))
+    assert "variables from earlier cells are gone" in err.getvalue().splitlines()[-1]
 
 
 def test_unload_closes_sessions_and_reload_works(kernel):

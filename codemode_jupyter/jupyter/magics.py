@@ -87,7 +87,7 @@ class CodeModeMagics(Magics, Configurable):
             return self._run_map(args, code, found)
         view = self._make_view(args.quiet, code)
         view.start()
-        session = None
+        session = earlier = None
         announced: list[Preview] = []
         # The rich view shows displays in its card: their own outputs are marked as such.
         displays = CellDisplays(self.shell, marked=isinstance(view, RichView))
@@ -96,6 +96,7 @@ class CodeModeMagics(Magics, Configurable):
                 session = self.pool.named(args.session)
             else:
                 session = self.pool.get(backend=args.backend, network=args.network or None)
+            earlier = session.last_result
             tools = found.tool_list()
             if args.step:
                 tools = _stepped(tools, session)
@@ -120,7 +121,7 @@ class CodeModeMagics(Magics, Configurable):
                     files=args.upload,
                 )
         except KeyboardInterrupt:
-            result = session.last_result if session is not None else None
+            result = _run_of_this_cell(session, earlier)
             self._finish(code, result, args, view, announced)
             raise CodeModeInterrupted(result) from None
         except BaseException:
@@ -267,6 +268,12 @@ class RunRecord:
 
     def payload(self) -> dict[str, Any]:
         return merged_payload(self.code, self.result, self.entries)
+
+
+def _run_of_this_cell(session: Any, earlier: RunResult | None) -> RunResult | None:
+    """The interrupted cell's run, if it got as far as one (not the run of an earlier cell)."""
+    result = session.last_result if session is not None else None
+    return None if result is earlier else result
 
 
 def _record_previews(result: RunResult, announced: list[Preview]) -> None:

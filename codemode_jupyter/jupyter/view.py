@@ -309,9 +309,10 @@ class TextView(View):
             return
         if self._in_cell:
             return
+        lost = "; the runtime was replaced: variables from earlier cells are gone"
         self._line(
             f"[codemode] {result.status} in {format_duration(result.duration)}, "
-            f"{plural(len(result.tool_calls), 'tool call')}",
+            f"{plural(len(result.tool_calls), 'tool call')}" + (lost if result.state_lost else ""),
             "ok" if result.ok else "error",
         )
 

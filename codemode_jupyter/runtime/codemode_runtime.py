@@ -978,7 +978,18 @@ def apply_limits(argv: list[str]) -> None:
             resource.setrlimit(kind, (limit, limit))
 
 
+def take_ctrl_c() -> None:
+    """SIGINT raises KeyboardInterrupt in the main thread: how an interrupt frame stops the
+    program (Runtime._dispatch). Set here, not inherited: a signal ignored or blocked by
+    whatever started the runtime stays so through exec (ipykernel ignores SIGINT between
+    requests, so a spare started then had it ignored, and a shell ignores it in what it
+    starts with `&`), and then no interrupt could stop a program."""
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_signal.SIGINT,))
+
+
 def serve_session() -> None:
+    take_ctrl_c()  # first: the threads started below inherit the mask
     in_fd, out_fd, pipes = take_standard_fds()
     _widen_pipe(out_fd)
     channel = Channel(out_fd)

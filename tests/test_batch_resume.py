@@ -12,7 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
+
 pytestmark = pytest.mark.timeout(90)
+
+KEY = "loopback-batch-key"  # the `server` fixture's key
 
 TOOLS = '''
 import os
@@ -44,9 +48,12 @@ def write_tasks(tmp_path: Path, tasks: list[dict]) -> None:
     (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
 
 
-def start(tmp_path: Path, *extra: str, out: Path | None = None) -> subprocess.Popen:
+def start(
+    tmp_path: Path, *extra: str, out: Path | None = None, env: dict | None = None
+) -> subprocess.Popen:
     env = {
         **os.environ,
+        **(env or {}),
         "BATCH_LOG": str(tmp_path / "ran.log"),
         "BATCH_CRASH": str(tmp_path / "crash"),
         "BATCH_GO": str(tmp_path / "go"),
@@ -60,9 +67,11 @@ def start(tmp_path: Path, *extra: str, out: Path | None = None) -> subprocess.Po
     )
 
 
-def batch(tmp_path: Path, *extra: str, out: Path | None = None) -> tuple[int, str]:
+def batch(
+    tmp_path: Path, *extra: str, out: Path | None = None, env: dict | None = None
+) -> tuple[int, str]:
     """Run the command to its end: (exit status, stderr)."""
-    proc = start(tmp_path, *extra, out=out)
+    proc = start(tmp_path, *extra, out=out, env=env)
     _, err = proc.communicate(timeout=60)
     return proc.returncode, err
 
@@ -239,6 +248,32 @@ def test_retry_failed_reruns_a_program_that_never_started_even_as_a_timeout(
     assert ran(tmp_path) == [1]
     got = rows(results)
     assert (got["t1"]["status"], got["t2"]["status"]) == ("ok", "timeout")
+
+
+def test_retry_failed_reruns_the_tasks_a_daytona_outage_kept_from_starting(
+    tmp_path: Path, server: DaytonaLoopbackServer
+) -> None:
+    write_tasks(tmp_path, SQUARES[:1])
+    results = tmp_path / "results.jsonl"
+    daytona = {"DAYTONA_API_URL": server.api_url, "DAYTONA_API_KEY": KEY}
+    options = ("--backend", "daytona", "--concurrency", "1", "--max-attempts", "1")
+    server.clear_faults()
+    server.inject("sandbox.create", status=503, times=1000)  # every creation fails
+    try:
+        code, err = batch(tmp_path, *options, env=daytona)
+    finally:
+        server.clear_faults()
+    assert code == 0, err
+    got = rows(results)
+    assert {r["status"] for r in got.values()} <= {"crashed", "timeout"}, got
+    assert all("could not be started" in r["error"] for r in got.values())
+    assert ran(tmp_path) == []
+
+    code, err = batch(tmp_path, *options, "--retry-failed", env=daytona)
+    assert code == 0 and "1 to run (1 again)" in err, err
+    assert {k: (r["status"], r["value"]) for k, r in rows(results).items()} == {"t0": ("ok", 0)}
+    assert ran(tmp_path) == [0]
+    assert server.sandboxes == {}  # the command deleted its sandboxes
 
 
 @pytest.mark.parametrize(

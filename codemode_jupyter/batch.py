@@ -176,8 +176,8 @@ def run_batch(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
         again = sum(t[0] in results.status for t in todo)
         err.write(
             f"codemode-jupyter batch: {len(tasks)} tasks, {len(tasks) - len(todo)} already in "
-            f"{args.out}, {len(todo)} to run ({again} again) on {args.concurrency} "
-            f"{args.backend} sandboxes\n"
+            f"{args.out}, {len(todo)} to run{f' ({again} again)' if again else ''} on "
+            f"{args.concurrency} {args.backend} sandboxes\n"
         )
         err.flush()
         if not todo:

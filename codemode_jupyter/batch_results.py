@@ -150,11 +150,13 @@ class ResultsFile:
     def _report(self, bad: list[int]) -> None:
         named = ", ".join(str(n) for n in bad[:_WARN_LINES])
         more = f" and {len(bad) - _WARN_LINES} more" if len(bad) > _WARN_LINES else ""
+        lines, are, their = (
+            ("lines", "are", "their tasks run") if bad[1:] else ("line", "is", "its task runs")
+        )
         self.warn.write(
-            f"codemode-jupyter batch: warning: {self.name}: line{'s' if len(bad) > 1 else ''} "
-            f"{named}{more} {'are' if len(bad) > 1 else 'is'} not a result record (cut short "
-            f"by a kill, or damaged): moved to {self._dropped().name}; "
-            "their tasks run again\n"
+            f"codemode-jupyter batch: warning: {self.name}: {lines} {named}{more} {are} not a "
+            f"result record (cut short by a kill, or damaged): moved to "
+            f"{self._dropped().name}; {their} again\n"
         )
 
     def _dropped(self) -> Path:
@@ -203,7 +205,7 @@ def _record(line: bytes) -> dict[str, Any] | None:
         record = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(record, dict) or "id" not in record:
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
         return None
     if record.get("status") not in _KNOWN:
         return None

@@ -38,6 +38,7 @@ FAILED = ("crashed",)
 PROGRAM_FAILED = ("error", "timeout", "limit")
 _KNOWN = (*STATUSES, "cancelled")
 _WARN_LINES = 5  # bad lines named one by one; past that, a count
+_FIRST_LINE_MAX = 1 << 20  # bytes read to tell another file (a log, a dump) from results
 
 
 class BatchError(ValueError):
@@ -110,8 +111,13 @@ class ResultsFile:
                     raise BatchError(
                         f"--out {self.name} is {path} (the same file): give another results file"
                     )
+        if st.st_nlink > 1:  # another name would escape the lock and keep the old lines
+            raise BatchError(
+                f"--out {self.name} has {st.st_nlink - 1} other hard link(s): give a results "
+                "file with one name"
+            )
         with self.path.open("rb") as f:
-            first = f.readline()
+            first = f.readline(_FIRST_LINE_MAX)
         # A first record cut short or damaged still starts as every record does.
         if first and not first.startswith(RECORD_PREFIX) and _record(first) is None:
             raise BatchError(

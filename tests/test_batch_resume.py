@@ -136,6 +136,20 @@ def test_out_linking_to_a_notes_file_is_refused_and_the_notes_keep_every_line(
     assert not (tmp_path / "notes.txt.lock").exists()
 
 
+def test_results_with_another_hard_link_are_refused(tmp_path: Path) -> None:
+    # A second name would escape the lock (two commands, each on its own name) and keep the
+    # old lines when the file is rewritten.
+    write_tasks(tmp_path, SQUARES)
+    results = tmp_path / "results.jsonl"
+    code, err = batch(tmp_path)
+    assert code == 0, err
+    os.link(results, tmp_path / "copy.jsonl")
+    before = results.read_bytes()
+    code, err = batch(tmp_path, out=tmp_path / "copy.jsonl")
+    assert code == 2 and "has 1 other hard link(s)" in err, err
+    assert results.read_bytes() == before and ran(tmp_path) == [0, 1, 2]
+
+
 def test_out_that_is_a_fifo_or_a_dangling_link_is_refused(tmp_path: Path) -> None:
     write_tasks(tmp_path, SQUARES)
     fifo = tmp_path / "fifo"

@@ -73,7 +73,8 @@ class ResultsFile:
             if self._out is not None:
                 self._out.close()
             if self._replaced:
-                self._compact(*self._scan())
+                latest, bad, _ = self._scan()
+                self._compact(latest, bad)
         finally:
             self._lock.release()
 
@@ -132,7 +133,7 @@ class ResultsFile:
         if bad:
             self._report(bad)
         if bad or len(latest) < lines - len(bad):
-            self._compact(latest, bad, lines)
+            self._compact(latest, bad)
 
     def _scan(self) -> tuple[dict[str, tuple[int, str]], list[int], int]:
         """Per task id, the number of its latest record's line and its status; the numbers
@@ -148,9 +149,7 @@ class ResultsFile:
                 if record is None:
                     bad.append(number)
                 else:
-                    task_id = str(record["id"])
-                    latest.pop(task_id, None)  # re-inserted: the dict keeps the file's order
-                    latest[task_id] = (number, effective_status(record))
+                    latest[record["id"]] = (number, effective_status(record))
         return latest, bad, number
 
     def _report(self, bad: list[int]) -> None:
@@ -168,7 +167,7 @@ class ResultsFile:
     def _dropped(self) -> Path:
         return self.path.with_name(self.path.name + ".dropped")
 
-    def _compact(self, latest: dict[str, tuple[int, str]], bad: list[int], lines: int) -> None:
+    def _compact(self, latest: dict[str, tuple[int, str]], bad: list[int]) -> None:
         """Rewrite the file with each task's latest record (the bad lines kept aside), through
         a temporary file renamed over it: a kill leaves the old file or the new, whole."""
         keep = {number for number, _ in latest.values()}

@@ -72,7 +72,12 @@ def batch(
 ) -> tuple[int, str]:
     """Run the command to its end: (exit status, stderr)."""
     proc = start(tmp_path, *extra, out=out, env=env)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a command that hangs fails the test and is not left behind
+            proc.kill()
+            proc.communicate()
     return proc.returncode, err
 
 

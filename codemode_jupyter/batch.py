@@ -5,11 +5,14 @@ Each line of TASKS.jsonl is a JSON object: `{"code": "...", "inputs": {...}, "id
 `code` is not needed). A task is known by its `id`, or else by its line number ("line 7").
 
 Results are appended to RESULTS.jsonl as they finish, one JSON object a line
-(`TaskResult.to_dict()`), and flushed at once. A rerun reads RESULTS.jsonl first and skips the
-tasks it already holds, so a run killed halfway (Ctrl-C, SIGTERM, even SIGKILL) is finished by
-running the same command again: nothing runs twice and nothing is lost (a line cut short by a
-crash is dropped, and its task runs again). Ctrl-C and SIGTERM stop the running programs and
-close every sandbox before exiting.
+(`TaskResult.to_dict()`), and flushed at once; batch_results.py says which files it accepts,
+how it is locked and how it is kept to one line per task. A rerun skips the tasks it already
+holds, so a run killed halfway (Ctrl-C, SIGTERM, even SIGKILL) is finished by running the same
+command again. Results are kept exactly once: a task with a result never runs again (unless
+`--retry-failed` asks for it). Tool side effects are at least once: the tasks that were running
+at the kill had no result yet, so they run again from the start, and the tools they had
+called are called again. Ctrl-C and SIGTERM stop the running programs and close every sandbox
+before exiting.
 """
 
 from __future__ import annotations
@@ -28,17 +31,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .backends import BackendConfigError
+from .batch_results import FAILED, NOT_DONE, PROGRAM_FAILED, BatchError, ResultsFile
 from .pool import Pool
 from .pool_tasks import TaskResult
 from .tools import is_tool_marked
 
-#: Statuses that mean "stopped by us", not a result: such a task runs again on a rerun.
-NOT_DONE = ("interrupted", "cancelled")
 EXIT_INTERRUPTED = 130
-
-
-class BatchError(ValueError):
-    """Bad input (tasks file, tools file): the message says which line and why."""
 
 
 def add_parser(commands: Any) -> None:
@@ -49,12 +47,31 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--program", type=Path, help="run this program for every task's inputs")
     p.add_argument("--backend", default="local", choices=("local", "daytona"))
     p.add_argument("--concurrency", type=int, default=4, help="sandboxes at once")
-    p.add_argument("--out", type=Path, required=True, help="results, appended (JSON lines)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="results (JSON lines): a new file, or the results of an earlier batch to finish; "
+        "one batch command at a time",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per program")
     p.add_argument(
         "--max-attempts", type=int, default=3, help="tries for a task whose sandbox fails"
     )
     p.add_argument("--tool-workers", type=int, default=1, help="threads running sync tools")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also rerun the tasks whose result in --out is `crashed`: the sandbox died, or "
+        "the program never started (no runtime, e.g. an outage); program outcomes (error, "
+        "timeout, limit) are kept",
+    )
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="also rerun the tasks whose program failed (error, timeout, limit), and the "
+        "crashed ones: every task whose result is not ok",
+    )
 
 
 def load_tools(path: Path | None) -> list[Any]:
@@ -104,25 +121,11 @@ def read_tasks(path: Path, program: str | None) -> list[tuple[str, str, dict | N
     return tasks
 
 
-def done_ids(path: Path) -> set[str]:
-    """Ids of the tasks RESULTS.jsonl already holds; a last line cut short is removed."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # a crash mid-write: drop the partial line
-        keep = data.rfind(b"\n") + 1
-        with path.open("r+b") as f:
-            f.truncate(keep)
-        data = data[:keep]
-    ids = set()
-    for line in data.decode("utf-8", "replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("status") not in NOT_DONE:
-            ids.add(str(record.get("id")))
-    return ids
+def rerun_statuses(args: argparse.Namespace) -> frozenset[str]:
+    """The statuses of recorded results whose tasks run again (besides interrupted ones)."""
+    if args.retry_errors:
+        return frozenset(FAILED + PROGRAM_FAILED)
+    return frozenset(FAILED) if args.retry_failed else frozenset()
 
 
 class ProgressBar:
@@ -164,34 +167,45 @@ class ProgressBar:
 def run_batch(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
     program = args.program.read_text() if args.program is not None else None
     tasks = read_tasks(args.tasks, program)
-    tools = load_tools(args.tools)
-    done = done_ids(args.out)
-    todo = [t for t in tasks if t[0] not in done]
-    err.write(
-        f"codemode-jupyter batch: {len(tasks)} tasks, {len(tasks) - len(todo)} already in "
-        f"{args.out}, {len(todo)} to run on {args.concurrency} {args.backend} sandboxes\n"
-    )
-    if not todo:
-        return 0
+    inputs = (args.tasks, args.tools, args.program)
+    # SIGTERM also covers the results file's last rewrite: it ends whole, or not at all.
+    with _sigterm_as_interrupt(), ResultsFile(args.out, inputs, err) as results:
+        tools = load_tools(args.tools)
+        rerun = rerun_statuses(args)
+        todo = [t for t in tasks if not results.done(t[0], rerun)]
+        again = sum(t[0] in results.status for t in todo)
+        err.write(
+            f"codemode-jupyter batch: {len(tasks)} tasks, {len(tasks) - len(todo)} already in "
+            f"{args.out}, {len(todo)} to run{f' ({again} again)' if again else ''} on "
+            f"{args.concurrency} {args.backend} sandboxes\n"
+        )
+        err.flush()
+        if not todo:
+            return 0
+        return _run_pool(args, tools, todo, results, err)
+
+
+def _run_pool(
+    args: argparse.Namespace,
+    tools: list[Any],
+    todo: list[tuple[str, str, dict | None]],
+    results: ResultsFile,
+    err: TextIO,
+) -> int:
     bar = ProgressBar(len(todo), err)
-    with (
-        _sigterm_as_interrupt(),
-        args.out.open("a", encoding="utf-8") as out,
-        Pool(
-            tools,
-            args.backend,
-            size=args.concurrency,
-            timeout=args.timeout,
-            max_attempts=args.max_attempts,
-            tool_workers=args.tool_workers,
-        ) as pool,
-    ):
+    with Pool(
+        tools,
+        args.backend,
+        size=args.concurrency,
+        timeout=args.timeout,
+        max_attempts=args.max_attempts,
+        tool_workers=args.tool_workers,
+    ) as pool:
         try:
             for result in _run(pool, todo):
                 if result.status in NOT_DONE:
                     continue
-                out.write(json.dumps(result.to_dict(), default=repr) + "\n")
-                out.flush()
+                results.append(result.to_dict())
                 bar.add(result)
         except KeyboardInterrupt:
             bar.end()
@@ -236,6 +250,9 @@ def main(args: argparse.Namespace) -> int:
     except (BatchError, ValueError) as exc:
         sys.stderr.write(f"codemode-jupyter batch: {exc}\n")
         return 2
-    except BackendConfigError as exc:  # e.g. a rejected API key: nothing can run
+    except (BackendConfigError, OSError) as exc:  # a rejected API key, an unwritable file
         sys.stderr.write(f"codemode-jupyter batch: {exc}\n")
         return 1
+    except KeyboardInterrupt:  # before the tasks started, or while the results were rewritten
+        sys.stderr.write("codemode-jupyter batch: stopped\n")
+        return EXIT_INTERRUPTED

@@ -14,6 +14,7 @@ import asyncio
 import codecs
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 import queue
@@ -32,6 +33,7 @@ from urllib.parse import urlparse
 
 from ..exit_hooks import at_exit
 from ..loop_thread import LoopThread
+from ..runtime import codemode_protocol as P
 from .base import (
     Backend,
     BackendConfigError,
@@ -388,24 +390,36 @@ class DaytonaTransport(Transport):
     # --- input ---
 
     async def _send_loop(self) -> None:
-        process = self._sandbox.process
-        while True:
+        for batch in itertools.count(1):
             data = await self._outbox.get()
             while not self._outbox.empty():  # whatever queued meanwhile rides along
                 data += self._outbox.get_nowait()
-            text = data.decode("utf-8", "replace")
+            # Numbered: a request retried after the toolbox had carried it out (a 504 from a
+            # gateway after the input was written) delivers the batch twice, and the runtime
+            # (started SEQUENCED) drops the second one. Writes are whole frames.
+            text = (P.batch_line(batch) + data).decode("utf-8", "replace")
             try:
-                await self._backend.call(
-                    "send to the runtime",
-                    lambda text=text: process.send_session_command_input(
-                        self._session_id, self._cmd_id, text
-                    ),
-                )
+                await self._send(text)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 await self._fail(*await self._send_failure(exc))
                 return
+
+    async def _send(self, text: str) -> None:
+        """One batch in one request, retried as `call` does; each retry is counted."""
+        process = self._sandbox.process
+        tries = 0
+
+        def send() -> Awaitable[None]:
+            nonlocal tries
+            tries += 1
+            return process.send_session_command_input(self._session_id, self._cmd_id, text)
+
+        try:
+            await self._backend.call("send to the runtime", send)
+        finally:
+            self._backend.inputs_resent += max(0, tries - 1)
 
     async def _send_failure(self, exc: Exception) -> tuple[str, bool]:
         if isinstance(exc, DaytonaAuthError):
@@ -461,6 +475,9 @@ class DaytonaBackend(Backend):
         self._session_id: str | None = None
         self._suspect = False
         self._notice = ""
+        #: Input requests sent again after a failure that may have hidden their delivery;
+        #: the runtime dropped any batch that arrived twice (SEQUENCED).
+        self.inputs_resent = 0
         self._transports: weakref.WeakSet[DaytonaTransport] = weakref.WeakSet()
         self._background: set[asyncio.Future[Any]] = set()
         self._sandbox_task: asyncio.Task[Any] | None = None
@@ -516,6 +533,8 @@ class DaytonaBackend(Backend):
             details["target"] = self.target
         if self._notice:
             details["notice"] = self._notice
+        if self.inputs_resent:
+            details["inputs_resent"] = str(self.inputs_resent)
         return BackendStatus("daytona", "daytona", details)
 
     def close(self) -> None:
@@ -784,7 +803,7 @@ class DaytonaBackend(Backend):
         # The shell reports the runtime's exit on stderr: Daytona's follow stream stays open
         # after a command ends, so this marker is how the reader learns of it.
         script = shlex.quote(f"{directory}/codemode_runtime.py")
-        command = f'python3 -I -u {script}; echo "{_EXIT_MARK}-{nonce} $?" >&2'
+        command = f'python3 -I -u {script} {P.SEQUENCED}; echo "{_EXIT_MARK}-{nonce} $?" >&2'
         request = SessionExecuteRequest(command=command, run_async=True, suppress_input_echo=True)
         response = await self.call(
             "start the runtime",

@@ -35,6 +35,7 @@ from ..exit_hooks import at_exit
 from ..loop_thread import LoopThread
 from ..runtime import codemode_protocol as P
 from .base import (
+    RUNTIME_FILES,
     Backend,
     BackendConfigError,
     BackendOptions,
@@ -240,6 +241,10 @@ class DaytonaTransport(Transport):
     def sandbox_id(self) -> str:
         return str(self._sandbox.id)
 
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
     def begin(self) -> None:
         """Start the log follower and the input sender (on the backend's loop)."""
         loop = asyncio.get_running_loop()
@@ -270,9 +275,7 @@ class DaytonaTransport(Transport):
     def kill(self) -> None:
         if self._end("the runtime was stopped"):
             with contextlib.suppress(RuntimeError):  # loop closed: the sandbox went with it
-                self._backend.loop.loop.call_soon_threadsafe(
-                    lambda: self._backend.keep(self._kill_session())
-                )
+                self._backend.loop.loop.call_soon_threadsafe(self._backend.kill_session, self)
 
     def stop_quietly(self) -> bool:
         """End without deleting the session (the caller does it); False if already ended."""
@@ -315,7 +318,7 @@ class DaytonaTransport(Transport):
             if suspect:
                 self._backend.suspect_sandbox()
             # Shielded: _end cancels this very task, and the session must still go.
-            await asyncio.shield(self._backend.keep(self._kill_session()))
+            await asyncio.shield(self._backend.kill_session(self))
 
     # --- output ---
 
@@ -331,8 +334,15 @@ class DaytonaTransport(Transport):
         text = self._stderr_decoder.decode(data)
         self._stderr = (self._stderr + text)[-_MAX_STDERR:]
         match = self._exit_re.search(self._stderr)
-        if match:
-            self._end(f"the runtime exited with code {match.group(1)}")
+        if match and self._end(f"the runtime exited with code {match.group(1)}"):
+            self._exited()
+
+    def _exited(self) -> None:
+        """The runtime ended on its own, its sandbox alive: the next one starts there, in a
+        new session (deleting this one ends what the program left running), once its files
+        are checked (the program may have removed them)."""
+        self._backend.check_runtime_files()
+        self._backend.kill_session(self)
 
     async def _follow(self) -> None:
         """Stream the command's logs until the runtime ends, reconnecting a dropped stream."""
@@ -384,6 +394,7 @@ class DaytonaTransport(Transport):
                 return "the runtime's Daytona session was deleted", False
             return f"lost contact with the Daytona sandbox {self.sandbox_id}: {exc}", True
         if command.exit_code is not None and error is None:
+            self._backend.check_runtime_files()
             return f"the runtime exited with code {command.exit_code}", False
         return None  # still running (or exited with output left to drain): reconnect
 
@@ -478,8 +489,10 @@ class DaytonaBackend(Backend):
         #: Input requests sent again after a failure that may have hidden their delivery;
         #: the runtime dropped any batch that arrived twice (SEQUENCED).
         self.inputs_resent = 0
+        self._check_files = False  # verify the uploaded runtime files before the next start
         self._transports: weakref.WeakSet[DaytonaTransport] = weakref.WeakSet()
         self._background: set[asyncio.Future[Any]] = set()
+        self._kills: set[asyncio.Future[Any]] = set()  # sessions of old runtimes being deleted
         self._sandbox_task: asyncio.Task[Any] | None = None
         self._step = ""
         self._closed = False
@@ -610,6 +623,19 @@ class DaytonaBackend(Backend):
         if self._session_id == session_id:
             self._session_id = None
 
+    def kill_session(self, transport: DaytonaTransport) -> asyncio.Task[None]:
+        """Delete a runtime's session in the background (on the loop): it kills the runtime
+        and all its program started. The next runtime starts once it is gone."""
+        self.forget_session(transport.session_id)
+        task = self.keep(transport._kill_session())
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+        return task
+
+    def check_runtime_files(self) -> None:
+        """A runtime ended on its own: check its files are there before the next one starts."""
+        self._check_files = True
+
     async def sandbox_problem(self, sandbox: Any) -> str | None:
         """A message if the sandbox was deleted or is not running, else None."""
         try:
@@ -670,7 +696,8 @@ class DaytonaBackend(Backend):
     async def _recover(self) -> None:
         """After a fault: restart a stopped sandbox, replace one that is gone or going."""
         old = self._sandbox
-        self._home = self._runtime_dir = self._session_id = None
+        self._session_id = None
+        self._check_files = True  # kept across a stop; checked, not uploaded again
         try:
             await self.call("check the sandbox", lambda: old.refresh_data())
             leaving = _leaving(old)
@@ -682,6 +709,7 @@ class DaytonaBackend(Backend):
             # A sandbox being destroyed (or broken) refuses to start: never wait for it.
             if self._owned and _state(old) in ("error", "build_failed"):
                 self.keep(self._delete_quietly(old))
+            self._home = self._runtime_dir = None
             self._sandbox = await self._create(await self._daytona())
             self._notice = (
                 f"sandbox {old.id} {leaving}; created {self._sandbox.id} "
@@ -759,9 +787,12 @@ class DaytonaBackend(Backend):
             await self.call("delete a sandbox", lambda: sandbox.delete())
 
     async def _ensure_runtime_dir(self, sandbox: Any) -> str:
-        """Upload the runtime files once per sandbox, to a directory named by their hash."""
+        """Upload the runtime files once per sandbox, to a directory named by their hash, and
+        again if they are found missing (checked after a runtime ended on its own)."""
         if self._runtime_dir is not None:
-            return self._runtime_dir
+            check, self._check_files = self._check_files, False
+            if not check or await self._runtime_files_present(sandbox, self._runtime_dir):
+                return self._runtime_dir
         from daytona import FileUpload
 
         sources = runtime_sources()
@@ -774,8 +805,15 @@ class DaytonaBackend(Backend):
             for name, data in sources.items()
         ]
         await self.call("upload the runtime", lambda: sandbox.fs.upload_files(files))
-        self._runtime_dir = directory
+        self._runtime_dir, self._check_files = directory, False
         return directory
+
+    async def _runtime_files_present(self, sandbox: Any, directory: str) -> bool:
+        paths = " ".join(shlex.quote(f"{directory}/{name}") for name in RUNTIME_FILES)
+        response = await self.call(
+            "check the runtime files", lambda: sandbox.process.exec(f"ls -- {paths}")
+        )
+        return response.exit_code == 0
 
     async def _ensure_session(self, sandbox: Any) -> str:
         if self._session_id is None:
@@ -798,6 +836,8 @@ class DaytonaBackend(Backend):
         self._step = "upload the runtime"
         directory = await self._ensure_runtime_dir(sandbox)
         self._step = "start the runtime"
+        if self._kills:  # the last runtime's session is being deleted: it goes first
+            await asyncio.wait(list(self._kills), timeout=self.retry.request_timeout)
         session_id = await self._ensure_session(sandbox)
         nonce = secrets.token_hex(8)
         # The shell reports the runtime's exit on stderr: Daytona's follow stream stays open

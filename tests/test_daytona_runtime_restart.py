@@ -67,3 +67,18 @@ def test_runtime_files_removed_from_the_sandbox_are_uploaded_again(
     assert counts["files.upload"] == 1
     assert "sandbox.create" not in counts
     assert cm.status()["sandbox"] == sandbox_id
+
+
+def test_a_stopped_sandbox_restarts_with_the_runtime_it_already_has(
+    server: DaytonaLoopbackServer, cm: CodeMode
+) -> None:
+    sandbox_id = cm.status()["sandbox"]
+    server.stop_sandbox(sandbox_id)
+    server.reset_counts()
+    first = cm.run("print('after')")  # may be the run that finds the runtime gone
+    again = first if first.ok else cm.run("print('after')")
+    assert (again.status, again.stdout) == ("ok", "after\n"), again.error
+    counts = server.counts
+    assert counts["sandbox.start"] == 1
+    assert not {"sandbox.create", "files.upload"} & set(counts), counts
+    assert counts["process.execute"] == 1  # the files checked, not uploaded again

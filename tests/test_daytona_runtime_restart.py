@@ -82,3 +82,19 @@ def test_a_stopped_sandbox_restarts_with_the_runtime_it_already_has(
     assert counts["sandbox.start"] == 1
     assert not {"sandbox.create", "files.upload"} & set(counts), counts
     assert counts["process.execute"] == 1  # the files checked, not uploaded again
+
+
+def test_each_runtime_has_a_session_of_its_own(server: DaytonaLoopbackServer) -> None:
+    # With a spare runtime: the crashed one's session goes, the spare's stays and takes over.
+    with CodeMode(
+        backend="daytona", api_url=server.api_url, api_key=KEY, retry=FAST, spare=True
+    ) as cm:
+        assert cm.run("1").ok
+        sandbox_id = cm.status()["sandbox"]
+        assert cm.run(CRASH).status == "crashed"
+        again = cm.run("print('again')")
+        assert (again.status, again.stdout) == ("ok", "again\n"), again.error
+        assert cm.run("print('still')").stdout == "still\n"
+        # No session holds two runtimes: deleting the crashed one's spared the spare.
+        live = server.sandboxes[sandbox_id].sessions.values()
+        assert all(len(commands) <= 1 for commands in live)

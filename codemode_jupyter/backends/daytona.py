@@ -241,10 +241,6 @@ class DaytonaTransport(Transport):
     def sandbox_id(self) -> str:
         return str(self._sandbox.id)
 
-    @property
-    def session_id(self) -> str:
-        return self._session_id
-
     def begin(self) -> None:
         """Start the log follower and the input sender (on the backend's loop)."""
         loop = asyncio.get_running_loop()
@@ -306,7 +302,6 @@ class DaytonaTransport(Transport):
 
     async def _kill_session(self) -> None:
         """Delete the session, which kills the runtime and everything it started."""
-        self._backend.forget_session(self._session_id)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 self._sandbox.process.delete_session(self._session_id),
@@ -619,14 +614,9 @@ class DaytonaBackend(Backend):
         """The sandbox may be gone or stopped: check it before the next runtime starts."""
         self._suspect = True
 
-    def forget_session(self, session_id: str) -> None:
-        if self._session_id == session_id:
-            self._session_id = None
-
     def kill_session(self, transport: DaytonaTransport) -> asyncio.Task[None]:
         """Delete a runtime's session in the background (on the loop): it kills the runtime
         and all its program started. The next runtime starts once it is gone."""
-        self.forget_session(transport.session_id)
         task = self.keep(transport._kill_session())
         self._kills.add(task)
         task.add_done_callback(self._kills.discard)
@@ -789,10 +779,12 @@ class DaytonaBackend(Backend):
     async def _ensure_runtime_dir(self, sandbox: Any) -> str:
         """Upload the runtime files once per sandbox, to a directory named by their hash, and
         again if they are found missing (checked after a runtime ended on its own)."""
-        if self._runtime_dir is not None:
-            check, self._check_files = self._check_files, False
-            if not check or await self._runtime_files_present(sandbox, self._runtime_dir):
-                return self._runtime_dir
+        known = self._runtime_dir
+        if known is not None and (
+            not self._check_files or await self._runtime_files_present(sandbox, known)
+        ):
+            self._check_files = False
+            return known
         from daytona import FileUpload
 
         sources = runtime_sources()
@@ -816,6 +808,7 @@ class DaytonaBackend(Backend):
         return response.exit_code == 0
 
     async def _ensure_session(self, sandbox: Any) -> str:
+        """A new session for the next runtime (or the one a failed start left empty)."""
         if self._session_id is None:
             session_id = f"codemode-{uuid.uuid4().hex[:12]}"
             await self.call("create a session", lambda: sandbox.process.create_session(session_id))
@@ -849,6 +842,9 @@ class DaytonaBackend(Backend):
             "start the runtime",
             lambda: sandbox.process.execute_session_command(session_id, request),
         )
+        # One session per runtime: deleting it (to stop the runtime and what its program
+        # started) never touches another, a spare's or the next one's.
+        self._session_id = None
         transport = DaytonaTransport(self, sandbox, session_id, response.cmd_id, nonce)
         transport.begin()
         self._transports.add(transport)

@@ -415,10 +415,10 @@ class Runtime:
     def __init__(self, channel: Channel, in_fd: int, sequenced: bool = False) -> None:
         self.channel = channel
         self._in_fd = in_fd
-        self._splitter = P.LineSplitter()
         # Sequenced (Daytona): batches a retried request delivered again are dropped. Chosen
-        # once here, so the local pipes' reads pay nothing for it.
-        self._lines = P.Sequenced(self._splitter).feed if sequenced else self._splitter.feed
+        # once here (the same feed() either way), so the local pipes' reads pay nothing.
+        splitter = P.LineSplitter()
+        self._splitter = P.Sequenced(splitter) if sequenced else splitter
         # The thread that waits for a frame (the main thread between runs, a program thread
         # waiting for its tool's result) reads the channel itself, holding _lead; the reader
         # thread reads only while no one leads, so a reply needs no hand-off between threads.
@@ -482,7 +482,7 @@ class Runtime:
             return
         if not data:
             os._exit(0)  # the host has gone: nothing left to serve
-        for line in self._lines(data):
+        for line in self._splitter.feed(data):
             if line[:1] == b"{" or line.strip():  # a frame; blank lines are skipped
                 self._dispatch(P.decode(line))
 

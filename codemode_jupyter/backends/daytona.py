@@ -14,6 +14,7 @@ import asyncio
 import codecs
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 import queue
@@ -32,7 +33,9 @@ from urllib.parse import urlparse
 
 from ..exit_hooks import at_exit
 from ..loop_thread import LoopThread
+from ..runtime import codemode_protocol as P
 from .base import (
+    RUNTIME_FILES,
     Backend,
     BackendConfigError,
     BackendOptions,
@@ -268,9 +271,7 @@ class DaytonaTransport(Transport):
     def kill(self) -> None:
         if self._end("the runtime was stopped"):
             with contextlib.suppress(RuntimeError):  # loop closed: the sandbox went with it
-                self._backend.loop.loop.call_soon_threadsafe(
-                    lambda: self._backend.keep(self._kill_session())
-                )
+                self._backend.loop.loop.call_soon_threadsafe(self._backend.kill_session, self)
 
     def stop_quietly(self) -> bool:
         """End without deleting the session (the caller does it); False if already ended."""
@@ -301,7 +302,6 @@ class DaytonaTransport(Transport):
 
     async def _kill_session(self) -> None:
         """Delete the session, which kills the runtime and everything it started."""
-        self._backend.forget_session(self._session_id)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 self._sandbox.process.delete_session(self._session_id),
@@ -313,7 +313,7 @@ class DaytonaTransport(Transport):
             if suspect:
                 self._backend.suspect_sandbox()
             # Shielded: _end cancels this very task, and the session must still go.
-            await asyncio.shield(self._backend.keep(self._kill_session()))
+            await asyncio.shield(self._backend.kill_session(self))
 
     # --- output ---
 
@@ -329,8 +329,15 @@ class DaytonaTransport(Transport):
         text = self._stderr_decoder.decode(data)
         self._stderr = (self._stderr + text)[-_MAX_STDERR:]
         match = self._exit_re.search(self._stderr)
-        if match:
-            self._end(f"the runtime exited with code {match.group(1)}")
+        if match and self._end(f"the runtime exited with code {match.group(1)}"):
+            self._exited()
+
+    def _exited(self) -> None:
+        """The runtime ended on its own, its sandbox alive: the next one starts there, in a
+        new session (deleting this one ends what the program left running), once its files
+        are checked (the program may have removed them)."""
+        self._backend.check_runtime_files()
+        self._backend.kill_session(self)
 
     async def _follow(self) -> None:
         """Stream the command's logs until the runtime ends, reconnecting a dropped stream."""
@@ -382,30 +389,43 @@ class DaytonaTransport(Transport):
                 return "the runtime's Daytona session was deleted", False
             return f"lost contact with the Daytona sandbox {self.sandbox_id}: {exc}", True
         if command.exit_code is not None and error is None:
+            self._backend.check_runtime_files()
             return f"the runtime exited with code {command.exit_code}", False
         return None  # still running (or exited with output left to drain): reconnect
 
     # --- input ---
 
     async def _send_loop(self) -> None:
-        process = self._sandbox.process
-        while True:
+        for batch in itertools.count(1):
             data = await self._outbox.get()
             while not self._outbox.empty():  # whatever queued meanwhile rides along
                 data += self._outbox.get_nowait()
-            text = data.decode("utf-8", "replace")
+            # Numbered: a request retried after the toolbox had carried it out (a 504 from a
+            # gateway after the input was written) delivers the batch twice, and the runtime
+            # (started SEQUENCED) drops the second one. Writes are whole frames.
+            text = (P.batch_line(batch) + data).decode("utf-8", "replace")
             try:
-                await self._backend.call(
-                    "send to the runtime",
-                    lambda text=text: process.send_session_command_input(
-                        self._session_id, self._cmd_id, text
-                    ),
-                )
+                await self._send(text)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 await self._fail(*await self._send_failure(exc))
                 return
+
+    async def _send(self, text: str) -> None:
+        """One batch in one request, retried as `call` does; each retry is counted."""
+        process = self._sandbox.process
+        tries = 0
+
+        def send() -> Awaitable[None]:
+            nonlocal tries
+            tries += 1
+            return process.send_session_command_input(self._session_id, self._cmd_id, text)
+
+        try:
+            await self._backend.call("send to the runtime", send)
+        finally:
+            self._backend.inputs_resent += max(0, tries - 1)
 
     async def _send_failure(self, exc: Exception) -> tuple[str, bool]:
         if isinstance(exc, DaytonaAuthError):
@@ -461,8 +481,13 @@ class DaytonaBackend(Backend):
         self._session_id: str | None = None
         self._suspect = False
         self._notice = ""
+        #: Input requests sent again after a failure that may have hidden their delivery;
+        #: the runtime dropped any batch that arrived twice (SEQUENCED).
+        self.inputs_resent = 0
+        self._check_files = False  # verify the uploaded runtime files before the next start
         self._transports: weakref.WeakSet[DaytonaTransport] = weakref.WeakSet()
         self._background: set[asyncio.Future[Any]] = set()
+        self._kills: set[asyncio.Future[Any]] = set()  # sessions of old runtimes being deleted
         self._sandbox_task: asyncio.Task[Any] | None = None
         self._step = ""
         self._closed = False
@@ -516,6 +541,8 @@ class DaytonaBackend(Backend):
             details["target"] = self.target
         if self._notice:
             details["notice"] = self._notice
+        if self.inputs_resent:
+            details["inputs_resent"] = str(self.inputs_resent)
         return BackendStatus("daytona", "daytona", details)
 
     def close(self) -> None:
@@ -587,9 +614,17 @@ class DaytonaBackend(Backend):
         """The sandbox may be gone or stopped: check it before the next runtime starts."""
         self._suspect = True
 
-    def forget_session(self, session_id: str) -> None:
-        if self._session_id == session_id:
-            self._session_id = None
+    def kill_session(self, transport: DaytonaTransport) -> asyncio.Task[None]:
+        """Delete a runtime's session in the background (on the loop): it kills the runtime
+        and all its program started. The next runtime starts once it is gone."""
+        task = self.keep(transport._kill_session())
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+        return task
+
+    def check_runtime_files(self) -> None:
+        """A runtime ended on its own: check its files are there before the next one starts."""
+        self._check_files = True
 
     async def sandbox_problem(self, sandbox: Any) -> str | None:
         """A message if the sandbox was deleted or is not running, else None."""
@@ -651,7 +686,8 @@ class DaytonaBackend(Backend):
     async def _recover(self) -> None:
         """After a fault: restart a stopped sandbox, replace one that is gone or going."""
         old = self._sandbox
-        self._home = self._runtime_dir = self._session_id = None
+        self._session_id = None
+        self._check_files = True  # kept across a stop; checked, not uploaded again
         try:
             await self.call("check the sandbox", lambda: old.refresh_data())
             leaving = _leaving(old)
@@ -663,6 +699,7 @@ class DaytonaBackend(Backend):
             # A sandbox being destroyed (or broken) refuses to start: never wait for it.
             if self._owned and _state(old) in ("error", "build_failed"):
                 self.keep(self._delete_quietly(old))
+            self._home = self._runtime_dir = None
             self._sandbox = await self._create(await self._daytona())
             self._notice = (
                 f"sandbox {old.id} {leaving}; created {self._sandbox.id} "
@@ -740,9 +777,14 @@ class DaytonaBackend(Backend):
             await self.call("delete a sandbox", lambda: sandbox.delete())
 
     async def _ensure_runtime_dir(self, sandbox: Any) -> str:
-        """Upload the runtime files once per sandbox, to a directory named by their hash."""
-        if self._runtime_dir is not None:
-            return self._runtime_dir
+        """Upload the runtime files once per sandbox, to a directory named by their hash, and
+        again if they are found missing (checked after a runtime ended on its own)."""
+        known = self._runtime_dir
+        if known is not None and (
+            not self._check_files or await self._runtime_files_present(sandbox, known)
+        ):
+            self._check_files = False
+            return known
         from daytona import FileUpload
 
         sources = runtime_sources()
@@ -755,10 +797,18 @@ class DaytonaBackend(Backend):
             for name, data in sources.items()
         ]
         await self.call("upload the runtime", lambda: sandbox.fs.upload_files(files))
-        self._runtime_dir = directory
+        self._runtime_dir, self._check_files = directory, False
         return directory
 
+    async def _runtime_files_present(self, sandbox: Any, directory: str) -> bool:
+        paths = " ".join(shlex.quote(f"{directory}/{name}") for name in RUNTIME_FILES)
+        response = await self.call(
+            "check the runtime files", lambda: sandbox.process.exec(f"ls -- {paths}")
+        )
+        return response.exit_code == 0
+
     async def _ensure_session(self, sandbox: Any) -> str:
+        """A new session for the next runtime (or the one a failed start left empty)."""
         if self._session_id is None:
             session_id = f"codemode-{uuid.uuid4().hex[:12]}"
             await self.call("create a session", lambda: sandbox.process.create_session(session_id))
@@ -779,17 +829,22 @@ class DaytonaBackend(Backend):
         self._step = "upload the runtime"
         directory = await self._ensure_runtime_dir(sandbox)
         self._step = "start the runtime"
+        if self._kills:  # the last runtime's session is being deleted: it goes first
+            await asyncio.wait(list(self._kills), timeout=self.retry.request_timeout)
         session_id = await self._ensure_session(sandbox)
         nonce = secrets.token_hex(8)
         # The shell reports the runtime's exit on stderr: Daytona's follow stream stays open
         # after a command ends, so this marker is how the reader learns of it.
         script = shlex.quote(f"{directory}/codemode_runtime.py")
-        command = f'python3 -I -u {script}; echo "{_EXIT_MARK}-{nonce} $?" >&2'
+        command = f'python3 -I -u {script} {P.SEQUENCED}; echo "{_EXIT_MARK}-{nonce} $?" >&2'
         request = SessionExecuteRequest(command=command, run_async=True, suppress_input_echo=True)
         response = await self.call(
             "start the runtime",
             lambda: sandbox.process.execute_session_command(session_id, request),
         )
+        # One session per runtime: deleting it (to stop the runtime and what its program
+        # started) never touches another, a spare's or the next one's.
+        self._session_id = None
         transport = DaytonaTransport(self, sandbox, session_id, response.cmd_id, nonce)
         transport.begin()
         self._transports.add(transport)

@@ -17,6 +17,12 @@ Host -> runtime (the runtime's stdin):
     interrupt  {"t": "interrupt", "id": str}
     reset      {"t": "reset"}
 
+    With SEQUENCED on its command line (the Daytona backend, whose writes are HTTP requests a
+    retry may deliver twice), the runtime takes a batch line `#N` ahead of each batch of
+    frames the host writes at once, N counting up from 1; a batch whose N is not above the
+    last one taken was delivered again, and is dropped whole (Sequenced). Without it (the
+    local backend's pipes, which never repeat a write) there are no batch lines.
+
 Runtime -> host (the runtime's stdout; the program's own output never goes there raw):
     ready      {"t": "ready", "pid": int, "python": str}
     out        {"t": "out", "s": 1 | 2, "d": str}
@@ -238,6 +244,46 @@ class LineSplitter:
             end = find(b"\n", start)
         if start < len(data):
             self._parts.append(data[start:])
+        return lines
+
+
+#: The runtime's command-line flag: batches of host frames come with batch lines (Sequenced).
+SEQUENCED = "--sequenced"
+_BATCH = b"#"
+
+
+def batch_line(number: int) -> bytes:
+    """The line that goes ahead of the host's `number`th batch of frames (SEQUENCED)."""
+    return b"#%d\n" % number
+
+
+class Sequenced:
+    """A LineSplitter's lines, minus the batch lines and every batch delivered again.
+
+    A retried request that had reached the runtime delivers its batch a second time (later,
+    too, if the first try was slow): any batch not numbered above the last one taken is
+    dropped, so no frame (a run, a file chunk, a tool's result) is taken twice. The host
+    writes whole frames, so a batch is whole lines. A check per line, on this path only.
+    """
+
+    __slots__ = ("_feed", "_keep", "_last")
+
+    def __init__(self, splitter: LineSplitter) -> None:
+        self._feed = splitter.feed
+        self._last = 0
+        self._keep = True
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The frame lines in `data` to take (LineSplitter.feed, deduplicated)."""
+        lines = []
+        for line in self._feed(data):
+            if line[:1] == _BATCH:
+                number = int(line[1:])  # ValueError, as decode() raises for a bad frame
+                self._keep = number > self._last
+                if self._keep:
+                    self._last = number
+            elif self._keep:
+                lines.append(line)
         return lines
 
 

@@ -3,7 +3,8 @@
 Standard library only, so it starts in any image with a python3. Started as
 `python3 -I -u codemode_runtime.py`; it speaks frames (codemode_protocol.py) on its own
 stdin/stdout and gives the program a clean fd 0 (/dev/null) and fd 1/2 (pipes it reads), so
-nothing the program writes can reach the control channel unwrapped.
+nothing the program writes can reach the control channel unwrapped. With `--sequenced`
+(codemode_protocol.SEQUENCED: the Daytona backend) it drops batches of frames delivered twice.
 
 `python3 -I -u codemode_runtime.py --replay` is the one-shot variant for the replay fallback:
 it reads a JSON request from stdin, or from the CODEMODE_REPLAY_B64 variable the host embeds.
@@ -411,10 +412,13 @@ class FdPump:
 class Runtime:
     """The persistent interpreter: a namespace, the tool stubs, and the calls in flight."""
 
-    def __init__(self, channel: Channel, in_fd: int) -> None:
+    def __init__(self, channel: Channel, in_fd: int, sequenced: bool = False) -> None:
         self.channel = channel
         self._in_fd = in_fd
-        self._splitter = P.LineSplitter()
+        # Sequenced (Daytona): batches a retried request delivered again are dropped. Chosen
+        # once here (the same feed() either way), so the local pipes' reads pay nothing.
+        splitter = P.LineSplitter()
+        self._splitter = P.Sequenced(splitter) if sequenced else splitter
         # The thread that waits for a frame (the main thread between runs, a program thread
         # waiting for its tool's result) reads the channel itself, holding _lead; the reader
         # thread reads only while no one leads, so a reply needs no hand-off between threads.
@@ -995,7 +999,7 @@ def serve_session() -> None:
     channel = Channel(out_fd)
     flusher = Flusher()
     flusher.start()
-    runtime = Runtime(channel, in_fd)
+    runtime = Runtime(channel, in_fd, sequenced=P.SEQUENCED in sys.argv)
     for fd, read_end in pipes:
         runtime.add_pump(FdPump(channel, fd, read_end))
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))

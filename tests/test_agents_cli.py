@@ -62,7 +62,7 @@ def test_a_module_served_over_stdio(tmp_path):
     assert "async def stock(item: str) -> int:" in description and "_helper" not in description
     assert result.structured_content["value"] == 1.5
     assert "stdout:\n1.5" in result.content[0].text
-    assert missing.is_error and "KeyError" in missing.content[0].text
+    assert "status: error" in missing.content[0].text and "KeyError" in missing.content[0].text
 
 
 def test_bad_targets_say_what_is_wrong(tmp_path, capsys):

@@ -48,7 +48,10 @@ def test_definitions_for_each_api(cm):
     assert set(anthropic) == {"name", "description", "input_schema"}
     assert "def lookup(city: str) -> dict:" in anthropic["description"]
     assert tool_definition(cm, "mcp")["inputSchema"]["properties"]["code"]["type"] == "string"
-    assert tool_definition(cm, "openai-responses")["parameters"] == openai["function"]["parameters"]
+    responses = tool_definition(cm, "openai-responses")
+    assert responses["strict"] is True  # strict mode: every property required, none unknown
+    assert responses["parameters"]["required"] == ["code", "reset"]
+    assert responses["parameters"]["additionalProperties"] is False
     with pytest.raises(ValueError, match="unknown format"):
         tool_definition(cm, "gemini")
 

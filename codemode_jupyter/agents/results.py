@@ -39,6 +39,9 @@ MAX_IMAGES = 10
 #: Runs whose full record the server keeps (`codemode://runs/{id}`); older ones are dropped.
 RUN_HISTORY = 100
 RUN_URI = "codemode://runs/{id}"
+#: Bytes of one page of a record as the server sends it (JSON inside JSON-RPC inside one
+#: server-sent event), under the SDK client's 1 MiB cap on an event.
+PAGE_BYTES = 700_000
 
 
 def check_budget(budget: int | None) -> int:
@@ -245,9 +248,33 @@ class RunRecords:
             )
         return json.dumps(record, ensure_ascii=False, default=repr)
 
+    def page(self, run_id: int, page: int = 1) -> str:
+        """Page `page` of the record: the record's JSON itself when it fits in one page, else
+        `{"run", "page", "pages", "text"}` whose `text`s, joined in order, are that JSON."""
+        pages = paginate(self.text(run_id))
+        if len(pages) == 1 and page == 1:
+            return pages[0]
+        if not 1 <= page <= len(pages):
+            raise KeyError(f"run {run_id} has pages 1 to {len(pages)}, not {page}")
+        body = {"run": run_id, "page": page, "pages": len(pages), "text": pages[page - 1]}
+        return json.dumps(body, ensure_ascii=False)
+
     def ids(self) -> list[int]:
         with self._lock:
             return list(self._records)
+
+
+def paginate(text: str, limit: int = PAGE_BYTES) -> list[str]:
+    """`text` in consecutive slices, each within `limit` bytes once quoted twice (a page's
+    JSON, then the JSON-RPC message that carries it)."""
+    pages, start, size = [], 0, limit // 2
+    while start < len(text):
+        chunk = text[start : start + size]
+        while len(json.dumps(json.dumps(chunk, ensure_ascii=False)).encode()) > limit:
+            chunk = chunk[: len(chunk) // 2]
+        pages.append(chunk)
+        start += len(chunk)
+    return pages or [""]
 
 
 def event_line(event: ev.Event) -> str | None:

@@ -47,6 +47,7 @@ from .approval import (
 from .llm_tool import TOOL_NAME, check_errors, input_schema, only_tools, tool_description
 from .results import (
     RUN_HISTORY,
+    RUN_URI,
     RunRecords,
     check_budget,
     event_line,
@@ -61,7 +62,7 @@ INSTRUCTIONS = (
     "variables persist between programs unless reset is true. A result shows the output's "
     "head and tail; the full record of run N is the resource codemode://runs/N."
 )
-RUN_TEMPLATE = "codemode://runs/{run_id}"
+RUN_TEMPLATE = "codemode://runs/{run_id}{?page}"
 APPROVAL_NOTE = (
     "\nCalls to {names} wait for a person's approval. A rejected call raises ToolError "
     "(its remote_type is 'ToolRejected', its message gives the reason) and the tool did not run.\n"
@@ -166,7 +167,7 @@ class CodeModeServer:
         run_context: RunContext | None,
     ) -> AgentSessions:
         ids = itertools.count(1)  # one numbering for all runners: a run's id is unique
-        observers = list(observers)
+        observers = [self._record, *observers]
 
         def make_runner(name: str, source: SessionSource) -> AgentRunner:
             return AgentRunner(
@@ -185,6 +186,11 @@ class CodeModeServer:
         return AgentSessions(
             session, make_runner, factory=None if shared else factory, prefix=prefix, own=own
         )
+
+    def _record(self, job: Job, event: ev.Event) -> None:
+        """Keep each finished run's full record (cancelled ones too)."""
+        if isinstance(event, ev.RunFinished):
+            self.records.add(job.id, job.code, event.result, session=job.session_name)
 
     @property
     def runner(self) -> AgentRunner:
@@ -229,6 +235,7 @@ class CodeModeServer:
         )
         self._add_tool(server)
         server.middleware.append(self._remember_legacy_sessions)
+        _speak_handshake_era(server)
         records = self.records
 
         @server.resource(
@@ -236,14 +243,15 @@ class CodeModeServer:
             name="run",
             description="The full record of an agent's run: its program, all output, every "
             "tool call with arguments and result, displays, artifacts (the last "
-            f"{records.keep} runs are kept).",
+            f"{records.keep} runs are kept). A record over about 700 kB comes in pages "
+            '(?page=N): {"page", "pages", "text"}, the texts joined being the record.',
             mime_type="application/json",
         )
-        def run_record(run_id: str) -> str:
+        def run_record(run_id: str, page: int = 1) -> str:
             from mcp.server.mcpserver.exceptions import ResourceError
 
             try:
-                return records.text(int(run_id))
+                return records.page(int(run_id), page)
             except ValueError:
                 raise ResourceError(f"{run_id!r} is not a run id (a number)") from None
             except KeyError as exc:
@@ -277,8 +285,7 @@ class CodeModeServer:
             job, result = await run_job(
                 runner, code, reset, ctx, client_ask=self._client_ask(ctx, code)
             )
-            uri = self.records.add(job.id, code, result, session=runner.name)
-            shaped = shape(result, self.budget, uri)
+            shaped = shape(result, self.budget, RUN_URI.format(id=job.id))
             images = [
                 ImageContent(type="image", data=data, mime_type=mime)
                 for mime, data in result_images(result)
@@ -519,6 +526,27 @@ def protocol_stdout() -> Iterator[TextIO]:
         wire.close()
         os.dup2(saved_fd, 1)
         os.close(saved_fd)
+
+
+def _speak_handshake_era(server: Any) -> None:
+    """Answer `server/discover` with handshake-era versions only, so clients make the
+    `initialize` handshake (the SDK's "auto" mode falls back to it): a client then has an MCP
+    session (its own Code Mode session, approvals by elicitation over its back channel),
+    which the stateless 2026-07-28 protocol does not give. A request sent statelessly anyway
+    is still served, in the shared session."""
+    import mcp_types as types
+    from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+    lowlevel = server._lowlevel_server  # replacing discover is the SDK's documented way
+
+    async def discover(ctx: Any, params: Any) -> Any:
+        return types.DiscoverResult(
+            supported_versions=[LATEST_HANDSHAKE_VERSION],
+            capabilities=lowlevel.get_capabilities(protocol_version=ctx.protocol_version),
+            instructions=lowlevel.instructions,
+        )
+
+    lowlevel.add_request_handler("server/discover", types.RequestParams, discover)
 
 
 def transport_security(host: str, allow_remote: bool) -> Any:

@@ -156,7 +156,9 @@ def test_the_tool_list_changes_with_the_tools(cm):
     with CodeModeServer(cm, tools=lambda: list(tools)) as server:
 
         async def main():
-            async with connect(server) as client:
+            # A client that speaks the stateless 2026-07-28 protocol without asking (the
+            # server's discover offers the handshake era) is served all the same.
+            async with connect(server, mode="2026-07-28") as client:
                 before = (await client.list_tools()).tools[0].description
                 async with client.listen(tools_list_changed=True) as subscription:
                     assert not server.refresh_tools()  # nothing changed: nothing sent
@@ -324,3 +326,41 @@ def test_images_the_program_displays_come_back_as_image_content(cm):
     assert "shown" in text.text
     assert [(i.type, i.mime_type) for i in images] == [("image", "image/png")]
     assert images[0].data == png
+
+
+async def _failing_agent_run(server: CodeModeServer) -> str:
+    """A pydantic-ai agent whose run_code goes to the server through the official client and
+    treats an isError result as pydantic-ai's own MCP toolset does (ModelRetry, counted
+    against the tool's retries: 1 by default). (Its MCPToolset needs fastmcp, not installed.)"""
+    from pydantic_ai import Agent, ModelRetry
+    from pydantic_ai.exceptions import UnexpectedModelBehavior
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    def model(messages: list, info: AgentInfo) -> ModelResponse:
+        step = sum(1 for m in messages if getattr(m, "kind", "") == "response")
+        if step < 3:  # three programs in a row fail: a normal Code Mode outcome
+            return ModelResponse(parts=[ToolCallPart("run_code", {"code": f"boom({step})"})])
+        return ModelResponse(parts=[TextPart("gave up politely")])
+
+    async with connect(server) as client:
+
+        async def run_code(code: str) -> str:
+            result = await client.call_tool("run_code", {"code": code})
+            if result.is_error:
+                raise ModelRetry(result.content[0].text)
+            return result.content[0].text
+
+        agent = Agent(FunctionModel(model), tools=[run_code])
+        try:
+            return (await agent.run("go")).output
+        except UnexpectedModelBehavior as exc:
+            return f"stopped: {exc}"
+
+
+def test_a_pydantic_ai_agent_on_an_mcp_client_survives_failing_programs(cm):
+    pytest.importorskip("pydantic_ai")
+    with CodeModeServer(cm) as server:  # default errors="result": plain results
+        assert asyncio.run(_failing_agent_run(server)) == "gave up politely"
+    with CodeModeServer(cm, errors="tool_error") as server:  # error results count as retries
+        assert "exceeded max retries" in asyncio.run(_failing_agent_run(server))

@@ -235,7 +235,6 @@ class CodeModeServer:
         )
         self._add_tool(server)
         server.middleware.append(self._remember_legacy_sessions)
-        _speak_handshake_era(server)
         records = self.records
 
         @server.resource(
@@ -428,6 +427,7 @@ class CodeModeServer:
     def _guarded_app(self) -> Callable[..., Any]:
         """The MCP app behind a bearer-token check (without the token, 401) and a watch on
         each request's connection (a client gone mid-run stops its program)."""
+        _speak_handshake_era(self.mcp)
         app = self.mcp.streamable_http_app(
             streamable_http_path=self.path,
             host=self.host,
@@ -529,11 +529,12 @@ def protocol_stdout() -> Iterator[TextIO]:
 
 
 def _speak_handshake_era(server: Any) -> None:
-    """Answer `server/discover` with handshake-era versions only, so clients make the
-    `initialize` handshake (the SDK's "auto" mode falls back to it): a client then has an MCP
-    session (its own Code Mode session, approvals by elicitation over its back channel),
+    """Over HTTP, answer `server/discover` with handshake-era versions only, so clients make
+    the `initialize` handshake (the SDK's "auto" mode falls back to it): a client then has an
+    MCP session (its own Code Mode session, approvals by elicitation over its back channel),
     which the stateless 2026-07-28 protocol does not give. A request sent statelessly anyway
-    is still served, in the shared session."""
+    is still served, in the shared session. (Over stdio the first request fixes the era of
+    the one connection, so discover is left alone there.)"""
     import mcp_types as types
     from mcp_types.version import LATEST_HANDSHAKE_VERSION
 

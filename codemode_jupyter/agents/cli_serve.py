@@ -99,7 +99,7 @@ def public_functions(module: types.ModuleType) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from ..engine import CodeMode
     from . import require_mcp
-    from .approval import StdinApprover
+    from .approval import NoApprover, StdinApprover
     from .server import CodeModeServer
 
     require_mcp()
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     approve = "all" if args.approve == "all" else _names(args.approve)
     # Over stdio the client's channel is the only one: approvals go to it (elicitation), or
     # the calls are rejected. Over HTTP the terminal answers when the client cannot.
-    approver = StdinApprover(_ask_on_terminal) if approve and args.transport == "http" else None
+    approver = StdinApprover(_ask_on_terminal) if args.transport == "http" else NoApprover()
     opened: list[CodeMode] = []
 
     def session(name: str) -> CodeMode:

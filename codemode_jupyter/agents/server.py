@@ -34,6 +34,7 @@ from typing import Any, TextIO
 from .. import events as ev
 from ..engine import CodeMode
 from ..result import RunResult
+from ..text import clip
 from . import require_mcp
 from .approval import (
     ApprovalGate,
@@ -46,6 +47,7 @@ from .approval import (
 )
 from .llm_tool import TOOL_NAME, check_errors, input_schema, only_tools, tool_description
 from .results import (
+    MAX_EVENT_LINE,
     RUN_HISTORY,
     RUN_URI,
     RunRecords,
@@ -623,19 +625,72 @@ async def run_job(
     job: Job = runner.submit(code, reset=reset, on_event=on_event, client_ask=client_ask)
     job.future.add_done_callback(lambda _: _post(loop, events.put_nowait, None))
     on_gone(ctx, lambda: runner.cancel(job))
-    count = 0
+    progress = Progress(ctx, lambda: events.put_nowait(_FLUSH))
     try:
         while (event := await events.get()) is not None:
-            line = event_line(event)
-            if line is not None:
-                count += 1
-                await _progress(ctx, count, line)
+            if event is _FLUSH:
+                await progress.flush()
+            elif progress.wanted and (line := _progress_line(event)) is not None:
+                await progress.add(line)
+        await progress.flush()
         if job.future.cancelled():
             raise asyncio.CancelledError
         return job, job.future.result()
     except asyncio.CancelledError:  # the client cancelled or went away: stop the program
         runner.cancel(job)
         raise
+
+
+_FLUSH: Any = object()  # the progress timer's wake-up, in the run's event queue
+#: Seconds between two progress notifications of a run: the lines of the events in between
+#: go together in the next one (each notification costs a round of the transport, which a
+#: thousand tool calls would otherwise pay two thousand times).
+PROGRESS_INTERVAL = 0.1
+
+
+def _progress_line(event: ev.Event) -> str | None:
+    if isinstance(event, ev.RunFinished):
+        return None  # the end is the result itself: no notification for it
+    return event_line(event)
+
+
+def _progress_token(meta: Any) -> Any:
+    if isinstance(meta, dict):
+        return meta.get("progress_token", meta.get("progressToken"))
+    return getattr(meta, "progress_token", None)
+
+
+class Progress:
+    """The progress notifications of one run, at most one per PROGRESS_INTERVAL, each with
+    the lines of the events since the last (none if the client asked for no progress)."""
+
+    def __init__(self, ctx: Any, wake: Callable[[], None]) -> None:
+        self.ctx, self.wake = ctx, wake
+        self.wanted = _progress_token(getattr(ctx.request_context, "meta", None)) is not None
+        self.loop = asyncio.get_running_loop()
+        self.pending: list[str] = []
+        self.count = 0
+        self.last = -PROGRESS_INTERVAL
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def add(self, line: str) -> None:
+        self.pending.append(line)
+        due = self.last + PROGRESS_INTERVAL - self.loop.time()
+        if due <= 0:
+            await self.flush()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(due, self.wake)
+
+    async def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.pending:
+            return
+        lines, self.pending = self.pending, []
+        self.count += len(lines)
+        self.last = self.loop.time()
+        await _progress(self.ctx, self.count, clip("\n".join(lines), MAX_EVENT_LINE))
 
 
 _GONE = "codemode.on_gone"  # ASGI scope key: what to do when the client's connection closes

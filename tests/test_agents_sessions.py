@@ -4,6 +4,7 @@ a busy session, approvals through the client (elicitation), schemas, Host/Origin
 from __future__ import annotations
 
 import asyncio
+import html
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -292,3 +293,44 @@ def test_host_and_origin_are_checked_on_every_loopback_address(cm, host):
     assert evil_host.status_code == 421
     assert evil_origin.status_code == 403
     assert good.status_code == 200
+
+
+def test_a_card_that_cannot_be_answered_from_elsewhere_is_withdrawn_when_the_client_answers(cm):
+    pytest.importorskip("ipywidgets")
+    from codemode_jupyter.agents.approval_card import WidgetApprover
+
+    sent.clear()
+    placed: list = []
+    approver = WidgetApprover(placed.append)  # the notebook's card: nobody clicks it
+    asked: list[str] = []
+    with CodeModeServer(cm, approver=approver) as server:
+        result = asyncio.run(
+            run(
+                server,
+                "send_email('d@x.org')",
+                elicitation_callback=_elicitation([{"approve": True}], asked),
+            )
+        )
+    assert sent == ["d@x.org"] and result.structured_content["value"] == "sent to d@x.org"
+    assert len(placed) == 1  # the card was shown, and says who decided
+    title = html.unescape(placed[0].children[0].value)
+    assert "answered in the agent's client: approved" in title
+
+
+def test_a_client_sizes_one_result_through_meta(cm):
+    code = "print('y' * 30_000)"
+    with CodeModeServer(cm) as server:
+
+        async def main():
+            async with connect(server) as client:
+                default = await client.call_tool("run_code", {"code": code})
+                small = await client.call_tool(
+                    "run_code", {"code": code}, meta={"codemode/budget": 2_000}
+                )
+                return default, small
+
+        default, small = asyncio.run(main())
+    assert len(default.content[0].text) > 20_000 // 2
+    assert len(small.content[0].text) <= 2_000
+    with pytest.raises(ValueError, match="at most"):
+        CodeModeServer(cm, budget=10**7)

@@ -115,16 +115,19 @@ def decide(
     """Ask `approver` and, if given, the agent's `client` at once; the first answer wins.
 
     An approver that can be answered from elsewhere (it has `answer(request_id, decision)`,
-    as QueueApprover) gets the client's answer delivered to it; one that cannot (a terminal's
-    input(), NoApprover) is not asked when a client can be: the client decides alone."""
+    as QueueApprover) gets the client's answer delivered to it; one that can only be
+    withdrawn (`withdraw(request_id, reason)`) is withdrawn with a reason naming the client's
+    answer; one that can be neither (a terminal's input(), NoApprover) is not asked when a
+    client can be: the client decides alone."""
     if client is None:
         return approver.decide(request, timeout)
-    answer = getattr(approver, "answer", None)
     try:
         future = client(request, timeout)
     except Exception:
         return approver.decide(request, timeout)  # the client cannot be asked
-    if answer is None:
+    answer = getattr(approver, "answer", None)
+    withdraw = getattr(approver, "withdraw", None)
+    if answer is None and withdraw is None:
         try:
             return future.result()
         except Exception as exc:  # the client failed to answer: nobody else can
@@ -133,16 +136,32 @@ def decide(
     def deliver(done: concurrent.futures.Future[Decision]) -> None:
         if done.cancelled() or done.exception() is not None:
             return  # the client could not answer: the approver still decides
+        decision = done.result()
         try:
-            answer(request.id, done.result())
+            if answer is not None:
+                answer(request.id, decision)
+            else:  # it can only be told the call was decided elsewhere
+                withdraw(request.id, f"{_IN_CLIENT}{_said(decision)}")
         except (KeyError, ValueError):
             pass  # decided already (the first answer won)
 
     future.add_done_callback(deliver)
     try:
-        return approver.decide(request, timeout)
+        decision = approver.decide(request, timeout)
     finally:
         future.cancel()  # the approver answered first: stop asking the client
+    if answer is None and decision.reason.startswith(_IN_CLIENT):
+        return future.result()  # the withdrawal was the client's answer arriving first
+    return decision
+
+
+_IN_CLIENT = "answered in the agent's client: "
+
+
+def _said(decision: Decision) -> str:
+    if decision.action == "approve":
+        return "approved"
+    return f"rejected ({decision.reason})" if decision.reason else "rejected"
 
 
 class _Waiting:

@@ -28,6 +28,8 @@ _reprs.maxlist = _reprs.maxdict = 20
 #: Characters of a whole result (text + structured data) a model gets by default.
 DEFAULT_BUDGET = 20_000
 MIN_BUDGET = 1_000
+#: At most: with images, a result must stay under the SDK client's 1 MiB per server-sent event.
+MAX_BUDGET = 300_000
 #: A value goes into the structured data only when its JSON is at most this long.
 MAX_STRUCTURED_VALUE = 1_000
 #: One progress line at most (a program may print a megabyte in one write).
@@ -48,8 +50,12 @@ def check_budget(budget: int | None) -> int:
     """The budget to use: DEFAULT_BUDGET for None; a clear error for a useless one."""
     if budget is None:
         return DEFAULT_BUDGET
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_BUDGET:
-        raise ValueError(f"the result budget must be an int of at least {MIN_BUDGET} characters")
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise ValueError("the result budget must be a number of characters (an int)")
+    if not MIN_BUDGET <= budget <= MAX_BUDGET:
+        raise ValueError(
+            f"the result budget must be at least {MIN_BUDGET} and at most {MAX_BUDGET} characters"
+        )
     return budget
 
 

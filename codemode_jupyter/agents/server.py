@@ -286,7 +286,8 @@ class CodeModeServer:
             job, result = await run_job(
                 runner, code, reset, ctx, client_ask=self._client_ask(ctx, code)
             )
-            shaped = shape(result, self.budget, RUN_URI.format(id=job.id))
+            budget = _meta_budget(ctx, self.budget)
+            shaped = shape(result, budget, RUN_URI.format(id=job.id))
             images = [
                 ImageContent(type="image", data=data, mime_type=mime)
                 for mime, data in result_images(result)
@@ -646,6 +647,20 @@ _FLUSH: Any = object()  # the progress timer's wake-up, in the run's event queue
 #: go together in the next one (each notification costs a round of the transport, which a
 #: thousand tool calls would otherwise pay two thousand times).
 PROGRESS_INTERVAL = 0.1
+
+
+#: The request `_meta` key a client sets to size one result: `{"codemode/budget": 5000}`.
+BUDGET_META = "codemode/budget"
+
+
+def _meta_budget(ctx: Any, default: int) -> int:
+    """The result budget of this call: its `_meta` entry when valid, else the server's."""
+    meta = getattr(ctx.request_context, "meta", None)
+    value = meta.get(BUDGET_META) if isinstance(meta, dict) else getattr(meta, BUDGET_META, None)
+    try:
+        return check_budget(value) if value is not None else default
+    except ValueError:
+        return default
 
 
 def _progress_line(event: ev.Event) -> str | None:

@@ -139,6 +139,19 @@ def test_an_error_keeps_the_programs_own_line_numbers_within_the_budget(cm):
     assert shaped.data["error"] == {"type": "KeyError", "message": "'missing'"}
 
 
+@pytest.mark.parametrize("budget", [1_000, 1_500, 5_000])
+def test_every_part_of_a_result_fits_a_small_budget(cm, budget):
+    code = (
+        "for i in range(50):\n    echo('z' * 300)\n"
+        "print('o' * 9000)\nimport sys\nprint('e' * 9000, file=sys.stderr)\n"
+        "raise ValueError('v' * 3000)"
+    )
+    shaped = shape(cm.run(code), budget, "codemode://runs/1")
+    assert len(shaped.text) + len(json.dumps(shaped.data)) <= budget
+    assert shaped.text.startswith("status: error") and shaped.data["counts"]["tool_calls"] == 50
+    assert "line 6, in <module>" in shaped.text  # the error's end survives any cut
+
+
 def test_pydantic_ai_gets_the_same_budget(cm):
     pytest.importorskip("pydantic_ai")
     from pydantic_ai import Agent

@@ -187,15 +187,17 @@ def test_the_first_answer_wins_between_the_notebook_and_the_client(cm):
     sent.clear()
     approver = QueueApprover()
     asked: list[str] = []
-    client_answered = threading.Event()
+    client_asked, client_answered = threading.Event(), threading.Event()
 
     async def slow_client(context, params):
         asked.append(params.message)
+        client_asked.set()
         await asyncio.to_thread(client_answered.wait, 30)  # the person answers first
         return types.ElicitResult(action="accept", content={"approve": False, "reason": "late"})
 
     def person() -> None:
         request = approver.wait_for_request(30)
+        client_asked.wait(30)  # both were asked
         approver.approve(request.id)
         client_answered.set()
 

@@ -177,11 +177,13 @@ def run_tool_call(
     the tools marked for approval asking `approver` (rejected without one)."""
     gate = ApprovalGate(approver if approver is not None else NoApprover(), None)
     with _turn(cm):
-        listed = list(tools) if tools is not None else list(cm.tools)
+        listed = [Tool.from_callable(t) for t in (tools if tools is not None else cm.tools)]
+        if any(map(gate.needs_approval, listed)):
+            tools = gate.guard(listed, cm)
         try:
             if reset:
                 cm.reset()
-            return cm.run(code, tools=gate.guard(listed, cm), on_event=on_event)
+            return cm.run(code, tools=tools, on_event=on_event)
         except RuntimeError as exc:  # a person's cell runs in it, or it is closed
             if "running" not in str(exc) and "closed" not in str(exc):
                 raise

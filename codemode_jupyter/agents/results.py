@@ -94,11 +94,15 @@ class Shaped:
 def shape(result: RunResult, budget: int | None = None, run_uri: str | None = None) -> Shaped:
     """`result` as text plus structured data, together within `budget` characters."""
     budget = check_budget(budget)
-    data = result_data(result, run_uri)
-    room = budget - len(json.dumps(data, ensure_ascii=False, default=str))
+    data = result_data(result, run_uri, max_value=min(MAX_STRUCTURED_VALUE, budget // 10))
+    room = budget - len(json.dumps(data, ensure_ascii=False, default=str)) - 20
     parts, dropped = _text_parts(result, room, run_uri)
+    text = "\n\n".join(parts) + "\n"
+    if len(text) > room:  # the sections' minimums went over a small budget: cut the middle
+        text, cut = _head_and_tail(text, room, run_uri or "the run's full record")
+        dropped += cut
     data["counts"]["chars_dropped"] = dropped
-    return Shaped("\n\n".join(parts) + "\n", data, dropped)
+    return Shaped(text, data, dropped)
 
 
 def result_text(result: RunResult, budget: int | None = None, run_uri: str | None = None) -> str:
@@ -115,10 +119,10 @@ def _text_parts(result: RunResult, room: int, run_uri: str | None) -> tuple[list
     room -= 120  # status, separators
     error = value = calls = None
     if result.error is not None:
-        text = f"error: {result.error}"
-        if result.error.traceback:
-            text += "\n" + result.error.traceback.rstrip("\n")
-        error, cut = _keep_tail(text, max(room // 4, 400))
+        # The traceback ends with "Type: message": the heading need not repeat it.
+        tb = result.error.traceback.rstrip("\n")
+        text = f"error: {result.error.type}\n{tb}" if tb else f"error: {result.error}"
+        error, cut = _keep_tail(text, max(room // 3, 500))
         dropped, room = dropped + cut, room - len(error)
     if result.value_repr is not None and result.value_repr != "None":
         text = f"value: {result.value_repr}"
@@ -150,20 +154,24 @@ def _streams(result: RunResult) -> list[tuple[str, str]]:
 def _head_and_tail(text: str, limit: int, where: str) -> tuple[str, int]:
     if len(text) <= limit:
         return text, 0
-    half = max((limit - 80) // 2, 50)
+    note = f"[... {len(text)} characters left out; all of it in {where} ...]"
+    half = max((limit - len(note) - 2) // 2, 20)
     cut = len(text) - 2 * half
-    note = f"[... {cut} characters left out; all of it in {where} ...]"
+    note = note.replace(str(len(text)), str(cut), 1)
     return f"{text[:half]}\n{note}\n{text[-half:]}", cut
 
 
 def _keep_tail(text: str, limit: int) -> tuple[str, int]:
-    """The error's first line and the end of its traceback (where the program failed)."""
+    """The error's first line and the end of its traceback (where the program failed), each
+    line cut to 160 characters (a long message must not push the line numbers out)."""
+    whole = len(text)
+    text = "\n".join(clip(line, 160) for line in text.split("\n"))
     if len(text) <= limit:
-        return text, 0
+        return text, whole - len(text)
     first = clip(text.split("\n", 1)[0], limit // 3)
     tail = text[-(limit - len(first) - 40) :]
     cut = len(text) - len(first) - len(tail)
-    return f"{first}\n[... {cut} characters ...]\n{tail}", cut
+    return f"{first}\n[... {cut} characters ...]\n{tail}", whole - len(first) - len(tail)
 
 
 def _calls_section(calls: list[ToolCall], limit: int, where: str) -> str:
@@ -180,7 +188,9 @@ def _calls_section(calls: list[ToolCall], limit: int, where: str) -> str:
     return f"tool calls ({len(calls)}):\n" + "\n".join(lines)
 
 
-def result_data(result: RunResult, run_uri: str | None = None) -> dict[str, Any]:
+def result_data(
+    result: RunResult, run_uri: str | None = None, max_value: int = MAX_STRUCTURED_VALUE
+) -> dict[str, Any]:
     """The run's structured content: status, the value when it is small JSON, the error,
     counts. Never the output or the call log (they are in the text, cut, and in the record)."""
     value, value_json = None, None
@@ -188,7 +198,7 @@ def result_data(result: RunResult, run_uri: str | None = None) -> dict[str, Any]
         value_json = json.dumps(result.value, ensure_ascii=False, default=_refuse)
     except (TypeError, ValueError):
         pass
-    small = value_json is not None and len(value_json) <= MAX_STRUCTURED_VALUE
+    small = value_json is not None and len(value_json) <= max_value
     if small:
         value = result.value
     data: dict[str, Any] = {
@@ -198,7 +208,7 @@ def result_data(result: RunResult, run_uri: str | None = None) -> dict[str, Any]
         "value_in_text": result.value_repr not in (None, "None") and not small,
         "error": None
         if result.error is None
-        else {"type": result.error.type, "message": clip(result.error.message, 500)},
+        else {"type": result.error.type, "message": clip(result.error.message, max_value // 2)},
         "counts": {
             "tool_calls": len(result.tool_calls),
             "tool_errors": sum(1 for c in result.tool_calls if c.error is not None),

@@ -570,11 +570,11 @@ def transport_security(host: str, allow_remote: bool) -> Any:
 
 
 def client_key(ctx: Any) -> str | None:
-    """Who sent this request: its MCP session id over HTTP, "stdio" for the one stdio
-    client, None for a stateless HTTP request (no session: the shared session serves it)."""
+    """Who sent this request: its MCP session id over HTTP; None for the one client of a
+    stdio server and for a stateless HTTP request (no session): the shared session."""
     request = ctx.request_context.request
     if request is None:
-        return "stdio"
+        return None
     return request.headers.get("mcp-session-id") or None
 
 

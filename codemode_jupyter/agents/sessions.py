@@ -1,10 +1,10 @@
 """The agents' Code Mode sessions: one per client (its own variables), or one shared.
 
 A client is an MCP session: the `Mcp-Session-Id` of a Streamable HTTP client that made the
-`initialize` handshake, or the one client of a stdio server. Each gets a session named
-`{prefix}-1`, `{prefix}-2`, ... in the order clients first run a program, with a runner of its
-own (its programs run one at a time, in order; different clients' programs run side by side).
-Requests that carry no session (the stateless 2026-07-28 HTTP protocol) and `shared=True` use
+`initialize` handshake. Each gets a session named `{prefix}-1`, `{prefix}-2`, ... in the order
+clients first run a program, with a runner of its own (its programs run one at a time, in
+order; different clients' programs run side by side). The one client of a stdio server,
+requests that carry no session (the stateless 2026-07-28 HTTP protocol) and `shared=True` use
 the one session named `prefix`.
 """
 

@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import itertools
-import os
 import secrets
 import socket
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .. import events as ev
 from ..engine import CodeMode
@@ -41,10 +37,10 @@ from .approval import (
     ApprovalRequest,
     Approver,
     ClientAsk,
-    Decision,
     NoApprover,
     QueueApprover,
 )
+from .elicitation import elicit
 from .llm_tool import TOOL_NAME, check_errors, input_schema, only_tools, tool_description
 from .results import (
     MAX_EVENT_LINE,
@@ -58,6 +54,15 @@ from .results import (
 )
 from .runner import AgentRunner, Job, Observer, RunContext, SessionSource
 from .sessions import AgentSessions, SessionFactory, sibling
+from .transport import (
+    bind,
+    is_loopback,
+    on_gone,
+    protocol_stdout,
+    transport_security,
+    unauthorized,
+    watched,
+)
 
 INSTRUCTIONS = (
     "Call run_code with a Python program that uses the tools described in its description; "
@@ -70,15 +75,6 @@ APPROVAL_NOTE = (
     "(its remote_type is 'ToolRejected', its message gives the reason) and the tool did not run.\n"
 )
 _START_TIMEOUT = 10.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class CodeModeServer:
@@ -386,7 +382,7 @@ class CodeModeServer:
             return self
         import uvicorn
 
-        sock = _bind(self.host, self._requested_port)
+        sock = bind(self.host, self._requested_port)
         self.port = sock.getsockname()[1]
         app = self._guarded_app()
         config = uvicorn.Config(
@@ -445,7 +441,7 @@ class CodeModeServer:
                 return
             headers = dict(scope.get("headers") or ())
             if not hmac.compare_digest(headers.get(b"authorization", b""), expected):
-                await _unauthorized(send)
+                await unauthorized(send)
                 return
             if scope.get("method") == "DELETE" and b"mcp-session-id" in headers:
                 # The client ends its MCP session: its programs stop, its session closes.
@@ -511,26 +507,6 @@ class CodeModeServer:
         self.stop()
 
 
-@contextmanager
-def protocol_stdout() -> Iterator[TextIO]:
-    """The process's stdout as a stream only the MCP transport writes to; meanwhile
-    sys.stdout and file descriptor 1 are stderr, so a tool's print (flushed or not, by
-    Python or by a child process) never reaches the protocol's channel."""
-    sys.stdout.flush()
-    wire_fd, saved_fd = os.dup(1), os.dup(1)
-    saved = sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    wire = open(wire_fd, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed below
-    try:
-        yield wire
-    finally:
-        sys.stdout = saved
-        wire.close()
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
-
-
 def _speak_handshake_era(server: Any) -> None:
     """Over HTTP, answer `server/discover` with handshake-era versions only, so clients make
     the `initialize` handshake (the SDK's "auto" mode falls back to it): a client then has an
@@ -553,22 +529,6 @@ def _speak_handshake_era(server: Any) -> None:
     lowlevel.add_request_handler("server/discover", types.RequestParams, discover)
 
 
-def transport_security(host: str, allow_remote: bool) -> Any:
-    """Host/Origin checks (against DNS rebinding) for every loopback address, not only the
-    three the SDK knows; off for a remote host, whose Host header is whatever name it has."""
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    if allow_remote and not is_loopback(host):
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    names = {host, "127.0.0.1", "localhost", "[::1]"}
-    names = {f"[{name}]" if ":" in name and not name.startswith("[") else name for name in names}
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{name}:*" for name in sorted(names)],
-        allowed_origins=[f"http://{name}:*" for name in sorted(names)],
-    )
-
-
 def client_key(ctx: Any) -> str | None:
     """Who sent this request: its MCP session id over HTTP; None for the one client of a
     stdio server and for a stateless HTTP request (no session): the shared session."""
@@ -576,35 +536,6 @@ def client_key(ctx: Any) -> str | None:
     if request is None:
         return None
     return request.headers.get("mcp-session-id") or None
-
-
-async def elicit(ctx: Any, request: ApprovalRequest, code: str, timeout: float | None) -> Decision:
-    """Ask the agent's client (MCP elicitation) whether the call may run."""
-    from pydantic import BaseModel, Field
-
-    class Approval(BaseModel):
-        approve: bool = Field(description="Run this call?")
-        reason: str = Field(default="", description="Why not (told to the program)")
-
-    message = f"Allow the agent's program to call {request.describe()}?"
-    line = program_line(code, request.tool)
-    if line is not None:
-        message += f"\n(the program's line {line[0]}: {line[1]})"
-    answer = await asyncio.wait_for(ctx.elicit(message, Approval), timeout)
-    if answer.action == "accept":
-        if answer.data.approve:
-            return Decision("approve", by="client")
-        reason = answer.data.reason or "rejected in the agent's client"
-        return Decision("reject", reason=reason, by="client")
-    return Decision("reject", reason=f"the agent's client answered {answer.action}", by="client")
-
-
-def program_line(code: str, tool: str) -> tuple[int, str] | None:
-    """(number, text) of the program's first line that calls `tool`, if any."""
-    for number, text in enumerate(code.splitlines(), 1):
-        if f"{tool}(" in text or f"{tool}_async(" in text:
-            return number, text.strip()
-    return None
 
 
 async def run_job(
@@ -708,55 +639,6 @@ class Progress:
         await _progress(self.ctx, self.count, clip("\n".join(lines), MAX_EVENT_LINE))
 
 
-_GONE = "codemode.on_gone"  # ASGI scope key: what to do when the client's connection closes
-
-
-def on_gone(ctx: Any, callback: Callable[[], None]) -> None:
-    """Call `callback` if this HTTP request's client disconnects before its response ends."""
-    request = ctx.request_context.request
-    callbacks = None if request is None else request.scope.get(_GONE)
-    if callbacks is not None:
-        callbacks.append(callback)
-
-
-async def watched(app: Any, scope: dict, receive: Any, send: Any) -> None:
-    """Run the app for one request; once it has read the body, watch the connection: if the
-    client goes before the response ends, the request's `on_gone` callbacks run."""
-    callbacks: list[Callable[[], None]] = []
-    scope[_GONE] = callbacks
-    done = asyncio.Event()
-    read = asyncio.Event()
-
-    async def tee_receive() -> dict:
-        message = await receive()
-        body_read = message["type"] == "http.request" and not message.get("more_body", False)
-        if body_read or message["type"] == "http.disconnect":
-            read.set()
-        return message
-
-    async def tee_send(message: dict) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            done.set()
-        await send(message)
-
-    async def watch() -> None:
-        await read.wait()
-        while not done.is_set():
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-        if not done.is_set():
-            for callback in callbacks:
-                callback()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await app(scope, tee_receive, tee_send)
-    finally:
-        done.set()
-        watcher.cancel()
-
-
 def _post(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], Any], arg: Any) -> None:
     try:
         loop.call_soon_threadsafe(fn, arg)
@@ -769,38 +651,6 @@ async def _progress(ctx: Any, count: int, line: str) -> None:
         await ctx.report_progress(count, None, line)
     except Exception:
         pass  # a client that stopped listening still gets the result
-
-
-async def _unauthorized(send: Any) -> None:
-    body = b'{"error": "unauthorized: send Authorization: Bearer <token>"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"www-authenticate", b'Bearer realm="codemode"'),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections accepted from such a
-    # socket, and without it each small response waits ~40 ms for the peer's delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
-    sock.set_inheritable(False)
-    return sock
 
 
 __all__ = ["ApprovalGate", "CodeModeServer", "QueueApprover", "is_loopback", "run_job"]

@@ -552,17 +552,23 @@ async def run_job(
     events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
 
     def on_event(event: ev.Event) -> None:  # engine threads: hand over to this loop, in order
-        _post(loop, events.put_nowait, event)
+        if _progress_line(event) is not None:
+            _post(loop, events.put_nowait, event)
 
-    job: Job = runner.submit(code, reset=reset, on_event=on_event, client_ask=client_ask)
+    progress = Progress(ctx, lambda: events.put_nowait(_FLUSH))
+    job: Job = runner.submit(
+        code,
+        reset=reset,
+        on_event=on_event if progress.wanted else None,  # no progress: no wake-up per event
+        client_ask=client_ask,
+    )
     job.future.add_done_callback(lambda _: _post(loop, events.put_nowait, None))
     on_gone(ctx, lambda: runner.cancel(job))
-    progress = Progress(ctx, lambda: events.put_nowait(_FLUSH))
     try:
         while (event := await events.get()) is not None:
             if event is _FLUSH:
                 await progress.flush()
-            elif progress.wanted and (line := _progress_line(event)) is not None:
+            elif (line := _progress_line(event)) is not None:
                 await progress.add(line)
         await progress.flush()
         if job.future.cancelled():

@@ -82,14 +82,21 @@ def test_a_big_run_comes_back_within_the_budget_and_its_record_has_everything(cm
                     text = (await client.read_resource(f"{uri}?page={page}")).contents[0].text
                     pages.append(json.loads(text)["text"])
                 record = "".join(pages)
+                listed = await client.list_resources()
+                index = json.loads((await client.read_resource("codemode://runs")).contents[0].text)
                 missing = None
                 try:
                     await client.read_resource("codemode://runs/999")
                 except Exception as exc:
                     missing = str(exc)
-                return small, big, record, lines, missing
+                return small, big, record, lines, missing, listed, index
 
-        small, big, record, lines, missing = asyncio.run(main())
+        small, big, record, lines, missing, listed, index = asyncio.run(main())
+    assert [str(r.uri) for r in listed.resources] == ["codemode://runs"]
+    assert [(r["id"], r["session"], r["status"]) for r in index] == [
+        (1, "agent", "ok"),
+        (2, "agent", "ok"),
+    ]
     # 20,000 rows fetched, one number returned: the rows never reach the model.
     assert small.structured_content["value"] == sum(i % 97 for i in range(20000))
     assert whole(small) <= 2_000

@@ -275,6 +275,20 @@ class RunRecords:
         body = {"run": run_id, "page": page, "pages": len(pages), "text": pages[page - 1]}
         return json.dumps(body, ensure_ascii=False)
 
+    def index(self) -> list[dict[str, Any]]:
+        """id, uri, session and status of each kept run, oldest first."""
+        with self._lock:
+            records = list(self._records.values())
+        return [
+            {
+                "id": r["id"],
+                "uri": r["uri"],
+                "session": r.get("session"),
+                "status": r["result"]["status"],
+            }
+            for r in records
+        ]
+
     def ids(self) -> list[int]:
         with self._lock:
             return list(self._records)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import json
 import secrets
 import socket
 import threading
@@ -234,6 +235,15 @@ class CodeModeServer:
         self._add_tool(server)
         server.middleware.append(self._remember_legacy_sessions)
         records = self.records
+
+        @server.resource(
+            "codemode://runs",
+            name="runs",
+            description="The runs whose records are kept, oldest first: id, uri, session, status.",
+            mime_type="application/json",
+        )
+        def run_list() -> str:
+            return json.dumps(records.index())
 
         @server.resource(
             RUN_TEMPLATE,

@@ -45,7 +45,9 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
             headers = {"Authorization": f"Bearer {TOKEN}"}
             async with (
                 httpx2.AsyncClient(headers=headers, timeout=60) as http,
-                Client(streamable_http_client(url, http_client=http)) as client,
+                # subscriptions/listen is a 2026-07-28 request: a client that speaks it (the
+                # server's discover offers the handshake era, for a session per client).
+                Client(streamable_http_client(url, http_client=http), mode="2026-07-28") as client,
             ):
                 first = await client.call_tool("run_code", {"code": "total = add(2, 3)\ntotal"})
                 before = (await client.list_tools()).tools[0].description
@@ -263,7 +265,8 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         # Newest last, bounded: two more runs push the first out and close its widgets.
         assert kernel.execute("_first = _server.feed.runs()[0]").ok
         more = asyncio.run(agent(["print('two')", "1 / 0"]))
-        assert more[0].structured_content["stdout"] == "two\n" and more[1].is_error
+        assert "stdout:\ntwo" in more[0].content[0].text  # output is in the text, not the data
+        assert more[1].structured_content["status"] == "error"
         feed = _json(
             kernel.execute(
                 "_wait(lambda: _feed()[0]['number'] == 2 and _feed()[-1]['status'] == 'error')\n"

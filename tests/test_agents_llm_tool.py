@@ -48,7 +48,10 @@ def test_definitions_for_each_api(cm):
     assert set(anthropic) == {"name", "description", "input_schema"}
     assert "def lookup(city: str) -> dict:" in anthropic["description"]
     assert tool_definition(cm, "mcp")["inputSchema"]["properties"]["code"]["type"] == "string"
-    assert tool_definition(cm, "openai-responses")["parameters"] == openai["function"]["parameters"]
+    responses = tool_definition(cm, "openai-responses")
+    assert responses["strict"] is True  # strict mode: every property required, none unknown
+    assert responses["parameters"]["required"] == ["code", "reset"]
+    assert responses["parameters"]["additionalProperties"] is False
     with pytest.raises(ValueError, match="unknown format"):
         tool_definition(cm, "gemini")
 
@@ -200,3 +203,87 @@ def test_the_session_offers_the_tool_as_methods_too(cm):
     assert cm.tool_definition() == tool_definition(cm, "openai")
     text = cm.handle_tool_call({"code": "lookup('Rome')['temp'] + 1"})
     assert "status: ok" in text and "value: 22" in text
+
+
+def test_calls_at_once_take_turns_and_all_return_a_result(cm):
+    import threading
+
+    texts: list[str] = []
+    start = threading.Barrier(3)
+
+    def call(i: int) -> None:
+        start.wait(30)
+        texts.append(handle_tool_call(cm, {"code": f"import time\ntime.sleep(0.2)\n{i}"}))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(texts) == 3 and all(t.startswith("status: ok") for t in texts), texts
+    assert sorted(t.split("value: ")[1].strip() for t in texts) == ["0", "1", "2"]
+    assert handle_tool_call(cm, {"code": "40 + 2"}).startswith("status: ok")  # not broken
+
+
+def test_a_marked_tool_asks_on_every_path_and_is_rejected_with_no_one_to_ask(cm):
+    from codemode_jupyter import tool
+
+    ran: list[str] = []
+
+    @tool(approve=True)
+    def wire_money(amount: int) -> str:
+        """Send money (a person approves each call)."""
+        ran.append("wire")
+        return "wired"
+
+    code = "try:\n    wire_money(5)\nexcept ToolRejected as e:\n    print('rejected:', e)"
+    text = handle_tool_call(cm, {"code": code}, tools=[wire_money])
+    assert ran == [] and "rejected:" in text and "no one can be asked" in text
+    approver = QueueApprover()
+    _answer_next(approver, Decision.approve())
+    text = handle_tool_call(cm, {"code": "wire_money(5)"}, tools=[wire_money], approver=approver)
+    assert ran == ["wire"] and "value: 'wired'" in text
+
+
+def test_pydantic_ai_parallel_calls_failures_and_marked_tools(cm):
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from codemode_jupyter import tool
+    from codemode_jupyter.agents.pydantic_ai import codemode_tool
+
+    ran: list[str] = []
+
+    @tool(approve=True)
+    def delete_all() -> None:
+        """Delete everything (a person approves each call)."""
+        ran.append("deleted")
+
+    def model(messages: list, info: AgentInfo) -> ModelResponse:
+        returns = [
+            p.content
+            for m in messages
+            for p in getattr(m, "parts", [])
+            if isinstance(p, ToolReturnPart)
+        ]
+        step = sum(1 for m in messages if getattr(m, "kind", "") == "response")
+        if step == 0:  # two programs at once, as models send parallel tool calls
+            return ModelResponse(
+                parts=[
+                    ToolCallPart("run_code", {"code": "import time\ntime.sleep(0.2)\n1"}),
+                    ToolCallPart("run_code", {"code": "2"}),
+                ]
+            )
+        if step < 4:  # three failing programs: the agent keeps going
+            return ModelResponse(parts=[ToolCallPart("run_code", {"code": "1 / 0"})])
+        if step == 4:
+            return ModelResponse(parts=[ToolCallPart("run_code", {"code": "delete_all()"})])
+        return ModelResponse(parts=[TextPart("\n---\n".join(returns))])
+
+    agent = Agent(FunctionModel(model), tools=[codemode_tool(cm, tools=lambda: [delete_all])])
+    output = agent.run_sync("go").output.split("\n---\n")
+    assert [o.split("\n")[0] for o in output] == ["status: ok"] * 2 + ["status: error"] * 4
+    assert sum("ZeroDivisionError" in o for o in output) == 3
+    assert "ToolRejected" in output[-1] and ran == []

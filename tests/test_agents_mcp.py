@@ -98,24 +98,28 @@ def test_lists_the_tool_and_runs_programs_that_call_tools(cm):
     assert "#1 add(a=1, b=2) -> 3" in text
     assert "#2 boom(x=3) raised ValueError: bad x: 3" in text
     assert ok.structured_content["value"] == 30
-    assert [c["name"] for c in ok.structured_content["tool_calls"]] == ["add", "boom"]
-    messages = [m for _, m in progress]
-    assert messages == [
-        "stdout: start\n",
-        "call #1 add(a=1, b=2)",
-        "call #1 add -> 3",
-        "call #2 boom(x=3)",
-        "call #2 boom raised ValueError: bad x: 3",
-        "stdout: caught boom: bad x: 3\n",
-        "finished: ok",
-    ]
+    assert ok.structured_content["counts"]["tool_calls"] == 2
+    # One notification carries the lines of the events since the last (at most ten a second).
+    messages = "\n".join(m for _, m in progress)
+    assert messages == "\n".join(
+        [
+            "stdout: start\n",
+            "call #1 add(a=1, b=2)",
+            "call #1 add -> 3",
+            "call #2 boom(x=3)",
+            "call #2 boom raised ValueError: bad x: 3",
+            "stdout: caught boom: bad x: 3\n",
+        ]
+    )
     assert [v for v, _ in progress] == sorted(v for v, _ in progress)
 
-    assert failed.is_error
+    assert not failed.is_error  # a failed program is a plain result by default (errors=)
+    assert failed.content[0].text.startswith("status: error")
     assert "ZeroDivisionError: division by zero" in failed.content[0].text
-    assert "line 2, in <module>" in failed.structured_content["error"]["traceback"]
+    assert "line 2, in <module>" in failed.content[0].text
+    assert failed.structured_content["error"]["type"] == "ZeroDivisionError"
     assert kept.structured_content["value"] == 5  # variables persist between programs
-    assert reset.is_error and "NameError" in reset.content[0].text
+    assert "NameError" in reset.content[0].text
 
 
 def test_requests_without_the_token_get_401(cm):
@@ -154,7 +158,9 @@ def test_the_tool_list_changes_with_the_tools(cm):
     with CodeModeServer(cm, tools=lambda: list(tools)) as server:
 
         async def main():
-            async with connect(server) as client:
+            # A client that speaks the stateless 2026-07-28 protocol without asking (the
+            # server's discover offers the handshake era) is served all the same.
+            async with connect(server, mode="2026-07-28") as client:
                 before = (await client.list_tools()).tools[0].description
                 async with client.listen(tools_list_changed=True) as subscription:
                     assert not server.refresh_tools()  # nothing changed: nothing sent
@@ -322,3 +328,41 @@ def test_images_the_program_displays_come_back_as_image_content(cm):
     assert "shown" in text.text
     assert [(i.type, i.mime_type) for i in images] == [("image", "image/png")]
     assert images[0].data == png
+
+
+async def _failing_agent_run(server: CodeModeServer) -> str:
+    """A pydantic-ai agent whose run_code goes to the server through the official client and
+    treats an isError result as pydantic-ai's own MCP toolset does (ModelRetry, counted
+    against the tool's retries: 1 by default). (Its MCPToolset needs fastmcp, not installed.)"""
+    from pydantic_ai import Agent, ModelRetry
+    from pydantic_ai.exceptions import UnexpectedModelBehavior
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    def model(messages: list, info: AgentInfo) -> ModelResponse:
+        step = sum(1 for m in messages if getattr(m, "kind", "") == "response")
+        if step < 3:  # three programs in a row fail: a normal Code Mode outcome
+            return ModelResponse(parts=[ToolCallPart("run_code", {"code": f"boom({step})"})])
+        return ModelResponse(parts=[TextPart("gave up politely")])
+
+    async with connect(server) as client:
+
+        async def run_code(code: str) -> str:
+            result = await client.call_tool("run_code", {"code": code})
+            if result.is_error:
+                raise ModelRetry(result.content[0].text)
+            return result.content[0].text
+
+        agent = Agent(FunctionModel(model), tools=[run_code])
+        try:
+            return (await agent.run("go")).output
+        except UnexpectedModelBehavior as exc:
+            return f"stopped: {exc}"
+
+
+def test_a_pydantic_ai_agent_on_an_mcp_client_survives_failing_programs(cm):
+    pytest.importorskip("pydantic_ai")
+    with CodeModeServer(cm) as server:  # default errors="result": plain results
+        assert asyncio.run(_failing_agent_run(server)) == "gave up politely"
+    with CodeModeServer(cm, errors="tool_error") as server:  # error results count as retries
+        assert "exceeded max retries" in asyncio.run(_failing_agent_run(server))

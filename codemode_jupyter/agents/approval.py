@@ -9,6 +9,10 @@ so what it did before the call is not repeated.
 - reject: the tool does not run and the program gets `ToolRejected` (with the reason);
 - return: the tool does not run and the program gets the given value (stepping a cell).
 
+A tool marked `@tool(approve=True)` is guarded on every path that runs agent programs; where
+no one can be asked (`NoApprover`), its calls are rejected, never run unasked. An agent's
+client that declares MCP elicitation is asked too (`ClientAsk`): the first answer wins.
+
 In the program a rejection is a `ToolError` whose `remote_type` is "ToolRejected" (the runtime
 maps error types it does not know to plain ToolError), so `except ToolError` catches it.
 """
@@ -16,6 +20,7 @@ maps error types it does not know to plain ToolError), so `except ToolError` cat
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import itertools
@@ -58,6 +63,9 @@ class Decision:
     action: Literal["approve", "reject", "return"]
     reason: str = ""
     value: Any = None
+    #: Who decided: "" (the approver given), "client" (the agent's client, by elicitation),
+    #: "timeout", or "nobody" (no one could be asked).
+    by: str = ""
 
     @classmethod
     def approve(cls) -> Decision:
@@ -77,6 +85,83 @@ class Approver(Protocol):
     limit); on timeout it returns a rejection saying so."""
 
     def decide(self, request: ApprovalRequest, timeout: float | None) -> Decision: ...
+
+
+#: Asks the agent's client about a call (MCP elicitation); the future gives its decision,
+#: or fails when the client cannot be asked. (request, timeout) -> Future[Decision]
+ClientAsk = Callable[[ApprovalRequest, "float | None"], "concurrent.futures.Future[Decision]"]
+
+
+class NoApprover:
+    """No one to ask (a plain server, `handle_tool_call`): every guarded call is rejected at
+    once, saying how to allow it."""
+
+    def decide(self, request: ApprovalRequest, timeout: float | None) -> Decision:
+        return Decision(
+            "reject",
+            reason=f"{request.tool} needs a person's approval and no one can be asked here "
+            "(serve with --approve and answer in the notebook or terminal, or use a client "
+            "that supports MCP elicitation)",
+            by="nobody",
+        )
+
+
+def decide(
+    approver: Approver,
+    request: ApprovalRequest,
+    timeout: float | None,
+    client: ClientAsk | None = None,
+) -> Decision:
+    """Ask `approver` and, if given, the agent's `client` at once; the first answer wins.
+
+    An approver that can be answered from elsewhere (it has `answer(request_id, decision)`,
+    as QueueApprover) gets the client's answer delivered to it; one that can only be
+    withdrawn (`withdraw(request_id, reason)`) is withdrawn with a reason naming the client's
+    answer; one that can be neither (a terminal's input(), NoApprover) is not asked when a
+    client can be: the client decides alone."""
+    if client is None:
+        return approver.decide(request, timeout)
+    try:
+        future = client(request, timeout)
+    except Exception:
+        return approver.decide(request, timeout)  # the client cannot be asked
+    answer = getattr(approver, "answer", None)
+    withdraw = getattr(approver, "withdraw", None)
+    if answer is None and withdraw is None:
+        try:
+            return future.result()
+        except Exception as exc:  # the client failed to answer: nobody else can
+            return Decision("reject", reason=f"the agent's client did not answer ({exc})")
+
+    def deliver(done: concurrent.futures.Future[Decision]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # the client could not answer: the approver still decides
+        decision = done.result()
+        try:
+            if answer is not None:
+                answer(request.id, decision)
+            else:  # it can only be told the call was decided elsewhere
+                withdraw(request.id, f"{_IN_CLIENT}{_said(decision)}")
+        except (KeyError, ValueError):
+            pass  # decided already (the first answer won)
+
+    future.add_done_callback(deliver)
+    try:
+        decision = approver.decide(request, timeout)
+    finally:
+        future.cancel()  # the approver answered first: stop asking the client
+    if answer is None and decision.reason.startswith(_IN_CLIENT):
+        return future.result()  # the withdrawal was the client's answer arriving first
+    return decision
+
+
+_IN_CLIENT = "answered in the agent's client: "
+
+
+def _said(decision: Decision) -> str:
+    if decision.action == "approve":
+        return "approved"
+    return f"rejected ({decision.reason})" if decision.reason else "rejected"
 
 
 class _Waiting:
@@ -113,7 +198,7 @@ class QueueApprover:
         with self._lock:
             self._waiting.pop(request.id, None)
         if not answered or waiting.decision is None:
-            return Decision.reject(f"no decision within {timeout:g} s")
+            return Decision("reject", reason=f"no decision within {timeout:g} s", by="timeout")
         return waiting.decision
 
     def pending(self) -> list[ApprovalRequest]:
@@ -213,6 +298,7 @@ class ApprovalGate:
     _guarded: dict[tuple[int, int], tuple[Tool, Tool]] = field(init=False, default_factory=dict)
     _ids: Any = field(init=False, default_factory=lambda: itertools.count(1))
     _pending: set[int] = field(init=False, default_factory=set)
+    clients: dict[int, ClientAsk] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.approve != "all":
@@ -248,7 +334,7 @@ class ApprovalGate:
             for request_id in list(self._pending):
                 withdraw(request_id, reason)
 
-    def ask(self, tool: Tool, args: tuple, kwargs: dict) -> Decision:
+    def ask(self, tool: Tool, args: tuple, kwargs: dict, session: Any = None) -> Decision:
         request = ApprovalRequest(
             next(self._ids),
             tool.name,
@@ -258,7 +344,8 @@ class ApprovalGate:
         )
         self._pending.add(request.id)
         try:
-            decision = self.approver.decide(request, self.timeout)
+            client = self.clients.get(id(session))
+            decision = decide(self.approver, request, self.timeout, client)
         finally:
             self._pending.discard(request.id)
         if decision.action == "return" and not self.allow_return:
@@ -273,7 +360,7 @@ class ApprovalGate:
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
                 # Time spent waiting for a person does not count against the run's timeout.
                 with session.paused():
-                    decision = await _in_thread(lambda: self.ask(tool, args, kwargs))
+                    decision = await _in_thread(lambda: self.ask(tool, args, kwargs, session))
                 if decision.action == "approve":
                     return await fn(*args, **kwargs)
                 return _refuse(tool.name, decision)
@@ -284,7 +371,7 @@ class ApprovalGate:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             # The whole call (waiting included) then does not count against the timeout.
             session.note_debugger_in_tool()
-            decision = self.ask(tool, args, kwargs)
+            decision = self.ask(tool, args, kwargs, session)
             if decision.action == "approve":
                 return fn(*args, **kwargs)
             return _refuse(tool.name, decision)

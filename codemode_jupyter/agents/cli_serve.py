@@ -4,8 +4,11 @@
     codemode-jupyter serve mypkg.tools --transport http --port 8765
 
 The tools are the module's public functions defined in it (or its `__all__`), plus anything
-marked `@codemode_jupyter.tool`. Programs run in one Code Mode session (local sandbox by
-default, or Daytona); over HTTP, on loopback with a bearer token, as in a notebook.
+marked `@codemode_jupyter.tool`; `--tools a,b` offers only those. Each client's programs run
+in a Code Mode session of its own (local sandbox by default, or Daytona; `--shared`: one for
+all); over HTTP, on loopback with a bearer token, as in a notebook. Calls to `--approve` tools
+(and `@tool(approve=True)` ones) ask the client by MCP elicitation when it supports it, else
+the terminal (HTTP), else they are rejected.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from ..tools import is_tool_marked
+from ..tools import Tool, is_tool_marked
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tools whose calls wait for approval (answered on this terminal)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per program")
+    parser.add_argument(
+        "--tools", metavar="NAMES", help="comma-separated: the only tools an agent may call"
+    )
+    parser.add_argument(
+        "--shared", action="store_true", help="one session for all clients (shared variables)"
+    )
+    parser.add_argument(
+        "--budget", type=int, help="characters of a result sent to the model (default 20000)"
+    )
+    parser.add_argument(
+        "--errors",
+        default="result",
+        choices=("result", "tool_error"),
+        help="a failed program as a plain result (default) or an MCP error result",
+    )
 
 
 def load_module(target: str) -> types.ModuleType:
@@ -81,7 +99,7 @@ def public_functions(module: types.ModuleType) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from ..engine import CodeMode
     from . import require_mcp
-    from .approval import StdinApprover
+    from .approval import NoApprover, StdinApprover
     from .server import CodeModeServer
 
     require_mcp()
@@ -90,47 +108,72 @@ def run(args: argparse.Namespace) -> int:
     if not tools:
         print(f"codemode-jupyter serve: {args.target} defines no public functions", file=sys.stderr)
         return 2
-    approve = (
-        None if not args.approve else ("all" if args.approve == "all" else args.approve.split(","))
-    )
-    approver = None
-    if approve and args.transport == "http":
-        approver = StdinApprover(_ask_on_terminal)
-    elif approve:
-        print(
-            "codemode-jupyter serve: --approve needs --transport http (stdio is the "
-            "client's channel, so there is no terminal to ask on)",
-            file=sys.stderr,
-        )
-        return 2
-    with CodeMode(tools, backend=args.backend, timeout=args.timeout) as cm:
+    allowed = _names(args.tools)
+    if allowed is not None:
+        unknown = sorted(set(allowed) - {Tool.from_callable(t).name for t in tools})
+        if unknown:
+            print(
+                f"codemode-jupyter serve: --tools names no such tool: {', '.join(unknown)}",
+                file=sys.stderr,
+            )
+            return 2
+    approve = "all" if args.approve == "all" else _names(args.approve)
+    # Over stdio the client's channel is the only one: approvals go to it (elicitation), or
+    # the calls are rejected. Over HTTP the terminal answers when the client cannot.
+    approver = StdinApprover(_ask_on_terminal) if args.transport == "http" else NoApprover()
+    opened: list[CodeMode] = []
+
+    def session(name: str) -> CodeMode:
+        cm = CodeMode(tools, backend=args.backend, timeout=args.timeout)
+        opened.append(cm)
+        return cm
+
+    shared = session("agent")
+    try:
         server = CodeModeServer(
-            cm,
+            shared,
+            sessions=None if args.shared else session,
+            shared=args.shared,
+            allowed_tools=allowed,
             approve=approve,
             approver=approver,
             host=args.host,
             port=args.port,
             token=args.token,
             allow_remote=args.allow_remote,
+            budget=args.budget,
+            errors=args.errors,
         )
-        names = ", ".join(t.name for t in cm.tools)
+        names = ", ".join(allowed or [t.name for t in shared.tools])
         if args.transport == "stdio":
             print(f"codemode-jupyter: serving {names} over stdio", file=sys.stderr)
             server.run_stdio()
             return 0
-        server.start()
-        print(
-            f"codemode-jupyter: serving {names} at {server.url}\ntoken: {server.token}\n"
-            "Ctrl-C stops.",
-            file=sys.stderr,
-        )
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
+        return _serve_http(server, names)
+    finally:
+        for cm in opened:
+            cm.close()
+
+
+def _serve_http(server: Any, names: str) -> int:
+    server.start()
+    print(
+        f"codemode-jupyter: serving {names} at {server.url}\ntoken: {server.token}\nCtrl-C stops.",
+        file=sys.stderr,
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0
+
+
+def _names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def _ask_on_terminal(prompt: str) -> str:

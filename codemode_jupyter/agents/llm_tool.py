@@ -6,22 +6,35 @@
 
 The description is `CodeMode.system_prompt()`: how to write a program and every tool as a
 Python stub, so the model needs nothing else to use the tools.
+
+The text sent back is within a budget of characters (results.py; the whole RunResult stays in
+`cm.last_result`). Calls at the same time (a model's parallel tool calls) wait their turn in
+the session. Tools marked `@tool(approve=True)` ask `approver`, or are rejected when none is
+given: a marked tool never runs unasked.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from .. import events as ev
 from ..engine import CodeMode
-from ..tools import ToolRegistry
+from ..result import RunResult
+from ..tools import Tool, ToolRegistry
+from .approval import ApprovalGate, Approver, NoApprover
 from .results import result_text
+from .runner import busy_result
 
 TOOL_NAME = "run_code"
 FORMATS = ("openai", "openai-responses", "anthropic", "mcp")
+#: How a failed program comes back: "result" (plain, the text says it failed) or
+#: "tool_error" (an error result: MCP isError, pydantic-ai's ModelRetry).
+ERROR_MODES = ("result", "tool_error")
 
 INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -45,6 +58,18 @@ INPUT_SCHEMA: dict[str, Any] = {
 def input_schema() -> dict[str, Any]:
     """The JSON schema of the tool's arguments (a copy: callers may change it)."""
     return copy.deepcopy(INPUT_SCHEMA)
+
+
+def strict_schema() -> dict[str, Any]:
+    """The schema in OpenAI's strict form: every property required, optional ones nullable
+    (null means the default), no defaults."""
+    schema = input_schema()
+    reset = schema["properties"]["reset"]
+    reset.pop("default")
+    reset["type"] = ["boolean", "null"]
+    reset["description"] += " null means false."
+    schema["required"] = list(schema["properties"])
+    return schema
 
 
 def tool_description(cm: CodeMode, tools: Iterable[Any] | None = None) -> str:
@@ -75,7 +100,13 @@ def tool_definition(
             "function": {"name": name, "description": description, "parameters": schema},
         }
     if format == "openai-responses":
-        return {"type": "function", "name": name, "description": description, "parameters": schema}
+        return {
+            "type": "function",
+            "name": name,
+            "description": description,
+            "parameters": strict_schema(),
+            "strict": True,
+        }
     if format == "anthropic":
         return {"name": name, "description": description, "input_schema": schema}
     if format == "mcp":
@@ -102,11 +133,61 @@ def parse_arguments(arguments: str | dict[str, Any] | None) -> tuple[str, bool]:
             f"unknown argument(s): {', '.join(sorted(unknown))}; expected code and optionally reset"
         )
     code, reset = arguments.get("code"), arguments.get("reset", False)
+    if reset is None:  # OpenAI's strict mode sends null for "not given"
+        reset = False
     if not isinstance(code, str):
         raise ToolArgumentsError("'code' must be a string holding the program")
     if not isinstance(reset, bool):
         raise ToolArgumentsError("'reset' must be true or false")
     return code, reset
+
+
+def check_errors(errors: str) -> str:
+    if errors not in ERROR_MODES:
+        raise ValueError(f"errors must be one of {', '.join(ERROR_MODES)}, not {errors!r}")
+    return errors
+
+
+def only_tools(tools: Iterable[Any], names: Iterable[str]) -> list[Tool]:
+    """The tools called one of `names` (an agent may call only those)."""
+    allowed = set(names)
+    return [tool for tool in map(Tool.from_callable, tools) if tool.name in allowed]
+
+
+#: One lock per session: calls at once (parallel tool calls) run one after the other.
+_turns: weakref.WeakKeyDictionary[CodeMode, threading.Lock] = weakref.WeakKeyDictionary()
+_turns_lock = threading.Lock()
+
+
+def _turn(cm: CodeMode) -> threading.Lock:
+    with _turns_lock:
+        return _turns.setdefault(cm, threading.Lock())
+
+
+def run_tool_call(
+    cm: CodeMode,
+    code: str,
+    reset: bool = False,
+    *,
+    tools: Iterable[Any] | None = None,
+    on_event: ev.EventCallback | None = None,
+    approver: Approver | None = None,
+) -> RunResult:
+    """Run one program for an agent: after the session's other agent calls (in turn), with
+    the tools marked for approval asking `approver` (rejected without one)."""
+    gate = ApprovalGate(approver if approver is not None else NoApprover(), None)
+    with _turn(cm):
+        listed = [Tool.from_callable(t) for t in (tools if tools is not None else cm.tools)]
+        if any(map(gate.needs_approval, listed)):
+            tools = gate.guard(listed, cm)
+        try:
+            if reset:
+                cm.reset()
+            return cm.run(code, tools=tools, on_event=on_event)
+        except RuntimeError as exc:  # a person's cell runs in it, or it is closed
+            if "running" not in str(exc) and "closed" not in str(exc):
+                raise
+            return busy_result(None, exc)
 
 
 def handle_tool_call(
@@ -115,17 +196,18 @@ def handle_tool_call(
     *,
     tools: Iterable[Any] | None = None,
     on_event: ev.EventCallback | None = None,
+    budget: int | None = None,
+    approver: Approver | None = None,
 ) -> str:
     """Run a `run_code` call and return the text to send back as the tool result.
 
     Bad arguments come back as text saying what is wrong (the model can correct itself);
-    the program's output, tool calls, value and error (with its traceback) are in the text.
+    the program's output (head and tail), tool calls, value and error (with its traceback)
+    are in the text, within `budget` characters (default results.DEFAULT_BUDGET).
     """
     try:
         code, reset = parse_arguments(arguments)
     except ToolArgumentsError as exc:
         return f"status: bad arguments\n\nerror: {exc}\n"
-    if reset:
-        cm.reset()
-    result = cm.run(code, tools=tools, on_event=on_event)
-    return result_text(result)
+    result = run_tool_call(cm, code, reset, tools=tools, on_event=on_event, approver=approver)
+    return result_text(result, budget, "cm.last_result")

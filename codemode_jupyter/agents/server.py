@@ -6,14 +6,20 @@ one is given); a non-loopback host needs `allow_remote=True`. The HTTP server (u
 a thread and event loop of its own, so it works inside a kernel whose main thread is busy or
 idle; uvicorn installs no signal handlers off the main thread, so the kernel keeps Ctrl-C.
 
-Programs run through an `AgentRunner`: one at a time, in order, in the given CodeMode session.
+Each client gets a Code Mode session of its own (`agent-1`, `agent-2`, ...; sessions.py) unless
+`shared=True`; a session's programs run through an `AgentRunner`, one at a time, in order.
+A result goes back within a budget of characters (results.py); the full record of each run is
+the resource `codemode://runs/{id}`. Guarded tool calls ask the approver and, when the client
+declares MCP elicitation, the client too (the first answer wins). A client that goes away
+mid-run (its connection closes) stops its program.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
+import itertools
+import json
 import secrets
 import socket
 import threading
@@ -23,17 +29,48 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import events as ev
+from ..engine import CodeMode
 from ..result import RunResult
+from ..text import clip
 from . import require_mcp
-from .approval import ApprovalGate, Approver, QueueApprover
-from .llm_tool import TOOL_NAME, tool_description
-from .results import event_line, result_data, result_images, result_text
+from .approval import (
+    ApprovalGate,
+    ApprovalRequest,
+    Approver,
+    ClientAsk,
+    NoApprover,
+    QueueApprover,
+)
+from .elicitation import elicit
+from .llm_tool import TOOL_NAME, check_errors, input_schema, only_tools, tool_description
+from .results import (
+    MAX_EVENT_LINE,
+    RUN_HISTORY,
+    RUN_URI,
+    RunRecords,
+    check_budget,
+    event_line,
+    result_images,
+    shape,
+)
 from .runner import AgentRunner, Job, Observer, RunContext, SessionSource
+from .sessions import AgentSessions, SessionFactory, sibling
+from .transport import (
+    bind,
+    is_loopback,
+    on_gone,
+    protocol_stdout,
+    transport_security,
+    unauthorized,
+    watched,
+)
 
 INSTRUCTIONS = (
     "Call run_code with a Python program that uses the tools described in its description; "
-    "variables persist between programs unless reset is true."
+    "variables persist between programs unless reset is true. A result shows the output's "
+    "head and tail; the full record of run N is the resource codemode://runs/N."
 )
+RUN_TEMPLATE = "codemode://runs/{run_id}{?page}"
 APPROVAL_NOTE = (
     "\nCalls to {names} wait for a person's approval. A rejected call raises ToolError "
     "(its remote_type is 'ToolRejected', its message gives the reason) and the tool did not run.\n"
@@ -41,22 +78,21 @@ APPROVAL_NOTE = (
 _START_TIMEOUT = 10.0
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class CodeModeServer:
-    """The MCP server for one Code Mode session.
+    """The MCP server for Code Mode sessions.
 
-    `session`: a CodeMode, or a factory called before each run. `tools`: called before each
-    run (and by `refresh_tools`) for the current tools; None uses the session's own.
+    `session`: a CodeMode, or a factory called before each run (the shared session).
+    `sessions`: makes a new client's session from its name (`agent-1`); by default each
+    client gets a session made like `session` when that is a CodeMode (closed when the
+    client ends or the server stops). `shared=True`: all clients use `session`.
+    `tools`: called before each run (and by `refresh_tools`) for the current tools; None
+    uses the session's own. `allowed_tools`: the only tool names an agent may call.
     `approve`: tool names (or "all") whose calls wait for `approver` (a QueueApprover by
-    default, reachable as `server.approver`).
+    default, reachable as `server.approver`); tools marked `@tool(approve=True)` always do,
+    and with no `approve` list and no approver they are rejected unless the agent's client
+    answers by elicitation. `budget`: characters of a whole result (results.py).
+    `errors`: "result" (a failed program is a plain result whose text says so) or
+    "tool_error" (isError results).
     """
 
     def __init__(
@@ -75,6 +111,13 @@ class CodeModeServer:
         path: str = "/mcp",
         observers: Iterable[Observer] = (),
         run_context: RunContext | None = None,
+        sessions: SessionFactory | None = None,
+        shared: bool = False,
+        session_name: str = "agent",
+        allowed_tools: Iterable[str] | None = None,
+        budget: int | None = None,
+        errors: str = "result",
+        run_history: int = RUN_HISTORY,
     ) -> None:
         require_mcp()
         if not is_loopback(host) and not allow_remote:
@@ -87,19 +130,24 @@ class CodeModeServer:
             raise ValueError("the token must be at least 16 characters")
         self.host, self.path, self.name = host, path, name
         self.allow_remote = allow_remote
+        self.budget = check_budget(budget)
+        self.errors = check_errors(errors)
         self._requested_port = port
         self.port: int | None = None
         self.token = token or secrets.token_urlsafe(32)
-        self.approver = approver if approver is not None else QueueApprover()
-        gate = None
-        if approve:
-            gate = ApprovalGate(
-                self.approver,
-                "all" if approve == "all" else list(approve),
-                timeout=approval_timeout,
-            )
-        self.runner = AgentRunner(
-            session, tools=tools, gate=gate, observers=observers, run_context=run_context
+        if approver is None:
+            approver = QueueApprover() if approve else NoApprover()
+        self.approver = approver
+        self.gate = ApprovalGate(
+            approver,
+            "all" if approve == "all" else list(approve or ()),
+            timeout=approval_timeout,
+        )
+        self.records = RunRecords(run_history)
+        self.allowed_tools = None if allowed_tools is None else list(allowed_tools)
+        self._tools = tools
+        self.sessions = self._sessions(
+            session, sessions, shared, session_name, observers, run_context
         )
         self._description = self.describe_tools()
         self.mcp, self._bus = self._build_mcp()
@@ -108,24 +156,72 @@ class CodeModeServer:
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
 
+    def _sessions(
+        self,
+        session: SessionSource,
+        factory: SessionFactory | None,
+        shared: bool,
+        prefix: str,
+        observers: Iterable[Observer],
+        run_context: RunContext | None,
+    ) -> AgentSessions:
+        ids = itertools.count(1)  # one numbering for all runners: a run's id is unique
+        observers = [self._record, *observers]
+
+        def make_runner(name: str, source: SessionSource) -> AgentRunner:
+            return AgentRunner(
+                source,
+                tools=self._current_tools,
+                gate=self.gate,
+                observers=observers,
+                run_context=run_context,
+                name=name,
+                ids=ids,
+            )
+
+        own = factory is None  # sessions the server made itself, it closes
+        if factory is None and not shared and isinstance(session, CodeMode):
+            factory = sibling(session)
+        return AgentSessions(
+            session, make_runner, factory=None if shared else factory, prefix=prefix, own=own
+        )
+
+    def _record(self, job: Job, event: ev.Event) -> None:
+        """Keep each finished run's full record (cancelled ones too)."""
+        if isinstance(event, ev.RunFinished):
+            self.records.add(job.id, job.code, event.result, session=job.session_name)
+
+    @property
+    def runner(self) -> AgentRunner:
+        """The shared session's runner (stateless requests, `shared=True`)."""
+        return self.sessions.shared
+
+    def agent_sessions(self) -> dict[str, CodeMode]:
+        """The agents' sessions by name (`agent-1`, ...; `agent` for the shared one once
+        used): for `%codemode status`, and for `%%codemode --session NAME` to open one."""
+        return self.sessions.sessions()
+
     # --- the tool ------------------------------------------------------------------------
+
+    def _current_tools(self) -> list[Any] | None:
+        listed = None if self._tools is None else list(self._tools())
+        if self.allowed_tools is None:
+            return listed
+        if listed is None:
+            listed = list(self.runner.session().tools)
+        return only_tools(listed, self.allowed_tools)
 
     def describe_tools(self) -> str:
         """The run_code description: the prompt for the current tools (+ who needs approval)."""
-        runner = self.runner
-        tools = runner.current_tools()
-        text = tool_description(runner.session(), tools)
-        gate = runner.gate
-        if gate is not None:
-            from ..tools import Tool
+        from ..tools import Tool
 
-            listed = [
-                Tool.from_callable(t)
-                for t in (tools if tools is not None else runner.session().tools)
-            ]
-            names = [t.name for t in listed if gate.needs_approval(t)]
-            if names:
-                text += APPROVAL_NOTE.format(names=", ".join(names))
+        tools = self._current_tools()
+        session = self.runner.session()
+        text = tool_description(session, tools)
+        listed = [Tool.from_callable(t) for t in (tools if tools is not None else session.tools)]
+        names = [t.name for t in listed if self.gate.needs_approval(t)]
+        if names:
+            text += APPROVAL_NOTE.format(names=", ".join(names))
         return text
 
     def _build_mcp(self) -> tuple[Any, Any]:
@@ -136,26 +232,76 @@ class CodeModeServer:
         server = MCPServer(
             self.name, instructions=INSTRUCTIONS, subscriptions=bus, log_level="WARNING"
         )
-        server.add_tool(self._tool_function(), name=TOOL_NAME, description=self._description)
+        self._add_tool(server)
         server.middleware.append(self._remember_legacy_sessions)
+        records = self.records
+
+        @server.resource(
+            "codemode://runs",
+            name="runs",
+            description="The runs whose records are kept, oldest first: id, uri, session, status.",
+            mime_type="application/json",
+        )
+        def run_list() -> str:
+            return json.dumps(records.index())
+
+        @server.resource(
+            RUN_TEMPLATE,
+            name="run",
+            description="The full record of an agent's run: its program, all output, every "
+            "tool call with arguments and result, displays, artifacts (the last "
+            f"{records.keep} runs are kept). A record over about 700 kB comes in pages "
+            '(?page=N): {"page", "pages", "text"}, the texts joined being the record.',
+            mime_type="application/json",
+        )
+        def run_record(run_id: str, page: int = 1) -> str:
+            from mcp.server.mcpserver.exceptions import ResourceError
+
+            try:
+                return records.page(int(run_id), page)
+            except ValueError:
+                raise ResourceError(f"{run_id!r} is not a run id (a number)") from None
+            except KeyError as exc:
+                raise ResourceError(exc.args[0]) from None
+
         return server, bus
+
+    def _add_tool(self, server: Any) -> None:
+        from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+        from pydantic import ConfigDict, StrictBool, StrictStr
+
+        server.add_tool(self._tool_function(), name=TOOL_NAME, description=self._description)
+        tool = server._tool_manager.get_tool(TOOL_NAME)
+
+        class RunCodeArguments(ArgModelBase):
+            # The schema the model is given is the one checked: no unknown arguments, and
+            # no "yes" taken for true.
+            model_config = ConfigDict(extra="forbid")
+            code: StrictStr
+            reset: StrictBool = False
+
+        tool.fn_metadata.arg_model = RunCodeArguments
+        tool.parameters = input_schema()
 
     def _tool_function(self) -> Callable[..., Any]:
         from mcp.server.mcpserver import Context
         from mcp_types import CallToolResult, ImageContent, TextContent
 
-        runner = self.runner
-
         async def run_code(code: str, ctx: Context, reset: bool = False) -> CallToolResult:
-            result = await run_job(runner, code, reset, ctx)
+            runner = self.sessions.runner_for(client_key(ctx))
+            job, result = await run_job(
+                runner, code, reset, ctx, client_ask=self._client_ask(ctx, code)
+            )
+            budget = _meta_budget(ctx, self.budget)
+            shaped = shape(result, budget, RUN_URI.format(id=job.id))
             images = [
                 ImageContent(type="image", data=data, mime_type=mime)
                 for mime, data in result_images(result)
             ]
             return CallToolResult(
-                content=[TextContent(type="text", text=result_text(result)), *images],
-                structured_content=result_data(result),
-                is_error=not result.ok,
+                content=[TextContent(type="text", text=shaped.text), *images],
+                structured_content=shaped.data,
+                is_error=not result.ok and self.errors == "tool_error",
             )
 
         # Real objects, not this module's string annotations: the SDK reads them to find the
@@ -167,6 +313,22 @@ class CodeModeServer:
             "return": CallToolResult,
         }
         return run_code
+
+    def _client_ask(self, ctx: Any, code: str) -> ClientAsk | None:
+        """Asks this request's client about guarded calls, if it declared elicitation and the
+        transport can carry a request to it (the stateless HTTP protocol cannot)."""
+        session = ctx.request_context.session
+        capabilities = getattr(session, "client_capabilities", None)
+        if capabilities is None or capabilities.elicitation is None:
+            return None
+        if not getattr(session, "can_send_request", True):
+            return None
+        loop = asyncio.get_running_loop()
+
+        def ask(request: ApprovalRequest, timeout: float | None) -> Any:
+            return asyncio.run_coroutine_threadsafe(elicit(ctx, request, code, timeout), loop)
+
+        return ask
 
     async def _remember_legacy_sessions(self, ctx: Any, call_next: Any) -> Any:
         """Handshake-era clients get tools/list_changed on their session; 2026-era ones
@@ -198,7 +360,7 @@ class CodeModeServer:
 
     def _replace_tool(self) -> None:
         self.mcp.remove_tool(TOOL_NAME)
-        self.mcp.add_tool(self._tool_function(), name=TOOL_NAME, description=self._description)
+        self._add_tool(self.mcp)
 
     async def _announce_change(self) -> None:
         from mcp.server.subscriptions import ToolsListChanged
@@ -230,7 +392,7 @@ class CodeModeServer:
             return self
         import uvicorn
 
-        sock = _bind(self.host, self._requested_port)
+        sock = bind(self.host, self._requested_port)
         self.port = sock.getsockname()[1]
         app = self._guarded_app()
         config = uvicorn.Config(
@@ -272,30 +434,36 @@ class CodeModeServer:
             self._loop = None
 
     def _guarded_app(self) -> Callable[..., Any]:
-        """The MCP app behind a bearer-token check: without the token, 401."""
-        from mcp.server.transport_security import TransportSecuritySettings
-
-        security = None
-        if self.allow_remote:  # the Host header is the server's address: rebinding checks off
-            security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        """The MCP app behind a bearer-token check (without the token, 401) and a watch on
+        each request's connection (a client gone mid-run stops its program)."""
+        _speak_handshake_era(self.mcp)
         app = self.mcp.streamable_http_app(
-            streamable_http_path=self.path, host=self.host, transport_security=security
+            streamable_http_path=self.path,
+            host=self.host,
+            transport_security=transport_security(self.host, self.allow_remote),
         )
         expected = f"Bearer {self.token}".encode()
+        sessions = self.sessions
 
         async def guarded(scope: dict, receive: Any, send: Any) -> None:
-            if scope["type"] == "http":
-                given = dict(scope.get("headers") or ()).get(b"authorization", b"")
-                if not hmac.compare_digest(given, expected):
-                    await _unauthorized(send)
-                    return
-            await app(scope, receive, send)
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            headers = dict(scope.get("headers") or ())
+            if not hmac.compare_digest(headers.get(b"authorization", b""), expected):
+                await unauthorized(send)
+                return
+            if scope.get("method") == "DELETE" and b"mcp-session-id" in headers:
+                # The client ends its MCP session: its programs stop, its session closes.
+                sessions.release(headers[b"mcp-session-id"].decode("latin-1"))
+            await watched(app, scope, receive, send)
 
         return guarded
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving: running programs are cancelled, the port is closed, the thread ends."""
-        self.runner.stop(timeout)
+        """Stop serving: running programs are cancelled, the port is closed, the thread ends,
+        the sessions the server made are closed."""
+        self.sessions.stop(timeout)
         server, thread = self._uvicorn, self._thread
         if server is not None:
             server.should_exit = True
@@ -321,11 +489,26 @@ class CodeModeServer:
     # --- stdio ---------------------------------------------------------------------------
 
     def run_stdio(self) -> None:
-        """Serve over stdin/stdout until the client closes them (the CLI's stdio mode)."""
+        """Serve over stdin/stdout until the client closes them (the CLI's stdio mode).
+
+        stdout is the protocol's channel: while serving, what tools print (sys.stdout and
+        file descriptor 1) goes to stderr, and only the transport writes to the real stdout.
+        """
+        import anyio
+
         try:
-            self.mcp.run("stdio")
+            with protocol_stdout() as wire:
+                anyio.run(self._serve_stdio, wire)
         finally:
-            self.runner.stop()
+            self.sessions.stop()
+
+    async def _serve_stdio(self, wire: Any) -> None:
+        import anyio
+        from mcp.server.stdio import stdio_server
+
+        lowlevel = self.mcp._lowlevel_server  # MCPServer.run_stdio_async, with our stdout
+        async with stdio_server(stdout=anyio.wrap_file(wire)) as (read, write):
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
     def __enter__(self) -> CodeModeServer:
         return self.start()
@@ -334,27 +517,149 @@ class CodeModeServer:
         self.stop()
 
 
-async def run_job(runner: AgentRunner, code: str, reset: bool, ctx: Any) -> RunResult:
-    """Queue the program, stream its events as progress notifications, return its result."""
+def _speak_handshake_era(server: Any) -> None:
+    """Over HTTP, answer `server/discover` with handshake-era versions only, so clients make
+    the `initialize` handshake (the SDK's "auto" mode falls back to it): a client then has an
+    MCP session (its own Code Mode session, approvals by elicitation over its back channel),
+    which the stateless 2026-07-28 protocol does not give. A request sent statelessly anyway
+    is still served, in the shared session. (Over stdio the first request fixes the era of
+    the one connection, so discover is left alone there.)"""
+    import mcp_types as types
+    from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+    lowlevel = server._lowlevel_server  # replacing discover is the SDK's documented way
+
+    async def discover(ctx: Any, params: Any) -> Any:
+        return types.DiscoverResult(
+            supported_versions=[LATEST_HANDSHAKE_VERSION],
+            capabilities=lowlevel.get_capabilities(protocol_version=ctx.protocol_version),
+            instructions=lowlevel.instructions,
+        )
+
+    lowlevel.add_request_handler("server/discover", types.RequestParams, discover)
+
+
+def client_key(ctx: Any) -> str | None:
+    """Who sent this request: its MCP session id over HTTP; None for the one client of a
+    stdio server and for a stateless HTTP request (no session): the shared session."""
+    request = ctx.request_context.request
+    if request is None:
+        return None
+    return request.headers.get("mcp-session-id") or None
+
+
+async def run_job(
+    runner: AgentRunner,
+    code: str,
+    reset: bool,
+    ctx: Any,
+    *,
+    client_ask: ClientAsk | None = None,
+) -> tuple[Job, RunResult]:
+    """Queue the program, stream its events as progress notifications, return its result.
+    The request's connection closing (the client timed out or left) cancels the program."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[ev.Event | None] = asyncio.Queue()
 
     def on_event(event: ev.Event) -> None:  # engine threads: hand over to this loop, in order
-        loop.call_soon_threadsafe(events.put_nowait, event)
+        if _progress_line(event) is not None:
+            _post(loop, events.put_nowait, event)
 
-    job: Job = runner.submit(code, reset=reset, on_event=on_event)
-    job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
-    count = 0
+    progress = Progress(ctx, lambda: events.put_nowait(_FLUSH))
+    job: Job = runner.submit(
+        code,
+        reset=reset,
+        on_event=on_event if progress.wanted else None,  # no progress: no wake-up per event
+        client_ask=client_ask,
+    )
+    job.future.add_done_callback(lambda _: _post(loop, events.put_nowait, None))
+    on_gone(ctx, lambda: runner.cancel(job))
     try:
         while (event := await events.get()) is not None:
-            line = event_line(event)
-            if line is not None:
-                count += 1
-                await _progress(ctx, count, line)
-        return job.future.result()
+            if event is _FLUSH:
+                await progress.flush()
+            elif (line := _progress_line(event)) is not None:
+                await progress.add(line)
+        await progress.flush()
+        if job.future.cancelled():
+            raise asyncio.CancelledError
+        return job, job.future.result()
     except asyncio.CancelledError:  # the client cancelled or went away: stop the program
         runner.cancel(job)
         raise
+
+
+_FLUSH: Any = object()  # the progress timer's wake-up, in the run's event queue
+#: Seconds between two progress notifications of a run: the lines of the events in between
+#: go together in the next one (each notification costs a round of the transport, which a
+#: thousand tool calls would otherwise pay two thousand times).
+PROGRESS_INTERVAL = 0.1
+
+
+#: The request `_meta` key a client sets to size one result: `{"codemode/budget": 5000}`.
+BUDGET_META = "codemode/budget"
+
+
+def _meta_budget(ctx: Any, default: int) -> int:
+    """The result budget of this call: its `_meta` entry when valid, else the server's."""
+    meta = getattr(ctx.request_context, "meta", None)
+    value = meta.get(BUDGET_META) if isinstance(meta, dict) else getattr(meta, BUDGET_META, None)
+    try:
+        return check_budget(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _progress_line(event: ev.Event) -> str | None:
+    if isinstance(event, ev.RunFinished):
+        return None  # the end is the result itself: no notification for it
+    return event_line(event)
+
+
+def _progress_token(meta: Any) -> Any:
+    if isinstance(meta, dict):
+        return meta.get("progress_token", meta.get("progressToken"))
+    return getattr(meta, "progress_token", None)
+
+
+class Progress:
+    """The progress notifications of one run, at most one per PROGRESS_INTERVAL, each with
+    the lines of the events since the last (none if the client asked for no progress)."""
+
+    def __init__(self, ctx: Any, wake: Callable[[], None]) -> None:
+        self.ctx, self.wake = ctx, wake
+        self.wanted = _progress_token(getattr(ctx.request_context, "meta", None)) is not None
+        self.loop = asyncio.get_running_loop()
+        self.pending: list[str] = []
+        self.count = 0
+        self.last = -PROGRESS_INTERVAL
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def add(self, line: str) -> None:
+        self.pending.append(line)
+        due = self.last + PROGRESS_INTERVAL - self.loop.time()
+        if due <= 0:
+            await self.flush()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(due, self.wake)
+
+    async def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.pending:
+            return
+        lines, self.pending = self.pending, []
+        self.count += len(lines)
+        self.last = self.loop.time()
+        await _progress(self.ctx, self.count, clip("\n".join(lines), MAX_EVENT_LINE))
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], Any], arg: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, arg)
+    except RuntimeError:
+        pass  # the loop is closed: the client left (stdio ended) and nobody awaits this run
 
 
 async def _progress(ctx: Any, count: int, line: str) -> None:
@@ -362,36 +667,6 @@ async def _progress(ctx: Any, count: int, line: str) -> None:
         await ctx.report_progress(count, None, line)
     except Exception:
         pass  # a client that stopped listening still gets the result
-
-
-async def _unauthorized(send: Any) -> None:
-    body = b'{"error": "unauthorized: send Authorization: Bearer <token>"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"www-authenticate", b'Bearer realm="codemode"'),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
-    sock.set_inheritable(False)
-    return sock
 
 
 __all__ = ["ApprovalGate", "CodeModeServer", "QueueApprover", "is_loopback", "run_job"]

@@ -38,6 +38,7 @@ from .calls import CallOutcome, encode_result, finish_call, prepare_call, submit
 from .connection import Inbox, RuntimeConnection
 from .files import put_frames
 from .loop_thread import LoopThread
+from .pool_tasks import check_inputs
 from .replay import run_replay
 from .result import Preview, RunError, RunResult, ToolCall
 from .richrun import RichOptions, RichRun
@@ -261,11 +262,14 @@ class CodeMode:
         tools: Iterable[Any] | None = None,
         fresh: bool = False,
         files: Iterable[Any] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         """Run `code` once in the sandbox and return what happened.
 
         `files`: host files or folders ("path" or "path:dest") copied into the sandbox's work
         dir first (a missing one raises FileNotFoundError before anything runs).
+        `inputs`: variable names to JSON values, bound before the program runs (its text is
+        sent as it is: `from __future__` imports stay first).
 
         Sync tools run on this thread. A KeyboardInterrupt while waiting stops the program,
         records the interrupted result in `last_result`, and is raised again.
@@ -281,6 +285,7 @@ class CodeMode:
             else options.count("max_tool_calls", max_tool_calls),
         )
         registry = ToolRegistry(tools) if tools is not None else self._registry
+        inputs = check_inputs(inputs, set(registry.names()))  # bad ones fail before the run
         files = list(files or ())
         if files:
             self.rich.uploads(False, files)  # checked now: a missing file fails before the run
@@ -289,12 +294,14 @@ class CodeMode:
             raise RuntimeError("a program is already running in this CodeMode session")
         try:
             if self.protocol == "replay":
-                result = self._run_replay(code, registry, limits, on_event)
+                result = self._run_replay(code, registry, limits, on_event, inputs)
             elif self.pin_cpu:
                 with self._pinned():
-                    result = self._run_session(code, registry, limits, on_event, fresh, files)
+                    result = self._run_session(
+                        code, registry, limits, on_event, fresh, files, inputs
+                    )
             else:
-                result = self._run_session(code, registry, limits, on_event, fresh, files)
+                result = self._run_session(code, registry, limits, on_event, fresh, files, inputs)
         finally:
             self._run_lock.release()
         return result
@@ -366,7 +373,9 @@ class CodeMode:
             if message is None:
                 break
             if message[0] is Inbox.RESET_DONE:
-                return
+                if message[1].get("clean", True) is not False:
+                    return
+                break  # threads of the last program still run: only a new runtime is fresh
             if message[0] is Inbox.EOF:
                 break
         self._drop_runtime()
@@ -431,11 +440,13 @@ class CodeMode:
         registry: ToolRegistry,
         limits: tuple[float, int],
         on_event: ev.EventCallback | None,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         run = RunState(on_event, self.max_output)
         status = self.backend.status()
         run.emit(ev.RunStarted(status.backend, status.isolation, True))
-        return self._finish(run, run_replay(self.backend, code, registry, limits, run), status)
+        outcome = run_replay(self.backend, code, registry, limits, run, inputs)
+        return self._finish(run, outcome, status)
 
     def _run_session(
         self,
@@ -445,6 +456,7 @@ class CodeMode:
         on_event: ev.EventCallback | None,
         fresh: bool,
         files: Iterable[Any] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         run = RunState(on_event, self.max_output)
         self._runs_started += 1
@@ -452,7 +464,7 @@ class CodeMode:
         status = self._run_status()
         self._current = run
         try:
-            return self._start_and_serve(run, code, registry, limits, status, fresh)
+            return self._start_and_serve(run, code, registry, limits, status, fresh, inputs)
         except KeyboardInterrupt:
             raise
         except BackendConfigError:
@@ -478,6 +490,7 @@ class CodeMode:
         limits: tuple[float, int],
         status: BackendStatus,
         fresh: bool,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         timeout, max_calls = limits
         try:
@@ -512,7 +525,7 @@ class CodeMode:
             if started or run.files:  # else nothing to send: no run files, the old work dir
                 for data in put_frames(self.rich.uploads(started, run.files)):
                     conn.transport.write(data)
-            conn.send_run(run.id, code, registry.specs(), run.rich.limits())
+            conn.send_run(run.id, code, registry.specs(), run.rich.limits(), inputs)
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
         except KeyboardInterrupt:
             outcome = self._halt(conn, run, "interrupted", "the program was interrupted")

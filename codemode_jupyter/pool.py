@@ -8,16 +8,21 @@ started lazily up to `size`. A thread keeps its sandbox warm between tasks and g
 a fresh namespace (`reset()`, or a fresh runtime with `fresh=True`).
 
 Faults lose nothing: a run that ends `crashed` (the runtime died, the sandbox was deleted, the
-host lost it) or whose runtime could not start is retried from the start on a new sandbox, up
-to `max_attempts`, and the TaskResult lists every attempt. A program's own error, a timeout or
-a tool that raised is a result, not retried unless `retry_on` says so. A BackendConfigError
+host lost it) or whose runtime could not start is retried from the start, up to
+`max_attempts`, and the TaskResult lists every attempt; the last one's error says when the pool
+gave up. The retry gets a fresh runtime in the same sandbox if the backend says the sandbox
+itself is fine (only the runtime died), else a new sandbox. A program's own error, a timeout
+or a tool that raised is a result, not retried unless `retry_on` says so. A BackendConfigError
 (a rejected API key) stops the whole pool at once. New sandboxes are paced
 (`create_interval`) so that starting `size` of them does not trip a rate limit, and a start
 that failed holds later creations back (doubling `start_backoff`); Daytona's own 429s are
-retried by the backend as the server's Retry-After asks.
+retried by the backend as the server's Retry-After asks. After `breaker_failures` failed
+starts in a row, the circuit breaker (pool_breaker.py) fails the tasks that need a new sandbox
+at once with the outage as their error, and probes the service again after `breaker_cooldown`.
 
-Everything is closed on `close()` / leaving the `with`, on Ctrl-C in map(), and at
-interpreter exit (kernel shutdown) through a weakref finalizer.
+Everything is closed on `close()` / leaving the `with`, on Ctrl-C or SIGTERM in map() (the
+exception raised carries the finished results, `.results`), and at interpreter exit (kernel
+shutdown, SIGTERM: exit_hooks.py) through a weakref finalizer.
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ from typing import Any
 from . import options as check
 from .backends import BackendConfigError, require_backend
 from .engine import CodeMode
-from .exit_hooks import at_exit
+from .exit_hooks import at_exit, exit_on_sigterm
+from .pool_breaker import CircuitBreaker
 from .pool_stats import PoolStats
-from .pool_tasks import Attempt, Task, TaskResult, check_inputs, unshift_lines
+from .pool_tasks import Attempt, Task, TaskResult, check_inputs
 from .pool_tools import HostTools
-from .result import RunResult
+from .result import RunError, RunResult
 
 #: The label every sandbox of one Daytona pool carries (with the backend's usual ones, so
 #: `%codemode cleanup` and `codemode-jupyter cleanup` find them).
@@ -52,6 +58,8 @@ STATUSES = ("ok", "error", "timeout", "interrupted", "crashed", "limit")
 #: other clients of the same organisation.
 DEFAULT_CREATE_INTERVAL = {"local": 0.0, "daytona": 0.2}
 _START_FAILED = "the runtime could not be started"
+#: How the engine ends a crash's message; a pool's next attempt is its own, not "the next run".
+_ENGINE_CRASH_TAIL = "; its state was lost, and the next run starts a fresh runtime"
 _MAX_BACKOFF = 30.0
 _CLOSE_WAIT = 10.0  # seconds close() waits for running tasks to stop before closing anyway
 
@@ -136,13 +144,17 @@ class _State:
         make_session: Callable[[], CodeMode],
         tools: HostTools,
         pacer: CreationPacer,
+        breaker: CircuitBreaker,
         stop: threading.Event,
+        backend: str,
     ) -> None:
         self.size = size
         self.make_session = make_session
         self.tools = tools
         self.pacer = pacer
+        self.breaker = breaker
         self.stop = stop
+        self.backend = backend
         self.stats = PoolStats()
         self.queue: queue.SimpleQueue[
             tuple[concurrent.futures.Future, Task, _RunOptions] | None
@@ -209,19 +221,22 @@ class _State:
         """Run `task` until it has a result, on `sandbox` or new ones; the sandbox to keep."""
         outcome = TaskResult(task.index, task.id, task.inputs, None)
         started = time.monotonic()
-        program = task.program()
         while True:
             if self.fatal is not None:
                 raise self.fatal
             if self.closed or opts.epoch < self.epoch:
                 break  # cancelled: what ran so far is kept
+            outage = self._admit(sandbox, opts)
+            if outage is not None:
+                outcome.result = self._outage(outage)
+                break
             try:
                 sandbox, queued = self._ready(sandbox, opts)
-                result = self._attempt(sandbox, program, opts)
+                result = self._attempt(sandbox, task, opts)
             except _Stopped:
                 break
-            if task.inputs:
-                unshift_lines(result.error)
+            finally:  # a probe that gave no verdict (stopped, or a bug) lets another probe
+                self.breaker.release(threading.current_thread())
             outcome.result = result
             outcome.attempts.append(
                 Attempt(
@@ -234,14 +249,37 @@ class _State:
                 )
             )
             start_failed = _start_failed(result)
-            if result.status == "crashed" or start_failed:
+            if start_failed or (result.status == "crashed" and not _sandbox_ok(sandbox)):
                 self.retire(sandbox)  # replaced: the next attempt gets a new one
                 self.stats.sandbox_replaced()
                 sandbox = None
+            elif result.status == "crashed":
+                self.stats.runtime_restarted()  # the engine starts a fresh runtime in it
             if not self._again(outcome, opts, start_failed):
+                if _retryable(outcome, opts, start_failed):
+                    _say_gave_up(outcome)
                 break
         outcome.duration = time.monotonic() - started
         return outcome, sandbox
+
+    def _admit(self, sandbox: _Sandbox | None, opts: _RunOptions) -> str | None:
+        """The circuit breaker's word before a new sandbox starts (a warm one needs none)."""
+        if sandbox is not None and sandbox.started:
+            return None
+        return self.breaker.admit(
+            threading.current_thread(), lambda: self.closed or opts.epoch < self.epoch
+        )
+
+    def _outage(self, why: str) -> RunResult:
+        """The result of a task the open circuit breaker stopped before it ran."""
+        self.stats.task_failed_fast()
+        return RunResult(
+            ok=False,
+            status="crashed",
+            error=RunError("ServiceUnavailable", why),
+            backend=self.backend,
+            state_lost=True,
+        )
 
     def _ready(self, sandbox: _Sandbox | None, opts: _RunOptions) -> tuple[_Sandbox, float]:
         """A sandbox for the next attempt (new ones wait for their creation slot)."""
@@ -258,17 +296,18 @@ class _State:
             sandbox.session.reset()  # a fresh namespace: nothing leaks from the last task
         return sandbox, queued
 
-    def _attempt(self, sandbox: _Sandbox, program: str, opts: _RunOptions) -> RunResult:
+    def _attempt(self, sandbox: _Sandbox, task: Task, opts: _RunOptions) -> RunResult:
         with self.lock:
             if self.closed:
                 raise _Stopped
             self.busy.add(sandbox)
         try:
             result = sandbox.session.run(
-                program,
+                task.code,
                 timeout=opts.timeout,
                 max_tool_calls=opts.max_tool_calls,
                 fresh=opts.fresh and sandbox.used,
+                inputs=task.inputs,
             )
         except BackendConfigError as exc:
             self.fail(exc)
@@ -280,10 +319,12 @@ class _State:
         self.stats.attempt(result.tool_calls)
         if _start_failed(result):
             self.pacer.failed()
+            self.breaker.failed(threading.current_thread(), str(result.error))
         elif not sandbox.started:
             sandbox.started = True
             self.stats.sandbox_started()
             self.pacer.succeeded()
+            self.breaker.succeeded()
         return result
 
     def _again(self, outcome: TaskResult, opts: _RunOptions, start_failed: bool) -> bool:
@@ -359,6 +400,7 @@ def _close_live_pools() -> None:
 def _hook_exit() -> None:
     """Close the pools still open when the interpreter exits (a kernel shutting down)."""
     global _exit_hooked
+    exit_on_sigterm()  # each time: only a pool made on the main thread can install it
     with _exit_hook_lock:
         if _exit_hooked:
             return
@@ -373,6 +415,32 @@ def _close_quietly(session: CodeMode) -> None:
 
 def _start_failed(result: RunResult) -> bool:
     return result.error is not None and result.error.message.startswith(_START_FAILED)
+
+
+def _sandbox_ok(sandbox: _Sandbox) -> bool:
+    """After a crash: whether the sandbox itself is fine (only its runtime died)."""
+    try:
+        return sandbox.session.backend.sandbox_ok()
+    except Exception:
+        return False
+
+
+def _retryable(outcome: TaskResult, opts: _RunOptions, start_failed: bool) -> bool:
+    """The last attempt ended as one that is retried: only the attempt cap stopped it."""
+    return len(outcome.attempts) >= opts.max_attempts and (
+        start_failed or outcome.status in opts.retry_on
+    )
+
+
+def _say_gave_up(outcome: TaskResult) -> None:
+    """The final error says that the pool gave up, after how many attempts, and why."""
+    error = outcome.error
+    if error is None:
+        return
+    cause = error.message.removesuffix(_ENGINE_CRASH_TAIL)
+    count = len(outcome.attempts)
+    noun = "attempt" if count == 1 else "attempts"
+    error.message = f"the pool gave up after {count} {noun}; the last: {cause}"
 
 
 class Pool:
@@ -397,6 +465,8 @@ class Pool:
         tool_workers: int = 1,
         create_interval: float | None = None,
         start_backoff: float = 1.0,
+        breaker_failures: int = 5,
+        breaker_cooldown: float = 30.0,
         **options: Any,
     ) -> None:
         if not isinstance(backend, str):
@@ -411,8 +481,11 @@ class Pool:
         interval = (
             DEFAULT_CREATE_INTERVAL[backend] if create_interval is None else float(create_interval)
         )
-        if interval < 0 or start_backoff < 0:
-            raise ValueError("create_interval and start_backoff must be 0 or more seconds")
+        if interval < 0 or start_backoff < 0 or breaker_cooldown < 0:
+            raise ValueError(
+                "create_interval, start_backoff and breaker_cooldown must be 0 or more seconds"
+            )
+        check.count("breaker_failures", breaker_failures, 1)
         self.id = uuid.uuid4().hex[:12]
         self.backend = backend
         self.size = size
@@ -430,7 +503,13 @@ class Pool:
             return CodeMode(tools=tools_host.tools, backend=backend, timeout=timeout, **options)
 
         self._state = _State(
-            size, make_session, tools_host, CreationPacer(interval, start_backoff, stop), stop
+            size,
+            make_session,
+            tools_host,
+            CreationPacer(interval, start_backoff, stop),
+            CircuitBreaker(breaker_failures, float(breaker_cooldown)),
+            stop,
+            backend,
         )
         self._finalizer = weakref.finalize(self, self._state.shutdown)
         _LIVE.add(self._state)
@@ -483,16 +562,23 @@ class Pool:
         **run_options: Any,
     ) -> list[TaskResult]:
         """Run each program (or one program once per item of `inputs`, whose keys are bound
-        as variables); the TaskResults in input order. Ctrl-C cancels what is left."""
+        as variables); the TaskResults in input order.
+
+        Ctrl-C (or SIGTERM) cancels what is left. Whatever stops map() (that, or the pool's
+        fatal error) carries this map's results in `.results`, in input order: a finished
+        task's TaskResult, and for each unfinished one a TaskResult with no result (status
+        "cancelled"; it may have begun, so its tool calls may have happened).
+        """
         futures = self._submit_all(programs, inputs, run_options)
         try:
             concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
             self._raise_fatal()
             concurrent.futures.wait(futures)
-        except KeyboardInterrupt:
+            self._raise_fatal()
+        except BaseException as exc:
             self.cancel()
+            exc.results = [self._finished(f, task) for f, task in futures.items()]
             raise
-        self._raise_fatal()
         return [self._outcome(f, task) for f, task in futures.items()]
 
     def as_completed(
@@ -522,8 +608,9 @@ class Pool:
         self._state.cancel()
 
     def summary(self) -> dict[str, Any]:
-        """Tasks by status, retries, attempts, sandboxes started and replaced, throughput,
-        task duration and per-tool call counts and latency percentiles."""
+        """Tasks by status, retries, attempts, sandboxes started and replaced, runtimes
+        restarted, tasks failed fast, throughput, task duration and per-tool call counts and
+        latency percentiles."""
         return self._state.stats.summary()
 
     def status(self) -> dict[str, Any]:
@@ -536,6 +623,7 @@ class Pool:
                 "sandboxes": len(state.sandboxes),
                 "running": len(state.busy),
                 "queued": len(state.queued),
+                "breaker": state.breaker.state,
                 "closed": state.closed,
             }
 
@@ -608,3 +696,10 @@ class Pool:
         if future.cancelled():
             return TaskResult(task.index, task.id, task.inputs, None)
         return future.result()
+
+    @staticmethod
+    def _finished(future: concurrent.futures.Future, task: Task) -> TaskResult:
+        """The task's TaskResult if it has finished, else one with no result."""
+        if future.done() and not future.cancelled() and future.exception() is None:
+            return future.result()
+        return TaskResult(task.index, task.id, task.inputs, None)

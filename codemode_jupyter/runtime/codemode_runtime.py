@@ -488,7 +488,7 @@ class Baseline:
     def _restore_modules(self) -> None:
         modules = sys.modules
         new = [name for name in modules if name not in self.modules and name not in _OWN_MODULES]
-        if any(_compiled(modules[name]) for name in new):
+        if any(_made_by_c(modules[name]) for name in new):
             self._adopt(new)  # kept: see the class's docstring
         else:
             for name in new:
@@ -516,7 +516,7 @@ def _thread_count() -> int:
     return count() if count is not None else threading.active_count()
 
 
-def _compiled(module: object) -> bool:
+def _made_by_c(module: object) -> bool:
     """A module made by C code (an extension or a built-in): it cannot be made again."""
     try:
         origin = getattr(getattr(module, "__spec__", None), "origin", None)
@@ -844,7 +844,11 @@ class Runtime:
             self.channel.send({"t": P.RESET_DONE, "clean": False, "threads": left})
             return
         if self.baseline is not None:
-            self.baseline.restore()
+            try:
+                self.baseline.restore()
+            except Exception:  # something a program did that cannot be put back
+                self.channel.send({"t": P.RESET_DONE, "clean": False, "threads": 0})
+                return
         self.namespace = self._fresh_namespace()
         self._tool_names = []
         self._stub_cache.clear()  # a fresh namespace gets fresh stubs

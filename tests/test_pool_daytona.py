@@ -177,9 +177,7 @@ def test_the_circuit_breaker_fails_tasks_fast_while_daytona_is_down_and_recovers
 ) -> None:
     server.inject("sandbox.create", status=503, times=10_000)
     no_retry = RetryPolicy(attempts=0, backoff=0.01, max_backoff=0.01, request_timeout=5.0)
-    p = pool(
-        server, [add], size=4, retry=no_retry, breaker_failures=3, breaker_cooldown=3600.0
-    )
+    p = pool(server, [add], size=4, retry=no_retry, breaker_failures=3, breaker_cooldown=3600.0)
     with p:
         down = p.map("add(x, 1)", inputs=[{"x": i} for i in range(12)])
         creations = server.counts.get("sandbox.create", 0)

@@ -426,9 +426,11 @@ def _sandbox_ok(sandbox: _Sandbox) -> bool:
 
 
 def _retryable(outcome: TaskResult, opts: _RunOptions, start_failed: bool) -> bool:
-    """The last attempt ended as one that is retried: only the attempt cap stopped it."""
+    """The last attempt was a fault that is retried (a crash, a failed start), and only the
+    attempt cap stopped it. (A program's own error, retried as `retry_on` asks, keeps its
+    message as the program raised it.)"""
     return len(outcome.attempts) >= opts.max_attempts and (
-        start_failed or outcome.status in opts.retry_on
+        start_failed or (outcome.status == "crashed" and "crashed" in opts.retry_on)
     )
 
 
@@ -448,7 +450,9 @@ class Pool:
 
     `tools` are shared by every sandbox: sync ones run on `tool_workers` host threads (1 by
     default: notebook functions are rarely thread-safe), async ones on one host event loop.
-    Other keyword arguments go to each sandbox's `CodeMode` (budgets, `network`,
+    After `breaker_failures` failed sandbox starts in a row, tasks that need a new sandbox
+    end at once (ServiceUnavailable) until a probe `breaker_cooldown` seconds later starts
+    one. Other keyword arguments go to each sandbox's `CodeMode` (budgets, `network`,
     `memory_mb`, Daytona's `api_key`, `labels`, `retry`...).
     """
 

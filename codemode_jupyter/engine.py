@@ -366,19 +366,27 @@ class CodeMode:
         conn = self._conn
         if conn is None or not conn.alive:
             return
+        conn.lead()  # this thread reads the answer, as a run's does: no wait for the I/O thread
+        try:
+            if self._await_reset(conn):
+                return
+        finally:
+            conn.follow()
+        self._drop_runtime()
+
+    @staticmethod
+    def _await_reset(conn: RuntimeConnection) -> bool:
+        """Ask the runtime to reset; whether it did (False: it cannot, or did not answer)."""
         conn.send({"t": P.RESET})
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             message = conn.next_message(deadline - time.monotonic())
-            if message is None:
-                break
+            if message is None or message[0] is Inbox.EOF:
+                return False
             if message[0] is Inbox.RESET_DONE:
-                if message[1].get("clean", True) is not False:
-                    return
-                break  # threads of the last program still run: only a new runtime is fresh
-            if message[0] is Inbox.EOF:
-                break
-        self._drop_runtime()
+                # clean false: threads of the last program still run, only a new runtime is fresh
+                return message[1].get("clean", True) is not False
+        return False
 
     def close(self) -> None:
         """Stop the runtime and release the sandbox. Idempotent."""

@@ -202,3 +202,23 @@ def test_the_circuit_breaker_fails_tasks_fast_while_daytona_is_down_and_recovers
     assert [r.value for r in up] == [1, 2, 3, 4]
     assert summary["failed_fast"] == len(fast)
     assert live(server) == {}
+
+
+def test_a_key_revoked_mid_map_stops_it_with_the_finished_results(server) -> None:
+    def revoke() -> bool:
+        """Revoke the pool's API key, as the dashboard would."""
+        server.api_key = "revoked"
+        return True
+
+    try:
+        with pool(server, [revoke], size=1) as p:
+            with pytest.raises(DaytonaAuthError) as stopped:
+                p.map(["1", "2", "revoke()\n3", "4", "5"])
+            server.api_key = KEY  # so that closing can delete the sandbox
+    finally:
+        server.api_key = KEY
+    results = stopped.value.results
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert [r.value for r in results[:2]] == [1, 2] and all(r.ok for r in results[:2])
+    assert all(r.result is None and r.status == "cancelled" for r in results[3:])
+    assert live(server) == {}

@@ -488,6 +488,9 @@ class Baseline:
     def _restore_modules(self) -> None:
         modules = sys.modules
         new = [name for name in modules if name not in self.modules and name not in _OWN_MODULES]
+        if _RUNTIME_MODULES.intersection(new):
+            self._adopt([name for name in new if name in _RUNTIME_MODULES])
+            new = [name for name in new if name not in _RUNTIME_MODULES]
         if any(_made_by_c(modules[name]) for name in new):
             self._adopt(new)  # kept: see the class's docstring
         else:
@@ -507,6 +510,21 @@ class Baseline:
 
 #: Modules the runtime makes anew for each fresh namespace.
 _OWN_MODULES = frozenset({"codemode"})
+#: Modules the runtime imported for its own use after it started (runtime_import): kept by
+#: resets like those it started with, so that each task does not import them again.
+_RUNTIME_MODULES: set[str] = set()
+
+
+def runtime_import(name: str) -> types.ModuleType:
+    """Import a module the runtime needs now (not at start: each cold start would pay)."""
+    module = sys.modules.get(name)
+    if module is None:
+        before = set(sys.modules)
+        module = __import__(name)
+        _RUNTIME_MODULES.update(set(sys.modules) - before)
+    return module
+
+
 _EXTENSION_SUFFIXES = tuple(_imp.extension_suffixes())
 
 
@@ -1071,7 +1089,7 @@ def encode_value(value: object) -> dict:
 
 def describe_error(exc: BaseException) -> dict:
     """Type, message and a traceback trimmed to the program's own frames and line numbers."""
-    import traceback
+    traceback = runtime_import("traceback")
 
     if isinstance(exc, SyntaxError):  # where the parser stopped is the whole story
         text = "".join(traceback.format_exception_only(type(exc), exc))

@@ -398,7 +398,8 @@ def _close_live_pools() -> None:
 
 
 def _hook_exit() -> None:
-    """Close the pools still open when the interpreter exits (a kernel shutting down)."""
+    """Close the pools still open when the interpreter exits (a kernel shutting down, a
+    script ended by SIGTERM: exit_on_sigterm)."""
     global _exit_hooked
     exit_on_sigterm()  # each time: only a pool made on the main thread can install it
     with _exit_hook_lock:

@@ -436,7 +436,8 @@ class Baseline:
         self.path = list(sys.path)
         self.meta_path = list(sys.meta_path)
         self.path_hooks = list(sys.path_hooks)
-        self.warnings = list(_warnings.filters)
+        self._filters = getattr(_warnings, "filters", [])  # the list warnings.filters is
+        self.warnings = list(self._filters)
         self.signals = {s: _signal.getsignal(s) for s in _ALL_SIGNALS if s < _signal.NSIG}
         self.recursion = sys.getrecursionlimit()
         self.threads = _thread_count()
@@ -473,8 +474,8 @@ class Baseline:
         if sys.path_hooks != self.path_hooks:
             sys.path_hooks[:] = self.path_hooks
             sys.path_importer_cache.clear()
-        if _warnings.filters != self.warnings:
-            _warnings.filters[:] = self.warnings
+        if self._filters != self.warnings:
+            self._filters[:] = self.warnings
             getattr(_warnings, "_filters_mutated", lambda: None)()  # its cache of verdicts
         for signum, handler in self.signals.items():
             if _signal.getsignal(signum) is not handler:

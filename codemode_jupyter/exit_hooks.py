@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -39,15 +40,23 @@ def exit_on_sigterm() -> None:
 
     Only from the main thread (where handlers are set) and only over the default action: a
     handler the program or its framework set stays in charge. The default comes back first
-    thing in the handler, so a second SIGTERM ends the process at once, as before.
+    thing in the handler, so a second SIGTERM ends the process at once, as before. Not in
+    IPython (a kernel): it would catch the SystemExit of a busy cell and carry on, where
+    SIGTERM is meant to end it; a kernel closes its pools at shutdown.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or _in_ipython():
         return
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminate)
     except (ValueError, OSError):  # not the main interpreter (a subinterpreter)
         pass
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return get is not None and get() is not None
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -68,6 +68,15 @@ class _Stopped(Exception):
     """The pool is closing (or the task was cancelled): the task does not run again."""
 
 
+class _HandBack(Exception):
+    """The circuit breaker is open and other sandboxes are warm: they take the task (with
+    what it has so far), and the worker that could not start one ends."""
+
+    def __init__(self, outcome: TaskResult) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
 @dataclass(frozen=True)
 class _RunOptions:
     timeout: float | None
@@ -156,8 +165,9 @@ class _State:
         self.stop = stop
         self.backend = backend
         self.stats = PoolStats()
+        #: (future, task, options, its outcome so far if it was handed back), or None: stop
         self.queue: queue.SimpleQueue[
-            tuple[concurrent.futures.Future, Task, _RunOptions] | None
+            tuple[concurrent.futures.Future, Task, _RunOptions, TaskResult | None] | None
         ] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.workers: list[threading.Thread] = []
@@ -180,7 +190,7 @@ class _State:
             if self.closed:
                 raise RuntimeError("this Pool is closed")
             self.queued.add(future)
-            self.queue.put((future, task, opts))
+            self.queue.put((future, task, opts, None))
             if len(self.workers) < self.size and len(self.queued) > self.idle:
                 name = f"codemode-pool-{len(self.workers) + 1}"
                 # A daemon: interpreter exit never waits for a run (the finalizer stops them).
@@ -200,13 +210,17 @@ class _State:
                 self.idle -= 1
             if item is None:
                 break
-            future, task, opts = item
+            future, task, opts, prior = item
             with self.lock:
                 self.queued.discard(future)
-            if not future.set_running_or_notify_cancel():
+            # A task handed back is running already (a Future cannot go back to pending).
+            if prior is None and not future.set_running_or_notify_cancel():
                 continue
             try:
-                outcome, sandbox = self.execute(task, opts, sandbox)
+                outcome, sandbox = self.execute(task, opts, sandbox, prior)
+            except _HandBack as back:
+                self.hand_back(future, task, opts, back.outcome)
+                return  # no sandbox to close: it could not start one
             except BaseException as exc:  # the pool's fatal error, or a bug: the caller sees it
                 future.set_exception(exc)
             else:
@@ -215,12 +229,30 @@ class _State:
         if sandbox is not None:
             self.retire(sandbox)
 
+    def hand_back(
+        self, future: concurrent.futures.Future, task: Task, opts: _RunOptions, outcome: TaskResult
+    ) -> None:
+        """Queue `task` again for a warm sandbox's worker, and end this worker."""
+        with self.lock:
+            self.workers.remove(threading.current_thread())
+            if not self.closed:
+                self.queued.add(future)
+                self.queue.put((future, task, opts, outcome))
+                return
+        self.stats.task(outcome)  # closing: what it has so far is its result
+        future.set_result(outcome)
+
     def execute(
-        self, task: Task, opts: _RunOptions, sandbox: _Sandbox | None
+        self,
+        task: Task,
+        opts: _RunOptions,
+        sandbox: _Sandbox | None,
+        outcome: TaskResult | None = None,
     ) -> tuple[TaskResult, _Sandbox | None]:
-        """Run `task` until it has a result, on `sandbox` or new ones; the sandbox to keep."""
-        outcome = TaskResult(task.index, task.id, task.inputs, None)
-        started = time.monotonic()
+        """Run `task` until it has a result, on `sandbox` or new ones; the sandbox to keep.
+        `outcome`: what the task has so far (handed back by another worker)."""
+        outcome = outcome or TaskResult(task.index, task.id, task.inputs, None)
+        started = time.monotonic() - outcome.duration
         while True:
             if self.fatal is not None:
                 raise self.fatal
@@ -228,6 +260,9 @@ class _State:
                 break  # cancelled: what ran so far is kept
             outage = self._admit(sandbox, opts)
             if outage is not None:
+                if self._others_warm(sandbox):
+                    outcome.duration = time.monotonic() - started
+                    raise _HandBack(outcome)
                 outcome.result = self._outage(outage)
                 break
             try:
@@ -269,6 +304,11 @@ class _State:
         return self.breaker.admit(
             threading.current_thread(), lambda: self.closed or opts.epoch < self.epoch
         )
+
+    def _others_warm(self, mine: _Sandbox | None) -> bool:
+        """Whether another worker holds a sandbox that has started (and needs no start)."""
+        with self.lock:
+            return any(s.started and s is not mine for s in self.sandboxes)
 
     def _outage(self, why: str) -> RunResult:
         """The result of a task the open circuit breaker stopped before it ran."""

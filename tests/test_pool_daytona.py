@@ -222,3 +222,33 @@ def test_a_key_revoked_mid_map_stops_it_with_the_finished_results(server) -> Non
     assert [r.value for r in results[:2]] == [1, 2] and all(r.ok for r in results[:2])
     assert all(r.result is None and r.status == "cancelled" for r in results[3:])
     assert live(server) == {}
+
+
+def test_while_the_breaker_is_open_warm_sandboxes_take_the_tasks(server) -> None:
+    # Daytona refuses new sandboxes (a quota reached, an outage) while one is already warm:
+    # the tasks wait for it instead of failing.
+    no_retry = RetryPolicy(attempts=0, backoff=0.01, max_backoff=0.01, request_timeout=5.0)
+    pools: list[Pool] = []
+
+    def hold() -> bool:
+        """Wait until the pool's circuit breaker has opened (the other worker's start failed)."""
+        breaker = pools[0]._state.breaker
+        with breaker._cond:
+            return breaker._cond.wait_for(lambda: breaker.state != "closed", 20)
+
+    with pool(server, [add, hold], size=2, retry=no_retry, breaker_failures=1) as p:
+        pools.append(p)
+        assert p.map("add(1, 1)")[0].value == 2  # one warm sandbox
+        server.inject("sandbox.create", status=503, times=10_000)
+        # The warm sandbox holds in the first task until the second worker's start failed.
+        results = p.map(
+            ["hold()\nadd(0, 1)"] + ["add(x, 1)"] * 5,
+            inputs=[{}] + [{"x": i} for i in range(1, 6)],
+        )
+        summary = p.summary()
+    assert [r.value for r in results] == [1, 2, 3, 4, 5, 6], [str(r.error) for r in results]
+    assert summary["failed_fast"] == 0
+    tried = [r for r in results if len(r.attempts) == 2]
+    assert len(tried) == 1 and tried[0].attempts[0].status == "crashed"  # its start failed
+    assert {r.attempts[-1].sandbox for r in results} == {"sandbox-1"}
+    assert live(server) == {}

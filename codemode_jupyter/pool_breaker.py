@@ -6,7 +6,8 @@ breaker then opens: tasks that need a new sandbox end at once with the outage as
 instead of each waiting out its own failed starts. After `cooldown` seconds it is half-open:
 the next task that needs a sandbox is the probe, and tasks arriving meanwhile wait for its
 verdict. A probe that starts a runtime closes the breaker (the pool works as before); one that
-fails opens it for another `cooldown`. Warm sandboxes are never held back: they need no start.
+fails opens it for another `cooldown`. Warm sandboxes are never held back: they need no start,
+and while there are some, the pool hands them the tasks instead of failing them (pool.py).
 """
 
 from __future__ import annotations

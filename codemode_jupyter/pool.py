@@ -18,7 +18,8 @@ or a tool that raised is a result, not retried unless `retry_on` says so. A Back
 that failed holds later creations back (doubling `start_backoff`); Daytona's own 429s are
 retried by the backend as the server's Retry-After asks. After `breaker_failures` failed
 starts in a row, the circuit breaker (pool_breaker.py) fails the tasks that need a new sandbox
-at once with the outage as their error, and probes the service again after `breaker_cooldown`.
+at once with the outage as their error (or, while other sandboxes are warm, hands them to
+those), and probes the service again after `breaker_cooldown`.
 
 Everything is closed on `close()` / leaving the `with`, on Ctrl-C or SIGTERM in map() (the
 exception raised carries the finished results, `.results`), and at interpreter exit (kernel

@@ -203,13 +203,17 @@ class RuntimeConnection:
     def send(self, frame: dict) -> None:
         self.transport.write(P.encode(frame))
 
-    def send_run(self, run_id: str, code: str, tools: list, limits: dict) -> None:
+    def send_run(
+        self, run_id: str, code: str, tools: list, limits: dict, inputs: dict | None = None
+    ) -> None:
         """A run frame; `tools` (compared by identity: a registry makes its list once) and
-        `limits` go in only if they differ from the last run frame's."""
-        if tools is self._sent_tools and limits == self._sent_limits:  # the usual run
-            self.transport.write(P.encode_run(run_id, code))
+        `limits` go in only if they differ from the last run frame's; `inputs` if any."""
+        if tools is self._sent_tools and limits == self._sent_limits and not inputs:
+            self.transport.write(P.encode_run(run_id, code))  # the usual run
             return
         frame: dict[str, Any] = {"t": P.RUN, "id": run_id, "code": code}
+        if inputs:
+            frame["inputs"] = inputs
         if tools is not self._sent_tools:
             frame["tools"] = self._sent_tools = tools
         if limits != self._sent_limits:

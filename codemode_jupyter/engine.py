@@ -37,6 +37,7 @@ from .backends import (
 from .calls import CallOutcome, encode_result, finish_call, prepare_call, submit_async
 from .connection import Inbox, RuntimeConnection
 from .loop_thread import LoopThread
+from .pool_tasks import check_inputs
 from .replay import run_replay
 from .result import Preview, RunError, RunResult, ToolCall
 from .richrun import RichOptions, RichRun
@@ -260,11 +261,14 @@ class CodeMode:
         tools: Iterable[Any] | None = None,
         fresh: bool = False,
         files: Iterable[Any] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         """Run `code` once in the sandbox and return what happened.
 
         `files`: host files or folders ("path" or "path:dest") copied into the sandbox's work
         dir first (a missing one raises FileNotFoundError before anything runs).
+        `inputs`: variable names to JSON values, bound before the program runs (its text is
+        sent as it is: `from __future__` imports stay first).
 
         Sync tools run on this thread. A KeyboardInterrupt while waiting stops the program,
         records the interrupted result in `last_result`, and is raised again.
@@ -280,6 +284,7 @@ class CodeMode:
             else options.count("max_tool_calls", max_tool_calls),
         )
         registry = ToolRegistry(tools) if tools is not None else self._registry
+        inputs = check_inputs(inputs, set(registry.names()))  # bad ones fail before the run
         files = list(files or ())
         if files:
             self.rich.uploads(False, files)  # checked now: a missing file fails before the run
@@ -288,12 +293,14 @@ class CodeMode:
             raise RuntimeError("a program is already running in this CodeMode session")
         try:
             if self.protocol == "replay":
-                result = self._run_replay(code, registry, limits, on_event)
+                result = self._run_replay(code, registry, limits, on_event, inputs)
             elif self.pin_cpu:
                 with self._pinned():
-                    result = self._run_session(code, registry, limits, on_event, fresh, files)
+                    result = self._run_session(
+                        code, registry, limits, on_event, fresh, files, inputs
+                    )
             else:
-                result = self._run_session(code, registry, limits, on_event, fresh, files)
+                result = self._run_session(code, registry, limits, on_event, fresh, files, inputs)
         finally:
             self._run_lock.release()
         return result
@@ -358,17 +365,27 @@ class CodeMode:
         conn = self._conn
         if conn is None or not conn.alive:
             return
+        conn.lead()  # this thread reads the answer, as a run's does: no wait for the I/O thread
+        try:
+            if self._await_reset(conn):
+                return
+        finally:
+            conn.follow()
+        self._drop_runtime()
+
+    @staticmethod
+    def _await_reset(conn: RuntimeConnection) -> bool:
+        """Ask the runtime to reset; whether it did (False: it cannot, or did not answer)."""
         conn.send({"t": P.RESET})
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             message = conn.next_message(deadline - time.monotonic())
-            if message is None:
-                break
+            if message is None or message[0] is Inbox.EOF:
+                return False
             if message[0] is Inbox.RESET_DONE:
-                return
-            if message[0] is Inbox.EOF:
-                break
-        self._drop_runtime()
+                # clean false: threads of the last program still run, only a new runtime is fresh
+                return message[1].get("clean", True) is not False
+        return False
 
     def close(self) -> None:
         """Stop the runtime and release the sandbox. Idempotent."""
@@ -430,11 +447,13 @@ class CodeMode:
         registry: ToolRegistry,
         limits: tuple[float, int],
         on_event: ev.EventCallback | None,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         run = RunState(on_event, self.max_output)
         status = self.backend.status()
         run.emit(ev.RunStarted(status.backend, status.isolation, True))
-        return self._finish(run, run_replay(self.backend, code, registry, limits, run), status)
+        outcome = run_replay(self.backend, code, registry, limits, run, inputs)
+        return self._finish(run, outcome, status)
 
     def _run_session(
         self,
@@ -444,6 +463,7 @@ class CodeMode:
         on_event: ev.EventCallback | None,
         fresh: bool,
         files: Iterable[Any] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         run = RunState(on_event, self.max_output)
         self._runs_started += 1
@@ -451,7 +471,7 @@ class CodeMode:
         status = self._run_status()
         self._current = run
         try:
-            return self._start_and_serve(run, code, registry, limits, status, fresh)
+            return self._start_and_serve(run, code, registry, limits, status, fresh, inputs)
         except KeyboardInterrupt:
             raise
         except BackendConfigError:
@@ -477,6 +497,7 @@ class CodeMode:
         limits: tuple[float, int],
         status: BackendStatus,
         fresh: bool,
+        inputs: dict[str, Any] | None = None,
     ) -> RunResult:
         timeout, max_calls = limits
         try:
@@ -511,7 +532,7 @@ class CodeMode:
             if started or run.files:  # else nothing to send: no run files, the old work dir
                 for data in run.rich.upload_frames(started, run.files):
                     conn.transport.write(data)
-            conn.send_run(run.id, code, registry.specs(), run.rich.limits())
+            conn.send_run(run.id, code, registry.specs(), run.rich.limits(), inputs)
             outcome = self._serve(conn, run, registry, run.started + timeout, max_calls)
         except KeyboardInterrupt:
             outcome = self._halt(conn, run, "interrupted", "the program was interrupted")

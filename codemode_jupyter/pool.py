@@ -8,16 +8,22 @@ started lazily up to `size`. A thread keeps its sandbox warm between tasks and g
 a fresh namespace (`reset()`, or a fresh runtime with `fresh=True`).
 
 Faults lose nothing: a run that ends `crashed` (the runtime died, the sandbox was deleted, the
-host lost it) or whose runtime could not start is retried from the start on a new sandbox, up
-to `max_attempts`, and the TaskResult lists every attempt. A program's own error, a timeout or
-a tool that raised is a result, not retried unless `retry_on` says so. A BackendConfigError
+host lost it) or whose runtime could not start is retried from the start, up to
+`max_attempts`, and the TaskResult lists every attempt; the last one's error says when the pool
+gave up. The retry gets a fresh runtime in the same sandbox if the backend says the sandbox
+itself is fine (only the runtime died), else a new sandbox. A program's own error, a timeout
+or a tool that raised is a result, not retried unless `retry_on` says so. A BackendConfigError
 (a rejected API key) stops the whole pool at once. New sandboxes are paced
 (`create_interval`) so that starting `size` of them does not trip a rate limit, and a start
 that failed holds later creations back (doubling `start_backoff`); Daytona's own 429s are
-retried by the backend as the server's Retry-After asks.
+retried by the backend as the server's Retry-After asks. After `breaker_failures` failed
+starts in a row, the circuit breaker (pool_breaker.py) fails the tasks that need a new sandbox
+at once with the outage as their error (or, while other sandboxes are warm, hands them to
+those), and probes the service again after `breaker_cooldown`.
 
-Everything is closed on `close()` / leaving the `with`, on Ctrl-C in map(), and at
-interpreter exit (kernel shutdown) through a weakref finalizer.
+Everything is closed on `close()` / leaving the `with`, on Ctrl-C or SIGTERM in map() (the
+exception raised carries the finished results, `.results`), and at interpreter exit (kernel
+shutdown, SIGTERM: exit_hooks.py) through a weakref finalizer.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from typing import Any
 from . import options as check
 from .backends import BackendConfigError, require_backend
 from .engine import CodeMode
-from .exit_hooks import at_exit
+from .exit_hooks import at_exit, exit_on_sigterm
+from .pool_breaker import CircuitBreaker
 from .pool_stats import PoolStats
-from .pool_tasks import Attempt, Task, TaskResult, check_inputs, unshift_lines
+from .pool_tasks import Attempt, Task, TaskResult, check_inputs
 from .pool_tools import HostTools
-from .result import RunResult
+from .result import RunError, RunResult
 
 #: The label every sandbox of one Daytona pool carries (with the backend's usual ones, so
 #: `%codemode cleanup` and `codemode-jupyter cleanup` find them).
@@ -52,12 +59,23 @@ STATUSES = ("ok", "error", "timeout", "interrupted", "crashed", "limit")
 #: other clients of the same organisation.
 DEFAULT_CREATE_INTERVAL = {"local": 0.0, "daytona": 0.2}
 _START_FAILED = "the runtime could not be started"
+#: How the engine ends a crash's message; a pool's next attempt is its own, not "the next run".
+_ENGINE_CRASH_TAIL = "; its state was lost, and the next run starts a fresh runtime"
 _MAX_BACKOFF = 30.0
 _CLOSE_WAIT = 10.0  # seconds close() waits for running tasks to stop before closing anyway
 
 
 class _Stopped(Exception):
     """The pool is closing (or the task was cancelled): the task does not run again."""
+
+
+class _HandBack(Exception):
+    """The circuit breaker is open and other sandboxes are warm: they take the task (with
+    what it has so far), and the worker that could not start one ends."""
+
+    def __init__(self, outcome: TaskResult) -> None:
+        super().__init__()
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -136,16 +154,21 @@ class _State:
         make_session: Callable[[], CodeMode],
         tools: HostTools,
         pacer: CreationPacer,
+        breaker: CircuitBreaker,
         stop: threading.Event,
+        backend: str,
     ) -> None:
         self.size = size
         self.make_session = make_session
         self.tools = tools
         self.pacer = pacer
+        self.breaker = breaker
         self.stop = stop
+        self.backend = backend
         self.stats = PoolStats()
+        #: (future, task, options, its outcome so far if it was handed back), or None: stop
         self.queue: queue.SimpleQueue[
-            tuple[concurrent.futures.Future, Task, _RunOptions] | None
+            tuple[concurrent.futures.Future, Task, _RunOptions, TaskResult | None] | None
         ] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.workers: list[threading.Thread] = []
@@ -168,7 +191,7 @@ class _State:
             if self.closed:
                 raise RuntimeError("this Pool is closed")
             self.queued.add(future)
-            self.queue.put((future, task, opts))
+            self.queue.put((future, task, opts, None))
             if len(self.workers) < self.size and len(self.queued) > self.idle:
                 name = f"codemode-pool-{len(self.workers) + 1}"
                 # A daemon: interpreter exit never waits for a run (the finalizer stops them).
@@ -188,13 +211,17 @@ class _State:
                 self.idle -= 1
             if item is None:
                 break
-            future, task, opts = item
+            future, task, opts, prior = item
             with self.lock:
                 self.queued.discard(future)
-            if not future.set_running_or_notify_cancel():
+            # A task handed back is running already (a Future cannot go back to pending).
+            if prior is None and not future.set_running_or_notify_cancel():
                 continue
             try:
-                outcome, sandbox = self.execute(task, opts, sandbox)
+                outcome, sandbox = self.execute(task, opts, sandbox, prior)
+            except _HandBack as back:
+                self.hand_back(future, task, opts, back.outcome)
+                return  # no sandbox to close: it could not start one
             except BaseException as exc:  # the pool's fatal error, or a bug: the caller sees it
                 future.set_exception(exc)
             else:
@@ -203,25 +230,49 @@ class _State:
         if sandbox is not None:
             self.retire(sandbox)
 
+    def hand_back(
+        self, future: concurrent.futures.Future, task: Task, opts: _RunOptions, outcome: TaskResult
+    ) -> None:
+        """Queue `task` again for a warm sandbox's worker, and end this worker."""
+        with self.lock:
+            self.workers.remove(threading.current_thread())
+            if not self.closed:
+                self.queued.add(future)
+                self.queue.put((future, task, opts, outcome))
+                return
+        self.stats.task(outcome)  # closing: what it has so far is its result
+        future.set_result(outcome)
+
     def execute(
-        self, task: Task, opts: _RunOptions, sandbox: _Sandbox | None
+        self,
+        task: Task,
+        opts: _RunOptions,
+        sandbox: _Sandbox | None,
+        outcome: TaskResult | None = None,
     ) -> tuple[TaskResult, _Sandbox | None]:
-        """Run `task` until it has a result, on `sandbox` or new ones; the sandbox to keep."""
-        outcome = TaskResult(task.index, task.id, task.inputs, None)
-        started = time.monotonic()
-        program = task.program()
+        """Run `task` until it has a result, on `sandbox` or new ones; the sandbox to keep.
+        `outcome`: what the task has so far (handed back by another worker)."""
+        outcome = outcome or TaskResult(task.index, task.id, task.inputs, None)
+        started = time.monotonic() - outcome.duration
         while True:
             if self.fatal is not None:
                 raise self.fatal
             if self.closed or opts.epoch < self.epoch:
                 break  # cancelled: what ran so far is kept
+            outage = self._admit(sandbox, opts)
+            if outage is not None:
+                if self._others_warm(sandbox):
+                    outcome.duration = time.monotonic() - started
+                    raise _HandBack(outcome)
+                outcome.result = self._outage(outage)
+                break
             try:
                 sandbox, queued = self._ready(sandbox, opts)
-                result = self._attempt(sandbox, program, opts)
+                result = self._attempt(sandbox, task, opts)
             except _Stopped:
                 break
-            if task.inputs:
-                unshift_lines(result.error)
+            finally:  # a probe that gave no verdict (stopped, or a bug) lets another probe
+                self.breaker.release(threading.current_thread())
             outcome.result = result
             outcome.attempts.append(
                 Attempt(
@@ -234,14 +285,42 @@ class _State:
                 )
             )
             start_failed = _start_failed(result)
-            if result.status == "crashed" or start_failed:
+            if start_failed or (result.status == "crashed" and not _sandbox_ok(sandbox)):
                 self.retire(sandbox)  # replaced: the next attempt gets a new one
                 self.stats.sandbox_replaced()
                 sandbox = None
+            elif result.status == "crashed":
+                self.stats.runtime_restarted()  # the engine starts a fresh runtime in it
             if not self._again(outcome, opts, start_failed):
+                if _retryable(outcome, opts, start_failed):
+                    _say_gave_up(outcome)
                 break
         outcome.duration = time.monotonic() - started
         return outcome, sandbox
+
+    def _admit(self, sandbox: _Sandbox | None, opts: _RunOptions) -> str | None:
+        """The circuit breaker's word before a new sandbox starts (a warm one needs none)."""
+        if sandbox is not None and sandbox.started:
+            return None
+        return self.breaker.admit(
+            threading.current_thread(), lambda: self.closed or opts.epoch < self.epoch
+        )
+
+    def _others_warm(self, mine: _Sandbox | None) -> bool:
+        """Whether another worker holds a sandbox that has started (and needs no start)."""
+        with self.lock:
+            return any(s.started and s is not mine for s in self.sandboxes)
+
+    def _outage(self, why: str) -> RunResult:
+        """The result of a task the open circuit breaker stopped before it ran."""
+        self.stats.task_failed_fast()
+        return RunResult(
+            ok=False,
+            status="crashed",
+            error=RunError("ServiceUnavailable", why),
+            backend=self.backend,
+            state_lost=True,
+        )
 
     def _ready(self, sandbox: _Sandbox | None, opts: _RunOptions) -> tuple[_Sandbox, float]:
         """A sandbox for the next attempt (new ones wait for their creation slot)."""
@@ -258,17 +337,18 @@ class _State:
             sandbox.session.reset()  # a fresh namespace: nothing leaks from the last task
         return sandbox, queued
 
-    def _attempt(self, sandbox: _Sandbox, program: str, opts: _RunOptions) -> RunResult:
+    def _attempt(self, sandbox: _Sandbox, task: Task, opts: _RunOptions) -> RunResult:
         with self.lock:
             if self.closed:
                 raise _Stopped
             self.busy.add(sandbox)
         try:
             result = sandbox.session.run(
-                program,
+                task.code,
                 timeout=opts.timeout,
                 max_tool_calls=opts.max_tool_calls,
                 fresh=opts.fresh and sandbox.used,
+                inputs=task.inputs,
             )
         except BackendConfigError as exc:
             self.fail(exc)
@@ -280,10 +360,12 @@ class _State:
         self.stats.attempt(result.tool_calls)
         if _start_failed(result):
             self.pacer.failed()
+            self.breaker.failed(threading.current_thread(), str(result.error))
         elif not sandbox.started:
             sandbox.started = True
             self.stats.sandbox_started()
             self.pacer.succeeded()
+            self.breaker.succeeded()
         return result
 
     def _again(self, outcome: TaskResult, opts: _RunOptions, start_failed: bool) -> bool:
@@ -357,8 +439,10 @@ def _close_live_pools() -> None:
 
 
 def _hook_exit() -> None:
-    """Close the pools still open when the interpreter exits (a kernel shutting down)."""
+    """Close the pools still open when the interpreter exits (a kernel shutting down, a
+    script ended by SIGTERM: exit_on_sigterm)."""
     global _exit_hooked
+    exit_on_sigterm()  # each time: only a pool made on the main thread can install it
     with _exit_hook_lock:
         if _exit_hooked:
             return
@@ -375,12 +459,42 @@ def _start_failed(result: RunResult) -> bool:
     return result.error is not None and result.error.message.startswith(_START_FAILED)
 
 
+def _sandbox_ok(sandbox: _Sandbox) -> bool:
+    """After a crash: whether the sandbox itself is fine (only its runtime died)."""
+    try:
+        return sandbox.session.backend.sandbox_ok()
+    except Exception:
+        return False
+
+
+def _retryable(outcome: TaskResult, opts: _RunOptions, start_failed: bool) -> bool:
+    """The last attempt was a fault that is retried (a crash, a failed start), and only the
+    attempt cap stopped it. (A program's own error, retried as `retry_on` asks, keeps its
+    message as the program raised it.)"""
+    return len(outcome.attempts) >= opts.max_attempts and (
+        start_failed or (outcome.status == "crashed" and "crashed" in opts.retry_on)
+    )
+
+
+def _say_gave_up(outcome: TaskResult) -> None:
+    """The final error says that the pool gave up, after how many attempts, and why."""
+    error = outcome.error
+    if error is None:
+        return
+    cause = error.message.removesuffix(_ENGINE_CRASH_TAIL)
+    count = len(outcome.attempts)
+    noun = "attempt" if count == 1 else "attempts"
+    error.message = f"the pool gave up after {count} {noun}; the last: {cause}"
+
+
 class Pool:
     """Run many Code Mode programs concurrently over up to `size` sandboxes.
 
     `tools` are shared by every sandbox: sync ones run on `tool_workers` host threads (1 by
     default: notebook functions are rarely thread-safe), async ones on one host event loop.
-    Other keyword arguments go to each sandbox's `CodeMode` (budgets, `network`,
+    After `breaker_failures` failed sandbox starts in a row, tasks that need a new sandbox
+    end at once (ServiceUnavailable) until a probe `breaker_cooldown` seconds later starts
+    one. Other keyword arguments go to each sandbox's `CodeMode` (budgets, `network`,
     `memory_mb`, Daytona's `api_key`, `labels`, `retry`...).
     """
 
@@ -397,6 +511,8 @@ class Pool:
         tool_workers: int = 1,
         create_interval: float | None = None,
         start_backoff: float = 1.0,
+        breaker_failures: int = 5,
+        breaker_cooldown: float = 30.0,
         **options: Any,
     ) -> None:
         if not isinstance(backend, str):
@@ -411,8 +527,11 @@ class Pool:
         interval = (
             DEFAULT_CREATE_INTERVAL[backend] if create_interval is None else float(create_interval)
         )
-        if interval < 0 or start_backoff < 0:
-            raise ValueError("create_interval and start_backoff must be 0 or more seconds")
+        if interval < 0 or start_backoff < 0 or breaker_cooldown < 0:
+            raise ValueError(
+                "create_interval, start_backoff and breaker_cooldown must be 0 or more seconds"
+            )
+        check.count("breaker_failures", breaker_failures, 1)
         self.id = uuid.uuid4().hex[:12]
         self.backend = backend
         self.size = size
@@ -430,7 +549,13 @@ class Pool:
             return CodeMode(tools=tools_host.tools, backend=backend, timeout=timeout, **options)
 
         self._state = _State(
-            size, make_session, tools_host, CreationPacer(interval, start_backoff, stop), stop
+            size,
+            make_session,
+            tools_host,
+            CreationPacer(interval, start_backoff, stop),
+            CircuitBreaker(breaker_failures, float(breaker_cooldown)),
+            stop,
+            backend,
         )
         self._finalizer = weakref.finalize(self, self._state.shutdown)
         _LIVE.add(self._state)
@@ -483,16 +608,23 @@ class Pool:
         **run_options: Any,
     ) -> list[TaskResult]:
         """Run each program (or one program once per item of `inputs`, whose keys are bound
-        as variables); the TaskResults in input order. Ctrl-C cancels what is left."""
+        as variables); the TaskResults in input order.
+
+        Ctrl-C (or SIGTERM) cancels what is left. Whatever stops map() (that, or the pool's
+        fatal error) carries this map's results in `.results`, in input order: a finished
+        task's TaskResult, and for each unfinished one a TaskResult with no result (status
+        "cancelled"; it may have begun, so its tool calls may have happened).
+        """
         futures = self._submit_all(programs, inputs, run_options)
         try:
             concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
             self._raise_fatal()
             concurrent.futures.wait(futures)
-        except KeyboardInterrupt:
+            self._raise_fatal()
+        except BaseException as exc:
             self.cancel()
+            exc.results = [self._finished(f, task) for f, task in futures.items()]
             raise
-        self._raise_fatal()
         return [self._outcome(f, task) for f, task in futures.items()]
 
     def as_completed(
@@ -522,8 +654,9 @@ class Pool:
         self._state.cancel()
 
     def summary(self) -> dict[str, Any]:
-        """Tasks by status, retries, attempts, sandboxes started and replaced, throughput,
-        task duration and per-tool call counts and latency percentiles."""
+        """Tasks by status, retries, attempts, sandboxes started and replaced, runtimes
+        restarted, tasks failed fast, throughput, task duration and per-tool call counts and
+        latency percentiles."""
         return self._state.stats.summary()
 
     def status(self) -> dict[str, Any]:
@@ -536,6 +669,7 @@ class Pool:
                 "sandboxes": len(state.sandboxes),
                 "running": len(state.busy),
                 "queued": len(state.queued),
+                "breaker": state.breaker.state,
                 "closed": state.closed,
             }
 
@@ -608,3 +742,10 @@ class Pool:
         if future.cancelled():
             return TaskResult(task.index, task.id, task.inputs, None)
         return future.result()
+
+    @staticmethod
+    def _finished(future: concurrent.futures.Future, task: Task) -> TaskResult:
+        """The task's TaskResult if it has finished, else one with no result."""
+        if future.done() and not future.cancelled() and future.exception() is None:
+            return future.result()
+        return TaskResult(task.index, task.id, task.inputs, None)

@@ -1,6 +1,6 @@
-"""A pool's summary: tasks by status, retries, sandboxes, and per-tool call counts and latency
-percentiles (from every attempt's tool calls, as the programs saw them: queueing for the sync
-tool worker included)."""
+"""A pool's summary: tasks by status, retries, sandboxes, runtimes restarted, tasks the circuit
+breaker failed fast, and per-tool call counts and latency percentiles (from every attempt's
+tool calls, as the programs saw them: queueing for the sync tool worker included)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ class PoolStats:
         self.attempts = 0
         self.sandboxes_started = 0
         self.sandboxes_replaced = 0
+        self.runtimes_restarted = 0  # after a crash, in a sandbox that was still fine
+        self.failed_fast = 0  # tasks the open circuit breaker ended before they ran
         self.task_durations: list[float] = []
         self.tool_durations: defaultdict[str, list[float]] = defaultdict(list)
         self.tool_errors: Counter[str] = Counter()
@@ -52,6 +54,14 @@ class PoolStats:
     def sandbox_replaced(self) -> None:
         with self._lock:
             self.sandboxes_replaced += 1
+
+    def runtime_restarted(self) -> None:
+        with self._lock:
+            self.runtimes_restarted += 1
+
+    def task_failed_fast(self) -> None:
+        with self._lock:
+            self.failed_fast += 1
 
     def attempt(self, calls: list[Any]) -> None:
         """One attempt ended, with these tool calls."""
@@ -80,6 +90,8 @@ class PoolStats:
                 "attempts": self.attempts,
                 "sandboxes_started": self.sandboxes_started,
                 "sandboxes_replaced": self.sandboxes_replaced,
+                "runtimes_restarted": self.runtimes_restarted,
+                "failed_fast": self.failed_fast,
                 "elapsed_s": round(elapsed, 3),
                 "tasks_per_s": round(done / elapsed, 2) if elapsed > 0 else 0.0,
                 "task_duration": percentiles(self.task_durations),

@@ -1,26 +1,20 @@
 """A pool's tasks and what it reports about each: Task, Attempt, TaskResult.
 
 A task is a program plus optional input values. The values are data, never code: they travel
-as JSON inside a Python string literal on one line put before the program
-(`x, y = __import__("json").loads('...')`), so whatever they contain, the line can only ever
-bind those names to those values. The line shifts the program down by one, which
-`unshift_lines` undoes in the error the run reports, so tracebacks name the program's lines.
+as JSON in a field of the run frame of their own, and the runtime binds them as variables
+before the program runs. The program's text is sent as written, so it may begin with
+`from __future__ import annotations` and its tracebacks name its own lines.
 """
 
 from __future__ import annotations
 
 import json
 import keyword
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .result import RunError, RunResult
-
-#: The runtime's file name for the program, as tracebacks show it.
-_CELL_LINE = re.compile(r'(File "<cell>", line )(\d+)')
-_SYNTAX_LINE = re.compile(r"(\(line )(\d+)(\))")
 
 
 @dataclass
@@ -31,12 +25,6 @@ class Task:
     code: str
     inputs: dict[str, Any] | None = None
     id: str | None = None  # the caller's name for it (the CLI's "id" field or line number)
-
-    def program(self) -> str:
-        """The text sent to the sandbox: the inputs' line (if any), then the program."""
-        if not self.inputs:
-            return self.code
-        return bind_inputs(self.inputs) + "\n" + self.code
 
 
 @dataclass
@@ -128,30 +116,3 @@ def check_inputs(inputs: Any, reserved: set[str]) -> dict[str, Any] | None:
             f"a task's inputs must be JSON data (dicts, lists, str, numbers, bools, None): {exc}"
         ) from None
     return dict(inputs)
-
-
-def bind_inputs(inputs: Mapping[str, Any]) -> str:
-    """One line of Python binding each name to its value.
-
-    `repr` of a str is always a valid literal of exactly that str, so the JSON text cannot
-    end the literal early whatever it holds (quotes, newlines, backslashes, code).
-    """
-    names = list(inputs)
-    text = json.dumps([inputs[name] for name in names], ensure_ascii=True)
-    targets = ", ".join(names) + ("," if len(names) == 1 else "")
-    return f"({targets}) = __import__('json').loads({text!r})"
-
-
-def unshift_lines(error: RunError | None) -> None:
-    """Give an error's traceback and message the program's own line numbers (the inputs'
-    line moved them down by one)."""
-    if error is None:
-        return
-
-    def back(match: re.Match[str]) -> str:
-        number = max(1, int(match.group(2)) - 1)
-        return match.group(1) + str(number) + (match.group(3) if match.re is _SYNTAX_LINE else "")
-
-    error.traceback = _CELL_LINE.sub(back, error.traceback)
-    if error.type in ("SyntaxError", "IndentationError", "TabError"):
-        error.message = _SYNTAX_LINE.sub(back, error.message)

@@ -55,10 +55,15 @@ def _packed_runtime() -> dict[str, str]:
 
 
 def run_replay(
-    backend: Backend, code: str, registry: ToolRegistry, limits: tuple[float, int], run: RunState
+    backend: Backend,
+    code: str,
+    registry: ToolRegistry,
+    limits: tuple[float, int],
+    run: RunState,
+    inputs: dict | None = None,
 ) -> Outcome:
     """Run `code` with the need_tools/replay protocol, one execution per tool round, recording
-    in `run`; return how it ended."""
+    in `run`; return how it ended. `inputs` are bound as variables before `code` runs."""
     timeout, max_calls = limits
     run.executions = 0
     known: list[dict] = []
@@ -76,6 +81,8 @@ def run_replay(
             "results": known,
             "marker": marker,
         }
+        if inputs:
+            request["inputs"] = inputs
         shot = backend.run_oneshot(bootstrap_program(request), timeout=remaining)
         run.executions += 1
         output, found, tail = shot.output.rpartition("\n" + marker)

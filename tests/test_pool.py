@@ -11,7 +11,7 @@ from test_kernel_lifecycle import descendants, wait_gone
 
 from codemode_jupyter import Pool
 from codemode_jupyter.pool import CreationPacer
-from codemode_jupyter.pool_tasks import bind_inputs
+from codemode_jupyter.pool_breaker import CircuitBreaker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,7 +101,7 @@ def test_sync_tools_run_one_at_a_time_by_default_and_overlap_when_asked() -> Non
         assert [r.value for r in pool.map(["pair()"] * 2)] == [True, True]
 
 
-def test_a_jail_killed_mid_task_is_replaced_and_the_task_runs_again_elsewhere() -> None:
+def test_a_runtime_killed_mid_task_is_restarted_and_the_task_runs_again() -> None:
     killed: set[int] = set()
 
     def first_time(x: int) -> bool:
@@ -123,9 +123,11 @@ def test_a_jail_killed_mid_task_is_replaced_and_the_task_runs_again_elsewhere() 
     hit = results[3]
     assert [a.status for a in hit.attempts] == ["crashed", "ok"] and hit.retried
     assert "killed by signal 9" in hit.attempts[0].error
-    assert hit.attempts[0].sandbox != hit.attempts[1].sandbox
+    # Only the runtime died: a fresh one in the same sandbox does, no new sandbox is made.
+    assert hit.attempts[0].sandbox == hit.attempts[1].sandbox
     assert all(len(r.attempts) == 1 for i, r in enumerate(results) if i != 3)
-    assert summary["retried"] == 1 and summary["sandboxes_replaced"] == 1
+    assert summary["retried"] == 1 and summary["sandboxes_replaced"] == 0
+    assert summary["runtimes_restarted"] == 1
 
 
 def test_a_task_that_always_kills_its_runtime_stops_after_max_attempts() -> None:
@@ -133,6 +135,10 @@ def test_a_task_that_always_kills_its_runtime_stops_after_max_attempts() -> None
         [result] = pool.map("import os\nos._exit(7)")
         after = pool.map("'fine'")[0]
     assert result.status == "crashed" and len(result.attempts) == 2
+    # The final error says the pool gave up, after how many attempts, and the last cause.
+    message = str(result.error)
+    assert "the pool gave up after 2 attempts" in message, message
+    assert "exited with code 7" in message and "next run" not in message
     assert after.ok and after.value == "fine"
 
 
@@ -175,6 +181,110 @@ def test_inputs_are_bound_as_data_whatever_they_hold() -> None:
     assert "(line 2)" in syntax.error.message
 
 
+def test_inputs_leave_the_program_text_as_written() -> None:
+    # A `from __future__` import must be the first statement: nothing may go before it.
+    code = (
+        "from __future__ import annotations\n"
+        "def f(a: NotDefinedAnywhere) -> int:\n"
+        "    return a + x\n"
+        "f(1)"
+    )
+    with Pool(size=1) as pool:
+        results = pool.map(code, inputs=[{"x": 1}, {"x": 2}])
+    assert [r.value for r in results] == [2, 3], [str(r.error) for r in results]
+
+
+WARM_DIRTY = """
+import builtins, json, os, signal, sys, warnings, colorsys
+start = [open("/proc/self/stat").read().split()[21], os.getcwd()]  # process start time
+os.environ["LEAK"] = "1"
+del os.environ["HOME"]
+os.makedirs("d", exist_ok=True)
+os.chdir("d")
+builtins.leak = 1
+builtins.divmod = None
+json.dumps = None
+colorsys.leak = 1
+signal.signal(signal.SIGUSR1, lambda *a: None)
+sys.path.append("/nowhere")
+warnings.simplefilter("ignore")
+sys.setrecursionlimit(123)
+start
+"""
+
+WARM_CHECK = """
+import builtins, json, os, signal, sys, warnings
+fresh_colorsys = "colorsys" not in sys.modules
+import colorsys
+{
+    "pid": open("/proc/self/stat").read().split()[21],
+    "env": ("LEAK" in os.environ, "HOME" in os.environ),
+    "cwd": os.getcwd(),
+    "builtins": (hasattr(builtins, "leak"), builtins.divmod is not None),
+    "json": json.dumps([1]),
+    "imported": (fresh_colorsys, hasattr(colorsys, "leak")),
+    "signal": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
+    "path": "/nowhere" in sys.path,
+    "warnings": len(warnings.filters) > 0 and warnings.filters[0][0] == "ignore",
+    "recursion": sys.getrecursionlimit() != 123,
+}
+"""
+
+LEAVE_A_THREAD = """
+import threading
+stop = threading.Event()
+threading.Thread(target=stop.wait, args=(60,), daemon=True).start()
+threading.active_count()
+"""
+THREADS = "import threading\nthreading.active_count()"
+
+
+def test_a_warm_task_starts_as_a_fresh_program_would() -> None:
+    with Pool(size=1) as pool:
+        runs = pool.map([THREADS, WARM_DIRTY, WARM_CHECK, LEAVE_A_THREAD, THREADS])
+    base, dirty, check, threads, after = runs
+    assert dirty.ok and check.ok, (str(dirty.error), str(check.error))
+    seen, (pid, cwd) = check.value, dirty.value
+    assert seen.pop("pid") == pid  # the same warm runtime (process), not a new one
+    assert seen == {
+        "env": [False, True],
+        "cwd": cwd,
+        "builtins": [False, True],
+        "json": "[1]",
+        "imported": [True, False],
+        "signal": True,
+        "path": False,
+        "warnings": False,
+        "recursion": True,
+    }
+    # A thread the task left running cannot be undone: the next task gets a new runtime,
+    # in the same sandbox, without that thread.
+    assert threads.value == base.value + 1
+    assert after.value == base.value
+    assert {r.sandbox for r in runs} == {"sandbox-1"}
+
+
+def test_a_map_stopped_by_ctrl_c_carries_the_finished_results() -> None:
+    import os
+    import signal
+
+    def interrupt() -> None:
+        """Ctrl-C, as a person at the terminal would press it."""
+        os.kill(os.getpid(), signal.SIGINT)
+
+    programs = ["1", "2", "interrupt()\nimport time\ntime.sleep(30)", "4", "5"]
+    with Pool(tools=[interrupt], size=1) as pool:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            pool.map(programs)
+        results = stopped.value.results
+        assert pool.map("6")[0].value == 6  # the pool stays usable
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert [r.value for r in results[:2]] == [1, 2] and all(r.ok for r in results[:2])
+    assert results[2].status in ("interrupted", "cancelled")
+    assert [r.status for r in results[3:]] == ["cancelled", "cancelled"]
+    assert all(r.result is None for r in results[3:])
+
+
 def test_bad_tasks_are_refused_before_anything_runs() -> None:
     with Pool(tools=[add], size=1) as pool:
         with pytest.raises(ValueError, match="not a valid Python variable name"):
@@ -190,7 +300,6 @@ def test_bad_tasks_are_refused_before_anything_runs() -> None:
         assert pool.summary()["tasks"] == 0
     with pytest.raises(ValueError, match="size"):
         Pool(size=0)
-    assert "\n" not in bind_inputs({"s": "\n", "t": "\r\n"})  # one line, whatever the values
 
 
 def test_fresh_runtime_per_task() -> None:
@@ -255,3 +364,32 @@ def test_creation_pacer_spaces_creations_and_backs_off_after_failures() -> None:
     pacer.succeeded()
     pacer.failed()
     assert pacer.reserve() == pytest.approx(2.5)  # the next slot, or 1 s after now if later
+
+
+def test_circuit_breaker_opens_after_failed_starts_and_probes_after_its_cooldown() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(3, 30.0, clock=lambda: now[0])
+    a, b = object(), object()
+
+    def admit(caller: object) -> str | None:
+        return breaker.admit(caller, lambda: False)
+
+    for _ in range(2):
+        assert admit(a) is None
+        breaker.failed(a, "HTTP 503")
+    assert breaker.state == "closed"
+    breaker.failed(b, "HTTP 503")  # the third in a row
+    assert breaker.state == "open" and breaker.opened == 1
+    outage = admit(a)
+    assert outage is not None and "3 starts in a row failed" in outage and "HTTP 503" in outage
+    now[0] = 31.0
+    assert admit(a) is None  # half-open: a is the probe
+    assert breaker.state == "half-open"
+    breaker.failed(a, "HTTP 503 again")  # the probe failed: open for another cooldown
+    assert "HTTP 503 again" in (admit(b) or "")
+    now[0] = 62.0
+    assert admit(b) is None
+    breaker.release(b)  # b was cancelled before it started anything: another may probe
+    assert admit(a) is None
+    breaker.succeeded()
+    assert breaker.state == "closed" and admit(b) is None

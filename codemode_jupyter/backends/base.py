@@ -208,5 +208,10 @@ class Backend(ABC):
     def status(self) -> BackendStatus:
         """Backend name, isolation level and whatever else a user would want to see."""
 
+    def sandbox_ok(self) -> bool:
+        """After a runtime ended unexpectedly: whether the sandbox around it is fine, so a
+        new runtime in it would do (False when the sandbox may be gone or broken)."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - most backends have nothing to release
         """Release the sandbox. Idempotent."""

@@ -309,9 +309,9 @@ class DaytonaTransport(Transport):
             )
 
     async def _fail(self, info: str, suspect: bool = True) -> None:
+        if suspect:  # before the engine sees the end: it asks sandbox_ok() right after
+            self._backend.suspect_sandbox()
         if self._end(info):
-            if suspect:
-                self._backend.suspect_sandbox()
             # Shielded: _end cancels this very task, and the session must still go.
             await asyncio.shield(self._backend.kill_session(self))
 
@@ -544,6 +544,9 @@ class DaytonaBackend(Backend):
         if self.inputs_resent:
             details["inputs_resent"] = str(self.inputs_resent)
         return BackendStatus("daytona", "daytona", details)
+
+    def sandbox_ok(self) -> bool:
+        return self._sandbox is not None and not self._suspect
 
     def close(self) -> None:
         """Stop runtimes, delete the sandbox if we created it, release the client. Idempotent."""

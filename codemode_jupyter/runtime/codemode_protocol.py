@@ -9,13 +9,16 @@ Host -> runtime (the runtime's stdin):
                (tools and limits are optional: a frame without them keeps the last run
                frame's, the runtime's defaults and no tools before any; a limit missing from
                limits takes the runtime's default)
+               optional "inputs": {name: JSON value}, bound as variables before the code runs
+               (a pool task's inputs: the program's text stays as written)
     put        {"t": "put", "path": str, "d": str (base64), "more": bool}
                a file for the work dir, in chunks (each under 1 MiB), before a run frame;
                a chunk with more=false ends the file. A failed write fails the next run.
     result     {"t": "result", "id": int, "ok": true, "value": any}
                {"t": "result", "id": int, "ok": false, "error": {"type", "message"}}
     interrupt  {"t": "interrupt", "id": str}
-    reset      {"t": "reset"}
+    reset      {"t": "reset"}   a fresh namespace, and the process put back as a fresh program
+               finds it (the runtime's Baseline)
 
     With SEQUENCED on its command line (the Daytona backend, whose writes are HTTP requests a
     retry may deliver twice), the runtime takes a batch line `#N` ahead of each batch of
@@ -41,6 +44,8 @@ Runtime -> host (the runtime's stdout; the program's own output never goes there
                 "bundle": {mime: str | JSON} (optional: the value's rich representation)}
                {"t": "done", "id": str, "ok": false, "error": {"type", "message", "traceback"}}
     reset_done {"t": "reset_done"}
+               {"t": "reset_done", "clean": false, "threads": int}  threads a program started
+               still run: the runtime cannot be reset, and the host replaces it
 
 A run's id is a random token the host makes for each run, so no frame left over from an earlier
 run (or forged by its background threads) can pass for the current run's. The host checks every

@@ -37,7 +37,7 @@ OWN_OUTPUT_FIELDS = ("displays", "value_bundle")
 #: Result fields the timeline carries in version 2 (kept out of `result` to save the space).
 TIMELINE_FIELDS = ("stdout", "stderr", "tool_calls")
 #: Timeline entry fields that vary between runs: a call's duration, a traceback, a URL.
-VARYING_ENTRY_FIELDS = ("duration", "url")
+VARYING_ENTRY_FIELDS = ("duration", "url", "waited")
 #: A display's MIME types kept with what varies (nbval does not compare them either).
 VARYING_DISPLAY_TYPES = ("image/png", "image/jpeg")
 #: Characters of display bundles a run in the Tools panel carries (up to 20 runs are sent

@@ -142,11 +142,11 @@ class WidgetApprover:
 
     def decide(self, request: ApprovalRequest, timeout: float | None) -> Decision:
         card = _Card(request)
+        self.place(card)  # shown and linked to its call before anyone can look it up
         with self._lock:
             self._cards[request.id] = card
             self._lock.notify_all()
         try:
-            self.place(card)
             if not card.event.wait(timeout):
                 card.decide(Decision.reject(f"no decision within {timeout:g} s"), "timeout")
         finally:

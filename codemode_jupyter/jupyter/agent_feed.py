@@ -332,8 +332,16 @@ def stopped_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _about(text: str) -> str:
-    return f"<pre class='codemode-AgentFeedText'>{html.escape(text)}</pre>"
+def _about(text: str, settings: str = "") -> str:
+    """The server's summary, its client settings folded (they are long, and the same for
+    every start but the port)."""
+    shown = f"<pre class='codemode-AgentFeedText'>{html.escape(text)}</pre>"
+    if settings:
+        shown += (
+            "<details class='codemode-AgentFeedSettings'><summary>client settings</summary>"
+            f"<pre class='codemode-AgentFeedText'>{html.escape(settings.strip())}</pre></details>"
+        )
+    return shown
 
 
 def _public(info: dict[str, Any]) -> dict[str, Any]:
@@ -395,7 +403,7 @@ class AgentFeed:
         from IPython.display import display
 
         self.info = info
-        self._about.value = _about(info["text"])
+        self._about.value = _about(info.get("summary", info["text"]), info.get("settings", ""))
         self.comm.open(info)  # before the display: the front end knows the feed is live
         bundle = self.widget._repr_mimebundle_()
         data = {

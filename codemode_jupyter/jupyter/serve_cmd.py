@@ -376,14 +376,16 @@ def serve_info(server: Any, args: argparse.Namespace) -> dict[str, Any]:
             "WARNING: listening beyond this machine; anyone with the token can run code "
             "with this notebook's functions"
         )
-    lines.append(settings_text(server, TOKEN_PLACEHOLDER))
+    settings = settings_text(server, TOKEN_PLACEHOLDER)
     return {
+        "summary": "\n".join(lines),
+        "settings": settings,
         "url": server.url,
         "session": args.session,
         "shared": shared,
         "tools": tools,
         "approve": approve if approve != "all" else ["all"],
-        "text": "\n".join(lines),
+        "text": "\n".join([*lines, settings]),
     }
 
 

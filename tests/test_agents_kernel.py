@@ -88,9 +88,19 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         )
         assert "('agent', 'mul(total, 10)')" in listed.stream(), listed.messages
 
+        # `%codemode status` lists the server and the sessions its agents ran in.
+        status = kernel.execute("%codemode status").stream()
+        assert re.search(r"mcp_server +" + re.escape(url), status), status
+        assert re.search(r"agent_sessions +agent \(last run ok\)", status), status
+        helped = kernel.execute("%codemode serve --help").stream()
+        for option in ("--host", "--token", "--approval-timeout", "--allow-remote", "--tools"):
+            assert option in helped
+        assert "--shared" in helped and "--show-token" in helped
+
         stopped = kernel.execute(SERVE.format(line="--stop"))
         assert "MCP server stopped" in stopped.stream()
         assert not _port_open(port)
+        assert "not running" in kernel.execute("%codemode status").stream()
         # The serving cell's feed no longer states the URL: the server is gone.
         about = kernel.execute("print(_serving.feed.widget.children[0].value)").stream()
         assert "MCP server stopped" in about and url not in about

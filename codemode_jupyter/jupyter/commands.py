@@ -71,9 +71,34 @@ def status(magics: CodeModeMagics, args: argparse.Namespace) -> None:
         info["state"] = "variables kept between cells (clear: %codemode reset, --fresh)"
     else:
         info["state"] = "empty (the next run starts a fresh runtime)"
+    info.update(agent_status(magics))
     width = max(len(str(key)) for key in info)
     for key, value in info.items():
         print(f"{str(key).ljust(width)}  {value}")
+
+
+def agent_status(magics: CodeModeMagics) -> dict[str, str]:
+    """`%codemode serve`'s server and the sessions its agents ran in (each is a named
+    session: `%%codemode --session NAME` opens it in a cell)."""
+    from .serve_cmd import serving
+
+    found = serving(magics)
+    if found is None:
+        return {"mcp_server": "not running (%codemode serve starts one)"}
+    described = []
+    for name in found.sessions:
+        session = magics.pool.sessions.get(("named", name))
+        last = getattr(session, "last_result", None) if session is not None else None
+        state = f"last run {last.status}" if last is not None else "no run yet"
+        described.append(f"{name} ({state})")
+    return {
+        "mcp_server": found.server.url,
+        "agent_sessions": (
+            ", ".join(described) + "; open one with %%codemode --session NAME"
+            if described
+            else "none yet (an agent's first program opens one)"
+        ),
+    }
 
 
 def reset(magics: CodeModeMagics, args: argparse.Namespace) -> None:

@@ -120,7 +120,13 @@ OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         },
     ),
     (("--stop",), {"action": "store_true", "help": "stop the server"}),
+    (("--help",), {"action": "store_true", "help": "this text"}),
 ]
+
+
+def serve_help() -> str:
+    """`%codemode serve --help` (and the serve part of `%codemode help`)."""
+    return parser().format_help().rstrip()
 
 
 def parse(line: str) -> argparse.Namespace:
@@ -130,8 +136,7 @@ def parse(line: str) -> argparse.Namespace:
         raise UsageError(f"%codemode serve: {exc}") from None
     if unknown:
         raise UsageError(
-            f"%codemode serve: unknown options {' '.join(unknown)}; "
-            "see %codemode help (or docs/agents.md)"
+            f"%codemode serve: unknown options {' '.join(unknown)}; see %codemode serve --help"
         )
     return args
 
@@ -149,6 +154,9 @@ def serving(magics: Any) -> _Serving | None:
 def serve(magics: Any, line: str) -> Any:
     """Run `%codemode serve LINE`; returns the server (None after --stop, --show-token)."""
     args = parse(line)
+    if args.help:
+        print(serve_help())
+        return None
     if args.stop:
         stopped = stop_server(magics)
         print("codemode: MCP server stopped" if stopped else "codemode: no MCP server is running")

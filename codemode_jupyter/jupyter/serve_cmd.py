@@ -392,7 +392,7 @@ def serve_info(server: Any, args: argparse.Namespace) -> dict[str, Any]:
         "session": args.session,
         "shared": shared,
         "tools": tools,
-        "approve": approve if approve != "all" else ["all"],
+        "approve": ["all"] if approve == "all" else list(approve or []),
         "text": "\n".join([*lines, settings]),
     }
 

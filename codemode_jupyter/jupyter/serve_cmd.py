@@ -38,10 +38,14 @@ _servers: dict[int, _Serving] = {}
 
 
 class _Serving:
-    def __init__(self, server: Any, shell: Any, refresh: Any, sessions: list[str]) -> None:
+    def __init__(
+        self, server: Any, shell: Any, refresh: Any, sessions: list[str], tools: Any
+    ) -> None:
         self.server, self.shell, self.refresh = server, shell, refresh
         #: The names of the Code Mode sessions agents ran in, in the order they were opened.
         self.sessions = sessions
+        #: The tools agents get now (called before each run).
+        self.tools = tools
 
 
 def parser() -> argparse.ArgumentParser:
@@ -173,7 +177,7 @@ def serve(magics: Any, line: str) -> Any:
     if id(magics) in _servers:
         stop_server(magics)  # a new serve replaces the old one (new port, token, options)
     server = _start(magics, args)
-    _announce(server, args)
+    _announce(server, args, _servers[id(magics)].tools)
     return server
 
 
@@ -278,7 +282,7 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
             print(f"codemode: could not update the MCP tool list: {exc}", file=sys.stderr)
 
     shell.events.register("post_run_cell", refresh)
-    _servers[id(magics)] = _Serving(server, shell, refresh, sessions)
+    _servers[id(magics)] = _Serving(server, shell, refresh, sessions, tools)
     return server
 
 
@@ -335,20 +339,17 @@ def client_snippet(server: Any, token: str | None = None) -> str:
     )
 
 
-def agent_tools(server: Any) -> list[str]:
-    """The names of the tools agents may call now."""
+def agent_tools(tools: Any) -> list[str]:
+    """The names of the tools agents may call now (`tools`: the serve's tool source)."""
     from ..tools import Tool
 
-    listed = server.runner.current_tools()
-    if listed is None:
-        listed = server.runner.session().tools
-    return [Tool.from_callable(t).name for t in listed]
+    return [Tool.from_callable(t).name for t in tools()]
 
 
-def _announce(server: Any, args: argparse.Namespace) -> None:
+def _announce(server: Any, args: argparse.Namespace, tools: Any) -> None:
     """What the serving cell shows: in a kernel, the feed (which draws this text while the
     server runs and says it stopped once it has); elsewhere, printed."""
-    info = serve_info(server, args)
+    info = serve_info(server, args, agent_tools(tools))
     feed = getattr(server, "feed", None)
     if feed is not None and feed.widget is not None:
         feed.show(info)
@@ -356,7 +357,7 @@ def _announce(server: Any, args: argparse.Namespace) -> None:
         print(info["text"])
 
 
-def serve_info(server: Any, args: argparse.Namespace) -> dict[str, Any]:
+def serve_info(server: Any, args: argparse.Namespace, tools: list[str]) -> dict[str, Any]:
     """The server as the serving cell states it: where, which tools, which need approval,
     how to connect (the token left out: `--show-token`). `text` is all of it as lines."""
     shared = args.shared or "shared" not in inspect.signature(type(server)).parameters
@@ -365,7 +366,6 @@ def serve_info(server: Any, args: argparse.Namespace) -> dict[str, Any]:
         if shared
         else f"a session per client ({args.session}-1, {args.session}-2, ...)"
     )
-    tools = agent_tools(server)
     approve = _approve_option(args.approve)
     lines = [f"codemode: MCP server at {server.url} ({sessions})"]
     chosen = "--tools" if args.tools else "the notebook's public functions"

@@ -217,3 +217,19 @@ def test_a_rejected_stand_in_typed_as_bad_json_is_asked_again():
     decision = prompt.decide(ApprovalRequest(7, "lookup", {"city": "Rome"}, "cell", True), None)
     assert decision.action == "return" and decision.value == {"temp": -3}
     assert len(asked) == 3 and asked[0].startswith("codemode: call lookup(city='Rome')?")
+
+
+def test_return_instead_on_a_card_takes_only_json():
+    """A card's "Return instead" with text that is not JSON is refused and the call still
+    waits; a JSON value decides it, and the card says it is a stand-in."""
+    from codemode_jupyter.agents.approval import ApprovalRequest
+    from codemode_jupyter.agents.approval_card import _Card
+
+    card = _Card(ApprovalRequest(1, "lookup", {"city": "Rome"}, "cell", allow_return=True))
+    card.value.value = "{bad json"
+    card.returns.click()
+    assert card.decision is None and "not a JSON value" in card.title.value
+    card.value.value = '{"temp": -3}'
+    card.returns.click()
+    assert card.decision.action == "return" and card.decision.value == {"temp": -3}
+    assert "a stand-in value; the tool did not run" in card.title.value

@@ -3,7 +3,7 @@ and, when stepping, "Return instead" with a JSON value.
 
 Clicks reach the kernel only while its main thread is idle, which is the case for agent runs
 (they run on a thread of their own). A person's own running cell keeps the main thread busy,
-so `%%codemode --step` uses the stdin prompt (`StdinApprover`) instead.
+so `%%codemode --step` uses the stdin prompt (`jupyter/step_prompt.py`) instead.
 """
 
 from __future__ import annotations

@@ -364,3 +364,5 @@ def test_step_numbers_calls_as_the_run_does_and_records_stand_ins():
         ]  # the transcript nbval compares says so too
         assert "lookup(city='Rome') = {'city': 'Rome', 'temp': -3}, tool not run" in text, text
         assert kernel.execute("print(ran)").stream() == "['Oslo']\n"
+        last = kernel.execute("%codemode last").stream()
+        assert "waited" in last and "(a stand-in value; not run)" in last, last

@@ -111,7 +111,10 @@ def last(magics: CodeModeMagics, args: argparse.Namespace) -> None:
     if result is None:
         print("codemode: no run yet")
         return
-    print(describe_run(result, everything=args.all))
+    # The run's timeline has what the result does not: who decided a paused call, the wait.
+    record = next((r for r in reversed(magics.runs) if r.result is result), None)
+    entries = record.entries if record is not None else None
+    print(describe_run(result, everything=args.all, entries=entries))
 
 
 def debug(magics: CodeModeMagics, args: argparse.Namespace) -> None:
@@ -164,12 +167,20 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def describe_run(result: RunResult, *, everything: bool = False) -> str:
+def describe_run(
+    result: RunResult,
+    *,
+    everything: bool = False,
+    entries: list[dict[str, Any]] | None = None,
+) -> str:
     """`%codemode last`: the tool calls with args, result or error, and timing.
 
     A long run shows its first and last calls and says how many are left out, unless
-    `everything`.
+    `everything`. With the run's timeline `entries`, a paused call says what was decided
+    and how long it waited, apart from its own duration, and a stand-in value says the tool
+    did not run.
     """
+    approvals = {e["id"]: e for e in entries or () if e.get("kind") == "call" and e.get("approval")}
     lines = [
         f"last run: {result.status} in {format_duration(result.duration)}, "
         f"{plural(len(result.tool_calls), 'tool call')} in {plural(result.rounds, 'round')} "
@@ -184,8 +195,16 @@ def describe_run(result: RunResult, *, everything: bool = False) -> str:
         if skipped and index == LAST_HEAD:
             lines.append(f"  … {plural(skipped, 'more call')} (%codemode last --all shows them)")
         head = f"  #{call.id} round {call.round}  {call.name}({_args(call.args)})"
-        lines.append(f"{head}  [{format_duration(call.duration)}]")
-        if call.error is not None:
+        paused = approvals.get(call.id)
+        if paused is None:
+            lines.append(f"{head}  [{format_duration(call.duration)}]")
+        else:
+            took = format_duration(paused.get("duration", call.duration))
+            waited = format_duration(paused.get("waited", 0.0))
+            lines.append(f"{head}  [{took}; waited {waited} for a decision]")
+        if paused is not None and paused["approval"].get("stand_in"):
+            lines.append(f"      = {clip(repr(call.result), 500)} (a stand-in value; not run)")
+        elif call.error is not None:
             lines.append(f"      raised {call.error}")
             if call.error.traceback:
                 lines.extend("      " + t for t in call.error.traceback.rstrip().split("\n"))

@@ -80,7 +80,8 @@ export class FeedRenderer extends Widget implements IRenderMime.IRenderer {
       }
     }
     const note = this.node.ownerDocument.createElement('pre');
-    note.className = 'codemode-FeedStopped';
+    // Live without ipywidgets in the page: the server's text; else, that it is not running.
+    note.className = live ? 'codemode-FeedText' : 'codemode-FeedStopped';
     note.textContent = live ? String(payload.text ?? '') : stoppedText(payload);
     this.node.appendChild(note);
   }

@@ -43,7 +43,7 @@ def test_each_run_is_a_run_view_with_its_code_displays_and_ending(cm):
     ok, failed = run_all(feed, cm, [program, "double('a')"])
     assert ok.ok and not failed.ok
     first, second = feed.runs()
-    assert [c for c in feed.widget.children] == [first.widget, second.widget]
+    assert list(feed.widget.children[1:]) == [first.widget, second.widget]
     header, run, value = first.output.outputs
     # The agent's code, escaped (the feed's outputs are trusted by the front end).
     assert header["data"]["text/plain"].startswith("agent run 1\nprint('x is'")
@@ -72,7 +72,7 @@ def test_the_feed_keeps_the_newest_runs_and_closes_the_rest(cm, monkeypatch):
     oldest = feed.runs()[0]
     run_all(feed, cm, ["3"])
     assert [r.number for r in feed.runs()] == [2, 1]  # each runner numbers its own jobs
-    assert len(feed.widget.children) == 2 and oldest not in feed.runs()
+    assert len(feed.widget.children) == 3 and oldest not in feed.runs()
     assert oldest.output.comm is None and oldest.widget.comm is None
 
 
@@ -144,3 +144,92 @@ def test_the_run_view_keeps_an_agents_images_and_drops_its_markup(cm):
     assert display["data"] == {"text/plain": "pic"}  # the PNG travels in the metadata
     varying = run["metadata"][MIME_RUN]["timeline"]
     assert [e["data"] for e in varying.values() if "data" in e] == [{"image/png": "iVBORw0KGgo="}]
+
+
+def ping() -> str:
+    """Answers pong."""
+    return "pong"
+
+
+def send(to: str) -> str:
+    """Sends (a person approves each one)."""
+    return f"sent to {to}"
+
+
+def test_a_card_names_the_runs_call_and_the_record_says_who_decided(cm):
+    """The run's second call is the first that asks: its card says call #2 (the run's
+    number), the live view shows it waiting for approval, and once approved the run's
+    record carries the decision and the wait apart from the call's duration."""
+    from codemode_jupyter.agents.approval import ApprovalGate
+    from codemode_jupyter.agents.approval_card import WidgetApprover
+
+    feed = AgentFeed(rate=50)
+    approver = WidgetApprover(feed.place)
+    gate = ApprovalGate(approver, ["send"], timeout=60)
+    runner = AgentRunner(cm, tools=lambda: [ping, send], gate=gate, observers=[feed.on_event])
+    try:
+        job = runner.submit("ping()\nsend('ann')")
+        request = approver.wait_for_request(60)
+        card = approver.card(request.id)
+        assert card.children[0].value.startswith("<b>call #2</b>")
+        (view,) = feed.runs()
+        live = view.output.outputs[1]["data"][MIME_RUN]
+        states = [(e["id"], e["state"]) for e in live["timeline"] if e["kind"] == "call"]
+        assert states == [(1, "ok"), (2, "waiting")]
+        assert live["agent"] == {"run": 1, "session": "agent"}
+        card.children[1].children[0].click()  # Approve
+        result = job.future.result(60)
+    finally:
+        runner.stop()
+    assert result.ok and result.value == "sent to ann", result.error
+    assert "approved in the notebook" in card.children[0].value
+    record = view.record(feed.id)
+    assert record["metadata"]["codemode_feed"] == {"feed": feed.id, "run": 1}
+    payload = record["data"][MIME_RUN]
+    assert payload["agent"]["record"] is True and payload["code"] == "ping()\nsend('ann')"
+    calls = [e for e in payload["timeline"] if e["kind"] == "call"]
+    assert [c.get("approval") for c in calls] == [
+        None,
+        {"decision": "approve", "by": "notebook"},
+    ]
+    # The wait is kept apart from the call's own duration (both in the varying metadata).
+    varying = record["metadata"][MIME_RUN]["timeline"]
+    index = str(payload["timeline"].index(calls[1]))
+    assert set(varying[index]) >= {"duration", "waited"}
+    assert "agent run 1\nping()" in record["data"]["text/plain"]
+
+
+def test_a_rejected_stand_in_typed_as_bad_json_is_asked_again():
+    """`= {bad json` in a stepped cell is refused with the reason, never passed on."""
+    from codemode_jupyter.agents.approval import ApprovalRequest
+    from codemode_jupyter.jupyter.step_prompt import StepPrompt, parse_step_answer
+
+    decision, problem = parse_step_answer("= {bad json")
+    assert decision is None and "is not a JSON value" in problem
+    answers = iter(["= {bad json", "maybe", '= {"temp": -3}'])
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return next(answers)
+
+    prompt = StepPrompt(ask)
+    decision = prompt.decide(ApprovalRequest(7, "lookup", {"city": "Rome"}, "cell", True), None)
+    assert decision.action == "return" and decision.value == {"temp": -3}
+    assert len(asked) == 3 and asked[0].startswith("codemode: call lookup(city='Rome')?")
+
+
+def test_return_instead_on_a_card_takes_only_json():
+    """A card's "Return instead" with text that is not JSON is refused and the call still
+    waits; a JSON value decides it, and the card says it is a stand-in."""
+    from codemode_jupyter.agents.approval import ApprovalRequest
+    from codemode_jupyter.agents.approval_card import _Card
+
+    card = _Card(ApprovalRequest(1, "lookup", {"city": "Rome"}, "cell", allow_return=True))
+    card.value.value = "{bad json"
+    card.returns.click()
+    assert card.decision is None and "not a JSON value" in card.title.value
+    card.value.value = '{"temp": -3}'
+    card.returns.click()
+    assert card.decision.action == "return" and card.decision.value == {"temp": -3}
+    assert "a stand-in value; the tool did not run" in card.title.value

@@ -35,10 +35,17 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         assert kernel.execute("def add(a: int, b: int) -> int:\n    return a + b").ok
         started = kernel.execute(SERVE.format(line=f"--token {TOKEN}"))
         assert started.ok, started.error
-        printed = started.stream()
+        (printed,) = started.displays()  # the feed: the server's settings, then the runs
         url = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", printed).group(1)
-        assert f"Bearer {TOKEN}" in printed and '"mcpServers"' in printed
-        assert started.of_type("display_data")  # the feed
+        assert "tools agents may call (the notebook's public functions): add" in printed
+        assert (
+            '"mcpServers"' in printed and "Bearer <TOKEN: %codemode serve --show-token>" in printed
+        )
+        # The token is in nothing the notebook would save; --show-token prints it on demand.
+        assert TOKEN not in json.dumps(started.messages, default=str)
+        assert kernel.execute("_serving = _server").ok
+        shown = kernel.execute(SERVE.format(line="--show-token"))
+        assert f"token: {TOKEN}" in shown.stream() and f"Bearer {TOKEN}" in shown.stream()
         port = int(url.rsplit(":", 1)[1].split("/")[0])
 
         async def agent():
@@ -83,9 +90,22 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         )
         assert "('agent', 'mul(total, 10)')" in listed.stream(), listed.messages
 
+        # `%codemode status` lists the server and the sessions its agents ran in.
+        status = kernel.execute("%codemode status").stream()
+        assert re.search(r"mcp_server +" + re.escape(url), status), status
+        assert re.search(r"agent_sessions +agent \(last run ok\)", status), status
+        helped = kernel.execute("%codemode serve --help").stream()
+        for option in ("--host", "--token", "--approval-timeout", "--allow-remote", "--tools"):
+            assert option in helped
+        assert "--shared" in helped and "--show-token" in helped
+
         stopped = kernel.execute(SERVE.format(line="--stop"))
         assert "MCP server stopped" in stopped.stream()
         assert not _port_open(port)
+        assert "not running" in kernel.execute("%codemode status").stream()
+        # The serving cell's feed no longer states the URL: the server is gone.
+        about = kernel.execute("print(_serving.feed.widget.children[0].value)").stream()
+        assert "MCP server stopped" in about and url not in about
         threads = kernel.execute(
             "import threading\nprint(sorted(t.name for t in threading.enumerate() "
             "if t.name.startswith('codemode-mcp') or t.name.startswith('codemode-agent')))"
@@ -98,11 +118,14 @@ def test_serve_refuses_bad_options_clearly():
         remote = kernel.execute(SERVE.format(line="--host 0.0.0.0"))
         bad = kernel.execute(SERVE.format(line="--port notaport"))
         none = kernel.execute(SERVE.format(line="--stop"))
+        unknown = kernel.execute(SERVE.format(line="--tools nosuch"))
     # IPython shows a UsageError as one line on stderr, without a traceback.
     assert not remote.ok and "UsageError" in remote.stream("stderr")
     assert "allow_remote=True (--allow-remote)" in remote.stream("stderr")
     assert not bad.ok and "invalid int value: 'notaport'" in bad.stream("stderr")
     assert none.ok and "no MCP server is running" in none.stream()
+    assert not unknown.ok and "--tools" in unknown.stream("stderr")
+    assert "nosuch" in unknown.stream("stderr")
 
 
 TOOLS = (
@@ -199,7 +222,9 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         ).ok
         started = kernel.execute(SERVE.format(line=f"--token {TOKEN} --approve send"))
         assert started.ok, started.error
-        url = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", started.stream()).group(1)
+        (about,) = started.displays()
+        url = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)", about).group(1)
+        assert "approval: calls to send wait for a person" in about
         assert kernel.execute(HELPERS).ok
 
         async def agent(programs):
@@ -217,7 +242,7 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
             # While the call waits, the feed's live view shows the run with the call running.
             live = _json(
                 kernel.execute(
-                    "_wait(lambda: _feed() and _feed()[-1]['calls'] == [['send', 'running']])\n"
+                    "_wait(lambda: _feed() and _feed()[-1]['calls'] == [['send', 'waiting']])\n"
                     "print(json.dumps(_feed()))"
                 )
             )
@@ -249,7 +274,26 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
             "first: sent to ann\nrejected: send: the call was rejected (not today)" in run["output"]
         )
         assert run["last"] == "'pong'"  # the value, below the run as a cell's Out[n]
-        assert "approved" in run["cards"][0] and "rejected: not today" in run["cards"][1]
+        assert run["cards"][0].endswith("approved in the notebook")
+        assert run["cards"][1].endswith("rejected in the notebook: not today")
+        # The serving cell's record of the run (what the page writes into the cell and the
+        # notebook saves): the run bundle with the decisions, and the program.
+        record = _json(
+            kernel.execute(
+                "_rec = _server.feed.runs()[-1].record(_server.feed.id)\n"
+                "_p = _rec['data'][MIME_RUN]\n"
+                "print(json.dumps([_p['agent'], [e.get('approval') for e in _p['timeline']"
+                " if e['kind'] == 'call'], _rec['metadata']['codemode_feed']['run']]))"
+            )
+        )
+        agent_info, approvals, number = record
+        assert agent_info["record"] and agent_info["tool_output"] == [["stdout", "ponging\n"]]
+        assert approvals == [
+            {"decision": "approve", "by": "notebook"},
+            {"decision": "reject", "by": "notebook", "reason": "not today"},
+            None,
+        ]
+        assert number == 1
         assert all(run["disabled"])  # decided: the buttons are off
         assert _json(kernel.execute("print(json.dumps(sent))")) == ["ann"]
         # The Tools panel's recent run has the timeline in the order things happened.
@@ -279,7 +323,7 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         closed = kernel.execute(
             "print(_first.number, _first.output.comm is None, len(_server.feed.widget.children))"
         )
-        assert closed.stream() == "1 True 2\n"
+        assert closed.stream() == "1 True 3\n"  # the server's settings, then two runs
         stopped = kernel.execute(SERVE.format(line="--stop"))
         assert "MCP server stopped" in stopped.stream()
         threads = kernel.execute(
@@ -287,3 +331,41 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
             "if t.name.startswith('codemode-view')))"
         )
         assert threads.stream() == "[]\n"
+
+
+def test_step_numbers_calls_as_the_run_does_and_records_stand_ins():
+    """`%%codemode --step`: each prompt names the run's call; `= {bad json` is refused and
+    asked again; a value typed instead is recorded as a stand-in (the tool did not run)."""
+    with loaded_kernel() as kernel:
+        assert kernel.execute(
+            "ran = []\ndef lookup(city: str) -> dict:\n    ran.append(city)\n"
+            "    return {'city': city, 'temp': 21}"
+        ).ok
+        stepped = kernel.execute(
+            "%%codemode --step\n[lookup('Oslo')['temp'], lookup('Rome')['temp']]",
+            stdin=["a", "= {bad json", '= {"city": "Rome", "temp": -3}'],
+        )
+        assert stepped.ok, stepped.messages
+        assert stepped.result == "[21, -3]"
+        prompts = [
+            m["content"]["prompt"] for m in stepped.messages if m["msg_type"] == "input_request"
+        ]
+        assert [p.split(" lookup")[0] for p in prompts] == [
+            "codemode: call #1",
+            "codemode: call #2",
+            "codemode: call #2",
+        ]
+        assert "'{bad json' is not a JSON value" in stepped.stream()
+        (run,) = stepped.displays("application/vnd.codemode.run+json")
+        calls = [e for e in run["timeline"] if e["kind"] == "call"]
+        assert [c["approval"] for c in calls] == [
+            {"decision": "approve", "by": "cell"},
+            {"decision": "return", "by": "cell", "stand_in": True},
+        ]
+        (text,) = [
+            d for d in stepped.displays() if "lookup(city='Rome')" in str(d)
+        ]  # the transcript nbval compares says so too
+        assert "lookup(city='Rome') = {'city': 'Rome', 'temp': -3}, tool not run" in text, text
+        assert kernel.execute("print(ran)").stream() == "['Oslo']\n"
+        last = kernel.execute("%codemode last").stream()
+        assert "waited" in last and "(a stand-in value; not run)" in last, last

@@ -15,13 +15,30 @@ Widget state set from the engine's threads goes out through ipykernel's IOPub th
 feed updates while the kernel is idle or busy with a person's cell. The feed keeps the newest
 `MAX_RUNS` runs (newest last) and closes the widgets of those it drops. Outside a kernel
 (`widgets=False`) it prints one line per event instead.
+
+Widget state is not what a notebook keeps: after a save and a new kernel the widgets are gone
+("model not found"). So the feed is also kept as plain outputs of the serving cell: each run's
+outputs (its header, its run bundle with the approvals, what its tools printed, its ending),
+pushed over the `codemode.feed` comm (feed_comm.py) when a run starts, when a call waits or is
+decided and when it ends; the JupyterLab extension writes them into the cell, where they are
+saved like any output and drawn by the run renderer without a kernel. The serving cell's own
+display carries `application/vnd.codemode.feed+json` next to the widget: the extension draws
+the widget while the server runs in this kernel and, once it stopped or the kernel is gone, a
+line saying so (never the dead widget).
+
+Approvals are part of a run's record: each paused call's entry gets `approval` (the decision,
+who decided, the reason) and `waited` (the seconds a person took, kept out of the call's
+`duration`); while it waits its state is `waiting`. Cards are linked to the run's own call
+number (the newest call of that tool still in flight, which is the one that asks).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import html
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,7 +46,9 @@ from typing import Any
 from .. import events as ev
 from ..agents.results import event_line
 from ..result import RunResult
+from .approval_marks import ApprovalMarks
 from .errors import CodeModeError
+from .feed_comm import FEED_MIME, FeedComm
 from .text import clip
 from .tool_output import capture
 from .transcript import MIME_RUN, run_bundle
@@ -54,12 +73,22 @@ class FeedRunView(RichView):
     the widget's `outputs`; everything else (the timeline, the rate, coalescing) is RichView's.
     """
 
-    def __init__(self, number: int, code: str, **options: Any) -> None:
+    def __init__(
+        self,
+        number: int,
+        code: str,
+        session: str = "agent",
+        on_change: Callable[[FeedRunView], None] | None = None,
+        **options: Any,
+    ) -> None:
         import ipywidgets as w
 
         super().__init__(code, **options)
         self.number = number
+        self.session = session
+        self.on_change = on_change
         self.result: RunResult | None = None
+        self.approvals = ApprovalMarks()
         self._header = _header_output(number, code)
         self._tool_output: list[list[str]] = []  # [stream, text], consecutive writes merged
         self._show_lock = threading.Lock()
@@ -94,15 +123,91 @@ class FeedRunView(RichView):
         """The run ended: show the finished run (None: the last live state stays)."""
         self.finish(result)
         if result is None:
+            self._changed()
             return
         data, metadata = run_bundle(self.code, result, self.entries(), warnings=self.warnings)
         self.publish(data, metadata)
+        self._changed()
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The timeline, with the approvals of its paused calls."""
+        return self._with_approvals(super().entries())
+
+    # --- approvals ---------------------------------------------------------------------
+
+    def link_call(self, tool: str) -> int | None:
+        """The run's number of the call of `tool` that asks for approval now (see
+        approval_marks); the live view shows it waiting."""
+        with self._lock:
+            running = [e["id"] for e in self.timeline.running_calls() if e["name"] == tool]
+        call_id = self.approvals.link(running)
+        self._redraw()
+        return call_id
+
+    def decided(self, call_id: int, action: str, by: str, reason: str = "") -> None:
+        """A person (or the timeout, or the agent's client) decided call `call_id`."""
+        self.approvals.decided(call_id, action, by, reason)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        """Show the live run now (not at the flusher's next turn), and keep it."""
+        if self.result is None:
+            self._send(self._live_bundle(), update=True)
+        self._changed()
+
+    def _with_approvals(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.approvals.apply(entries)
+
+    # --- showing -----------------------------------------------------------------------
 
     def _send(self, data: dict[str, Any], *, update: bool) -> None:
         # RichView starts with an empty display; the feed shows the run at once instead.
-        self._show(_display_output(data or self._live_bundle(), {}), self._streams())
+        data = dict(data or self._live_bundle())
+        payload = data.get(MIME_RUN)
+        if payload is not None:
+            timeline = self._with_approvals(payload.get("timeline") or [])
+            data[MIME_RUN] = {**payload, "timeline": timeline, "agent": self.agent_info()}
+        self._show(_display_output(data, {}), self._streams())
+
+    def agent_info(self) -> dict[str, Any]:
+        """Who ran it, for the run card (its "Insert as cell" opens this session)."""
+        return {"run": self.number, "session": self.session}
+
+    def record(self, feed: str) -> dict[str, Any]:
+        """The run as the serving cell keeps it: one display_data whose run bundle also
+        carries what the feed shows around the run (the program, what the tools printed,
+        the ending; `agent.record`), marked with the feed and the run so the front end
+        replaces it when the run changes."""
+        with self._show_lock:
+            run = self.output.outputs[1] if len(self.output.outputs) > 1 else None
+        if run is None or MIME_RUN not in run.get("data", {}):
+            run = _display_output(self._live_bundle(), {})
+        payload = dict(run["data"][MIME_RUN])
+        streams = self._streams()
+        payload["agent"] = {
+            **self.agent_info(),
+            "record": True,
+            "tool_output": [[o["name"], o["text"]] for o in streams],
+        }
+        text = "\n".join(
+            [self._header["data"]["text/plain"], run["data"].get("text/plain", "")]
+            + [o["text"] for o in streams]
+        )
+        metadata = {**run.get("metadata", {}), "codemode_feed": {"feed": feed, "run": self.number}}
+        return {
+            "output_type": "display_data",
+            "data": {MIME_RUN: payload, "text/plain": text.rstrip("\n")},
+            "metadata": metadata,
+        }
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        data = dict(data)
+        if MIME_RUN in data:
+            data[MIME_RUN] = {**data[MIME_RUN], "agent": self.agent_info()}
         self._show(_display_output(data, metadata), self._streams() + self._ending())
 
     def _ending(self) -> list[dict[str, Any]]:
@@ -212,6 +317,39 @@ def _feed_box(w: Any) -> type:
     return AgentFeedBox
 
 
+#: The job whose program this thread runs (set by `AgentFeed.capturing`).
+_running_job: contextvars.ContextVar[int] = contextvars.ContextVar("codemode_feed_job")
+
+
+def stopped_text(info: dict[str, Any]) -> str:
+    """What the serving cell says once its server stopped: no URL (it is gone), the tools
+    and approvals it had."""
+    lines = ["codemode: the MCP server stopped (%codemode serve starts a new one)"]
+    if info.get("tools"):
+        lines.append(f"tools agents could call: {', '.join(info['tools'])}")
+    if info.get("approve"):
+        lines.append(f"approval was asked for: {', '.join(info['approve'])}")
+    return "\n".join(lines)
+
+
+def _about(text: str, settings: str = "") -> str:
+    """The server's summary, its client settings folded (they are long, and the same for
+    every start but the port)."""
+    shown = f"<pre class='codemode-AgentFeedText'>{html.escape(text)}</pre>"
+    if settings:
+        shown += (
+            "<details class='codemode-AgentFeedSettings'><summary>client settings</summary>"
+            f"<pre class='codemode-AgentFeedText'>{html.escape(settings.strip())}</pre></details>"
+        )
+    return shown
+
+
+def _public(info: dict[str, Any]) -> dict[str, Any]:
+    """The server info the front end draws (JSON; never the token)."""
+    keys = ("url", "session", "shared", "tools", "approve", "text")
+    return {k: info[k] for k in keys if k in info}
+
+
 def _close_tree(widget: Any) -> None:
     for child in getattr(widget, "children", ()):
         _close_tree(child)
@@ -232,11 +370,16 @@ class AgentFeed:
         self,
         widgets: bool = True,
         on_finished: Finished | None = None,
+        session: str = "agent",
         **options: Any,
     ) -> None:
         self.widgets = widgets
         self.options = options
         self.on_finished = on_finished
+        self.session = session
+        self.id = uuid.uuid4().hex
+        self.comm = FeedComm(self.id)
+        self.info: dict[str, Any] = {}
         self._runs: dict[int, FeedRunView] = {}  # running, by job id
         self._current: FeedRunView | None = None  # the newest running run
         self._shown: list[FeedRunView] = []  # the runs in the feed, oldest first
@@ -249,8 +392,28 @@ class AgentFeed:
             import ipywidgets as w
 
             self._placeholder = w.HTML("<i>agent runs appear here</i>")
-            self.widget = _feed_box(w)([self._placeholder])
+            self._about = w.HTML()
+            self._about.add_class("codemode-AgentFeedAbout")
+            self.widget = _feed_box(w)([self._about, self._placeholder])
             self.widget.add_class("codemode-AgentFeed")
+
+    def show(self, info: dict[str, Any]) -> None:
+        """Display the feed in the current cell: the server's `info` (serve_cmd.serve_info)
+        above the runs, and the mark the front end keeps the cell's record by."""
+        from IPython.display import display
+
+        self.info = info
+        self._about.value = _about(info.get("summary", info["text"]), info.get("settings", ""))
+        self.comm.open(info)  # before the display: the front end knows the feed is live
+        bundle = self.widget._repr_mimebundle_()
+        data = {
+            FEED_MIME: {"version": 1, "feed": self.id, **_public(info)},
+            "application/vnd.jupyter.widget-view+json": bundle[
+                "application/vnd.jupyter.widget-view+json"
+            ],
+            "text/plain": info["text"],
+        }
+        display(data, raw=True)
 
     def on_event(self, job: Any, event: ev.Event) -> None:
         """An AgentRunner observer (engine threads; quick)."""
@@ -278,7 +441,11 @@ class AgentFeed:
             if self._closed:
                 return None
             view = self._runs.get(job.id)
-            return view if view is not None else self._start(job)
+            if view is not None:
+                return view
+            view = self._start(job)
+        self._push(view)  # the record starts with the run (a save mid-run keeps it)
+        return view
 
     @contextmanager
     def capturing(self, job: Any) -> Iterator[None]:
@@ -293,16 +460,27 @@ class AgentFeed:
             if view is not None:
                 view.tool_output(stream, text)
 
-        with capture(sink):
-            yield
+        token = _running_job.set(job.id)  # an approval asked on this thread is this run's
+        try:
+            with capture(sink):
+                yield
+        finally:
+            _running_job.reset(token)
 
     def _start(self, job: Any) -> FeedRunView:
-        view = FeedRunView(job.id, job.code, **self.options)
+        # The server half names a client's own session on its job; one shared otherwise.
+        session = getattr(job, "session", None) or self.session
+        view = FeedRunView(job.id, job.code, session, self._push, **self.options)
         self._runs[job.id] = view
         self._current = view
         self._append(view.widget, view)
         view.start()
         return view
+
+    def _push(self, view: FeedRunView) -> None:
+        """Send the run's record (and which runs the feed keeps) to the front end."""
+        keep = [v.number for v in self.runs()]
+        self.comm.send_run(view.number, [view.record(self.id)], keep)
 
     def runs(self) -> list[FeedRunView]:
         """The runs the feed shows, oldest first."""
@@ -310,24 +488,36 @@ class AgentFeed:
             return list(self._shown)
 
     def place(self, card: Any) -> None:
-        """Show an approval card (WidgetApprover's `place`) under the run that asks: agent
-        runs go one at a time, so it is the running one."""
+        """Show an approval card (WidgetApprover's `place`) under the run that asks (the
+        run of this thread; else the newest running one) and link it to the run's call."""
         with self._lock:
-            view = self._current
-            if view is not None:
-                view.cards.children = (*view.cards.children, card)
+            job = _running_job.get(None)
+            view = self._runs.get(job) if job is not None else None
+            view = view or self._current
+            if view is None:
+                self._append(card.widget, None)
                 return
-            self._append(card, None)
+            view.cards.children = (*view.cards.children, card.widget)
+        card.number = view.link_call(card.request.tool)
+        card.on_decided.append(
+            lambda c: (
+                view.decided(c.number, c.decision.action, c.by, c.decision.reason)
+                if c.number is not None
+                else None
+            )
+        )
+        card.refresh()
 
     def _append(self, widget: Any, view: FeedRunView | None) -> None:
         """Add an entry, newest last, keeping MAX_RUNS (called with the lock held)."""
         shown = self._shown
-        entries = [c for c in self.widget.children if c is not self._placeholder]
+        fixed = (self._about, self._placeholder)
+        entries = [c for c in self.widget.children if c not in fixed]
         entries.append(widget)
         if view is not None:
             shown.append(view)
         dropped = entries[: max(len(entries) - MAX_RUNS, 0)]
-        self.widget.children = tuple(entries[len(dropped) :])
+        self.widget.children = (self._about, *entries[len(dropped) :])
         for old in dropped:
             match = next((v for v in shown if v.widget is old), None)
             if match is not None:
@@ -337,14 +527,20 @@ class AgentFeed:
                 _close_tree(old)
 
     def close(self) -> None:
-        """End the views of runs still going (their flusher threads stop). Idempotent."""
+        """End the views of runs still going (their flusher threads stop), and say the
+        server stopped, in the widget and to the front end. Idempotent."""
         with self._lock:
-            self._closed = True
+            was_closed, self._closed = self._closed, True
             running = list(self._runs.values())
             self._runs.clear()
             self._current = None
         for view in running:
             view.end(None)
+        if was_closed:
+            return
+        if self.widget is not None:
+            self._about.value = _about(stopped_text(self.info))
+        self.comm.close(stopped_text(self.info))
 
     def _print(self, job: Any, event: ev.Event) -> None:
         with self._lock:

@@ -71,9 +71,34 @@ def status(magics: CodeModeMagics, args: argparse.Namespace) -> None:
         info["state"] = "variables kept between cells (clear: %codemode reset, --fresh)"
     else:
         info["state"] = "empty (the next run starts a fresh runtime)"
+    info.update(agent_status(magics))
     width = max(len(str(key)) for key in info)
     for key, value in info.items():
         print(f"{str(key).ljust(width)}  {value}")
+
+
+def agent_status(magics: CodeModeMagics) -> dict[str, str]:
+    """`%codemode serve`'s server and the sessions its agents ran in (each is a named
+    session: `%%codemode --session NAME` opens it in a cell)."""
+    from .serve_cmd import serving
+
+    found = serving(magics)
+    if found is None:
+        return {"mcp_server": "not running (%codemode serve starts one)"}
+    described = []
+    for name in found.sessions:
+        session = magics.pool.sessions.get(("named", name))
+        last = getattr(session, "last_result", None) if session is not None else None
+        state = f"last run {last.status}" if last is not None else "no run yet"
+        described.append(f"{name} ({state})")
+    return {
+        "mcp_server": found.server.url,
+        "agent_sessions": (
+            ", ".join(described) + "; open one with %%codemode --session NAME"
+            if described
+            else "none yet (an agent's first program opens one)"
+        ),
+    }
 
 
 def reset(magics: CodeModeMagics, args: argparse.Namespace) -> None:
@@ -86,7 +111,10 @@ def last(magics: CodeModeMagics, args: argparse.Namespace) -> None:
     if result is None:
         print("codemode: no run yet")
         return
-    print(describe_run(result, everything=args.all))
+    # The run's timeline has what the result does not: who decided a paused call, the wait.
+    record = next((r for r in reversed(magics.runs) if r.result is result), None)
+    entries = record.entries if record is not None else None
+    print(describe_run(result, everything=args.all, entries=entries))
 
 
 def debug(magics: CodeModeMagics, args: argparse.Namespace) -> None:
@@ -139,12 +167,20 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def describe_run(result: RunResult, *, everything: bool = False) -> str:
+def describe_run(
+    result: RunResult,
+    *,
+    everything: bool = False,
+    entries: list[dict[str, Any]] | None = None,
+) -> str:
     """`%codemode last`: the tool calls with args, result or error, and timing.
 
     A long run shows its first and last calls and says how many are left out, unless
-    `everything`.
+    `everything`. With the run's timeline `entries`, a paused call says what was decided
+    and how long it waited, apart from its own duration, and a stand-in value says the tool
+    did not run.
     """
+    approvals = {e["id"]: e for e in entries or () if e.get("kind") == "call" and e.get("approval")}
     lines = [
         f"last run: {result.status} in {format_duration(result.duration)}, "
         f"{plural(len(result.tool_calls), 'tool call')} in {plural(result.rounds, 'round')} "
@@ -159,8 +195,16 @@ def describe_run(result: RunResult, *, everything: bool = False) -> str:
         if skipped and index == LAST_HEAD:
             lines.append(f"  … {plural(skipped, 'more call')} (%codemode last --all shows them)")
         head = f"  #{call.id} round {call.round}  {call.name}({_args(call.args)})"
-        lines.append(f"{head}  [{format_duration(call.duration)}]")
-        if call.error is not None:
+        paused = approvals.get(call.id)
+        if paused is None:
+            lines.append(f"{head}  [{format_duration(call.duration)}]")
+        else:
+            took = format_duration(paused.get("duration", call.duration))
+            waited = format_duration(paused.get("waited", 0.0))
+            lines.append(f"{head}  [{took}; waited {waited} for a decision]")
+        if paused is not None and paused["approval"].get("stand_in"):
+            lines.append(f"      = {clip(repr(call.result), 500)} (a stand-in value; not run)")
+        elif call.error is not None:
             lines.append(f"      raised {call.error}")
             if call.error.traceback:
                 lines.extend("      " + t for t in call.error.traceback.rstrip().split("\n"))

@@ -85,7 +85,12 @@ class CodeModeMagics(Magics, Configurable):
         found = self._discover(args.tools)
         if args.map:
             return self._run_map(args, code, found)
-        view = self._make_view(args.quiet, code)
+        prompt = None
+        if args.step:
+            from .step_prompt import StepPrompt
+
+            prompt = StepPrompt()
+        view = self._make_view(args.quiet, code, prompt)
         view.start()
         session = earlier = None
         announced: list[Preview] = []
@@ -98,10 +103,12 @@ class CodeModeMagics(Magics, Configurable):
                 session = self.pool.get(backend=args.backend, network=args.network or None)
             earlier = session.last_result
             tools = found.tool_list()
-            if args.step:
-                tools = _stepped(tools, session)
+            if prompt is not None:
+                tools = _stepped(tools, session, prompt)
 
             def on_event(event: Any) -> None:
+                if prompt is not None:
+                    prompt.on_event(event)  # before the view: a call is known as it asks
                 view.on_event(event)
                 displays.on_event(event)
 
@@ -157,19 +164,24 @@ class CodeModeMagics(Magics, Configurable):
         except UnknownToolError as exc:
             raise UsageError(f"%%codemode --tools: {exc}") from None
 
-    def _make_view(self, quiet: bool, code: str) -> View:
+    def _make_view(self, quiet: bool, code: str, prompt: Any = None) -> View:
+        """The cell's view; a stepped cell's rich view shows its calls' approvals."""
         if quiet:
             return QuietView(self.settings.max_output)
         mode = self.settings.display
         if mode == "auto":
             mode = "rich" if _in_kernel(self.shell) else "text"
         if mode in ("rich", "widget"):
-            return RichView(
-                code,
-                output_cap=self.settings.max_output,
-                live_output_chars=self.settings.view_output_chars,
-                rate=self.settings.view_updates_per_second,
-            )
+            options = {
+                "output_cap": self.settings.max_output,
+                "live_output_chars": self.settings.view_output_chars,
+                "rate": self.settings.view_updates_per_second,
+            }
+            if prompt is not None:
+                from .step_prompt import SteppedView
+
+                return SteppedView(code, prompt.marks, **options)
+            return RichView(code, **options)
         return TextView(in_cell=_in_kernel(self.shell))
 
     def _finish(
@@ -304,12 +316,12 @@ class RichValue(ValueRepr):
         return self.bundle
 
 
-def _stepped(tools: list[Any], session: Any) -> list[Any]:
+def _stepped(tools: list[Any], session: Any, prompt: Any) -> list[Any]:
     """`--step`: every call waits for a decision, asked at the cell's stdin prompt (a running
-    cell takes no widget clicks); the answer may be a value returned instead."""
-    from ..agents.approval import ApprovalGate, StdinApprover
+    cell takes no widget clicks, step_prompt.py); the answer may be a value returned instead."""
+    from ..agents.approval import ApprovalGate
 
-    gate = ApprovalGate(StdinApprover(), "all", timeout=None, allow_return=True, source="cell")
+    gate = ApprovalGate(prompt, "all", timeout=None, allow_return=True, source="cell")
     return gate.guard(tools, session)
 
 

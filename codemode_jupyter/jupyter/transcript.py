@@ -37,7 +37,7 @@ OWN_OUTPUT_FIELDS = ("displays", "value_bundle")
 #: Result fields the timeline carries in version 2 (kept out of `result` to save the space).
 TIMELINE_FIELDS = ("stdout", "stderr", "tool_calls")
 #: Timeline entry fields that vary between runs: a call's duration, a traceback, a URL.
-VARYING_ENTRY_FIELDS = ("duration", "url")
+VARYING_ENTRY_FIELDS = ("duration", "url", "waited")
 #: A display's MIME types kept with what varies (nbval does not compare them either).
 VARYING_DISPLAY_TYPES = ("image/png", "image/jpeg")
 #: Characters of display bundles a run in the Tools panel carries (up to 20 runs are sent
@@ -79,20 +79,29 @@ def _summary(result: RunResult) -> str:
     return "── codemode: " + ", ".join(parts)
 
 
-def transcript_text(result: RunResult, *, streams: bool = True, value: bool = True) -> str:
+def transcript_text(
+    result: RunResult,
+    *,
+    streams: bool = True,
+    value: bool = True,
+    stand_ins: frozenset[int] = frozenset(),
+) -> str:
     """The text/plain transcript: program output, tool calls without timings, value, status.
 
     Identical on every run of a deterministic program: nothing here is measured, random or
     specific to the machine (no durations, ids, backend, isolation or URLs). `streams=False`
     leaves out the program's stdout and stderr, for a cell where they were streamed already;
-    `value=False` the value, for a cell whose Out[n] shows it.
+    `value=False` the value, for a cell whose Out[n] shows it. `stand_ins`: ids of calls
+    answered with a value instead of running (`%%codemode --step`), shown as such.
     """
     lines: list[str] = []
     if streams:
         lines.extend(_stream_lines(result))
     lines.append(_summary(result))
     lines.extend(
-        f"  {format_call(call.name, call.args)} -> {_format_outcome(call)}"
+        f"  {format_call(call.name, call.args)} = {_format_outcome(call)}, tool not run"
+        if call.id in stand_ins
+        else f"  {format_call(call.name, call.args)} -> {_format_outcome(call)}"
         for call in result.tool_calls
     )
     lines.extend(f"  preview: port {preview.port}" for preview in result.previews)
@@ -246,8 +255,13 @@ def run_bundle(
     transcript leaves out the value (the cell's Out[n] shows it).
     """
     payload, varying = run_payload(code, result, timeline, warnings)
+    stand_ins = frozenset(
+        e["id"]
+        for e in timeline
+        if e.get("kind") == "call" and (e.get("approval") or {}).get("stand_in")
+    )
     data = {
-        "text/plain": transcript_text(result, streams=streams, value=value),
+        "text/plain": transcript_text(result, streams=streams, value=value, stand_ins=stand_ins),
         MIME_RUN: payload,
     }
     return data, {MIME_RUN: varying}

@@ -115,13 +115,15 @@ def cell_parser() -> MagicParser:
     add(
         "--session",
         metavar="NAME",
-        help="run in the named session, with its own variables and sandbox; an agent served "
-        "by %%codemode serve uses 'agent' (default: the notebook's session)",
+        help="run in the named session, with its own variables and sandbox; the agents served "
+        "by %%codemode serve use 'agent' or their own (%%codemode status lists them) "
+        "(default: the notebook's session)",
     )
     add(
         "--step",
         action="store_true",
-        help="ask before each tool call: approve, reject, or return a value instead (default: off)",
+        help="ask at a prompt before each tool call: a (approve), r REASON (reject), or = JSON "
+        "(return that value instead; the tool does not run) (default: off)",
     )
     add(
         "--upload",
@@ -167,8 +169,10 @@ COMMAND_HELP = {
         "delete the Daytona sandboxes this machine's kernels left behind",
     ),
     "serve": (
-        "[--port N] [--session NAME] [--approve NAMES|all] [--stop]",
-        "serve the notebook's tools to an agent over MCP (needs the agents extra)",
+        "[--port N] [--host H] [--session NAME] [--approve NAMES|all] [--approval-timeout S] "
+        "[--tools a,b] [--shared] [--token T] [--allow-remote] | --show-token | --stop",
+        "serve the notebook's tools to agents over MCP (needs the agents extra; "
+        "%codemode serve --help lists the options)",
     ),
     "pip": ("install PKG [PKG ...]", "make packages importable in the sandbox"),
     "help": ("", "this text, with examples"),
@@ -217,9 +221,12 @@ def commands_text() -> str:
 
 def help_text(*, examples: bool = False) -> str:
     """What `%%codemode?` and `%codemode?` show; `%codemode help` adds examples."""
+    from .serve_cmd import serve_help
+
     parts = [
         cell_parser().format_help().rstrip(),
         commands_text(),
+        serve_help(),
         "Settings for every cell: %config CodeMode (e.g. %config CodeMode.timeout = 120).",
     ]
     if examples:

@@ -246,13 +246,15 @@ def display_lines(entry: dict[str, Any]) -> list[str]:
 def call_line(entry: dict[str, Any], *, timings: bool) -> str:
     state = entry["state"]
     head = f"  {entry['name']}({clip(entry['args'], TEXT_CALL_CHARS)})"
-    if state == "ok":
+    if state == "ok" and (entry.get("approval") or {}).get("stand_in"):
+        outcome = f" = {clip(entry.get('result', ''), TEXT_CALL_CHARS)}, tool not run"
+    elif state == "ok":
         outcome = f" → {clip(entry.get('result', ''), TEXT_CALL_CHARS)}"
     elif state == "error":
         error = entry.get("error") or {}
         outcome = f" ✗ {error.get('type', 'Error')}: {clip(error.get('message', ''), 200)}"
     else:
-        outcome = f" … {state}"
+        outcome = " … waiting for approval" if state == "waiting" else f" … {state}"
     took = f"  {format_duration(entry['duration'])}" if timings and "duration" in entry else ""
     return head + outcome + took
 

@@ -12,10 +12,28 @@ import { clip, formatCount, formatDuration } from './format';
 import {
   Entry,
   formatError,
+  IAgentInfo,
+  IApproval,
   IDisplayEntry,
   IRunView,
   toRunView
 } from './model';
+
+/** The DOM event an agent run's "Insert as cell" button sends (it bubbles to the notebook,
+ * whose plugin inserts the cell below the one that holds the button). */
+export const INSERT_CELL_EVENT = 'codemode:insert-cell';
+
+/** What {@link INSERT_CELL_EVENT} carries. */
+export interface IInsertCellDetail {
+  /** The cell's source: `%%codemode --session NAME` and the agent's program. */
+  source: string;
+}
+
+/** The cell that reruns an agent's program in the agent's session. */
+export function agentCellSource(code: string, session: string): string {
+  const name = /^[A-Za-z0-9_.-]+$/.test(session) ? session : 'agent';
+  return `%%codemode --session ${name}\n${code.replace(/\n+$/, '')}\n`;
+}
 
 /** Characters of a call's arguments or result shown on its row; a click shows them all. */
 export const INLINE_LIMIT = 120;
@@ -98,30 +116,76 @@ function details(
 
 const MARKS: Record<string, string> = {
   running: '…',
+  waiting: '⏸',
   ok: '✓',
   error: '✗',
   cancelled: '⊘'
 };
 
+/** Who decided, as a call row says it. */
+const DECIDERS: Record<string, string> = {
+  notebook: 'in the notebook',
+  cell: "at the cell's prompt",
+  timeout: 'by the timeout',
+  client: "by the agent's client",
+  'run ended': 'as the run ended'
+};
+
+/** A decided approval in words: `approved in the notebook`, `rejected …: reason`. */
+export function approvalText(approval: IApproval): string {
+  const who = DECIDERS[approval.by] ?? (approval.by ? `by ${approval.by}` : '');
+  const said: Record<string, string> = {
+    approve: 'approved',
+    reject: 'rejected',
+    return: 'answered with a stand-in value',
+    waiting: 'waiting for approval'
+  };
+  const text = [said[approval.decision] ?? approval.decision, who]
+    .filter(part => part)
+    .join(' ');
+  return approval.reason ? `${text}: ${approval.reason}` : text;
+}
+
+type CallEntry = Extract<Entry, { kind: 'call' }>;
+
+/** What the row says after the call: its result, its error, or where it is. */
+function callOutcome(entry: CallEntry): string {
+  if (entry.state === 'ok' && entry.approval?.standIn) {
+    return `${clip(entry.result, INLINE_LIMIT)}, tool not run`;
+  }
+  if (entry.state === 'ok') {
+    return clip(entry.result, INLINE_LIMIT);
+  }
+  if (entry.state === 'error' && entry.error) {
+    return clip(formatError(entry.error), INLINE_LIMIT);
+  }
+  return entry.state === 'waiting' ? 'waiting for approval' : entry.state;
+}
+
 function callEntry(
   doc: Document,
-  entry: Extract<Entry, { kind: 'call' }>,
+  entry: CallEntry,
   options: IRenderOptions
 ): HTMLElement {
-  const outcome =
-    entry.state === 'ok'
-      ? clip(entry.result, INLINE_LIMIT)
-      : entry.state === 'error' && entry.error
-        ? clip(formatError(entry.error), INLINE_LIMIT)
-        : entry.state;
+  const standIn = entry.state === 'ok' && !!entry.approval?.standIn;
+  const outcome = callOutcome(entry);
   const took = entry.duration !== null ? formatDuration(entry.duration) : '';
+  const decided =
+    entry.approval && entry.approval.decision !== 'waiting'
+      ? el(doc, 'span', 'codemode-CallApproval', approvalText(entry.approval))
+      : null;
   // The call and its outcome flow as one line of text that wraps where it must, so the
   // row stays readable in a narrow sidebar; the mark and the duration keep their columns.
   const summary = el(
     doc,
     'summary',
     'codemode-CallSummary',
-    el(doc, 'span', 'codemode-CallMark', MARKS[entry.state] ?? '?'),
+    el(
+      doc,
+      'span',
+      'codemode-CallMark',
+      standIn ? '=' : (MARKS[entry.state] ?? '?')
+    ),
     el(
       doc,
       'span',
@@ -133,8 +197,12 @@ function callEntry(
         el(doc, 'span', 'codemode-CallName', entry.name),
         `(${clip(entry.args, INLINE_LIMIT)})`
       ),
-      entry.state === 'ok' ? el(doc, 'span', 'codemode-CallArrow', ' → ') : ' ',
-      el(doc, 'code', 'codemode-CallOutcome', outcome)
+      entry.state === 'ok'
+        ? el(doc, 'span', 'codemode-CallArrow', standIn ? ' = ' : ' → ')
+        : ' ',
+      el(doc, 'code', 'codemode-CallOutcome', outcome),
+      decided ? ' ' : null,
+      decided
     ),
     el(doc, 'span', 'codemode-CallDuration', took)
   );
@@ -145,7 +213,12 @@ function callEntry(
     el(doc, 'div', 'codemode-SectionTitle', 'arguments'),
     el(doc, 'pre', 'codemode-Pre', entry.args || '(none)'),
     entry.state === 'ok'
-      ? el(doc, 'div', 'codemode-SectionTitle', 'result')
+      ? el(
+          doc,
+          'div',
+          'codemode-SectionTitle',
+          standIn ? 'stand-in value (the tool did not run)' : 'result'
+        )
       : null,
     entry.state === 'ok' ? el(doc, 'pre', 'codemode-Pre', entry.result) : null,
     entry.error
@@ -154,7 +227,19 @@ function callEntry(
     entry.error?.traceback
       ? el(doc, 'pre', 'codemode-Pre codemode-Traceback', entry.error.traceback)
       : null,
-    el(doc, 'div', 'codemode-Note', `call ${entry.id} · round ${entry.round}`)
+    el(
+      doc,
+      'div',
+      'codemode-Note',
+      [
+        `call ${entry.id} · round ${entry.round}`,
+        entry.waited !== null
+          ? `waited ${formatDuration(entry.waited)} for a decision`
+          : ''
+      ]
+        .filter(part => part)
+        .join(' · ')
+    )
   );
   const item = el(
     doc,
@@ -171,6 +256,9 @@ function callEntry(
   );
   item.dataset.tool = entry.name;
   item.dataset.state = entry.state;
+  if (entry.approval) {
+    item.dataset.approval = standIn ? 'stand-in' : entry.approval.decision;
+  }
   return item;
 }
 
@@ -279,16 +367,39 @@ export function renderRunView(
         `codemode-Badge codemode-Badge-${view.severity}`,
         view.statusLabel
       ),
-      el(doc, 'span', 'codemode-RunTitle', 'Code Mode'),
-      el(doc, 'span', 'codemode-Facts', view.facts.join(' · '))
+      el(
+        doc,
+        'span',
+        'codemode-RunTitle',
+        view.agent ? `agent run ${view.agent.run}` : 'Code Mode'
+      ),
+      el(doc, 'span', 'codemode-Facts', view.facts.join(' · ')),
+      view.agent ? insertButton(doc, view.code, view.agent) : null
     )
   );
+  if (view.agent) {
+    card.dataset.agentRun = String(view.agent.run);
+    if (view.agent.record) {
+      card.dataset.agentRecord = 'true';
+    }
+  }
+  const record = view.agent?.record === true;
   if (!view.valid) {
     card.appendChild(el(doc, 'div', 'codemode-Warning', view.problem));
     return card;
   }
   for (const warning of view.warnings) {
     card.appendChild(el(doc, 'div', 'codemode-Warning', warning));
+  }
+  if (record && view.code) {
+    card.appendChild(
+      section(
+        doc,
+        'program',
+        'program',
+        el(doc, 'pre', 'codemode-Pre', view.code.replace(/\n+$/, ''))
+      )
+    );
   }
   if (options.showCode && view.code) {
     const code = view.code.replace(/\n+$/, '');
@@ -320,18 +431,46 @@ export function renderRunView(
   if (files) {
     card.appendChild(files);
   }
-  if (options.showValue && view.value) {
+  if (record && view.agent?.toolOutput.length) {
+    const printed = el(doc, 'pre', 'codemode-Pre');
+    printed.textContent = view.agent.toolOutput.map(part => part.text).join('');
+    card.appendChild(
+      section(doc, 'tool-output', 'printed by the tools on the host', printed)
+    );
+  }
+  if ((options.showValue || record) && view.value) {
     card.appendChild(
       section(doc, 'value', 'value', el(doc, 'pre', 'codemode-Pre', view.value))
     );
   }
-  if (options.showError && view.error) {
+  if ((options.showError || record) && view.error) {
     const trace = view.error.traceback
       ? el(doc, 'pre', 'codemode-Pre', view.error.traceback)
       : null;
     card.appendChild(section(doc, 'error', formatError(view.error), trace));
   }
   return card;
+}
+
+/** "Insert as cell": the agent's program becomes a `%%codemode --session NAME` cell below. */
+function insertButton(
+  doc: Document,
+  code: string,
+  agent: IAgentInfo
+): HTMLElement {
+  const button = el(doc, 'button', 'codemode-InsertCell', 'Insert as cell');
+  button.setAttribute('type', 'button');
+  button.title = `Insert the agent's program below, as a %%codemode --session ${agent.session} cell`;
+  button.addEventListener('click', event => {
+    event.preventDefault();
+    const detail: IInsertCellDetail = {
+      source: agentCellSource(code, agent.session)
+    };
+    button.dispatchEvent(
+      new CustomEvent(INSERT_CELL_EVENT, { bubbles: true, detail })
+    );
+  });
+  return button;
 }
 
 /** A titled section of the card (`data-kind` says which, for styles and tests). */

@@ -12,8 +12,10 @@ import {
   EditorExtensionRegistry,
   IEditorExtensionRegistry
 } from '@jupyterlab/codemirror';
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 
+import { IInsertCellDetail, INSERT_CELL_EVENT } from './card';
+import { connectFeeds } from './feed';
 import { codemodeMagicExtension } from './highlight';
 import { ToolsPanel } from './panel';
 
@@ -68,4 +70,45 @@ const magicHighlightPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [toolsPanelPlugin, magicHighlightPlugin];
+const agentFeedPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'codemode-jupyter:agent-feed',
+  description:
+    'The serving cell of %codemode serve: its live feed, its saved record, and "Insert as cell".',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    tracker.forEach(panel => connectFeeds(panel));
+    tracker.widgetAdded.connect((_, panel) => connectFeeds(panel));
+    document.addEventListener(INSERT_CELL_EVENT, event => {
+      const detail = (event as CustomEvent<IInsertCellDetail>).detail;
+      const target = event.target as Node | null;
+      const panel =
+        tracker.find(p => !!target && p.node.contains(target)) ??
+        tracker.currentWidget;
+      if (panel && detail && typeof detail.source === 'string') {
+        insertBelow(panel, target, detail.source);
+      }
+    });
+  }
+};
+
+/** A code cell holding `source`, below the cell that holds `target` (else below the
+ * active cell), made the active cell. */
+function insertBelow(
+  panel: NotebookPanel,
+  target: Node | null,
+  source: string
+): void {
+  const notebook = panel.content;
+  const found = notebook.widgets.findIndex(
+    cell => !!target && cell.node.contains(target)
+  );
+  const index = (found >= 0 ? found : notebook.activeCellIndex) + 1;
+  notebook.model?.sharedModel.insertCell(index, {
+    cell_type: 'code',
+    source
+  });
+  notebook.activeCellIndex = index;
+}
+
+export default [toolsPanelPlugin, magicHighlightPlugin, agentFeedPlugin];

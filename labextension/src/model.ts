@@ -28,8 +28,28 @@ export interface IRunError {
   traceback: string;
 }
 
-/** The state of a tool call. */
-export type CallState = 'running' | 'ok' | 'error' | 'cancelled';
+/** The state of a tool call (`waiting`: paused until a person decides). */
+export type CallState = 'running' | 'waiting' | 'ok' | 'error' | 'cancelled';
+
+/** A paused call's approval (`approve`, `reject`, `return`: a stand-in value; `waiting`). */
+export interface IApproval {
+  decision: string;
+  /** Who decided: `notebook`, `cell`, `timeout`, `client`, `run ended`. */
+  by: string;
+  reason: string;
+  /** The tool did not run: its result is the value a person gave. */
+  standIn: boolean;
+}
+
+/** A run an agent sent (`%codemode serve`): who ran it and, in the serving cell's record,
+ * what the feed shows around the run. */
+export interface IAgentInfo {
+  run: number;
+  session: string;
+  /** The serving cell's saved record: the card shows the program, tools' prints, ending. */
+  record: boolean;
+  toolOutput: { stream: string; text: string }[];
+}
 
 /** One entry of a run's timeline. */
 export type Entry =
@@ -47,6 +67,10 @@ export type Entry =
       error: IRunError | null;
       /** Seconds; null while running or when the saved data has no timings. */
       duration: number | null;
+      /** Its approval, when the call waited for a person. */
+      approval: IApproval | null;
+      /** Seconds the call waited for a decision (not part of `duration`). */
+      waited: number | null;
     }
   | { kind: 'preview'; port: number; url: string }
   | { kind: 'gap'; chars: number }
@@ -102,6 +126,8 @@ export interface IRunView {
   /** Files the program brought back, and those left behind (each with why). */
   artifacts: IArtifact[];
   artifactsLeft: string[];
+  /** Set for a run an agent sent. */
+  agent: IAgentInfo | null;
 }
 
 const STATUS_LABELS: Record<string, [string, Severity]> = {
@@ -237,20 +263,25 @@ export function readEntry(value: unknown, index: number): Entry {
     case 'call': {
       const error = asError(data.error);
       const state = asString(data.state);
+      const waited = data.waited;
       return {
         kind: 'call',
         id: asNumber(data.id, index + 1),
         name: asString(data.name, '?'),
         round: asNumber(data.round, 1),
         args: asString(data.args),
-        state: (['running', 'ok', 'error', 'cancelled'].includes(state)
+        state: (['running', 'waiting', 'ok', 'error', 'cancelled'].includes(
+          state
+        )
           ? state
           : error
             ? 'error'
             : 'ok') as CallState,
         result: asString(data.result),
         error,
-        duration: typeof data.duration === 'number' ? data.duration : null
+        duration: typeof data.duration === 'number' ? data.duration : null,
+        approval: readApproval(data.approval),
+        waited: typeof waited === 'number' && waited >= 0 ? waited : null
       };
     }
     case 'preview':
@@ -274,6 +305,35 @@ export function readEntry(value: unknown, index: number): Entry {
     default:
       return { kind: 'unknown', name: asString(data.kind, '?') };
   }
+}
+
+/** A call's approval from untrusted JSON (null when there is none). */
+export function readApproval(value: unknown): IApproval | null {
+  if (!isObject(value) || typeof value.decision !== 'string') {
+    return null;
+  }
+  return {
+    decision: value.decision,
+    by: asString(value.by),
+    reason: asString(value.reason),
+    standIn: value.stand_in === true || value.decision === 'return'
+  };
+}
+
+/** The agent part of a payload from untrusted JSON (null for a cell's run). */
+export function readAgent(value: unknown): IAgentInfo | null {
+  if (!isObject(value)) {
+    return null;
+  }
+  const printed = Array.isArray(value.tool_output) ? value.tool_output : [];
+  return {
+    run: asNumber(value.run),
+    session: asString(value.session),
+    record: value.record === true,
+    toolOutput: printed
+      .filter(item => Array.isArray(item) && item.length === 2)
+      .map(item => ({ stream: asString(item[0]), text: asString(item[1]) }))
+  };
 }
 
 /** A version-1 result (no timeline): its output, then its calls, then its previews. */
@@ -302,7 +362,9 @@ export function timelineOfResult(result: Record<string, unknown>): Entry[] {
       state: error ? 'error' : 'ok',
       result: error ? '' : pyValue(call.result),
       error,
-      duration: typeof call.duration === 'number' ? call.duration : null
+      duration: typeof call.duration === 'number' ? call.duration : null,
+      approval: null,
+      waited: null
     });
   });
   const previews = Array.isArray(result.previews) ? result.previews : [];
@@ -332,7 +394,8 @@ function invalid(problem: string): IRunView {
     error: null,
     callCount: 0,
     artifacts: [],
-    artifactsLeft: []
+    artifactsLeft: [],
+    agent: null
   };
 }
 
@@ -453,6 +516,7 @@ export function toRunView(data: unknown): IRunView {
     artifacts: readArtifacts(result.artifacts),
     artifactsLeft: Array.isArray(result.artifacts_left)
       ? result.artifacts_left.map(item => asString(item)).filter(item => item)
-      : []
+      : [],
+    agent: readAgent(data.agent)
   };
 }

@@ -266,7 +266,7 @@ class CodeModeSystem(System):
         self._run(PARALLEL)
 
     def first_output_latency(self) -> list[float]:
-        from codemode_jupyter import events as ev
+        from codemode_jupyter.model import events as ev
 
         stamps = Stamps(self.clock)
 

@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona import RetryPolicy
-from codemode_jupyter.events import Event, Output
+from codemode_jupyter.backends.daytona.backend import RetryPolicy
+from codemode_jupyter.model.events import Event, Output
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 
 KEY = "bench"

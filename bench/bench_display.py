@@ -26,7 +26,7 @@ import statistics
 import time
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
+from codemode_jupyter.model import events as ev
 
 LATENCY = """
 import time

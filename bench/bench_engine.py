@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
+from codemode_jupyter.model import events as ev
 
 
 class BenchError(RuntimeError):

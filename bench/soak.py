@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
+from codemode_jupyter.model import events as ev
 
 #: How much each figure may grow over a phase (after a warm-up) before the soak fails.
 BOUNDS = {"rss_mib": 16.0, "fds": 0, "threads": 0, "processes": 0}

@@ -2,13 +2,13 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .engine import CodeMode
-from .result import Preview, RunError, RunResult, ToolCall
-from .tools import Tool, ToolRegistry, tool
+from codemode_jupyter.engine.session import CodeMode
+from codemode_jupyter.model.result import Preview, RunError, RunResult, ToolCall
+from codemode_jupyter.tools.tool import Tool, ToolRegistry, tool
 
 if TYPE_CHECKING:
-    from .pool import Pool
-    from .pool_tasks import TaskResult
+    from codemode_jupyter.pool.scheduler import Pool
+    from codemode_jupyter.pool.tasks import TaskResult
 
 __all__ = [
     "CodeMode",
@@ -31,11 +31,11 @@ def __getattr__(name: str) -> Any:
     """Pool and TaskResult, imported on first use: a session that runs programs one at a
     time does not pay for the pool's modules (uuid, statistics and what they import)."""
     if name == "Pool":
-        from .pool import Pool
+        from codemode_jupyter.pool.scheduler import Pool
 
         return Pool
     if name == "TaskResult":
-        from .pool_tasks import TaskResult
+        from codemode_jupyter.pool.tasks import TaskResult
 
         return TaskResult
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -43,13 +43,13 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: object) -> None:
     """`%load_ext codemode_jupyter`: register the magics, the tools comm and the hooks."""
-    from .jupyter.extension import load_ipython_extension as load
+    from codemode_jupyter.jupyter.extension import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: object) -> None:
     """`%unload_ext codemode_jupyter`: close the sessions and remove the hooks."""
-    from .jupyter.extension import unload_ipython_extension as unload
+    from codemode_jupyter.jupyter.extension import unload_ipython_extension as unload
 
     unload(ipython)

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("mcp")
 from mcp import Client, StdioServerParameters
 
-from codemode_jupyter.cli import main
+from codemode_jupyter.cli.main import main
 
 TOOLS = textwrap.dedent('''
     """Shop tools."""
@@ -79,7 +79,13 @@ def test_bad_targets_say_what_is_wrong(tmp_path, capsys):
 def _serve(tmp_path, *options: str) -> subprocess.Popen:
     (tmp_path / "shop.py").write_text(TOOLS)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, "-m", "codemode_jupyter.cli", "serve", str(tmp_path / "shop.py")]
+    command = [
+        sys.executable,
+        "-m",
+        "codemode_jupyter.cli",
+        "serve",
+        str(tmp_path / "shop.py"),
+    ]
     return subprocess.Popen(
         [*command, *options],
         stdin=subprocess.PIPE,

@@ -9,9 +9,9 @@ pytest.importorskip("ipywidgets")
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter.agents.runner import AgentRunner
-from codemode_jupyter.jupyter import agent_feed
-from codemode_jupyter.jupyter.agent_feed import AgentFeed
-from codemode_jupyter.jupyter.transcript import MIME_RUN
+from codemode_jupyter.jupyter.views import agent_feed
+from codemode_jupyter.jupyter.views.agent_feed import AgentFeed
+from codemode_jupyter.jupyter.views.transcript import MIME_RUN
 
 
 def double(x: int) -> int:
@@ -101,7 +101,7 @@ async def whisper(word: str) -> str:
 
 
 def test_what_tools_print_during_an_agent_run_goes_to_its_view(cm, capsys):
-    from codemode_jupyter.jupyter.tool_output import ToolOutput
+    from codemode_jupyter.jupyter.views.tool_output import ToolOutput
 
     feed = AgentFeed(rate=50)
     routed = ToolOutput()

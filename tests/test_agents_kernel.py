@@ -148,7 +148,7 @@ PROGRAM = (
 # Kernel-side helpers: the feed's runs as JSON, a bounded wait, the card's widget ids.
 HELPERS = r"""
 import json, time
-from codemode_jupyter.jupyter.transcript import MIME_RUN
+from codemode_jupyter.jupyter.views.transcript import MIME_RUN
 
 def _wait(condition, timeout=60):
     deadline = time.monotonic() + timeout

@@ -181,7 +181,7 @@ def test_tool_marked_for_approval_is_guarded(cm):
     def risky() -> str:
         return "done"
 
-    from codemode_jupyter.tools import Tool
+    from codemode_jupyter.tools.tool import Tool
 
     gate = ApprovalGate(QueueApprover(), [])
     assert gate.needs_approval(Tool.from_callable(risky))

@@ -60,7 +60,13 @@ def start(
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     out = tmp_path / "results.jsonl" if out is None else out
-    command = [sys.executable, "-m", "codemode_jupyter.cli", "batch", str(tmp_path / "tasks.jsonl")]
+    command = [
+        sys.executable,
+        "-m",
+        "codemode_jupyter.cli",
+        "batch",
+        str(tmp_path / "tasks.jsonl"),
+    ]
     command += ["--tools", str(tmp_path / "tools.py"), "--out", str(out), "--concurrency", "2"]
     return subprocess.Popen(
         [*command, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

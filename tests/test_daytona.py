@@ -21,8 +21,7 @@ import pytest
 from conftest import FAST, dead_pid, free_port
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
-from codemode_jupyter.backends.daytona import (
+from codemode_jupyter.backends.daytona.backend import (
     LABEL_CREATOR,
     LABEL_HOST,
     LABEL_PID,
@@ -33,6 +32,7 @@ from codemode_jupyter.backends.daytona import (
     RetryPolicy,
     cleanup_orphans,
 )
+from codemode_jupyter.model import events as ev
 from codemode_jupyter.runtime import codemode_protocol as P
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 

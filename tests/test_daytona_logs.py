@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona import RetryPolicy
-from codemode_jupyter.backends.daytona_logs import (
+from codemode_jupyter.backends.daytona.backend import RetryPolicy
+from codemode_jupyter.backends.daytona.logs import (
     STDERR_MARK,
     STDOUT_MARK,
     LogDemux,

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from codemode_jupyter import CodeMode, tool
-from codemode_jupyter import events as ev
+from codemode_jupyter.model import events as ev
 
 
 def add(a: int, b: int = 1) -> int:
@@ -491,7 +491,7 @@ def test_star_args_tools_get_their_arguments_by_position() -> None:
 
 
 def test_a_runtime_that_cannot_start_fails_the_run_not_the_caller() -> None:
-    from codemode_jupyter.backends.local import LocalBackend
+    from codemode_jupyter.backends.local.backend import LocalBackend
 
     class Broken(LocalBackend):
         def start_runtime(self, timeout: float | None = None):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
 from codemode_jupyter.backends import Transport
-from codemode_jupyter.connection import Inbox, RuntimeConnection
+from codemode_jupyter.engine.connection import Inbox, RuntimeConnection
+from codemode_jupyter.model import events as ev
 from codemode_jupyter.runtime import codemode_protocol as P
 
 # Writes one raw line on the runtime's control channel, as a hostile program can: the channel

@@ -17,7 +17,7 @@ from conftest import FAST, loaded_kernel
 from test_hardening import FORGE
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.files import plan_uploads, put_frames
+from codemode_jupyter.engine.files import plan_uploads, put_frames
 from codemode_jupyter.runtime import codemode_protocol as P
 
 pytestmark = pytest.mark.timeout(180)

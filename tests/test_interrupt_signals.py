@@ -21,7 +21,7 @@ import pytest
 from conftest import FAST
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
+from codemode_jupyter.model import events as ev
 
 pytestmark = pytest.mark.timeout(60)
 

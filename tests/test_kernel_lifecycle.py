@@ -23,8 +23,8 @@ from conftest import free_port, loaded_kernel
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter.jupyter.headless import KernelSession
-from codemode_jupyter.jupyter.transcript import MIME_RUN
-from codemode_jupyter.jupyter.view import TextView
+from codemode_jupyter.jupyter.views.live import TextView
+from codemode_jupyter.jupyter.views.transcript import MIME_RUN
 
 
 def descendants(pid: int) -> set[int]:

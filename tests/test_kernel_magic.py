@@ -14,7 +14,7 @@ import pytest
 from conftest import loaded_kernel
 
 from codemode_jupyter.jupyter.headless import KernelSession
-from codemode_jupyter.jupyter.transcript import MIME_RUN
+from codemode_jupyter.jupyter.views.transcript import MIME_RUN
 
 
 @pytest.fixture(scope="module")

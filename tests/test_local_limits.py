@@ -16,8 +16,8 @@ from conftest import dead_pid
 
 import codemode_jupyter
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.jail_memory import find_cgroup_place
-from codemode_jupyter.backends.local import IsolationWarning, LocalBackend
+from codemode_jupyter.backends.local.backend import IsolationWarning, LocalBackend
+from codemode_jupyter.backends.local.memory import find_cgroup_place
 
 CGROUP_PLACE, WHY_NO_CGROUP = find_cgroup_place()
 needs_cgroup = pytest.mark.skipif(CGROUP_PLACE is None, reason=f"no cgroup: {WHY_NO_CGROUP}")

@@ -11,7 +11,7 @@ import pytest
 from conftest import dead_pid
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.local import IsolationWarning, LocalBackend
+from codemode_jupyter.backends.local.backend import IsolationWarning, LocalBackend
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.jail_memory import find_cgroup_place
-from codemode_jupyter.backends.local import LocalBackend
+from codemode_jupyter.backends.local.backend import LocalBackend
+from codemode_jupyter.backends.local.memory import find_cgroup_place
 from codemode_jupyter.backends.processes import child_pids
 
 MODULES = ("codemode_runtime", "codemode_protocol", "codemode_rich")

@@ -9,15 +9,14 @@ import pytest
 from IPython.core.error import UsageError
 
 from codemode_jupyter import tool
-from codemode_jupyter.cli import render_output
-from codemode_jupyter.events import Output, ToolCallFinished, ToolCallStarted
+from codemode_jupyter.cli.main import render_output
+from codemode_jupyter.jupyter.commands.usage import cell_parser, command_parser, help_text
 from codemode_jupyter.jupyter.config import CodeMode as Settings
 from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
 from codemode_jupyter.jupyter.errors import CodeModeError
 from codemode_jupyter.jupyter.magics import cell_value, describe_run
-from codemode_jupyter.jupyter.text import clip, format_duration
-from codemode_jupyter.jupyter.timeline import Timeline, timeline_from_result
-from codemode_jupyter.jupyter.transcript import (
+from codemode_jupyter.jupyter.views.live import TextView, live_text
+from codemode_jupyter.jupyter.views.transcript import (
     MIME_RUN,
     OWN_OUTPUT_FIELDS,
     merge_varying,
@@ -25,9 +24,10 @@ from codemode_jupyter.jupyter.transcript import (
     split_timeline,
     transcript_text,
 )
-from codemode_jupyter.jupyter.usage import cell_parser, command_parser, help_text
-from codemode_jupyter.jupyter.view import TextView, live_text
-from codemode_jupyter.result import Preview, RunError, RunResult, ToolCall
+from codemode_jupyter.model.events import Output, ToolCallFinished, ToolCallStarted
+from codemode_jupyter.model.format import clip, format_duration
+from codemode_jupyter.model.result import Preview, RunError, RunResult, ToolCall
+from codemode_jupyter.model.timeline import Timeline, timeline_from_result
 
 
 def make_result(duration: float = 0.5, call_duration: float = 0.01, **overrides) -> RunResult:

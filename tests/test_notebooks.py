@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from codemode_jupyter.jupyter.headless import execute_notebook
-from codemode_jupyter.jupyter.transcript import MIME_RUN
+from codemode_jupyter.jupyter.views.transcript import MIME_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -96,7 +96,13 @@ def test_two_executions_leave_identical_compared_outputs():
 
 def test_main_job_command_prints_what_the_cells_produced():
     done = subprocess.run(
-        [sys.executable, "-m", "codemode_jupyter.cli", "run", str(NOTEBOOKS / "quickstart.ipynb")],
+        [
+            sys.executable,
+            "-m",
+            "codemode_jupyter.cli",
+            "run",
+            str(NOTEBOOKS / "quickstart.ipynb"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
-from codemode_jupyter.connection import check_frame
+from codemode_jupyter.engine.connection import check_frame
+from codemode_jupyter.model import events as ev
 
 
 def add(a: int, b: int = 1) -> int:
@@ -192,7 +192,7 @@ def _plain(a: int, b: str = "x", *, c: float = 1.5, d: bool = False) -> None:
     ],
 )
 def test_the_plain_argument_path_agrees_with_pydantic(args: list, kwargs: dict) -> None:
-    from codemode_jupyter.tools import Tool, ToolArgumentError
+    from codemode_jupyter.tools.tool import Tool, ToolArgumentError
 
     fast, slow = Tool(_plain), Tool(_plain)
     slow._exact = None  # the full path: bind, then the pydantic model
@@ -339,8 +339,8 @@ def test_the_fast_run_frame_is_the_json_encoders_frame(text: str) -> None:
 
 @pytest.mark.parametrize("value", [*_TEXTS, 0, -7, 10**40, True, False, None, 1.5, [1], {"a": 1}])
 def test_the_fast_result_frame_is_the_json_encoders_frame(value: object) -> None:
-    from codemode_jupyter.calls import encode_result
-    from codemode_jupyter.result import ToolCall
+    from codemode_jupyter.engine.calls import encode_result
+    from codemode_jupyter.model.result import ToolCall
     from codemode_jupyter.runtime import codemode_protocol as P
 
     call = ToolCall(id=1, name="add", args={}, round=1, result=value)
@@ -506,7 +506,7 @@ def test_a_session_of_sync_tools_loads_neither_asyncio_nor_the_pool_nor_openssl(
     """Those three are most of what an import of the package cost a python (asyncio with ssl
     11 MiB, hashlib's OpenSSL 4 MiB); they load when a session or a program needs them."""
     _run_in_a_fresh_python(
-        "heavy = ('asyncio', 'ssl', 'hashlib', 'codemode_jupyter.pool')\n"
+        "heavy = ('asyncio', 'ssl', 'hashlib', 'codemode_jupyter.pool.scheduler')\n"
         "with CodeMode([add], spare=False) as cm:\n"
         "    assert cm.run('print(add(1, b=2))').stdout == '3\\n'\n"
         "    assert not [m for m in heavy if m in sys.modules], 'loaded early'\n"
@@ -515,7 +515,7 @@ def test_a_session_of_sync_tools_loads_neither_asyncio_nor_the_pool_nor_openssl(
         "    assert cm.run('await later_async(4)', tools=[later]).value == 4\n"
         "assert 'asyncio' in sys.modules\n"
         "from codemode_jupyter import Pool, TaskResult\n"
-        "assert Pool.__module__ == 'codemode_jupyter.pool'\n"
+        "assert Pool.__module__ == 'codemode_jupyter.pool.scheduler'\n"
     )
 
 
@@ -537,7 +537,7 @@ class _SpinProbe:
         if timeout == 0:
             self.looks += 1
             if self.looks == 1 and self.connection is not None:
-                from codemode_jupyter.connection import Inbox
+                from codemode_jupyter.engine.connection import Inbox
 
                 self.connection.inbox.put((Inbox.CALL_DONE, "posted"))
             return False
@@ -574,7 +574,7 @@ class _SpinProbe:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="spins need two CPUs")
 def test_news_posted_while_the_runs_thread_spins_is_taken_without_sleeping() -> None:
-    from codemode_jupyter.connection import Inbox, RuntimeConnection
+    from codemode_jupyter.engine.connection import Inbox, RuntimeConnection
 
     probe = _SpinProbe()
     connection = RuntimeConnection(probe)
@@ -621,7 +621,7 @@ def test_run_frames_carry_tools_and_limits_only_when_they_changed() -> None:
 def test_a_runtime_sharing_the_host_threads_cpu_is_moved_off_it_and_keeps_its_cpus() -> None:
     """Spinning ends on one CPU only take turns; separate() moves the runtime's main thread
     to another CPU it may use, then gives it back every CPU it had."""
-    from codemode_jupyter.backends.placement import current_cpu
+    from codemode_jupyter.backends.local.placement import current_cpu
 
     mine = os.sched_getaffinity(0)
     with CodeMode(tools=[add], spare=False) as session:

@@ -10,8 +10,8 @@ import pytest
 from test_kernel_lifecycle import descendants, wait_gone
 
 from codemode_jupyter import Pool
-from codemode_jupyter.pool import CreationPacer
-from codemode_jupyter.pool_breaker import CircuitBreaker
+from codemode_jupyter.pool.breaker import CircuitBreaker
+from codemode_jupyter.pool.scheduler import CreationPacer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -149,7 +149,7 @@ MAP_SETUP = """
 import asyncio
 from types import SimpleNamespace
 from codemode_jupyter import Pool
-from codemode_jupyter.jupyter.map_cell import run_map_cell
+from codemode_jupyter.jupyter.views.map_cell import run_map_cell
 
 def add(a: int, b: int) -> int:
     \"\"\"Add two numbers.\"\"\"

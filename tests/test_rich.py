@@ -9,8 +9,8 @@ import json
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
-from codemode_jupyter.connection import FrameError, check_frame
+from codemode_jupyter.engine.connection import FrameError, check_frame
+from codemode_jupyter.model import events as ev
 
 pytestmark = pytest.mark.timeout(120)
 

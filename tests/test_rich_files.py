@@ -10,7 +10,7 @@ import pytest
 from conftest import FAST
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.files import ArtifactWriter, plan_uploads
+from codemode_jupyter.engine.files import ArtifactWriter, plan_uploads
 
 pytestmark = pytest.mark.timeout(120)
 

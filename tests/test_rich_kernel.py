@@ -15,7 +15,7 @@ SETUP = """
 import sys
 from codemode_jupyter import CodeMode
 from codemode_jupyter import events as ev
-from codemode_jupyter.jupyter.display_out import CellDisplays
+from codemode_jupyter.jupyter.views.display_out import CellDisplays
 
 def temps() -> list:
     return [3, 5, 4]

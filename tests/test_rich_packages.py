@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.packages import PackageInstallError, install
+from codemode_jupyter.engine.packages import PackageInstallError, install
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -87,7 +87,7 @@ def test_pip_install_into_a_session_without_a_packages_dir_mounts_one(
 def test_pip_command_parses_installs_and_reports(packages_dir: Path) -> None:
     import io
 
-    from codemode_jupyter.jupyter.pip_cmd import PipUsageError, parse, pip_command
+    from codemode_jupyter.jupyter.commands.pip import PipUsageError, parse, pip_command
 
     assert parse("install tabulate 'six>=1'") == ["tabulate", "six>=1"]
     for bad in ("", "uninstall x", "install", "install -e ."):

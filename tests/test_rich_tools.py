@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.calls import ResultNotSerialisable, to_json_value
+from codemode_jupyter.engine.calls import ResultNotSerialisable, to_json_value
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,12 +11,12 @@ import threading
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter import events as ev
 from codemode_jupyter.backends import BackendOptionError, create_backend, options_for
-from codemode_jupyter.backends.daytona import DaytonaOptions
-from codemode_jupyter.backends.local import LocalBackend, LocalOptions, Mount
+from codemode_jupyter.backends.daytona.backend import DaytonaOptions
+from codemode_jupyter.backends.local.backend import LocalBackend, LocalOptions, Mount
 from codemode_jupyter.backends.processes import owner_gone
-from codemode_jupyter.loop_thread import LoopThread, run_coroutine
+from codemode_jupyter.model import events as ev
+from codemode_jupyter.support.loop_thread import LoopThread, run_coroutine
 
 
 def add(a: int, b: int = 1) -> int:

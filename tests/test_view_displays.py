@@ -3,13 +3,13 @@ budget and pace, what the saved payload compares, and what an artifact carries f
 
 from __future__ import annotations
 
-from codemode_jupyter import events as ev
-from codemode_jupyter.jupyter import view as view_module
-from codemode_jupyter.jupyter.artifact_info import describe_artifacts
-from codemode_jupyter.jupyter.timeline import Timeline, stub_displays
-from codemode_jupyter.jupyter.transcript import merged_payload, run_payload
-from codemode_jupyter.jupyter.view import RichView, live_text
-from codemode_jupyter.result import RunResult
+from codemode_jupyter.jupyter.views import live as view_module
+from codemode_jupyter.jupyter.views.artifacts import describe_artifacts
+from codemode_jupyter.jupyter.views.live import RichView, live_text
+from codemode_jupyter.jupyter.views.transcript import merged_payload, run_payload
+from codemode_jupyter.model import events as ev
+from codemode_jupyter.model.result import RunResult
+from codemode_jupyter.model.timeline import Timeline, stub_displays
 
 PNG = "iVBORw0KGgo" * 10
 
@@ -81,7 +81,7 @@ def test_the_saved_payload_keeps_images_and_metadata_with_what_varies() -> None:
 
 
 def test_the_panel_payload_leaves_older_displays_as_text(monkeypatch) -> None:
-    from codemode_jupyter.jupyter import transcript
+    from codemode_jupyter.jupyter.views import transcript
 
     monkeypatch.setattr(transcript, "PANEL_DISPLAY_CHARS", 150)
     timeline = Timeline()

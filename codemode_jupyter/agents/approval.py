@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ..text import clip
-from ..tools import Tool
+from codemode_jupyter.model.text import clip
+from codemode_jupyter.tools.tool import Tool
 
 DEFAULT_TIMEOUT = 300.0  # seconds a call waits for a decision before it counts as rejected
 _MARK = "__codemode_tool__"  # where @tool keeps its options (tools.py)

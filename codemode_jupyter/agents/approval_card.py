@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .approval import ApprovalRequest, Decision
+from codemode_jupyter.agents.approval import ApprovalRequest, Decision
 
 __all__ = ["WidgetApprover", "describe"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .approval import ApprovalRequest, Decision
+from codemode_jupyter.agents.approval import ApprovalRequest, Decision
 
 
 async def elicit(ctx: Any, request: ApprovalRequest, code: str, timeout: float | None) -> Decision:

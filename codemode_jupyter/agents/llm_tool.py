@@ -22,13 +22,13 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from .. import events as ev
-from ..engine import CodeMode
-from ..result import RunResult
-from ..tools import Tool, ToolRegistry
-from .approval import ApprovalGate, Approver, NoApprover
-from .results import result_text
-from .runner import busy_result
+from codemode_jupyter.agents.approval import ApprovalGate, Approver, NoApprover
+from codemode_jupyter.agents.results import result_text
+from codemode_jupyter.agents.runner import busy_result
+from codemode_jupyter.engine.session import CodeMode
+from codemode_jupyter.model import events as ev
+from codemode_jupyter.model.result import RunResult
+from codemode_jupyter.tools.tool import Tool, ToolRegistry
 
 TOOL_NAME = "run_code"
 FORMATS = ("openai", "openai-responses", "anthropic", "mcp")

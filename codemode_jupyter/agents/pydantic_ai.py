@@ -20,9 +20,8 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..engine import CodeMode
-from .approval import Approver
-from .llm_tool import (
+from codemode_jupyter.agents.approval import Approver
+from codemode_jupyter.agents.llm_tool import (
     TOOL_NAME,
     ToolArgumentsError,
     check_errors,
@@ -31,13 +30,14 @@ from .llm_tool import (
     run_tool_call,
     tool_description,
 )
-from .results import check_budget, result_text
+from codemode_jupyter.agents.results import check_budget, result_text
+from codemode_jupyter.engine.session import CodeMode
 
 try:
     from pydantic_ai import ModelRetry, Tool
     from pydantic_ai.tools import ToolDefinition
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    from . import EXTRA_HINT, MissingExtraError
+    from codemode_jupyter.agents import EXTRA_HINT, MissingExtraError
 
     raise MissingExtraError(f"pydantic-ai is not installed; {EXTRA_HINT}") from exc
 

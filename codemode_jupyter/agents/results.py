@@ -17,9 +17,9 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .. import events as ev
-from ..result import RunResult, ToolCall
-from ..text import clip
+from codemode_jupyter.model import events as ev
+from codemode_jupyter.model.result import RunResult, ToolCall
+from codemode_jupyter.model.text import clip
 
 _reprs = reprlib.Repr()
 _reprs.maxstring = _reprs.maxother = 200

@@ -16,10 +16,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import events as ev
-from ..engine import CodeMode
-from ..result import RunError, RunResult
-from .approval import ApprovalGate, ClientAsk
+from codemode_jupyter.agents.approval import ApprovalGate, ClientAsk
+from codemode_jupyter.engine.session import CodeMode
+from codemode_jupyter.model import events as ev
+from codemode_jupyter.model.result import RunError, RunResult
 
 SessionSource = CodeMode | Callable[[], CodeMode]
 #: Called with (job, event) for every event of every agent run (the feed, the server's log).

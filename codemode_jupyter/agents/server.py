@@ -28,12 +28,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import events as ev
-from ..engine import CodeMode
-from ..result import RunResult
-from ..text import clip
-from . import require_mcp
-from .approval import (
+from codemode_jupyter.agents import require_mcp
+from codemode_jupyter.agents.approval import (
     ApprovalGate,
     ApprovalRequest,
     Approver,
@@ -41,9 +37,15 @@ from .approval import (
     NoApprover,
     QueueApprover,
 )
-from .elicitation import elicit
-from .llm_tool import TOOL_NAME, check_errors, input_schema, only_tools, tool_description
-from .results import (
+from codemode_jupyter.agents.elicitation import elicit
+from codemode_jupyter.agents.llm_tool import (
+    TOOL_NAME,
+    check_errors,
+    input_schema,
+    only_tools,
+    tool_description,
+)
+from codemode_jupyter.agents.results import (
     MAX_EVENT_LINE,
     RUN_HISTORY,
     RUN_URI,
@@ -53,9 +55,9 @@ from .results import (
     result_images,
     shape,
 )
-from .runner import AgentRunner, Job, Observer, RunContext, SessionSource
-from .sessions import AgentSessions, SessionFactory, sibling
-from .transport import (
+from codemode_jupyter.agents.runner import AgentRunner, Job, Observer, RunContext, SessionSource
+from codemode_jupyter.agents.sessions import AgentSessions, SessionFactory, sibling
+from codemode_jupyter.agents.transport import (
     bind,
     is_loopback,
     on_gone,
@@ -64,6 +66,10 @@ from .transport import (
     unauthorized,
     watched,
 )
+from codemode_jupyter.engine.session import CodeMode
+from codemode_jupyter.model import events as ev
+from codemode_jupyter.model.result import RunResult
+from codemode_jupyter.model.text import clip
 
 INSTRUCTIONS = (
     "Call run_code with a Python program that uses the tools described in its description; "
@@ -213,7 +219,7 @@ class CodeModeServer:
 
     def describe_tools(self) -> str:
         """The run_code description: the prompt for the current tools (+ who needs approval)."""
-        from ..tools import Tool
+        from codemode_jupyter.tools.tool import Tool
 
         tools = self._current_tools()
         session = self.runner.session()

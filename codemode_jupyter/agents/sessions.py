@@ -14,8 +14,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..engine import CodeMode
-from .runner import AgentRunner, SessionSource
+from codemode_jupyter.agents.runner import AgentRunner, SessionSource
+from codemode_jupyter.engine.session import CodeMode
 
 #: Makes the session of a new client, given its name (`agent-1`); None: clients share one.
 SessionFactory = Callable[[str], CodeMode]
@@ -113,7 +113,7 @@ class AgentSessions:
 def sibling(cm: CodeMode) -> SessionFactory | None:
     """A factory of sessions made like `cm` (same backend, options, tools, limits), or None
     when `cm` was given a Backend object, which cannot be shared."""
-    from ..backends import create_backend
+    from codemode_jupyter.backends import create_backend
 
     backend = cm._backend_arg
     if not isinstance(backend, str):

@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from .base import (
+from codemode_jupyter.backends.base import (
     Backend,
     BackendConfigError,
     BackendOptionError,
@@ -44,7 +44,10 @@ __all__ = [
 ]
 
 #: Each backend by name: its module (imported when first named) and its class there.
-_CLASSES = {"local": (".local", "LocalBackend"), "daytona": (".daytona", "DaytonaBackend")}
+_CLASSES = {
+    "local": (".local.backend", "LocalBackend"),
+    "daytona": (".daytona.backend", "DaytonaBackend"),
+}
 BACKENDS = tuple(_CLASSES)
 #: The SDK each backend imports that only an extra of the same name installs.
 _SDKS = {"daytona": "daytona"}

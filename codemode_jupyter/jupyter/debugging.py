@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..result import RunResult
+from codemode_jupyter.model.result import RunResult
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tools import Tool, is_tool_marked
+from codemode_jupyter.tools.tool import Tool, is_tool_marked
 
 
 class UnknownToolError(ValueError):

@@ -7,7 +7,7 @@ deterministic.
 
 from __future__ import annotations
 
-from ..result import RunResult
+from codemode_jupyter.model.result import RunResult
 
 _HINTS = {
     "timeout": "raise the limit with --timeout S or %config CodeMode.timeout",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import atexit
 from typing import Any
 
-from .config import CodeMode as Settings
-from .magics import CodeModeMagics
-from .tools_comm import ToolsComm
+from codemode_jupyter.jupyter.config import CodeMode as Settings
+from codemode_jupyter.jupyter.magics import CodeModeMagics
+from codemode_jupyter.jupyter.tools_comm import ToolsComm
 
 #: The loaded extension per shell (one in practice; a dict keeps tests honest).
 _loaded: dict[int, _Extension] = {}
@@ -61,7 +61,7 @@ class _Extension:
         self.shell.magics_manager.registry.pop(type(self.magics).__name__, None)
 
     def close(self) -> None:
-        from .serve_cmd import shutdown
+        from codemode_jupyter.jupyter.commands.serve import shutdown
 
         shutdown(self.magics)  # an agent server in this kernel: its port and thread go too
         self.magics.close()

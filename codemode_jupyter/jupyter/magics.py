@@ -21,18 +21,18 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets.config import Configurable
 
-from ..result import Preview, RunResult
-from .commands import describe_run, run_command
-from .config import CodeMode as Settings
-from .debugging import breakpoints_stop_in_tools
-from .discovery import Discovery, ToolCache, UnknownToolError, discover
-from .display_out import CellDisplays
-from .errors import CodeModeError, CodeModeInterrupted
-from .sessions import SessionPool
-from .timeline import timeline_from_result
-from .transcript import merged_payload, run_bundle
-from .usage import cell_parser, help_text
-from .view import QuietView, RichView, TextView, View
+from codemode_jupyter.jupyter.commands.dispatch import describe_run, run_command
+from codemode_jupyter.jupyter.commands.usage import cell_parser, help_text
+from codemode_jupyter.jupyter.config import CodeMode as Settings
+from codemode_jupyter.jupyter.debugging import breakpoints_stop_in_tools
+from codemode_jupyter.jupyter.discovery import Discovery, ToolCache, UnknownToolError, discover
+from codemode_jupyter.jupyter.errors import CodeModeError, CodeModeInterrupted
+from codemode_jupyter.jupyter.sessions import SessionPool
+from codemode_jupyter.jupyter.views.display_out import CellDisplays
+from codemode_jupyter.jupyter.views.live import QuietView, RichView, TextView, View
+from codemode_jupyter.jupyter.views.transcript import merged_payload, run_bundle
+from codemode_jupyter.model.result import Preview, RunResult
+from codemode_jupyter.model.timeline import timeline_from_result
 
 #: Runs kept for the Tools panel (`{"op": "runs"}`), newest last.
 MAX_RUNS = 20
@@ -87,7 +87,7 @@ class CodeModeMagics(Magics, Configurable):
             return self._run_map(args, code, found)
         prompt = None
         if args.step:
-            from .step_prompt import StepPrompt
+            from codemode_jupyter.jupyter.step_prompt import StepPrompt
 
             prompt = StepPrompt()
         view = self._make_view(args.quiet, code, prompt)
@@ -141,8 +141,8 @@ class CodeModeMagics(Magics, Configurable):
 
     def _run_map(self, args: Any, code: str, found: Discovery) -> Any:
         """`--map NAME`: the cell once per item, on a pool of sandboxes, with one progress view."""
-        from ..pool import Pool
-        from .map_cell import pool_options, run_map_cell
+        from codemode_jupyter.jupyter.views.map_cell import pool_options, run_map_cell
+        from codemode_jupyter.pool.scheduler import Pool
 
         options = pool_options(self.settings, backend=args.backend, network=args.network)
         tools = found.tool_list()
@@ -178,7 +178,7 @@ class CodeModeMagics(Magics, Configurable):
                 "rate": self.settings.view_updates_per_second,
             }
             if prompt is not None:
-                from .step_prompt import SteppedView
+                from codemode_jupyter.jupyter.step_prompt import SteppedView
 
                 return SteppedView(code, prompt.marks, **options)
             return RichView(code, **options)
@@ -319,7 +319,7 @@ class RichValue(ValueRepr):
 def _stepped(tools: list[Any], session: Any, prompt: Any) -> list[Any]:
     """`--step`: every call waits for a decision, asked at the cell's stdin prompt (a running
     cell takes no widget clicks, step_prompt.py); the answer may be a value returned instead."""
-    from ..agents.approval import ApprovalGate
+    from codemode_jupyter.agents.approval import ApprovalGate
 
     gate = ApprovalGate(prompt, "all", timeout=None, allow_return=True, source="cell")
     return gate.guard(tools, session)
@@ -359,7 +359,7 @@ def _isolation_warnings(view: View) -> Iterator[None]:
     Every other warning is re-issued as it would have been.
     """
     try:
-        from ..backends import IsolationWarning
+        from codemode_jupyter.backends import IsolationWarning
     except ImportError:  # pragma: no cover - the local backend is always there
         yield
         return

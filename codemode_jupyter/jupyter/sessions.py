@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .config import CodeMode as Settings
+from codemode_jupyter.jupyter.config import CodeMode as Settings
 
 #: Settings that are a run's budgets: changed between cells without a new sandbox.
 BUDGETS = ("timeout", "max_tool_calls", "max_output")
@@ -50,7 +50,7 @@ class SessionPool:
         return session
 
     def _open(self, overrides: dict[str, Any]) -> Any:
-        from ..engine import CodeMode as Engine
+        from codemode_jupyter.engine.session import CodeMode as Engine
 
         s = self.settings
         options = {

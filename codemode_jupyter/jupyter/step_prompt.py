@@ -18,11 +18,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..agents.approval import ApprovalRequest, Decision
-from ..events import Event, ToolCallFinished, ToolCallStarted
-from .approval_marks import ApprovalMarks
-from .transcript import MIME_RUN
-from .view import RichView, live_text
+from codemode_jupyter.agents.approval import ApprovalRequest, Decision
+from codemode_jupyter.jupyter.approval_marks import ApprovalMarks
+from codemode_jupyter.jupyter.views.live import RichView, live_text
+from codemode_jupyter.jupyter.views.transcript import MIME_RUN
+from codemode_jupyter.model.events import Event, ToolCallFinished, ToolCallStarted
 
 CHOICES = "[a]pprove / [r]eject REASON / = VALUE (JSON)"
 

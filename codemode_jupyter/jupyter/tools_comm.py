@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..result import RunResult
-from .discovery import Discovery
+from codemode_jupyter.jupyter.discovery import Discovery
+from codemode_jupyter.model.result import RunResult
 
 TARGET = "codemode.tools"
 #: Frames from here (the comm, validation, invocation) are how a call got to the tool, not
@@ -38,7 +38,7 @@ def tool_traceback(exc: BaseException) -> str:
         frame.filename = _cell_name(frame.filename)
     lines = ["Traceback (most recent call last):\n", *frames.format()] if frames else []
     if type(exc).__module__.startswith("codemode_jupyter"):
-        lines.append(f"{type(exc).__name__}: {exc}\n")  # not codemode_jupyter.tools.X
+        lines.append(f"{type(exc).__name__}: {exc}\n")  # not codemode_jupyter.tools.tool.X
     else:
         lines.extend(traceback.format_exception_only(type(exc), exc))
     return "".join(lines)

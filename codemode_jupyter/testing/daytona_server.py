@@ -109,7 +109,7 @@ class Runner:
 
 def _make_jail(workdir: Path, network: bool) -> Any:
     try:
-        from codemode_jupyter.backends.local import Jail
+        from codemode_jupyter.backends.local.backend import Jail
     except ImportError:
         return None
     with warnings.catch_warnings():

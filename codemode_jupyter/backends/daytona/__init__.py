@@ -1,0 +1,1 @@
+"""The Daytona backend: runtimes in Daytona sandboxes through the official SDK."""

@@ -1,0 +1,1 @@
+"""The local backend: a bubblewrap jail on this machine."""

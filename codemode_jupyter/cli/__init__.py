@@ -1,0 +1,1 @@
+"""The `codemode-jupyter` command: run, batch, serve."""

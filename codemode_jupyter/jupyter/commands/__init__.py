@@ -1,0 +1,1 @@
+"""`%codemode COMMAND`: the commands, their parsers and help."""

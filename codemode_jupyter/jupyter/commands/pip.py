@@ -1,0 +1,42 @@
+"""`%codemode pip install PKG ...`: packages for the sandbox (see packages.py).
+
+The magic calls `pip_command(session, args)` with the words after `pip`; it prints pip's own
+output and returns whether pip succeeded. A failed install changes nothing else: the session
+and its state stay as they were.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any, TextIO
+
+from codemode_jupyter.engine.packages import install
+
+USAGE = "usage: %codemode pip install PKG [PKG ...]   (requirement strings, no pip options)"
+
+
+class PipUsageError(ValueError):
+    """Bad words after `%codemode pip`; the magic shows it as a UsageError."""
+
+
+def parse(words: str | list[str]) -> list[str]:
+    """The requirement strings of `install PKG ...`; PipUsageError for anything else."""
+    parts = shlex.split(words) if isinstance(words, str) else list(words)
+    if len(parts) < 2 or parts[0] != "install":
+        raise PipUsageError(USAGE)
+    specs = parts[1:]
+    if any(spec.startswith("-") for spec in specs):
+        raise PipUsageError(f"pip options are not passed through ({USAGE})")
+    return specs
+
+
+def pip_command(session: Any, words: str | list[str], out: TextIO | None = None) -> bool:
+    """Install the packages named in `words` for `session`'s sandbox; print pip's output."""
+    specs = parse(words)
+    out = out or sys.stdout
+    result = install(session, specs)
+    out.write(result.output if result.output.endswith("\n") else result.output + "\n")
+    verdict = "installed" if result.ok else "pip failed; nothing else changed"
+    out.write(f"[codemode] {verdict} ({' '.join(specs)} -> {result.where})\n")
+    return result.ok

@@ -1,0 +1,410 @@
+"""`%codemode serve`: a Code Mode MCP server inside the kernel, for agents.
+
+    %codemode serve [--port N] [--host 127.0.0.1] [--session NAME] [--approve NAMES|all]
+                    [--tools a,b] [--shared] [--token T] [--allow-remote]
+                    [--approval-timeout S]
+    %codemode serve --show-token
+    %codemode serve --stop
+
+Agent programs run in their own Code Mode session (`agent` unless `--session` names another;
+a cell's `%%codemode --session NAME` shares it), one at a time, on a thread of their own, with
+the notebook's functions as tools (discovered before each run, as for a cell; `--tools` keeps
+only those named). The cell that ran `serve` shows each agent run; approval cards appear there
+too.
+
+The token is never printed into the serving cell (a notebook is saved and shared; the token
+would outlive its use there): the cell says how to get it, `%codemode serve --show-token`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
+from codemode_jupyter.jupyter.views.tool_output import ToolOutput
+
+DEFAULT_SESSION = "agent"
+#: What the serving cell and the printed settings show instead of the token.
+TOKEN_PLACEHOLDER = "<TOKEN: %codemode serve --show-token>"
+#: The running server and what it registered, per magics instance.
+_servers: dict[int, _Serving] = {}
+
+
+class _Serving:
+    def __init__(
+        self, server: Any, shell: Any, refresh: Any, sessions: list[str], tools: Any
+    ) -> None:
+        self.server, self.shell, self.refresh = server, shell, refresh
+        #: The names of the Code Mode sessions agents ran in, in the order they were opened.
+        self.sessions = sessions
+        #: The tools agents get now (called before each run).
+        self.tools = tools
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="%codemode serve", add_help=False, exit_on_error=False)
+    for flags, options in OPTIONS:
+        p.add_argument(*flags, **options)
+    return p
+
+
+#: `%codemode serve`'s options (also the source of its help text, usage.serve_help).
+OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--port",), {"type": int, "default": 0, "help": "port (default: any free one)"}),
+    (
+        ("--host",),
+        {
+            "default": "127.0.0.1",
+            "help": "address to listen on; a non-loopback one needs --allow-remote "
+            "(default: 127.0.0.1)",
+        },
+    ),
+    (
+        ("--session",),
+        {
+            "default": DEFAULT_SESSION,
+            "metavar": "NAME",
+            "help": "the Code Mode session agents use, or the prefix of theirs when each client "
+            f"gets its own (default: {DEFAULT_SESSION})",
+        },
+    ),
+    (
+        ("--approve",),
+        {"metavar": "NAMES|all", "help": "tools whose calls wait for a person (default: none)"},
+    ),
+    (
+        ("--approval-timeout",),
+        {
+            "type": float,
+            "default": 300.0,
+            "metavar": "S",
+            "help": "seconds a call waits for a decision before it is rejected (default: 300)",
+        },
+    ),
+    (
+        ("--tools",),
+        {
+            "metavar": "a,b",
+            "help": "the only notebook functions an agent may call (default: every public "
+            "function of the notebook)",
+        },
+    ),
+    (
+        ("--shared",),
+        {
+            "action": "store_true",
+            "help": "every client shares one session, NAME (default: a session per client)",
+        },
+    ),
+    (
+        ("--token",),
+        {
+            "metavar": "T",
+            "help": "the bearer token, at least 16 characters (default: a new random one per "
+            "start)",
+        },
+    ),
+    (
+        ("--allow-remote",),
+        {"action": "store_true", "help": "listen on a non-loopback --host (default: off)"},
+    ),
+    (
+        ("--show-token",),
+        {
+            "action": "store_true",
+            "help": "print the running server's token and client settings (that cell's output "
+            "then holds the token: clear it before sharing the notebook)",
+        },
+    ),
+    (("--stop",), {"action": "store_true", "help": "stop the server"}),
+    (("--help",), {"action": "store_true", "help": "this text"}),
+]
+
+
+def serve_help() -> str:
+    """`%codemode serve --help` (and the serve part of `%codemode help`)."""
+    return parser().format_help().rstrip()
+
+
+def parse(line: str) -> argparse.Namespace:
+    try:
+        args, unknown = parser().parse_known_args(shlex.split(line))
+    except (argparse.ArgumentError, ValueError, SystemExit) as exc:
+        raise UsageError(f"%codemode serve: {exc}") from None
+    if unknown:
+        raise UsageError(
+            f"%codemode serve: unknown options {' '.join(unknown)}; see %codemode serve --help"
+        )
+    return args
+
+
+def session_for(magics: Any, name: str) -> Any:
+    """The named Code Mode session (created with the magics' settings on first use)."""
+    return magics.pool.named(name)
+
+
+def serving(magics: Any) -> _Serving | None:
+    """The magics' running server and what it keeps (None when none runs)."""
+    return _servers.get(id(magics))
+
+
+def serve(magics: Any, line: str) -> Any:
+    """Run `%codemode serve LINE`; returns the server (None after --stop, --show-token)."""
+    args = parse(line)
+    if args.help:
+        print(serve_help())
+        return None
+    if args.stop:
+        stopped = stop_server(magics)
+        print("codemode: MCP server stopped" if stopped else "codemode: no MCP server is running")
+        return None
+    if args.show_token:
+        show_token(magics)
+        return None
+    try:
+        from codemode_jupyter.agents import require_mcp
+
+        require_mcp()
+    except ImportError as exc:
+        raise UsageError(f"%codemode serve: {exc}") from None
+    if id(magics) in _servers:
+        stop_server(magics)  # a new serve replaces the old one (new port, token, options)
+    server = _start(magics, args)
+    _announce(server, args, _servers[id(magics)].tools)
+    return server
+
+
+def show_token(magics: Any) -> None:
+    """`--show-token`: the token and ready-to-paste settings, in this cell only."""
+    found = serving(magics)
+    if found is None:
+        print("codemode: no MCP server is running (start one with %codemode serve)")
+        return
+    server = found.server
+    print(f"token: {server.token}")
+    print("(this output holds the token: clear it before you save or share the notebook)")
+    print(settings_text(server, server.token))
+
+
+def _only(tools_option: str | None) -> list[str] | None:
+    if tools_option is None:
+        return None
+    return [name.strip() for name in tools_option.split(",") if name.strip()]
+
+
+def _start(magics: Any, args: argparse.Namespace) -> Any:
+    from codemode_jupyter.agents.server import CodeModeServer
+    from codemode_jupyter.jupyter.views.agent_feed import AgentFeed
+
+    shell = magics.shell
+    in_kernel = getattr(shell, "kernel", None) is not None
+    settings = magics.settings
+    serving_cell = getattr(shell, "execution_count", 1) - 1  # IPython counts a cell first
+    only = _only(args.tools)
+    cache = ToolCache()  # its own: discovery runs on the agent thread, not the cell's
+
+    def found() -> Any:
+        return discover(shell.user_ns, hidden=shell.user_ns_hidden, only=only, cache=cache)
+
+    try:
+        found()  # a --tools name that is not a function of the notebook fails here, clearly
+    except UnknownToolError as exc:
+        raise UsageError(f"%codemode serve --tools: {exc}") from None
+
+    def tools() -> list[Any]:
+        return found().tool_list()
+
+    def record(job: Any, result: Any, entries: list[dict[str, Any]] | None) -> None:
+        """Each finished agent run joins the Tools panel's recent runs, as an agent's, with
+        the timeline its feed view recorded."""
+        magics.record_agent_run(job.code, result, serving_cell, entries)
+
+    sessions: list[str] = []
+
+    def session(name: str | None = None) -> Any:
+        """The agents' Code Mode session: `name` is a client's own (the server names them
+        NAME-1, NAME-2, ...), None the shared one. Each is a named session of the notebook,
+        so `%%codemode --session NAME` opens it in a cell."""
+        name = name or args.session
+        if name not in sessions:
+            sessions.append(name)
+        return session_for(magics, name)
+
+    feed = AgentFeed(
+        widgets=in_kernel,
+        on_finished=record,
+        session=args.session,
+        output_cap=settings.max_output,
+        live_output_chars=settings.view_output_chars,
+        rate=settings.view_updates_per_second,
+    )
+    approver = None
+    if in_kernel:
+        from codemode_jupyter.agents.approval_card import WidgetApprover
+
+        approver = WidgetApprover(feed.place)
+    options: dict[str, Any] = {
+        "tools": tools,
+        "approve": _approve_option(args.approve),
+        "approver": approver,
+        "approval_timeout": args.approval_timeout,
+        "host": args.host,
+        "port": args.port,
+        "token": args.token,
+        "allow_remote": args.allow_remote,
+        "observers": [feed.on_event],
+        "run_context": feed.capturing,
+    }
+    # The server half decides how clients map to sessions; it takes `shared` when it can
+    # give each client its own (without it, every client shares NAME, as --shared says).
+    if "shared" in inspect.signature(CodeModeServer).parameters:
+        options["shared"] = args.shared
+    try:
+        server = CodeModeServer(session, **options).start()
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"%codemode serve: {exc}") from None
+    server.feed = feed
+    server.tool_output = ToolOutput()
+    if in_kernel:
+        server.tool_output.install()  # tools' prints during agent runs go to the feed
+
+    def refresh(*_: Any) -> None:
+        try:
+            server.refresh_tools()
+        except Exception as exc:  # the server is a convenience: a cell never fails by it
+            print(f"codemode: could not update the MCP tool list: {exc}", file=sys.stderr)
+
+    shell.events.register("post_run_cell", refresh)
+    _servers[id(magics)] = _Serving(server, shell, refresh, sessions, tools)
+    return server
+
+
+def _approve_option(value: str | None) -> Any:
+    if not value:
+        return None
+    if value.strip() == "all":
+        return "all"
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def stop_server(magics: Any) -> bool:
+    """Stop the magics' server (for `--stop`, kernel shutdown, `%unload_ext`). Returns
+    whether one was running. Idempotent."""
+    serving = _servers.pop(id(magics), None)
+    if serving is None:
+        return False
+    try:
+        serving.shell.events.unregister("post_run_cell", serving.refresh)
+    except ValueError:
+        pass
+    serving.server.stop()
+    serving.server.tool_output.uninstall()
+    feed = getattr(serving.server, "feed", None)
+    if feed is not None:
+        feed.close()  # a run the stop cut short ends its live view; the cell says it stopped
+    return True
+
+
+def shutdown(magics: Any) -> None:
+    """Everything serve started (its sessions close with the magics' pool)."""
+    stop_server(magics)
+
+
+def client_config(server: Any, token: str) -> dict[str, Any]:
+    """The server's client settings with `token` in the place of its token."""
+    text = json.dumps(server.client_config())
+    return json.loads(text.replace(server.token, token))
+
+
+def client_snippet(server: Any, token: str | None = None) -> str:
+    token = server.token if token is None else token
+    return (
+        "import asyncio, httpx2\n"
+        "from mcp import Client\n"
+        "from mcp.client.streamable_http import streamable_http_client\n\n"
+        "async def main():\n"
+        f"    headers = {{'Authorization': 'Bearer {token}'}}\n"
+        "    async with httpx2.AsyncClient(headers=headers) as http, Client(\n"
+        f"            streamable_http_client('{server.url}', http_client=http)) as client:\n"
+        "        result = await client.call_tool('run_code', {'code': 'print(1 + 1)'})\n"
+        "        print(result.content[0].text)\n\n"
+        "asyncio.run(main())\n"
+    )
+
+
+def agent_tools(tools: Any) -> list[str]:
+    """The names of the tools agents may call now (`tools`: the serve's tool source)."""
+    from codemode_jupyter.tools.tool import Tool
+
+    return [Tool.from_callable(t).name for t in tools()]
+
+
+def _announce(server: Any, args: argparse.Namespace, tools: Any) -> None:
+    """What the serving cell shows: in a kernel, the feed (which draws this text while the
+    server runs and says it stopped once it has); elsewhere, printed."""
+    info = serve_info(server, args, agent_tools(tools))
+    feed = getattr(server, "feed", None)
+    if feed is not None and feed.widget is not None:
+        feed.show(info)
+    else:
+        print(info["text"])
+
+
+def serve_info(server: Any, args: argparse.Namespace, tools: list[str]) -> dict[str, Any]:
+    """The server as the serving cell states it: where, which tools, which need approval,
+    how to connect (the token left out: `--show-token`). `text` is all of it as lines."""
+    shared = args.shared or "shared" not in inspect.signature(type(server)).parameters
+    sessions = (
+        f"session {args.session!r}"
+        if shared
+        else f"a session per client ({args.session}-1, {args.session}-2, ...)"
+    )
+    approve = _approve_option(args.approve)
+    lines = [f"codemode: MCP server at {server.url} ({sessions})"]
+    chosen = "--tools" if args.tools else "the notebook's public functions"
+    lines.append(f"tools agents may call ({chosen}): {', '.join(tools) or 'none yet'}")
+    if approve == "all":
+        lines.append("approval: every call waits for a person")
+    elif approve:
+        lines.append(f"approval: calls to {', '.join(approve)} wait for a person")
+    lines.append(
+        "token: not shown, so the notebook never saves it; %codemode serve --show-token prints it"
+    )
+    if not server.allow_remote:
+        lines.append("(loopback only; every request needs the token)")
+    else:
+        lines.append(
+            "WARNING: listening beyond this machine; anyone with the token can run code "
+            "with this notebook's functions"
+        )
+    settings = settings_text(server, TOKEN_PLACEHOLDER)
+    return {
+        "summary": "\n".join(lines),
+        "settings": settings,
+        "url": server.url,
+        "session": args.session,
+        "shared": shared,
+        "tools": tools,
+        "approve": ["all"] if approve == "all" else list(approve or []),
+        "text": "\n".join([*lines, settings]),
+    }
+
+
+def settings_text(server: Any, token: str) -> str:
+    return "\n".join(
+        [
+            "\nClient settings (JSON, e.g. for Claude Desktop, Cursor, VS Code):",
+            json.dumps(client_config(server, token), indent=2),
+            f"\nClaude Code:\n  claude mcp add --transport http codemode {server.url} "
+            f"--header 'Authorization: Bearer {token}'",
+            "\nPython (the official mcp client):\n",
+            client_snippet(server, token),
+        ]
+    )

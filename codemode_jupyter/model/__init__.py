@@ -1,0 +1,1 @@
+"""The data of a run: results, events, the timeline, and how values are written as text."""

@@ -1,0 +1,1 @@
+"""Many programs at once over many sandboxes: the scheduler, its tasks, tools and stats."""

@@ -1,0 +1,1 @@
+"""Small infrastructure shared by every layer: an event loop on a thread, work at exit."""

@@ -1,0 +1,2 @@
+"""Tools: plain callables made tools (signature, validation, stubs, prompt) and the values
+they return."""

@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from codemode_jupyter.engine.session import CodeMode
+from codemode_jupyter.model import events
 from codemode_jupyter.model.result import Preview, RunError, RunResult, ToolCall
 from codemode_jupyter.tools.tool import Tool, ToolRegistry, tool
 
@@ -20,6 +21,7 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolRegistry",
+    "events",
     "load_ipython_extension",
     "tool",
     "unload_ipython_extension",

@@ -351,7 +351,8 @@ def test_the_mcp_server_is_stopped_by_unload_and_by_kernel_shutdown(how):
     try:
         assert session.execute("%load_ext codemode_jupyter").ok
         served = session.execute(f"%codemode serve --port {port} --token t0123456789abcdef")
-        assert served.ok and f"127.0.0.1:{port}/mcp" in served.stream(), served.messages
+        # The serving cell states its URL in its own output (a display, not printed text).
+        assert served.ok and f"127.0.0.1:{port}/mcp" in "".join(served.displays()), served.messages
         assert _listening(port)
         if how == "unload":
             assert session.execute("%unload_ext codemode_jupyter").ok

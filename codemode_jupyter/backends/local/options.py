@@ -78,9 +78,9 @@ class LocalOptions(BackendOptions):
     """Host paths shown inside: `"host[:sandbox][:ro|rw]"`, `(source, target[, writable])`
     or Mount; read-only unless writable. Kept as a tuple of Mount."""
     memory_mb: int = 1024
-    """Memory of the whole jail, in MiB (see jail_memory.py for how it is held)."""
+    """Memory of the whole jail, in MiB (see memory.py for how it is held)."""
     memory_enforcement: str = "auto"
-    """How memory_mb is held: "auto", "cgroup" or "watchdog" (see jail_memory.py)."""
+    """How memory_mb is held: "auto", "cgroup" or "watchdog" (see memory.py)."""
     disk_mb: int = HOME_MB
     """Size of the home, in MiB: kept across the runs of one runtime, gone with it."""
     tmp_mb: int = TMP_MB

@@ -39,6 +39,7 @@ from codemode_jupyter.backends.daytona.options import (
     default_labels,
     sandbox_id,
 )
+from codemode_jupyter.backends.daytona.packages import pip_install_remote
 from codemode_jupyter.backends.daytona.retries import Retries, RetryPolicy
 from codemode_jupyter.backends.daytona.runtime import RuntimeStarts
 from codemode_jupyter.backends.daytona.sandboxes import SandboxLifecycle
@@ -84,8 +85,6 @@ class DaytonaBackend(SandboxLifecycle, RuntimeStarts, Backend):
         return cleanup_orphans(dry_run=dry_run, all_hosts=all_hosts, **account)
 
     def install_packages(self, session: PackageSession, specs: list[str]) -> InstallResult:
-        from codemode_jupyter.backends.daytona.packages import pip_install_remote
-
         return pip_install_remote(session, specs)
 
     def __init__(self, options: DaytonaOptions | None = None, /, **kwargs: Any) -> None:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona.backend import RetryPolicy
+from codemode_jupyter.backends.daytona.retries import RetryPolicy
 from codemode_jupyter.model.events import Event, Output
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from codemode_jupyter.backends.daytona.backend import RetryPolicy
+from codemode_jupyter.backends.daytona.retries import RetryPolicy
 from codemode_jupyter.jupyter.headless import KernelSession
 
 #: Retries quick enough for Daytona tests that inject faults.

@@ -21,17 +21,16 @@ import pytest
 from conftest import FAST, dead_pid, free_port
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona.backend import (
+from codemode_jupyter.backends.daytona.backend import DaytonaBackend
+from codemode_jupyter.backends.daytona.cleanup import cleanup_orphans
+from codemode_jupyter.backends.daytona.errors import DaytonaAuthError, DaytonaBackendError
+from codemode_jupyter.backends.daytona.options import (
     LABEL_CREATOR,
     LABEL_HOST,
     LABEL_PID,
     LABEL_SESSION,
-    DaytonaAuthError,
-    DaytonaBackend,
-    DaytonaBackendError,
-    RetryPolicy,
-    cleanup_orphans,
 )
+from codemode_jupyter.backends.daytona.retries import RetryPolicy
 from codemode_jupyter.model import events as ev
 from codemode_jupyter.runtime import codemode_protocol as P
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 import pytest
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona.backend import RetryPolicy
 from codemode_jupyter.backends.daytona.logs import (
     STDERR_MARK,
     STDOUT_MARK,
     LogDemux,
     LogReplayMismatch,
 )
+from codemode_jupyter.backends.daytona.retries import RetryPolicy
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ import pytest
 from conftest import FAST
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona.backend import LABEL_SESSION
+from codemode_jupyter.backends.daytona.options import LABEL_SESSION
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("daytona_faults_cleared")]

@@ -16,7 +16,8 @@ from conftest import dead_pid
 
 import codemode_jupyter
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.local.backend import IsolationWarning, LocalBackend
+from codemode_jupyter.backends.base import IsolationWarning
+from codemode_jupyter.backends.local.backend import LocalBackend
 from codemode_jupyter.backends.local.memory import find_cgroup_place
 
 CGROUP_PLACE, WHY_NO_CGROUP = find_cgroup_place()

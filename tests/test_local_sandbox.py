@@ -11,7 +11,8 @@ import pytest
 from conftest import dead_pid
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.local.backend import IsolationWarning, LocalBackend
+from codemode_jupyter.backends.base import IsolationWarning
+from codemode_jupyter.backends.local.backend import LocalBackend
 
 
 @pytest.fixture(scope="module")

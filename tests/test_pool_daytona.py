@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from codemode_jupyter import Pool
-from codemode_jupyter.backends.daytona.backend import DaytonaAuthError, RetryPolicy
+from codemode_jupyter.backends.daytona.errors import DaytonaAuthError
+from codemode_jupyter.backends.daytona.retries import RetryPolicy
 from codemode_jupyter.jupyter.headless import KernelSession
 from codemode_jupyter.pool.scheduler import POOL_LABEL
 from codemode_jupyter.testing.daytona_server import DaytonaLoopbackServer
@@ -136,7 +137,7 @@ def test_kernel_shutdown_deletes_the_sandboxes_of_a_pool_left_open(server) -> No
         run = kernel.execute(
             textwrap.dedent("""
             from codemode_jupyter import Pool
-            from codemode_jupyter.backends.daytona.backend import RetryPolicy
+            from codemode_jupyter.backends.daytona.retries import RetryPolicy
             pool = Pool(backend="daytona", size=2, retry=RetryPolicy(attempts=2))
             [r.value for r in pool.map("x * 2", inputs=[{"x": 1}, {"x": 2}])]
         """)

@@ -34,7 +34,7 @@ def running(n: int) -> bool:
 
 options = json.loads(sys.argv[1])
 if "retry" in options:
-    from codemode_jupyter.backends.daytona.backend import RetryPolicy
+    from codemode_jupyter.backends.daytona.retries import RetryPolicy
     options["retry"] = RetryPolicy(**options["retry"])
 pool = Pool(tools=[running], size=2, tool_workers=2, **options)
 pool.map("running(x)\\nimport time\\ntime.sleep(60)", inputs=[{"x": i} for i in range(4)])

@@ -12,8 +12,9 @@ import pytest
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter.backends import BackendOptionError, create_backend, options_for
-from codemode_jupyter.backends.daytona.backend import DaytonaOptions
-from codemode_jupyter.backends.local.backend import LocalBackend, LocalOptions, Mount
+from codemode_jupyter.backends.daytona.options import DaytonaOptions
+from codemode_jupyter.backends.local.backend import LocalBackend
+from codemode_jupyter.backends.local.options import LocalOptions, Mount
 from codemode_jupyter.backends.processes import owner_gone
 from codemode_jupyter.model import events as ev
 from codemode_jupyter.support.loop_thread import LoopThread, run_coroutine

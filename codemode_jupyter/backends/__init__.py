@@ -24,10 +24,14 @@ from codemode_jupyter.backends.base import (
     IsolationWarning,
     MessageOnly,
     OneShot,
+    Setting,
     Transport,
+    set_session_label,
 )
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
     "Backend",
     "BackendConfigError",
     "BackendNotInstalled",
@@ -36,19 +40,31 @@ __all__ = [
     "BackendStatus",
     "IsolationWarning",
     "OneShot",
+    "Setting",
     "Transport",
     "backend_class",
+    "backends_that",
     "create_backend",
+    "options_class",
     "options_for",
     "require_backend",
+    "set_session_label",
 ]
 
-#: Each backend by name: its module (imported when first named) and its class there.
+#: Each backend by name: its module (imported when first named) and its class there. The only
+#: place outside a backend's own package that names it: everything else asks the registry.
 _CLASSES = {
     "local": (".local.backend", "LocalBackend"),
     "daytona": (".daytona.backend", "DaytonaBackend"),
 }
+#: Each backend's options class, in a module lighter than the backend's (Jupyter's settings).
+_OPTIONS = {
+    "local": (".local.options", "LocalOptions"),
+    "daytona": (".daytona.options", "DaytonaOptions"),
+}
 BACKENDS = tuple(_CLASSES)
+#: The backend used when none is named.
+DEFAULT_BACKEND = BACKENDS[0]
 #: The SDK each backend imports that only an extra of the same name installs.
 _SDKS = {"daytona": "daytona"}
 
@@ -66,6 +82,20 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module, __name__), cls)
 
 
+def options_class(name: str) -> type[BackendOptions]:
+    """The options class of backend `name` (without importing the backend itself)."""
+    if name not in _OPTIONS:
+        raise ValueError(f"unknown backend {name!r}: use " + " or ".join(map(repr, BACKENDS)))
+    module, cls = _OPTIONS[name]
+    return getattr(importlib.import_module(module, __name__), cls)
+
+
+def backends_that(capability: str) -> tuple[str, ...]:
+    """The names of the backends with `capability` (a true class attribute of Backend, such
+    as "attaches" or "cleans_orphans"), in the registry's order."""
+    return tuple(name for name in BACKENDS if getattr(backend_class(name), capability))
+
+
 def options_for(
     name: str, shared: Mapping[str, Any] | None = None, **options: Any
 ) -> BackendOptions:
@@ -76,7 +106,7 @@ def options_for(
 
 
 def create_backend(name: str, options: BackendOptions | None = None, /, **kwargs: Any) -> Backend:
-    """Make a backend by name ("local" or "daytona") from its options object, or from its
+    """Make a backend by name (one of BACKENDS) from its options object, or from its
     options as keyword arguments (checked first: a wrong one starts nothing)."""
     cls = backend_class(name)
     options = cls.options_type.of(options, kwargs)

@@ -11,7 +11,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from codemode_jupyter.backends.packages import InstallResult, PackageSession
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 RUNTIME_FILES = ("codemode_protocol.py", "codemode_rich.py", "codemode_runtime.py")
@@ -47,6 +50,31 @@ Options = TypeVar("Options", bound="BackendOptions")
 
 
 @dataclass(frozen=True)
+class Setting:
+    """A backend option users may set in Jupyter, as `%config CodeMode.<backend>_<option>`."""
+
+    help: str
+    #: The setting's value when unset; its type is the setting's. An empty value ("" or {})
+    #: leaves the option to the backend's own default.
+    default: str | int | float | bool | dict = ""
+
+
+_session_label: str | None = None
+
+
+def set_session_label(label: str | None) -> None:
+    """Name this process's sessions to the backends (a front end's: the Jupyter kernel's id),
+    for backends that label what they create outside (see `session_label`)."""
+    global _session_label
+    _session_label = label
+
+
+def session_label() -> str | None:
+    """What the front end named this process's sessions (`set_session_label`), if it did."""
+    return _session_label
+
+
+@dataclass(frozen=True)
 class BackendOptions:
     """The options of one backend, checked when they are made: before anything starts.
 
@@ -59,6 +87,9 @@ class BackendOptions:
     #: Which of CodeMode's own keyword arguments (network=, mounts=, memory_mb=, sandbox=) this
     #: backend takes; it has no use for the others, which are left out.
     shared: ClassVar[frozenset[str]] = frozenset()
+    #: The options users may set as Jupyter settings, by option name (jupyter/config.py makes
+    #: one `<backend>_<option>` setting of each).
+    settings: ClassVar[Mapping[str, Setting]] = {}
 
     @classmethod
     def build(
@@ -189,7 +220,44 @@ class Backend(ABC):
     """
 
     name: str = ""
+    #: The backend's name as people read it ("Daytona"), for messages.
+    label: ClassVar[str] = ""
     options_type: ClassVar[type[BackendOptions]] = BackendOptions
+
+    # --- capabilities: what the engine, the pool and the front ends ask of a backend, so that
+    # none of them needs to know it by name.
+
+    #: A runtime started ahead of need pays off (a local process starts in milliseconds and
+    #: holds nothing remote); a session of a backend named without `spare=` keeps one if so.
+    spare_helps: ClassVar[bool] = False
+    #: Seconds a Pool waits between creations of its sandboxes unless told otherwise (a
+    #: service's rate limit).
+    create_interval: ClassVar[float] = 0.0
+    #: It runs in a sandbox the user already has, named by `sandbox=` (`%codemode attach`).
+    attaches: ClassVar[bool] = False
+    #: It leaves sandboxes outside this process that `cleanup_orphans` finds and deletes.
+    cleans_orphans: ClassVar[bool] = False
+
+    @classmethod
+    def labelled_options(cls, options: dict[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+        """The options with `labels` added to those the sandboxes it creates carry (a Pool's
+        mark); a backend that labels nothing takes them as they are."""
+        return options
+
+    @classmethod
+    def cleanup_orphans(
+        cls, options: Mapping[str, Any], *, dry_run: bool = False, all_hosts: bool = False
+    ) -> list[Any]:
+        """Delete the sandboxes it made that no live session uses (`cleans_orphans` backends);
+        `options`: the configured options, of which it takes those that say where to look.
+        Each found one has `id`, `state` and `reason`."""
+        return []
+
+    def install_packages(self, session: PackageSession, specs: list[str]) -> InstallResult:
+        """pip-install `specs` for the session's sandbox (`%codemode pip install`)."""
+        from codemode_jupyter.backends.packages import InstallResult
+
+        return InstallResult(False, f"the {self.name} backend cannot install packages", "")
 
     @abstractmethod
     def start_runtime(self, timeout: float | None = None) -> Transport:

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from codemode_jupyter.backends import BackendConfigError
+from codemode_jupyter.backends import BACKENDS, DEFAULT_BACKEND, BackendConfigError
 from codemode_jupyter.cli.batch_results import (
     FAILED,
     NOT_DONE,
@@ -51,7 +51,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument("tasks", type=Path, help="JSON lines: {code, inputs?, id?} per task")
     p.add_argument("--tools", type=Path, help="a Python file whose functions are the tools")
     p.add_argument("--program", type=Path, help="run this program for every task's inputs")
-    p.add_argument("--backend", default="local", choices=("local", "daytona"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     p.add_argument("--concurrency", type=int, default=4, help="sandboxes at once")
     p.add_argument(
         "--out",

@@ -23,6 +23,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from codemode_jupyter.backends import BACKENDS, DEFAULT_BACKEND
 from codemode_jupyter.tools.tool import Tool, is_tool_marked
 
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target", metavar="MODULE_OR_FILE.py", help="a module name (mypkg.tools) or a Python file"
     )
-    parser.add_argument("--backend", default="local", choices=("local", "daytona"))
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     parser.add_argument("--transport", default="stdio", choices=("stdio", "http"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="HTTP port (default: any free one)")

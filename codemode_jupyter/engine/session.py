@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from codemode_jupyter.backends import (
+    DEFAULT_BACKEND,
     Backend,
     BackendConfigError,
     BackendStatus,
     Transport,
+    backend_class,
     create_backend,
     options_for,
     require_backend,
@@ -115,7 +117,7 @@ class CodeMode:
     def __init__(
         self,
         tools: Iterable[Callable[..., Any]] = (),
-        backend: str | Backend = "local",
+        backend: str | Backend = DEFAULT_BACKEND,
         *,
         protocol: str = "session",
         timeout: float = 60.0,
@@ -189,10 +191,13 @@ class CodeMode:
             functools.partial(create_backend, str(backend), self._backend_options),
         )
         self._release = weakref.finalize(self, self._res.release)
-        #: Keep a runtime started ahead of need (default: on the local backend, where it is a
-        #: process; a Daytona spare would hold a second sandbox session).
+        #: Keep a runtime started ahead of need (default: where the backend named says a spare
+        #: helps, `Backend.spare_helps`).
         # A pinned session's runtimes must start on its pinned thread: no spare by default.
-        self.spare = (backend == "local" and not self.pin_cpu) if spare is None else bool(spare)
+        if spare is None:
+            named = isinstance(backend, str) and backend_class(backend).spare_helps
+            spare = named and not self.pin_cpu
+        self.spare = bool(spare)
         if self.spare and protocol == "session":
             start, cap = self._res.start_runtime, self.max_output
             self._res.spare = SpareRuntime(lambda: RuntimeConnection(start(), cap))

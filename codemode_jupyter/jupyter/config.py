@@ -9,17 +9,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Int, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, TraitType, Unicode
 from traitlets.config import Configurable
+
+from codemode_jupyter.backends import BACKENDS, DEFAULT_BACKEND, Setting, options_class
 
 #: Settings that define a sandbox: a cell that changes one of them gets its own session.
 SESSION_KEYS = ("backend", "protocol", "network", "memory_mb", "backend_options")
+_TRAITS: dict[type, type[TraitType]] = {
+    str: Unicode,
+    bool: Bool,
+    int: Int,
+    float: Float,
+    dict: Dict,
+}
 
 
-class CodeMode(Configurable):
+def setting_name(backend: str, option: str) -> str:
+    """The Jupyter setting of a backend's option: `<backend>_<option>`."""
+    return f"{backend}_{option}"
+
+
+def _trait(setting: Setting) -> TraitType:
+    trait = _TRAITS[type(setting.default)]
+    return trait(setting.default, help=setting.help).tag(config=True)
+
+
+def _backend_settings() -> type[Configurable]:
+    """The settings each backend's options class describes (`BackendOptions.settings`), as
+    traits of a base class: `daytona_api_key` is the Daytona backend's `api_key`."""
+    traits = {
+        setting_name(name, option): _trait(setting)
+        for name in BACKENDS
+        for option, setting in options_class(name).settings.items()
+    }
+    return type("BackendSettings", (Configurable,), traits)
+
+
+class CodeMode(_backend_settings()):  # type: ignore[misc]
     """Settings of the `%%codemode` magic (the engine's `CodeMode` is configured from these)."""
 
-    backend = Unicode("local", help="Where programs run: 'local' or 'daytona'.").tag(config=True)
+    backend = Unicode(
+        DEFAULT_BACKEND, help="Where programs run: " + " or ".join(map(repr, BACKENDS)) + "."
+    ).tag(config=True)
     protocol = Enum(
         ["session", "replay"], "session", help="'session' (run once) or the 'replay' fallback."
     ).tag(config=True)
@@ -33,25 +65,6 @@ class CodeMode(Configurable):
     backend_options = Dict(
         help="Extra keyword arguments for the backend, e.g. {'sandbox': 'my-sandbox-id'}."
     ).tag(config=True)
-    daytona_api_key = Unicode(
-        "", help="Daytona API key; empty means the DAYTONA_API_KEY variable."
-    ).tag(config=True)
-    daytona_api_url = Unicode(
-        "", help="Daytona API URL; empty means DAYTONA_API_URL or Daytona's cloud."
-    ).tag(config=True)
-    daytona_target = Unicode("", help="Daytona target region; empty means DAYTONA_TARGET.").tag(
-        config=True
-    )
-    daytona_snapshot = Unicode("", help="Snapshot new Daytona sandboxes start from.").tag(
-        config=True
-    )
-    daytona_language = Unicode("python", help="Language label of new Daytona sandboxes.").tag(
-        config=True
-    )
-    daytona_auto_stop_minutes = Int(
-        15, help="Idle minutes after which a Daytona sandbox we created stops itself."
-    ).tag(config=True)
-    daytona_labels = Dict(help="Extra labels for the Daytona sandboxes we create.").tag(config=True)
     display = Enum(
         ["auto", "rich", "text", "widget"],
         "auto",
@@ -68,24 +81,22 @@ class CodeMode(Configurable):
         config=True
     )
 
-    def daytona_options(self) -> dict[str, Any]:
-        """The Daytona settings as the backend's keyword arguments (empty ones left out)."""
-        options = {
-            "api_key": self.daytona_api_key,
-            "api_url": self.daytona_api_url,
-            "target": self.daytona_target,
-            "snapshot": self.daytona_snapshot,
-            "language": self.daytona_language,
-            "auto_stop_minutes": self.daytona_auto_stop_minutes,
-            "labels": dict(self.daytona_labels),
+    def backend_settings(self, backend: str | None = None) -> dict[str, Any]:
+        """The settings of `backend` (default: the configured one) as its options' keyword
+        arguments, empty ones left out; {} for a name no backend has (opening it says so)."""
+        name = backend or self.backend
+        if name not in BACKENDS:
+            return {}
+        values = {
+            option: getattr(self, setting_name(name, option))
+            for option in options_class(name).settings
         }
-        return {key: value for key, value in options.items() if value not in ("", {}, None)}
+        return {key: value for key, value in values.items() if value not in ("", {}, None)}
 
     def session_key(self, **overrides: Any) -> tuple[Any, ...]:
         values = {key: getattr(self, key) for key in SESSION_KEYS}
         values.update(overrides)
         values["backend_options"] = repr(sorted(values["backend_options"].items()))
-        # Daytona settings define a session only on Daytona: a local one keeps its state.
-        uses_daytona = values["backend"] == "daytona"
-        daytona = repr(sorted(self.daytona_options().items())) if uses_daytona else ""
-        return (*(values[key] for key in SESSION_KEYS), daytona)
+        # A backend's own settings define a session only on that backend: another keeps its state.
+        own = repr(sorted(self.backend_settings(values["backend"]).items()))
+        return (*(values[key] for key in SESSION_KEYS), own)

@@ -8,8 +8,10 @@ shutdown reaches), and when IPython itself runs its exit operations.
 from __future__ import annotations
 
 import atexit
+import os
 from typing import Any
 
+from codemode_jupyter.backends import backend_class, set_session_label
 from codemode_jupyter.jupyter.config import CodeMode as Settings
 from codemode_jupyter.jupyter.magics import CodeModeMagics
 from codemode_jupyter.jupyter.tools_comm import ToolsComm
@@ -35,14 +37,16 @@ class _Extension:
         self.shell.events.register("post_run_cell", self._post_run_cell)
         atexit.register(self.close)
         self._hook_kernel_shutdown()
+        set_session_label(_kernel_id())  # backends label what they create with it (Daytona)
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Open the default local session now: it starts a spare runtime in the background,
-        so the first cell does not wait for a jail (nothing here blocks the load)."""
-        if self.settings.backend != "local":
-            return
+        """Open the default session now where a spare runtime helps (the local jail): it
+        starts one in the background, so the first cell does not wait for it (nothing here
+        blocks the load)."""
         try:
+            if not backend_class(self.settings.backend).spare_helps:
+                return
             self.magics.pool.get()
         except Exception:  # the first cell reports what is wrong, clearly
             pass
@@ -126,3 +130,14 @@ def _unregister_event(shell: Any, name: str, callback: Any) -> None:
 def _remove(items: list[Any], item: Any) -> None:
     if item in items:
         items.remove(item)
+
+
+def _kernel_id() -> str | None:
+    """This kernel's id (from its connection file's name), None outside a kernel."""
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:
+        return None
+    return name.removeprefix("kernel-").removesuffix(".json") or None

@@ -15,6 +15,30 @@ from codemode_jupyter.jupyter.config import CodeMode as Settings
 BUDGETS = ("timeout", "max_tool_calls", "max_output")
 
 
+def session_options(
+    settings: Settings, backend: str | None = None, network: bool | None = None
+) -> dict[str, Any]:
+    """The engine's keyword arguments (a CodeMode's, a Pool's sandboxes') that the settings
+    give, with a cell's `--backend` and `--network`: the one mapping of settings to sessions."""
+    name = backend or settings.backend
+    options: dict[str, Any] = {
+        "backend": name,
+        "protocol": settings.protocol,
+        "timeout": settings.timeout,
+        "max_tool_calls": settings.max_tool_calls,
+        "max_output": settings.max_output,
+        "network": settings.network,
+        "memory_mb": settings.memory_mb,
+        **settings.backend_settings(name),  # the chosen backend's own (`daytona_api_key`...)
+        **settings.backend_options,
+    }
+    if backend:
+        options["backend"] = backend
+    if network:
+        options["network"] = True
+    return options
+
+
 class SessionPool:
     """Engine sessions keyed by the settings that define their sandbox."""
 
@@ -52,20 +76,7 @@ class SessionPool:
     def _open(self, overrides: dict[str, Any]) -> Any:
         from codemode_jupyter.engine.session import CodeMode as Engine
 
-        s = self.settings
-        options = {
-            "backend": s.backend,
-            "protocol": s.protocol,
-            "timeout": s.timeout,
-            "max_tool_calls": s.max_tool_calls,
-            "max_output": s.max_output,
-            "network": s.network,
-            "memory_mb": s.memory_mb,
-        }
-        if overrides.get("backend", s.backend) == "daytona":
-            options.update(s.daytona_options())
-        options.update({**s.backend_options, **overrides})
-        return Engine(**options)
+        return Engine(**session_options(self.settings, **overrides))
 
     def _apply_budgets(self, session: Any) -> None:
         # Budgets may change between cells (%config) without starting a new sandbox.

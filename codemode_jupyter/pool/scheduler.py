@@ -40,7 +40,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from codemode_jupyter.backends import BackendConfigError, require_backend
+from codemode_jupyter.backends import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    BackendConfigError,
+    backend_class,
+    require_backend,
+)
 from codemode_jupyter.engine import options as check
 from codemode_jupyter.engine.session import CodeMode
 from codemode_jupyter.model.result import RunError, RunResult
@@ -50,14 +56,10 @@ from codemode_jupyter.pool.tasks import Attempt, Task, TaskResult, check_inputs
 from codemode_jupyter.pool.tools import HostTools
 from codemode_jupyter.support.exit_hooks import at_exit, exit_on_sigterm
 
-#: The label every sandbox of one Daytona pool carries (with the backend's usual ones, so
-#: `%codemode cleanup` and `codemode-jupyter cleanup` find them).
+#: The label every sandbox of one pool carries, on backends that label their sandboxes (with
+#: the backend's usual ones, so `%codemode cleanup` and `codemode-jupyter cleanup` find them).
 POOL_LABEL = "codemode-jupyter-pool"
 STATUSES = ("ok", "error", "timeout", "interrupted", "crashed", "limit")
-#: Seconds between sandbox creations, by backend, unless `create_interval` says otherwise.
-#: Daytona publishes 600 creations a minute for its first tier; half that leaves room for
-#: other clients of the same organisation.
-DEFAULT_CREATE_INTERVAL = {"local": 0.0, "daytona": 0.2}
 _START_FAILED = "the runtime could not be started"
 #: How the engine ends a crash's message; a pool's next attempt is its own, not "the next run".
 _ENGINE_CRASH_TAIL = "; its state was lost, and the next run starts a fresh runtime"
@@ -501,7 +503,7 @@ class Pool:
     def __init__(
         self,
         tools: Iterable[Callable[..., Any]] = (),
-        backend: str = "local",
+        backend: str = DEFAULT_BACKEND,
         *,
         size: int = 4,
         timeout: float = 60.0,
@@ -517,16 +519,16 @@ class Pool:
     ) -> None:
         if not isinstance(backend, str):
             raise ValueError(
-                "a Pool's backend is a name ('local' or 'daytona'): each sandbox "
-                "needs a backend of its own"
+                f"a Pool's backend is a name ({' or '.join(map(repr, BACKENDS))}): each "
+                "sandbox needs a backend of its own"
             )
         require_backend(backend)
         check.count("size", size, 1)
         check.count("tool_workers", tool_workers, 1)
         self._defaults = self._run_options(timeout, None, max_attempts, retry_on, fresh, 0)
-        interval = (
-            DEFAULT_CREATE_INTERVAL[backend] if create_interval is None else float(create_interval)
-        )
+        kind = backend_class(backend)
+        # Unless told otherwise, as the backend paces creations (a service's rate limit).
+        interval = kind.create_interval if create_interval is None else float(create_interval)
         if interval < 0 or start_backoff < 0 or breaker_cooldown < 0:
             raise ValueError(
                 "create_interval, start_backoff and breaker_cooldown must be 0 or more seconds"
@@ -535,8 +537,7 @@ class Pool:
         self.id = uuid.uuid4().hex[:12]
         self.backend = backend
         self.size = size
-        if backend == "daytona":
-            options["labels"] = {**(options.get("labels") or {}), POOL_LABEL: self.id}
+        options = kind.labelled_options(options, {POOL_LABEL: self.id})
         # A spare runtime per sandbox pays off only when tasks take fresh runtimes.
         options.setdefault("spare", bool(fresh))
         # Bad options fail here, before any sandbox starts.

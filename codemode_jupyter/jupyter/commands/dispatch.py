@@ -16,8 +16,6 @@ from codemode_jupyter.model.result import RunResult
 if TYPE_CHECKING:
     from codemode_jupyter.jupyter.magics import CodeModeMagics
 
-#: backend_options that say which Daytona account to use (what `cleanup` needs of them).
-DAYTONA_ACCOUNT = ("api_key", "api_url", "target")
 #: `%codemode last` shows this many calls from the start and from the end of a long run.
 LAST_HEAD = LAST_TAIL = 10
 
@@ -122,28 +120,31 @@ def debug(magics: CodeModeMagics, args: argparse.Namespace) -> None:
 
 
 def attach(magics: CodeModeMagics, args: argparse.Namespace) -> None:
-    from codemode_jupyter.backends import require_backend
+    from codemode_jupyter.backends import backend_class, backends_that, require_backend
 
-    require_backend("daytona")  # no SDK: say which extra to install, before switching
+    name = backends_that("attaches")[0]
+    require_backend(name)  # no SDK: say which extra to install, before switching
     settings = magics.settings
-    settings.backend = "daytona"
+    settings.backend = name
     settings.backend_options = {**settings.backend_options, "sandbox": args.sandbox_id}
+    label = backend_class(name).label
     print(
-        f"codemode: %%codemode cells now run in Daytona sandbox {args.sandbox_id} "
+        f"codemode: %%codemode cells now run in {label} sandbox {args.sandbox_id} "
         "(attached: this kernel never deletes it)"
     )
 
 
 def cleanup(magics: CodeModeMagics, args: argparse.Namespace) -> None:
-    from codemode_jupyter.backends import require_backend
-
-    require_backend("daytona")  # no SDK: say which extra to install, not "no API key"
-    from codemode_jupyter.backends.daytona.backend import cleanup_orphans
+    from codemode_jupyter.backends import backend_class, backends_that, require_backend
 
     settings = magics.settings
-    configured = {**settings.daytona_options(), **settings.backend_options}
-    account = {k: v for k, v in configured.items() if k in DAYTONA_ACCOUNT}
-    found = cleanup_orphans(dry_run=args.dry_run, all_hosts=args.all_hosts, **account)
+    found = []
+    for name in backends_that("cleans_orphans"):
+        require_backend(name)  # no SDK: say which extra to install, not "no API key"
+        configured = {**settings.backend_settings(name), **settings.backend_options}
+        found += backend_class(name).cleanup_orphans(
+            configured, dry_run=args.dry_run, all_hosts=args.all_hosts
+        )
     if not found:
         print("codemode: no sandboxes made by codemode-jupyter")
     for orphan in found:

@@ -26,6 +26,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.display import publish_display_data
 
+from codemode_jupyter.jupyter.sessions import session_options
 from codemode_jupyter.jupyter.views.transcript import plural, short_repr
 from codemode_jupyter.pool.scheduler import Pool
 from codemode_jupyter.pool.tasks import TaskResult
@@ -38,20 +39,7 @@ INTERRUPTED_OUT = "codemode_map_results"
 
 def pool_options(settings: Any, backend: str | None = None, network: bool | None = None) -> dict:
     """The Pool keyword arguments the magic's settings give (as a cell's session would get)."""
-    options: dict[str, Any] = {
-        "backend": backend or settings.backend,
-        "protocol": settings.protocol,
-        "timeout": settings.timeout,
-        "max_tool_calls": settings.max_tool_calls,
-        "max_output": settings.max_output,
-        "network": bool(network) or settings.network,
-        "memory_mb": settings.memory_mb,
-    }
-    if options["backend"] == "daytona":
-        options.update(settings.daytona_options())
-        del options["network"], options["memory_mb"]  # local-only settings
-    options.update(settings.backend_options)
-    return options
+    return session_options(settings, backend=backend, network=network)
 
 
 def run_map_cell(shell: Any, pool_factory: Callable[[int], Pool], args: Any, code: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 from codemode_jupyter.model import events as ev
 from codemode_jupyter.model.result import RunResult, ToolCall
-from codemode_jupyter.model.text import clip
+from codemode_jupyter.model.format import clip
 
 _reprs = reprlib.Repr()
 _reprs.maxstring = _reprs.maxother = 200

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from codemode_jupyter.model import events as ev
-from codemode_jupyter.model.result import RunResult, ToolCall
 from codemode_jupyter.model.format import clip
+from codemode_jupyter.model.result import RunResult, ToolCall
 
 _reprs = reprlib.Repr()
 _reprs.maxstring = _reprs.maxother = 200

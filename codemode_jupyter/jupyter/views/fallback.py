@@ -10,7 +10,8 @@ The HTML uses plain tags only (GitHub drops styles and scripts).
 
 from __future__ import annotations
 
-from html import escape
+from functools import partial
+from html import escape as _escape
 
 from codemode_jupyter.model.entries import Entry
 from codemode_jupyter.model.format import (
@@ -22,6 +23,9 @@ from codemode_jupyter.model.format import (
 )
 from codemode_jupyter.model.result import RunResult
 from codemode_jupyter.model.timeline import timeline_from_result
+
+#: Text in HTML: quotes stay as they are (they are not in attributes).
+escape = partial(_escape, quote=False)
 
 
 def summary_line(result: RunResult, timeline: list[Entry]) -> str:

@@ -4,12 +4,11 @@ and to text, as VS Code, GitHub and nbviewer show it), shows each run in time or
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
-from traitlets.config import Config
 from nbconvert import HTMLExporter, MarkdownExporter
+from traitlets.config import Config
 
 from codemode_jupyter.jupyter.headless import execute_notebook
 

@@ -7,6 +7,7 @@ labextension's format.ts. Long text is cut at a word or token boundary and ends 
 
 from __future__ import annotations
 
+import json
 import reprlib
 from functools import cache
 from typing import Any
@@ -81,6 +82,35 @@ def format_call(name: str, args: dict[str, Any]) -> str:
     """`name(a=1, b='x')`, each argument shortened."""
     inner = ", ".join(f"{key}={short_repr(value)}" for key, value in args.items())
     return f"{name}({inner})"
+
+
+def json_text(value: Any) -> str | None:
+    """The value as JSON text, None when it is not JSON (no fallback to str)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_refuse)
+    except (TypeError, ValueError):
+        return None
+
+
+def json_short(value: Any, limit: int = 300) -> str:
+    """A value as JSON when it is JSON (what a model reads best), else a short repr; clipped
+    to `limit` (an agent's result text)."""
+    text = json_text(value)
+    return clip(short_repr(value, 200) if text is None else text, limit)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
+
+
+def json_call_line(call: Any, limit: int = 300) -> str:
+    """A `ToolCall` for an agent: `#1 add(a=1, b=2) -> 3`, or `... raised ValueError: bad`,
+    its values as JSON."""
+    args = ", ".join(f"{name}={json_short(value, 100)}" for name, value in call.args.items())
+    head = f"#{call.id} {call.name}({args})"
+    if call.error is not None:
+        return clip(f"{head} raised {format_error(call.error)}", limit)
+    return clip(f"{head} -> {json_short(call.result, limit)}", limit)
 
 
 def format_error(error: ErrorInfo | Any) -> str:

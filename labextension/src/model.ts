@@ -8,6 +8,9 @@
  */
 import { formatDuration, plural, pyArgs, pyValue } from './format';
 
+// Errors are written as text in format.ts, with every other value; readers import it here too.
+export { formatError } from './format';
+
 /** The MIME type the kernel extension writes for each `%%codemode` run. */
 export const RUN_MIME_TYPE = 'application/vnd.codemode.run+json';
 
@@ -317,11 +320,6 @@ function asError(value: unknown): IRunError | null {
     message: asString(value.message),
     traceback: asString(value.traceback)
   };
-}
-
-/** "ErrorType: message" (or just the type). */
-export function formatError(error: IRunError): string {
-  return error.message ? `${error.type}: ${error.message}` : error.type;
 }
 
 /** Status label and severity; unknown statuses are shown as they are. */

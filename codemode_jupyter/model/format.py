@@ -78,12 +78,6 @@ def format_args(args: dict[str, Any]) -> str:
     return ", ".join(f"{key}={full_repr(value)}" for key, value in args.items())
 
 
-def format_call(name: str, args: dict[str, Any]) -> str:
-    """`name(a=1, b='x')`, each argument shortened."""
-    inner = ", ".join(f"{key}={short_repr(value)}" for key, value in args.items())
-    return f"{name}({inner})"
-
-
 def json_text(value: Any) -> str | None:
     """The value as JSON text, None when it is not JSON (no fallback to str)."""
     try:

@@ -180,6 +180,5 @@ def run_schema() -> dict[str, Any]:
 
     Payload.__name__ = Payload.__qualname__ = "RunPayload"
     schema = TypeAdapter(Payload).json_schema()
-    schema["$id"] = "https://codemode-jupyter/run.schema.json"
     schema["title"] = "application/vnd.codemode.run+json"
     return schema

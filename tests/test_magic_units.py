@@ -65,13 +65,14 @@ def make_result(duration: float = 0.5, call_duration: float = 0.01, **overrides)
 
 
 def test_transcript_lists_output_calls_value_without_timings():
+    # A result without events: its timeline has previews, then calls, then output.
     text = transcript_text(make_result())
     assert text.splitlines() == [
-        "Paris 18",
         "── codemode: ok, 2 tool calls in 2 rounds",
+        "  preview: port 8000",
         "  get_weather(city='Paris') -> {'temp_c': 18}",
         "  get_weather(city='Nowhere') -> raised KeyError: 'Nowhere'",
-        "  preview: port 8000",
+        "Paris 18",
         "  value: 18",
     ]
 
@@ -131,10 +132,10 @@ def test_transcript_reports_errors_dropped_output_and_lost_state():
         error=RunError("RuntimeCrashed", "killed by signal 9"),
     )
     assert transcript_text(result).splitlines() == [
-        "[10 more characters of stdout dropped]",
+        "── codemode: crashed, no tool calls",
         "── stderr:",
         "oops",
-        "── codemode: crashed, no tool calls",
+        "[10 more characters of stdout dropped]",
         "  RuntimeCrashed: killed by signal 9",
         "  (the runtime was replaced: variables from earlier cells are gone)",
     ]

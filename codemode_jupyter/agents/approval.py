@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from codemode_jupyter.model.text import clip
+from codemode_jupyter.model.format import clip
 from codemode_jupyter.tools.tool import Tool
 
 DEFAULT_TIMEOUT = 300.0  # seconds a call waits for a decision before it counts as rejected

@@ -11,19 +11,14 @@ an MCP resource `codemode://runs/{id}` (`RunRecords`), or `CodeMode.last_result`
 from __future__ import annotations
 
 import json
-import reprlib
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from codemode_jupyter.model import events as ev
+from codemode_jupyter.model.format import clip, json_call_line, json_short, json_text
 from codemode_jupyter.model.result import RunResult, ToolCall
-from codemode_jupyter.model.text import clip
-
-_reprs = reprlib.Repr()
-_reprs.maxstring = _reprs.maxother = 200
-_reprs.maxlist = _reprs.maxdict = 20
 
 #: Characters of a whole result (text + structured data) a model gets by default.
 DEFAULT_BUDGET = 20_000
@@ -57,28 +52,6 @@ def check_budget(budget: int | None) -> int:
             f"the result budget must be at least {MIN_BUDGET} and at most {MAX_BUDGET} characters"
         )
     return budget
-
-
-def short(value: Any, limit: int = 300) -> str:
-    """A value as JSON when it is JSON (what the program saw), clipped to `limit`."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=_refuse)
-    except (TypeError, ValueError):
-        text = _reprs.repr(value)
-    return clip(text, limit)
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(type(value).__name__)
-
-
-def call_line(call: ToolCall, limit: int = 300) -> str:
-    """`#1 add(a=1, b=2) -> 3`, or `... raised ValueError: bad`."""
-    args = ", ".join(f"{name}={short(value, 100)}" for name, value in call.args.items())
-    head = f"#{call.id} {call.name}({args})"
-    if call.error is not None:
-        return clip(f"{head} raised {call.error}", limit)
-    return clip(f"{head} -> {short(call.result, limit)}", limit)
 
 
 @dataclass
@@ -177,7 +150,7 @@ def _keep_tail(text: str, limit: int) -> tuple[str, int]:
 def _calls_section(calls: list[ToolCall], limit: int, where: str) -> str:
     lines, used = [], 0
     for call in calls:
-        line = call_line(call, 200)
+        line = json_call_line(call, 200)
         if used + len(line) > limit:
             break
         lines.append(line)
@@ -193,11 +166,7 @@ def result_data(
 ) -> dict[str, Any]:
     """The run's structured content: status, the value when it is small JSON, the error,
     counts. Never the output or the call log (they are in the text, cut, and in the record)."""
-    value, value_json = None, None
-    try:
-        value_json = json.dumps(result.value, ensure_ascii=False, default=_refuse)
-    except (TypeError, ValueError):
-        pass
+    value, value_json = None, json_text(result.value)
     small = value_json is not None and len(value_json) <= max_value
     if small:
         value = result.value
@@ -317,12 +286,12 @@ def _event_line(event: ev.Event) -> str | None:
     if isinstance(event, ev.Output):
         return f"{event.stream}: {event.text}"
     if isinstance(event, ev.ToolCallStarted):
-        args = ", ".join(f"{k}={short(v, 100)}" for k, v in event.args.items())
+        args = ", ".join(f"{k}={json_short(v, 100)}" for k, v in event.args.items())
         return f"call #{event.id} {event.name}({args})"
     if isinstance(event, ev.ToolCallFinished):
         if event.error is not None:
             return f"call #{event.id} {event.name} raised {event.error}"
-        return f"call #{event.id} {event.name} -> {short(event.result)}"
+        return f"call #{event.id} {event.name} -> {json_short(event.result)}"
     if isinstance(event, ev.RunFinished):
         return f"finished: {event.result.status}"
     return None

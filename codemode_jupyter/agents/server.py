@@ -68,8 +68,8 @@ from codemode_jupyter.agents.transport import (
 )
 from codemode_jupyter.engine.session import CodeMode
 from codemode_jupyter.model import events as ev
+from codemode_jupyter.model.format import clip
 from codemode_jupyter.model.result import RunResult
-from codemode_jupyter.model.text import clip
 
 INSTRUCTIONS = (
     "Call run_code with a Python program that uses the tools described in its description; "

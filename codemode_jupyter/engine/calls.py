@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from codemode_jupyter.model.format import short_repr
 from codemode_jupyter.model.result import RunError, ToolCall
-from codemode_jupyter.model.text import short_repr
 from codemode_jupyter.runtime import codemode_protocol as P
 from codemode_jupyter.support.loop_thread import LoopThread, run_coroutine
 from codemode_jupyter.tools.tool import Tool, ToolArgumentError, ToolRegistry, UnknownToolError

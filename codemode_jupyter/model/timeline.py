@@ -1,20 +1,11 @@
 """A run as one ordered timeline, built from the engine's events on the host.
 
-Entries are JSON objects in the order things happened, so a print made after a tool call comes
-after it:
-
-- `{"kind": "output", "stream": "stdout" | "stderr", "text": str}` (consecutive chunks of one
-  stream merged)
-- `{"kind": "call", "id", "name", "round", "args": str, "state": "running" | "ok" | "error" |
-  "cancelled", "result": str, "error": {"type", "message", "traceback"}, "duration": float}`;
-  `args` (`city='Paris'`) and `result` are Python literals as the program sees them, cut at
-  `REPR_LIMIT` characters; the entry sits where the call started
-- `{"kind": "preview", "port": int, "url": str}`: first in the timeline (see `add_preview`)
-- `{"kind": "gap", "chars": int}`: output dropped here to keep within the cap
-- `{"kind": "display", "data": {mime: value}, "metadata": {...}}`: a display() of the program
-  (or a figure it showed), where it happened: the Display event comes on the I/O stream that
-  carries the output. A live update may carry a stub instead, `"data"` holding only
-  `text/plain` and `"omitted": bytes` (see `stub_displays`); the finished run has them all
+The entries are typed in entries.py (`OutputEntry`, `CallEntry`, `PreviewEntry`, `GapEntry`,
+`DisplayEntry`) and built here as plain dicts, in the order things happened, so a print made
+after a tool call comes after it. Consecutive output chunks of one stream merge; a call's
+entry sits where the call started; previews lead the timeline (see `add_preview`); a `gap`
+marks output dropped to keep within the cap; a live update may carry a display as a stub
+(see `stub_displays`), the finished run has them all.
 
 The ending (status, value, error) is the RunResult, which travels next to the timeline.
 """
@@ -24,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from codemode_jupyter.engine.displays import bundle_size
+from codemode_jupyter.model.entries import CallEntry, DisplayEntry, Entry, GapEntry, OutputEntry
 from codemode_jupyter.model.events import (
     Display,
     Event,
@@ -51,8 +43,8 @@ class Timeline:
 
     def __init__(self, output_cap: int = 1_000_000) -> None:
         self.output_cap = max(output_cap, 2)
-        self.entries: list[dict[str, Any]] = []
-        self._calls: dict[int, dict[str, Any]] = {}
+        self.entries: list[Entry] = []
+        self._calls: dict[int, CallEntry] = {}
         self._parts: dict[int, list[str]] = {}  # id(output entry) -> its text, in chunks
         self._kept = 0  # output characters kept
         self._head: int | None = None  # entries before this index are never trimmed
@@ -88,7 +80,7 @@ class Timeline:
             self._parts[id(last)].append(text)
             self._grow(len(text))
             return
-        entry = {"kind": "output", "stream": stream, "text": ""}
+        entry: OutputEntry = {"kind": "output", "stream": stream, "text": ""}
         self.entries.append(entry)
         self._parts[id(entry)] = [text]
         self._grow(len(text))
@@ -106,7 +98,7 @@ class Timeline:
         index = self._head
         gap = self.entries[index] if index < len(self.entries) else None
         if gap is None or gap["kind"] != "gap":
-            gap = {"kind": "gap", "chars": 0}
+            gap: GapEntry = {"kind": "gap", "chars": 0}
             self.entries.insert(index, gap)
         index += 1
         while excess > 0 and index < len(self.entries):
@@ -127,7 +119,7 @@ class Timeline:
             gap["chars"] += cut
 
     def start_call(self, call_id: int, name: str, args: dict[str, Any], round_: int) -> None:
-        entry = {
+        entry: CallEntry = {
             "kind": "call",
             "id": call_id,
             "name": name,
@@ -193,16 +185,16 @@ class Timeline:
 
     # --- reading -----------------------------------------------------------------------
 
-    def call(self, call_id: int) -> dict[str, Any] | None:
+    def call(self, call_id: int) -> CallEntry | None:
         """A copy of the call's entry."""
         entry = self._calls.get(call_id)
         return None if entry is None else self._copy(entry)
 
-    def running_calls(self) -> list[dict[str, Any]]:
+    def running_calls(self) -> list[CallEntry]:
         """Copies of the calls still in flight."""
         return [self._copy(e) for e in self._calls.values() if e["state"] == "running"]
 
-    def snapshot(self, output_budget: int | None = None, max_entries: int = 0) -> list[dict]:
+    def snapshot(self, output_budget: int | None = None, max_entries: int = 0) -> list[Entry]:
         """JSON-able copies of the entries.
 
         `output_budget`: keep only the newest that many characters of output (a live view);
@@ -211,7 +203,7 @@ class Timeline:
         entries = [self._copy(entry) for entry in self.entries]
         if output_budget is None and not max_entries:
             return entries
-        kept: list[dict] = []
+        kept: list[Entry] = []
         dropped_chars = 0
         budget = output_budget if output_budget is not None else -1
         for entry in reversed(entries):
@@ -235,7 +227,7 @@ class Timeline:
             kept.insert(0, {"kind": "gap", "chars": dropped_chars})
         return kept
 
-    def _copy(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def _copy(self, entry: Any) -> Any:
         copy = dict(entry)
         if entry["kind"] == "output":
             copy["text"] = "".join(self._parts[id(entry)])
@@ -244,7 +236,7 @@ class Timeline:
         return copy
 
 
-def stub_displays(entries: list[dict[str, Any]], budget: int) -> int:
+def stub_displays(entries: list[Entry], budget: int) -> int:
     """Keep the newest displays whose bundles fit in `budget` characters; replace the older
     ones (in place) by stubs: their text/plain and `"omitted"`, the size left out.
 
@@ -262,16 +254,17 @@ def stub_displays(entries: list[dict[str, Any]], budget: int) -> int:
             kept += size
             continue
         text = entry["data"].get("text/plain", "")
-        entries[index] = {
+        stub: DisplayEntry = {
             "kind": "display",
             "data": {"text/plain": text},
             "metadata": {},
             "omitted": size,
         }
+        entries[index] = stub
     return kept
 
 
-def timeline_from_result(result: RunResult) -> list[dict[str, Any]]:
+def timeline_from_result(result: RunResult) -> list[Entry]:
     """A timeline for a result that was recorded without events: calls, output, displays."""
     timeline = Timeline(output_cap=10**12)
     for call in result.tool_calls:

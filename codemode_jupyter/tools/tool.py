@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
-from codemode_jupyter.model.text import clip
+from codemode_jupyter.model.format import clip
 from codemode_jupyter.support.loop_thread import run_coroutine
 
 _MARK = "__codemode_tool__"

@@ -1,8 +1,10 @@
 /**
  * One text format for every view: durations, counts, Python-literal values, clipping.
  *
- * The rules mirror codemode_jupyter/jupyter/text.py, which writes the terminal view and the
- * transcripts; the saved timeline already holds arguments and results as Python literals.
+ * The one place the extension writes a value, a duration or an error as text. The rules
+ * mirror codemode_jupyter/model/format.py, which writes the terminal view, the transcripts
+ * and the fallbacks; the saved timeline already holds arguments and results as Python
+ * literals.
  */
 
 /** 1234567 -> "1,234,567" (no locale dependence, so tests are stable). */
@@ -35,6 +37,11 @@ export function formatDuration(seconds: number): string {
   const minutes = Math.floor(seconds / 60);
   const rest = Math.round(seconds - minutes * 60);
   return rest ? `${minutes} min ${rest} s` : `${minutes} min`;
+}
+
+/** "ErrorType: message" (or just the type). */
+export function formatError(error: { type: string; message: string }): string {
+  return error.message ? `${error.type}: ${error.message}` : error.type;
 }
 
 const BOUNDARY = ' ,;)]}';

@@ -77,7 +77,8 @@ export const rendererFactory: IRenderMime.IRendererFactory = {
   // The card sets text itself; displays in it are drawn with the output's trust.
   safe: true,
   mimeTypes: [RUN_MIME_TYPE],
-  defaultRank: 50,
+  // Below text/html's 50: a saved run also carries an HTML fallback, and the card wins.
+  defaultRank: 40,
   createRenderer: options => new RunRenderer(options)
 };
 
@@ -95,7 +96,7 @@ const extensions: IRenderMime.IExtension[] = [
     description:
       'Renders saved Code Mode runs (application/vnd.codemode.run+json).',
     rendererFactory,
-    rank: 50,
+    rank: 40,
     dataType: 'json'
   },
   {

@@ -8,6 +8,9 @@
  */
 import { formatDuration, plural, pyArgs, pyValue } from './format';
 
+// Errors are written as text in format.ts, with every other value; readers import it here too.
+export { formatError } from './format';
+
 /** The MIME type the kernel extension writes for each `%%codemode` run. */
 export const RUN_MIME_TYPE = 'application/vnd.codemode.run+json';
 
@@ -20,6 +23,154 @@ export const DISPLAY_MARKER_MIME_TYPE = 'application/vnd.codemode.display+json';
 
 /** The payload version this renderer was written for (it reads 1 too). */
 export const SUPPORTED_VERSION = 2;
+
+/*
+ * The payload as the kernel writes it, field for field: the typed run model of
+ * codemode_jupyter/model/entries.py. Both are checked against labextension/schema/run.schema.json
+ * (generated from the Python types): tests/test_run_model.py compares these interfaces' fields
+ * with the schema, and model.spec.ts reads payloads the Python side wrote. The view model
+ * below (`Entry`, `IRunView`) is what the card draws, read from untrusted JSON by `readEntry`
+ * and `toRunView`.
+ */
+
+/** An exception as the model keeps it. */
+export interface IWireErrorInfo {
+  type: string;
+  message: string;
+  traceback?: string;
+}
+
+/** Text the program wrote. */
+export interface IWireOutputEntry {
+  kind: 'output';
+  stream: 'stdout' | 'stderr';
+  text: string;
+}
+
+/** A paused call's approval. */
+export interface IWireApproval {
+  decision: string;
+  by?: string;
+  reason?: string;
+  stand_in?: boolean;
+}
+
+/** A tool call, where it started. */
+export interface IWireCallEntry {
+  kind: 'call';
+  id: number;
+  name: string;
+  round: number;
+  args: string;
+  state: CallState;
+  result?: string;
+  error?: IWireErrorInfo;
+  duration?: number;
+  approval?: IWireApproval;
+  waited?: number;
+}
+
+/** A port the program serves. */
+export interface IWirePreviewEntry {
+  kind: 'preview';
+  port: number;
+  url?: string;
+}
+
+/** Output dropped here to keep within a cap. */
+export interface IWireGapEntry {
+  kind: 'gap';
+  chars: number;
+}
+
+/** A display() of the program. */
+export interface IWireDisplayEntry {
+  kind: 'display';
+  data: Record<string, unknown>;
+  metadata?: Record<string, unknown>;
+  omitted?: number;
+}
+
+/** One entry of a timeline as the kernel writes it. */
+export type WireEntry =
+  | IWireOutputEntry
+  | IWireCallEntry
+  | IWirePreviewEntry
+  | IWireGapEntry
+  | IWireDisplayEntry;
+
+/** A file the program left under outputs/. */
+export interface IWireArtifactInfo {
+  name: string;
+  size: number;
+  sha256?: string;
+  path?: string;
+  rel?: string;
+  head?: string[];
+}
+
+/** A port and the URL that reaches it. */
+export interface IWirePreviewInfo {
+  port: number;
+  url: string;
+}
+
+/** The result part of the payload (a live update has only some of it). */
+export interface IWireResultInfo {
+  ok?: boolean;
+  status?: string;
+  value?: unknown;
+  value_repr?: string | null;
+  error?: IWireErrorInfo | null;
+  rounds?: number;
+  previews?: IWirePreviewInfo[];
+  duration?: number;
+  state_lost?: boolean;
+  stdout_dropped?: number;
+  stderr_dropped?: number;
+  backend?: string;
+  isolation?: string;
+  executions?: number;
+  displays_dropped?: number;
+  value_bundle?: Record<string, unknown> | null;
+  artifacts?: IWireArtifactInfo[];
+  artifacts_left?: string[];
+}
+
+/** A run an agent sent. */
+export interface IWireAgentInfo {
+  run: number;
+  session: string;
+  record?: boolean;
+  tool_output?: string[][];
+}
+
+/** `application/vnd.codemode.run+json`, live or finished (its varying part merged back). */
+export interface IWireRunPayload {
+  version: number;
+  code: string;
+  timeline: WireEntry[];
+  result: IWireResultInfo;
+  warnings?: string[];
+  agent?: IWireAgentInfo;
+}
+
+const WIRE_REQUIRED: Record<WireEntry['kind'], string[]> = {
+  output: ['stream', 'text'],
+  call: ['id', 'name', 'round', 'args', 'state'],
+  preview: ['port'],
+  gap: ['chars'],
+  display: ['data']
+};
+
+/** Whether `value` is a timeline entry as the kernel writes it (its kind's fields there). */
+export function isWireEntry(value: unknown): value is WireEntry {
+  if (!isObject(value) || typeof value.kind !== 'string') {
+    return false;
+  }
+  const required = WIRE_REQUIRED[value.kind as WireEntry['kind']];
+  return required !== undefined && required.every(key => key in value);
+}
 
 /** An error as RunResult.to_dict() writes it. */
 export interface IRunError {
@@ -169,11 +320,6 @@ function asError(value: unknown): IRunError | null {
     message: asString(value.message),
     traceback: asString(value.traceback)
   };
-}
-
-/** "ErrorType: message" (or just the type). */
-export function formatError(error: IRunError): string {
-  return error.message ? `${error.type}: ${error.message}` : error.type;
 }
 
 /** Status label and severity; unknown statuses are shown as they are. */

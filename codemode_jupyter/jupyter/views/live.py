@@ -26,7 +26,7 @@ from codemode_jupyter.model.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from codemode_jupyter.model.format import clip, format_duration, plural
+from codemode_jupyter.model.format import call_line, entry_lines, format_duration, plural
 from codemode_jupyter.model.result import RunResult
 from codemode_jupyter.model.timeline import Timeline, stub_displays
 
@@ -38,10 +38,6 @@ LIVE_DISPLAY_CHARS = 2 << 20
 #: Characters a second the live updates may send: a big payload (many images) slows the
 #: updates down, so the websocket and the browser are not flooded.
 LIVE_CHARS_PER_SECOND = 4 << 20
-#: Characters of a call's arguments or result on one line of the text views.
-TEXT_CALL_CHARS = 120
-#: Lines of a display's text/plain in the live text.
-TEXT_DISPLAY_LINES = 10
 
 
 class View:
@@ -214,49 +210,8 @@ def live_text(payload: dict[str, Any]) -> str:
         f"{plural(len(calls), 'tool call')}"
     ]
     for entry in entries[-40:]:
-        lines.extend(entry_lines(entry, timings=True))
+        lines.extend(entry_lines(entry, live=True, timings=True))
     return "\n".join(lines)
-
-
-def entry_lines(entry: dict[str, Any], *, timings: bool) -> list[str]:
-    """An entry as text lines (the live text/plain, and the text view)."""
-    kind = entry["kind"]
-    if kind == "output":
-        return entry["text"].rstrip("\n").split("\n")
-    if kind == "call":
-        return [call_line(entry, timings=timings)]
-    if kind == "preview":
-        return [f"  preview: port {entry['port']}: {entry.get('url', '')}"]
-    if kind == "gap":
-        return [f"  [… {entry['chars']} characters of output not shown …]"]
-    if kind == "display":
-        return display_lines(entry)
-    return []
-
-
-def display_lines(entry: dict[str, Any]) -> list[str]:
-    """A display as text: its text/plain (the first lines; the rich form is in the card)."""
-    lines = str(entry.get("data", {}).get("text/plain", "")).rstrip("\n").split("\n")
-    shown = [f"  {line}" for line in lines[:TEXT_DISPLAY_LINES]]
-    if len(lines) > TEXT_DISPLAY_LINES:
-        shown.append(f"  [… {len(lines) - TEXT_DISPLAY_LINES} more lines …]")
-    return shown
-
-
-def call_line(entry: dict[str, Any], *, timings: bool) -> str:
-    state = entry["state"]
-    head = f"  {entry['name']}({clip(entry['args'], TEXT_CALL_CHARS)})"
-    if state == "ok" and (entry.get("approval") or {}).get("stand_in"):
-        outcome = f" = {clip(entry.get('result', ''), TEXT_CALL_CHARS)}, tool not run"
-    elif state == "ok":
-        outcome = f" → {clip(entry.get('result', ''), TEXT_CALL_CHARS)}"
-    elif state == "error":
-        error = entry.get("error") or {}
-        outcome = f" ✗ {error.get('type', 'Error')}: {clip(error.get('message', ''), 200)}"
-    else:
-        outcome = " … waiting for approval" if state == "waiting" else f" … {state}"
-    took = f"  {format_duration(entry['duration'])}" if timings and "duration" in entry else ""
-    return head + outcome + took
 
 
 class TextView(View):
@@ -287,7 +242,7 @@ class TextView(View):
             with self._lock:
                 entry = self.timeline.call(event.id) or {}
             if entry:
-                self._line(call_line(entry, timings=not self._in_cell), entry["state"])
+                self._line(call_line(entry, live=True, timings=not self._in_cell), entry["state"])
         elif isinstance(event, PreviewAnnounced):
             self._line(f"  preview: port {event.preview.port}: {event.preview.url}", "info")
         elif isinstance(event, RunStarted):
@@ -305,7 +260,7 @@ class TextView(View):
         super().finish(result)
         for entry in running:
             entry["state"] = "cancelled"
-            self._line(call_line(entry, timings=False), "cancelled")
+            self._line(call_line(entry, live=True), "cancelled")
         if result is None:
             self._line("[codemode] interrupted", "warning")
             return

@@ -27,7 +27,7 @@ from IPython.core.error import UsageError
 from IPython.display import publish_display_data
 
 from codemode_jupyter.jupyter.sessions import session_options
-from codemode_jupyter.jupyter.views.transcript import plural, short_repr
+from codemode_jupyter.model.format import plural, short_repr
 from codemode_jupyter.pool.scheduler import Pool
 from codemode_jupyter.pool.tasks import TaskResult
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from codemode_jupyter.jupyter.views.artifacts import describe_artifacts
-from codemode_jupyter.model.format import format_call, plural, short_repr
-from codemode_jupyter.model.result import RunResult, ToolCall
+from codemode_jupyter.jupyter.views.fallback import fallback_html, transcript_text
+from codemode_jupyter.model.entries import Entry, RunPayload
+from codemode_jupyter.model.result import RunResult
 from codemode_jupyter.model.timeline import stub_displays
 
 MIME_RUN = "application/vnd.codemode.run+json"
@@ -43,92 +44,6 @@ VARYING_DISPLAY_TYPES = ("image/png", "image/jpeg")
 #: Characters of display bundles a run in the Tools panel carries (up to 20 runs are sent
 #: at once); older displays travel as their text/plain.
 PANEL_DISPLAY_CHARS = 1 << 20
-
-MAX_VALUE_CHARS = 200
-
-__all__ = ["format_call", "plural", "short_repr"]
-
-
-def _format_outcome(call: ToolCall) -> str:
-    if call.error is not None:
-        return f"raised {call.error}"
-    return short_repr(call.result)
-
-
-def _value_text(result: RunResult) -> str | None:
-    if result.value_repr is not None:
-        text = result.value_repr
-    elif result.value is not None:
-        text = repr(result.value)
-    else:
-        return None
-    text = " ".join(text.split()) if "\n" not in text else text
-    if len(text) > MAX_VALUE_CHARS:
-        text = text[: MAX_VALUE_CHARS - 1] + "…"
-    return text
-
-
-def _summary(result: RunResult) -> str:
-    parts = [result.status]
-    if result.tool_calls:
-        parts.append(
-            f"{plural(len(result.tool_calls), 'tool call')} in {plural(result.rounds, 'round')}"
-        )
-    else:
-        parts.append("no tool calls")
-    return "── codemode: " + ", ".join(parts)
-
-
-def transcript_text(
-    result: RunResult,
-    *,
-    streams: bool = True,
-    value: bool = True,
-    stand_ins: frozenset[int] = frozenset(),
-) -> str:
-    """The text/plain transcript: program output, tool calls without timings, value, status.
-
-    Identical on every run of a deterministic program: nothing here is measured, random or
-    specific to the machine (no durations, ids, backend, isolation or URLs). `streams=False`
-    leaves out the program's stdout and stderr, for a cell where they were streamed already;
-    `value=False` the value, for a cell whose Out[n] shows it. `stand_ins`: ids of calls
-    answered with a value instead of running (`%%codemode --step`), shown as such.
-    """
-    lines: list[str] = []
-    if streams:
-        lines.extend(_stream_lines(result))
-    lines.append(_summary(result))
-    lines.extend(
-        f"  {format_call(call.name, call.args)} = {_format_outcome(call)}, tool not run"
-        if call.id in stand_ins
-        else f"  {format_call(call.name, call.args)} -> {_format_outcome(call)}"
-        for call in result.tool_calls
-    )
-    lines.extend(f"  preview: port {preview.port}" for preview in result.previews)
-    # Files the program left under outputs/ (name and size: their host path varies).
-    lines.extend(f"  artifact: {a.name} ({a.size} bytes)" for a in result.artifacts)
-    if result.error is not None:
-        lines.append(f"  {result.error}")
-    shown = _value_text(result) if value else None
-    if shown is not None:
-        lines.append(f"  value: {shown}")
-    if result.state_lost:
-        lines.append("  (the runtime was replaced: variables from earlier cells are gone)")
-    return "\n".join(lines)
-
-
-def _stream_lines(result: RunResult) -> list[str]:
-    lines: list[str] = []
-    if result.stdout:
-        lines.extend(result.stdout.rstrip("\n").split("\n"))
-    if result.stdout_dropped:
-        lines.append(f"[{result.stdout_dropped} more characters of stdout dropped]")
-    if result.stderr:
-        lines.append("── stderr:")
-        lines.extend(result.stderr.rstrip("\n").split("\n"))
-    if result.stderr_dropped:
-        lines.append(f"[{result.stderr_dropped} more characters of stderr dropped]")
-    return lines
 
 
 def split_varying(result_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -217,7 +132,7 @@ def _split_display(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 def run_payload(
     code: str,
     result: RunResult,
-    timeline: list[dict[str, Any]],
+    timeline: list[Entry],
     warnings: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run+json value (what nbval compares) and its metadata (what varies)."""
@@ -242,7 +157,7 @@ def run_payload(
 def run_bundle(
     code: str,
     result: RunResult,
-    timeline: list[dict[str, Any]],
+    timeline: list[Entry],
     *,
     streams: bool = True,
     value: bool = True,
@@ -250,24 +165,21 @@ def run_bundle(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(data, metadata) of the display_data a finished cell keeps.
 
-    `streams=False`: the text/plain transcript leaves out stdout and stderr (the text view
-    streamed them into the cell already); the timeline always has them. `value=False`: the
-    transcript leaves out the value (the cell's Out[n] shows it).
+    Front ends without the extension show the text/html or text/plain fallback, both the
+    timeline in time order (fallback.py). `streams=False`: they leave out stdout and stderr
+    (the text view streamed them into the cell already); the timeline always has them.
+    `value=False`: they leave out the value (the cell's Out[n] shows it).
     """
     payload, varying = run_payload(code, result, timeline, warnings)
-    stand_ins = frozenset(
-        e["id"]
-        for e in timeline
-        if e.get("kind") == "call" and (e.get("approval") or {}).get("stand_in")
-    )
     data = {
-        "text/plain": transcript_text(result, streams=streams, value=value, stand_ins=stand_ins),
+        "text/plain": transcript_text(result, timeline, streams=streams, value=value),
+        "text/html": fallback_html(result, timeline, streams=streams, value=value),
         MIME_RUN: payload,
     }
     return data, {MIME_RUN: varying}
 
 
-def merged_payload(code: str, result: RunResult, timeline: list[dict[str, Any]]) -> dict:
+def merged_payload(code: str, result: RunResult, timeline: list[Entry]) -> RunPayload:
     """The whole payload, nothing split off (the Tools panel's recent runs), the older
     displays beyond `PANEL_DISPLAY_CHARS` as their text."""
     entries = list(timeline)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from codemode_jupyter.runtime import RUNTIME_FILES
+
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-RUNTIME_FILES = ("codemode_protocol.py", "codemode_rich.py", "codemode_runtime.py")
 
 
 def runtime_sources() -> dict[str, bytes]:

@@ -16,8 +16,9 @@ from codemode_jupyter import CodeMode
 from codemode_jupyter.backends.local.backend import LocalBackend
 from codemode_jupyter.backends.local.memory import find_cgroup_place
 from codemode_jupyter.backends.processes import child_pids
+from codemode_jupyter.runtime import RUNTIME_FILES
 
-MODULES = ("codemode_runtime", "codemode_protocol", "codemode_rich")
+MODULES = tuple(name.removesuffix(".py") for name in RUNTIME_FILES)  # each from its bytecode
 CGROUP_PLACE, WHY_NO_CGROUP = find_cgroup_place()
 
 

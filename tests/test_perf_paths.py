@@ -12,14 +12,24 @@ import _thread
 import os
 import re
 import signal
+import sys
 import threading
 import time
+import types
 
 import pytest
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter.engine.connection import check_frame
 from codemode_jupyter.model import events as ev
+
+
+def _runtime_module(name: str) -> types.ModuleType:
+    """A module of the sandbox runtime as the runtime itself imports it: by its own name, from
+    its directory (importing codemode_runtime on the host puts them all in sys.modules)."""
+    from codemode_jupyter.runtime import codemode_runtime  # noqa: F401
+
+    return sys.modules[name]
 
 
 def add(a: int, b: int = 1) -> int:
@@ -264,7 +274,8 @@ def test_an_out_frame_reads_back_as_its_json_form_on_either_path(text: str) -> N
     """encode_out's frame, read by the host's plain path or by the JSON decoder, gives the text
     the JSON frame of the same text gives (lone surrogates as U+FFFD, as the host decodes)."""
     from codemode_jupyter.runtime import codemode_protocol as P
-    from codemode_jupyter.runtime import codemode_runtime as R
+
+    R = _runtime_module("codemode_channel")
 
     for stream in (P.STDOUT, P.STDERR):
         want = P.decode(P.encode({"t": P.OUT, "s": stream, "d": text}))["d"]
@@ -290,7 +301,8 @@ def test_an_out_frame_reads_back_as_its_json_form_on_either_path(text: str) -> N
 )
 def test_plain_text_goes_plain_and_anything_else_as_json(text: str, plain: bool) -> None:
     from codemode_jupyter.runtime import codemode_protocol as P
-    from codemode_jupyter.runtime import codemode_runtime as R
+
+    R = _runtime_module("codemode_channel")
 
     line = R.encode_out(P.STDOUT, text).rstrip(b"\n")
     assert (P.decode_out(line) is not None) is plain

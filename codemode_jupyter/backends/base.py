@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     from codemode_jupyter.backends.packages import InstallResult, PackageSession
 
+from codemode_jupyter.runtime import RUNTIME_FILES
+
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-RUNTIME_FILES = ("codemode_protocol.py", "codemode_rich.py", "codemode_runtime.py")
 
 
 def runtime_sources() -> dict[str, bytes]:

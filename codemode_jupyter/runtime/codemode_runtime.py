@@ -10,48 +10,46 @@ nothing the program writes can reach the control channel unwrapped. With `--sequ
 it reads a JSON request from stdin, or from the CODEMODE_REPLAY_B64 variable the host embeds.
 The local backend runs it through codemode_runtime_start.py, which runs the same code as a
 script from its cached bytecode.
+
+This file is the runtime's main loop and what a program binds by name (ToolError and the
+tool stubs); the modules next to it each do one job: codemode_protocol (frames),
+codemode_channel (frames out, the program's stdout/stderr), codemode_control (frames in),
+codemode_program (compile and run a program), codemode_baseline (a warm runtime put back
+between programs), codemode_process (fds, limits, signals, package dirs), codemode_rich
+(displays, files). The host ships the files listed in runtime/__init__.py's RUNTIME_FILES.
 """
 
 from __future__ import annotations
 
 # Modules a session's start and a plain run do not need (base64, signal, traceback) are
 # imported where they are used: every import here is paid by each cold start.
-import _ast  # what the ast module re-exports; importing ast itself costs each start 1 ms more
-import _imp
-import _signal  # what `signal` wraps (its wrappers make an enum member of each number)
-import _thread
-import _warnings
 import builtins
-import codecs
 import functools
 import io
 import itertools
-import linecache
 import os
 import select
 import sys
 import threading
-import time
 import types
-from collections import deque
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import codemode_protocol as P
 import codemode_rich as R
+from codemode_baseline import Baseline, runtime_import
+from codemode_channel import Channel, FdPump, Flusher, TextStream
+from codemode_control import Control
+from codemode_process import (
+    PACKAGE_DIRS,
+    add_package_dirs,
+    apply_limits,
+    take_ctrl_c,
+    take_standard_fds,
+    widen_pipe,
+)
+from codemode_program import encode_value, run_program
 
-del sys.path[0]
-
-CELL = "<cell>"
-_HIDDEN_FILES = {os.path.abspath(f) for f in (__file__, P.__file__, R.__file__)}
-_FLUSH_AT = 1 << 16  # chars held at most before they go out as a frame
-_FRAME_TEXT = 1 << 20
-_FLUSH_DELAY = 0.01  # the longest a partial line waits
-#: A line written within _BURST of its stream's last frame is part of a burst: it waits up to
-#: _BURST for more (or _FLUSH_AT chars), so a loop of prints sends a few large frames instead
-#: of one per line. A line after a quiet moment still goes out at once.
-_BURST = 0.0005
-_NEVER = float("inf")
-_PUMP_FRAME = 1 << 18  # bytes an fd pump reads at most before it sends them
+_HERE = sys.path.pop(0)  # the runtime's directory: its modules are imported
 
 
 class ToolError(Exception):
@@ -106,506 +104,13 @@ def _error_class(kind: str) -> type:
     return _error_classes[kind]
 
 
-_ALL_SIGNALS = _signal.valid_signals()
-
-
-class Channel:
-    """The runtime's end of the control channel: frame writes, serialised by a lock.
-
-    A frame is never left half written (the host would take the channel as broken and stop the
-    runtime): a pipe takes a write of up to PIPE_BUF bytes whole or not at all, and a longer
-    one is written with this thread's signals held, so a KeyboardInterrupt (an interrupt of the
-    run) comes once the frame is whole. A signal handler that prints while this thread writes
-    a frame has its own frame written right after, not in the middle (nor waiting for itself).
-    """
-
-    def __init__(self, out_fd: int) -> None:
-        self._fd = out_fd
-        self._lock = threading.Lock()
-        self._writer = 0  # the thread writing now
-        self._after: deque[bytes] = deque()  # frames of signal handlers that ran meanwhile
-
-    def send(self, frame: dict) -> None:
-        self.send_bytes(P.encode(frame))
-
-    def send_bytes(self, data: bytes) -> None:
-        me = threading.get_ident()
-        if self._writer == me:  # a signal handler, inside this thread's own write
-            self._after.append(data)
-            return
-        with self._lock:
-            self._writer = me
-            try:
-                self._write(data)
-                while self._after:
-                    self._write(self._after.popleft())
-            finally:
-                self._writer = 0
-
-    def _write(self, data: bytes) -> None:
-        try:
-            if len(data) <= select.PIPE_BUF:
-                os.write(self._fd, data)  # whole or not at all
-                return
-            held = _signal.pthread_sigmask(_signal.SIG_BLOCK, _ALL_SIGNALS)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            finally:
-                _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
-        except OSError:
-            os._exit(P.CHANNEL_LOST)  # the program broke the channel: nothing left to serve
-
-
-#: Bytes the plain form of an `out` frame (P.OUT_PLAIN) may not hold: those a JSON string may
-#: not hold raw (control characters), and quote, backslash and DEL; newlines become DEL.
-_NOT_PLAIN = bytes(range(32)).replace(b"\n", b"") + b'"\\\x7f'
-_NOT_PLAIN_EACH = [bytes([byte]) for byte in _NOT_PLAIN]
-#: Up to this many bytes, one translate() pass finds them quicker; above it, one memchr per
-#: byte value (`in`) does: 0.4 against 0.65 ns per byte.
-_SCAN_EACH = 2048
-
-
-def encode_out(stream: int, text: str) -> bytes:
-    """The `out` frame for `text`: the plain form where the text allows it (the JSON encoder's
-    per-character loop cost 21 ms per MiB of 1 KiB lines in the runtime's python, and the host
-    reads this form without its decoder too), else the JSON form."""
-    data = text.encode("utf-8", "surrogatepass")
-    if len(data) > _SCAN_EACH:
-        plain = not any(map(data.__contains__, _NOT_PLAIN_EACH))
-    else:
-        plain = len(data.translate(None, _NOT_PLAIN)) == len(data)
-    if plain:
-        return b"".join((P.OUT_PLAIN[stream], data.replace(b"\n", b"\x7f"), b'"}\n'))
-    return P.encode({"t": P.OUT, "s": stream, "d": text})
-
-
-class TextStream(io.TextIOBase):
-    """sys.stdout / sys.stderr for the program: text becomes `out` frames.
-
-    A line goes out at once, unless it comes within _BURST of the last frame (a loop of
-    prints): then it waits up to _BURST for more; a partial line waits up to _FLUSH_DELAY.
-
-    While a burst waits for its flush (`_hold`), a write only queues its text, without the
-    lock (print() writes twice, and the lock and the rules cost most of a print): a deque's
-    appends are thread-safe, a flush takes the texts queued so far off its left, and a write
-    that finds the hold over once its text is queued makes sure a flush will take it.
-    """
-
-    def __init__(self, channel: Channel, stream: int, fd: int, flusher: Flusher) -> None:
-        self._channel = channel
-        self._stream = stream
-        self._fd = fd
-        self._flusher = flusher
-        # Reentrant: a signal handler that prints while this thread writes must not deadlock.
-        self._lock = threading.RLock()
-        self._queue: deque[str] = deque()  # written, not sent yet
-        self._size = 0  # about the chars queued (writes without the lock may miss a few)
-        self._hold = False  # a burst's flush is due within _BURST: writes just queue
-        self._flushing = False  # this stream sends now (a signal handler may write meanwhile)
-        self._sent = 0.0  # when this stream last sent a frame (time.monotonic)
-        self._due = _NEVER  # when the flusher is to send what waits here
-        self.buffer = BinaryStream(self)
-
-    encoding = "utf-8"
-    errors = "strict"
-
-    def write(self, text: str) -> int:
-        if self._hold and text.__class__ is str:
-            self._queue.append(text)
-            self._size += len(text)
-            if self._hold and self._size < _FLUSH_AT:
-                return len(text)  # the burst's flush, not begun yet, will take it
-            with self._lock:
-                self._settle(text)
-            return len(text)
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        with self._lock:
-            self._queue.append(text)
-            self._size += len(text)
-            self._settle(text)
-        return len(text)
-
-    def _settle(self, text: str) -> None:
-        """`text` was queued last: send or schedule what waits (holding the lock)."""
-        if not self._queue:
-            return  # a flush took it already
-        if self._size >= _FLUSH_AT:
-            self._flush_locked()
-        elif "\n" in text:
-            now = time.monotonic()
-            if now - self._sent >= _BURST:
-                self._flush_locked()
-            elif not self._hold:
-                self._hold = True
-                if now + _BURST < self._due:
-                    self._schedule(now + _BURST)
-        elif self._due == _NEVER:
-            self._schedule(time.monotonic() + _FLUSH_DELAY)
-
-    def _schedule(self, due: float) -> None:
-        self._due = due
-        self._flusher.wake(self, due)
-
-    def flush(self) -> None:
-        with self._lock:
-            self._flush_locked()
-
-    def sync(self) -> None:
-        """flush(), unless nothing waits and no other thread sends (the usual case before a
-        tool call): text is queued before it is taken, and taken only while _flushing."""
-        if self._queue or self._flushing:
-            self.flush()
-
-    def _flush_locked(self) -> None:
-        self._hold = False  # first: a write that queues after this takes the locked path
-        self._due = _NEVER
-        if self._flushing:  # a signal handler wrote during this thread's own send
-            self._schedule(time.monotonic() + _BURST)
-            return
-        queue = self._queue
-        if not queue:
-            return
-        self._flushing = True
-        try:
-            # All in C, so no signal handler runs between the pops and no text is dropped.
-            text = "".join(itertools.islice(iter(queue.popleft, None), len(queue)))
-            self._size = 0
-            self._sent = time.monotonic()
-            for start in range(0, len(text), _FRAME_TEXT):  # bounded frames, however big a write
-                chunk = text[start : start + _FRAME_TEXT]
-                self._channel.send_bytes(encode_out(self._stream, chunk))
-        finally:
-            self._flushing = False
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-
-class BinaryStream(io.RawIOBase):
-    """sys.stdout.buffer: bytes are decoded (UTF-8, replacing bad bytes) into the text stream."""
-
-    def __init__(self, text: TextStream) -> None:
-        self._text = text
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-
-    def write(self, data: bytes) -> int:
-        self._text.write(self._decoder.decode(bytes(data)))
-        return len(data)
-
-    def flush(self) -> None:
-        self._text.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._text.fileno()
-
-
-class Flusher(threading.Thread):
-    """Sends what a stream holds once it is due: partial lines after _FLUSH_DELAY (so
-    `print(end="")` still streams), the lines of a burst after _BURST.
-
-    A signal handler that prints may call wake() while the main thread is inside wake(): so
-    the lock is reentrant and the flusher is woken by releasing a bare lock (a C call that never
-    blocks), not by an Event, whose set() takes a lock of its own in Python code.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(name="codemode-flusher", daemon=True)
-        self._due: dict[TextStream, float] = {}  # stream -> when to flush it (monotonic)
-        self._lock = threading.RLock()
-        self._woken = threading.Lock()  # released: wake() was called since the last look
-        self._woken.acquire()
-
-    def wake(self, stream: TextStream, due: float) -> None:
-        """Flush `stream` at `due` (time.monotonic), unless an earlier time is asked already."""
-        with self._lock:
-            if self._due.get(stream, _NEVER) <= due:
-                return
-            # min(): a handler's wake() may have come in between, asking for an earlier time.
-            self._due[stream] = min(due, self._due.get(stream, _NEVER))
-        try:
-            self._woken.release()
-        except RuntimeError:
-            pass  # released already: the flusher looks anew anyway
-
-    def run(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                ready = [stream for stream, due in self._due.items() if due <= now]
-                for stream in ready:
-                    del self._due[stream]
-                wait = min(self._due.values(), default=now + 3600) - now
-            for stream in ready:
-                stream.flush()
-            if not ready:
-                self._woken.acquire(timeout=wait)  # _due is read anew after a wake()
-
-
-class FdPump:
-    """Forwards what lands on the program's fd 1/2 pipes (subprocesses, os.write, C code)."""
-
-    def __init__(self, channel: Channel, stream: int, read_fd: int) -> None:
-        self._channel = channel
-        self._stream = stream
-        self._fd = self.fd = read_fd
-        self._lock = threading.Lock()
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._ended = False
-        os.set_blocking(read_fd, False)
-        threading.Thread(target=self._run, name=f"codemode-fd{stream}", daemon=True).start()
-
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        while not self._ended:
-            poller.poll()
-            self.drain()
-
-    def settle(self) -> None:
-        """Return once a drain going on in the pump's thread has sent what it read."""
-        if self._lock.locked():
-            with self._lock:
-                pass
-
-    def drain(self) -> None:
-        """Forward everything readable now; a sync point before call and done frames."""
-        with self._lock:
-            chunks, size = [], 0
-            while not self._ended:
-                try:
-                    data = os.read(self._fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    # Every writer closed the pipe (the program closed its fd): nothing more can
-                    # come, and polling a hung-up pipe would spin.
-                    self._ended = True
-                    break
-                chunks.append(data)
-                size += len(data)
-                if size >= _PUMP_FRAME:  # the host decodes this while the next is read
-                    self._send(chunks)
-                    chunks, size = [], 0
-            self._send(chunks)
-
-    def _send(self, chunks: list[bytes]) -> None:
-        if chunks:
-            text = self._decoder.decode(b"".join(chunks))
-            if text:
-                self._channel.send_bytes(encode_out(self._stream, text))
-
-
-class Baseline:
-    """The process as a fresh program finds it, taken before the first program runs and put
-    back by reset(), so that a warm runtime's next program (a pool's next task) starts as a
-    fresh one would: the environment variables, the working directory, the builtins, the
-    modules (those a program imported are dropped; the attributes of the others are put
-    back), sys.path and the import hooks, the warning filters, the signal handlers, the
-    recursion limit and any trace or profile function. Threads a program left running cannot
-    be undone: then reset() says the runtime must be replaced.
-
-    Compiled modules cannot be loaded twice in one process (numpy refuses outright), and what
-    a program imported along with one may be referred to by it: so the modules of a program
-    that loaded a compiled one are all kept, as part of the runtime from then on (their
-    attributes as they were when it ended).
-    """
-
-    def __init__(self, workdir: str) -> None:
-        self.workdir = workdir
-        self.environ = dict(os.environ)
-        self.builtins = dict(builtins.__dict__)
-        self.modules: dict[str, object] = {}
-        self.attrs: list[tuple[dict, dict]] = []  # (a module's __dict__, its saved copy)
-        self._adopt([name for name in sys.modules if name not in _OWN_MODULES])
-        self.path = list(sys.path)
-        self.meta_path = list(sys.meta_path)
-        self.path_hooks = list(sys.path_hooks)
-        self._filters = getattr(_warnings, "filters", [])  # the list warnings.filters is
-        self.warnings = list(self._filters)
-        self.signals = {s: _signal.getsignal(s) for s in _ALL_SIGNALS if s < _signal.NSIG}
-        self.recursion = sys.getrecursionlimit()
-        self.threads = _thread_count()
-
-    def _adopt(self, names: list[str]) -> None:
-        for name in names:
-            module = self.modules[name] = sys.modules[name]
-            if isinstance(module, types.ModuleType):
-                self.attrs.append((module.__dict__, dict(module.__dict__)))
-
-    def threads_left(self) -> int:
-        """How many threads the programs started are still running."""
-        return _thread_count() - self.threads
-
-    def restore(self) -> None:
-        """Put the process back as it was (the threads excepted: see threads_left)."""
-        if sys.gettrace() is not None or sys.getprofile() is not None:
-            sys.settrace(None)
-            sys.setprofile(None)
-        if os.environ != self.environ:  # by value: os.environ decodes anew on each read
-            for key in [k for k in os.environ if k not in self.environ]:
-                del os.environ[key]
-            os.environ.update(self.environ)
-        try:
-            os.chdir(self.workdir)
-        except OSError:
-            pass  # removed by the program: the next one finds what a fresh runtime would
-        if not _same(builtins.__dict__, self.builtins):
-            _restore_mapping(builtins.__dict__, self.builtins)
-        self._restore_modules()
-        for current, saved in ((sys.path, self.path), (sys.meta_path, self.meta_path)):
-            if current != saved:
-                current[:] = saved
-        if sys.path_hooks != self.path_hooks:
-            sys.path_hooks[:] = self.path_hooks
-            sys.path_importer_cache.clear()
-        if self._filters != self.warnings:
-            self._filters[:] = self.warnings
-            getattr(_warnings, "_filters_mutated", lambda: None)()  # its cache of verdicts
-        for signum, handler in self.signals.items():
-            if _signal.getsignal(signum) is not handler:
-                try:
-                    _signal.signal(signum, handler)
-                except (OSError, ValueError, TypeError):
-                    pass  # one that cannot be set (SIGKILL) was never changed either
-        if sys.getrecursionlimit() != self.recursion:
-            sys.setrecursionlimit(self.recursion)
-
-    def _restore_modules(self) -> None:
-        modules = sys.modules
-        new = [name for name in modules if name not in self.modules and name not in _OWN_MODULES]
-        if _RUNTIME_MODULES.intersection(new):
-            self._adopt([name for name in new if name in _RUNTIME_MODULES])
-            new = [name for name in new if name not in _RUNTIME_MODULES]
-        if any(_made_by_c(modules[name]) for name in new):
-            self._adopt(new)  # kept: see the class's docstring
-        else:
-            for name in new:
-                del modules[name]
-        for name, module in self.modules.items():
-            if modules.get(name) is not module:
-                modules[name] = module
-        for current, saved in self.attrs:
-            if not _same(current, saved):
-                _restore_mapping(current, saved, keep=_is_loaded_module)
-
-    def note_path(self) -> None:
-        """sys.path grew on the runtime's own account (a package directory appeared)."""
-        self.path = list(sys.path)
-
-
-#: Modules the runtime makes anew for each fresh namespace.
-_OWN_MODULES = frozenset({"codemode"})
-#: Modules the runtime imported for its own use after it started (runtime_import): kept by
-#: resets like those it started with, so that each task does not import them again.
-_RUNTIME_MODULES: set[str] = set()
-
-
-def runtime_import(name: str) -> types.ModuleType:
-    """Import a module the runtime needs now (not at start: each cold start would pay)."""
-    module = sys.modules.get(name)
-    if module is None:
-        before = set(sys.modules)
-        module = __import__(name)
-        _RUNTIME_MODULES.update(set(sys.modules) - before)
-    return module
-
-
-_EXTENSION_SUFFIXES = tuple(_imp.extension_suffixes())
-
-
-def _thread_count() -> int:
-    """Threads started through `threading` or `_thread` that are still running."""
-    count = getattr(_thread, "_count", None)
-    return count() if count is not None else threading.active_count()
-
-
-def _made_by_c(module: object) -> bool:
-    """A module made by C code (an extension or a built-in): it cannot be made again."""
-    try:
-        origin = getattr(getattr(module, "__spec__", None), "origin", None)
-    except Exception:  # anything may sit in sys.modules
-        return False
-    if not isinstance(origin, str):
-        return False
-    return origin == "built-in" or origin.endswith(_EXTENSION_SUFFIXES)
-
-
-def _is_loaded_module(value: object) -> bool:
-    """A submodule binding on its package: kept while the submodule stays loaded."""
-    name = getattr(value, "__name__", None) if isinstance(value, types.ModuleType) else None
-    return isinstance(name, str) and sys.modules.get(name) is value
-
-
-def _same(current: dict, saved: dict) -> bool:
-    """Whether two dicts hold the same items (values compared by identity first, in C)."""
-    try:
-        return current == saved
-    except Exception:  # a value whose == is not a bool (an array put in place of another)
-        return False
-
-
-def _restore_mapping(current: dict, saved: dict, keep: object = None) -> None:
-    """Make `current` hold `saved`'s items again (compared by identity); keys added since
-    stay only if `keep(value)` says so."""
-    for key in [k for k in current if k not in saved]:
-        if keep is None or not keep(current[key]):
-            del current[key]
-    for key, value in saved.items():
-        if key not in current or current[key] is not value:
-            current[key] = value
-
-
-class Runtime:
+class Runtime(Control):
     """The persistent interpreter: a namespace, the tool stubs, and the calls in flight."""
 
     def __init__(self, channel: Channel, in_fd: int, sequenced: bool = False) -> None:
+        super().__init__(in_fd, sequenced)
         self.channel = channel
-        self._in_fd = in_fd
-        # Sequenced (Daytona): batches a retried request delivered again are dropped. Chosen
-        # once here (the same feed() either way), so the local pipes' reads pay nothing.
-        splitter = P.LineSplitter()
-        self._splitter = P.Sequenced(splitter) if sequenced else splitter
-        # The thread that waits for a frame (the main thread between runs, a program thread
-        # waiting for its tool's result) reads the channel itself, holding _lead; the reader
-        # thread reads only while no one leads, so a reply needs no hand-off between threads.
-        self._lead = threading.Lock()
-        self._leader_poll = select.poll()
-        self._leader_poll.register(in_fd, select.POLLIN)
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        if self._epoll is not None:
-            os.set_blocking(in_fd, False)
-            self._epoll.register(in_fd, select.EPOLLIN)
-        # Waits for a tool's result and for the next request count their misses apart: a
-        # request comes when the host pleases, and its long waits must not rest the spin for
-        # results.
-        self.spin = P.Spin()
-        self.idle_spin = P.Spin(P.SPIN_MAX_OTHER)
-        self._interrupt_self = False
-        self._inbox: list[dict] = []
-        self._inbox_ready = threading.Condition()
-        self._pending: dict[int, tuple] = {}
         self._ids = itertools.count(1)
-        self._running: str | None = None
-        self._run_lock = threading.Lock()
-        self._stop_early: set[str] = set()
-        self._main_ident = threading.get_ident()
         self._pid = os.getpid()
         self._tool_names: list[str] = []
         self._stub_cache: dict[tuple, dict] = {}
@@ -622,101 +127,7 @@ class Runtime:
         R.install_matplotlib_backend(self.displayer)
         self.namespace = self._fresh_namespace()
 
-    # --- the control channel ---------------------------------------------------------------
-
-    def read_control(self) -> None:
-        """Reader thread: results wake their callers; run/reset go to the main loop."""
-        if self._epoll is None:  # no epoll: this thread is the only reader, blocking
-            while True:
-                self._pump(os.read)
-        while True:
-            self._epoll.poll()  # the channel is left out of it while a thread leads
-            with self._lead:
-                self._pump(_read_nowait)
-
-    def _pump(self, read: object) -> None:
-        """Read what the channel has and dispatch it (by the one thread that reads now)."""
-        try:
-            data = read(self._in_fd, 65536)
-        except InterruptedError:
-            return
-        except OSError:
-            os._exit(P.CHANNEL_LOST)
-        if data is None:
-            return
-        if not data:
-            os._exit(0)  # the host has gone: nothing left to serve
-        for line in self._splitter.feed(data):
-            if line[:1] == b"{" or line.strip():  # a frame; blank lines are skipped
-                self._dispatch(P.decode(line))
-
-    def wait_leading(self, until: list, spin: P.Spin) -> bool:
-        """Read the channel on this thread until the list `until` has something (what this
-        thread dispatches puts it there); False if another thread leads (its reads dispatch to
-        this one) or there is no epoll to keep the reader thread out."""
-        if self._epoll is None or not self._lead.acquire(blocking=False):
-            return False
-        try:
-            self._epoll.modify(self._in_fd, 0)  # the reader thread sleeps through this
-            while not until:
-                self._read_step(spin)
-        finally:
-            self._epoll.modify(self._in_fd, select.EPOLLIN)
-            self._lead.release()
-        return True
-
-    def _read_step(self, spin: P.Spin) -> None:
-        """Wait for the channel (a short spin first, as `spin` says), then read and dispatch."""
-        start = time.perf_counter()
-        end = start + spin.limit
-        poll = self._leader_poll.poll
-        caught = poll(0)
-        while not caught and time.perf_counter() < end:
-            if P.SPIN_YIELD:
-                os.sched_yield()
-            caught = poll(0)
-        if not caught:
-            poll()  # a signal (Ctrl-C) raises here, before anything was read
-        self._pump(_read_nowait)
-        if self._interrupt_self:
-            # An interrupt frame this (main) thread read for itself: raised once everything
-            # read is dispatched, so nothing is lost.
-            self._interrupt_self = False
-            raise KeyboardInterrupt
-        spin.record(time.perf_counter() - start, bool(caught))
-
-    def _dispatch(self, frame: dict) -> None:
-        kind = frame["t"]
-        if kind == P.RESULT:
-            waiter = self._pending.pop(frame["id"], None)
-            if waiter is not None:
-                wake, reply = waiter
-                reply.append(frame)
-                wake()
-        elif kind == P.INTERRUPT:
-            with self._run_lock:
-                if self._running is not None and frame.get("id") in (None, self._running):
-                    if threading.get_ident() == self._main_ident:
-                        self._interrupt_self = True  # leading: raised after dispatching
-                    else:
-                        import signal
-
-                        signal.pthread_kill(self._main_ident, signal.SIGINT)
-                elif frame.get("id") is not None:
-                    # Its run frame is queued but not started: it stops as soon as it starts.
-                    self._stop_early.add(frame["id"])
-        else:
-            with self._inbox_ready:
-                self._inbox.append(frame)
-                self._inbox_ready.notify()
-
-    def next_request(self) -> dict:
-        if not self._inbox:
-            self.wait_leading(self._inbox, self.idle_spin)
-        with self._inbox_ready:
-            while not self._inbox:
-                self._inbox_ready.wait()
-            return self._inbox.pop(0)
+    # --- output ------------------------------------------------------------------------------
 
     def sync_output(self) -> None:
         """Everything the program wrote so far goes out before the next control frame."""
@@ -977,53 +388,10 @@ class Runtime:
                 continue  # an interrupt that arrived just after its run ended
 
 
-#: Directories of the sandbox's own packages (pip --target): `--site DIR` arguments, and the
-#: one pip fills inside a remote sandbox. Each is put on sys.path once it exists.
-PACKAGE_DIRS = [os.path.expanduser("~/.codemode-packages")]
-
-
-_package_dirs_seen: dict[str, int] = {}  # directory -> its mtime at the last look (-1: none)
-
-
-def add_package_dirs() -> bool:
-    """Before each run: package directories that appeared or changed (a pip install between
-    runs) go on sys.path, and the import caches are dropped so their packages are found. A
-    stat each when nothing changed: dropping the caches makes every later import slower.
-    Whether anything changed."""
-    changed = False
-    for directory in PACKAGE_DIRS:
-        mtime = -1
-        if os.access(directory, os.F_OK):  # a missing dir (the usual case) raises nothing here
-            try:
-                mtime = os.stat(directory).st_mtime_ns
-            except OSError:
-                pass
-        if _package_dirs_seen.get(directory) != mtime:
-            _package_dirs_seen[directory] = mtime
-            changed = True
-            if mtime != -1 and directory not in sys.path:
-                import site
-
-                site.addsitedir(directory)
-    if changed:
-        import importlib
-
-        importlib.invalidate_caches()
-    return changed
-
-
 def _whole(value: object, default: int) -> int:
     return (
         value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
     )
-
-
-def _read_nowait(fd: int, size: int) -> bytes | None:
-    """What the (non-blocking) channel has now, or None."""
-    try:
-        return os.read(fd, size)
-    except BlockingIOError:
-        return None
 
 
 def warn(message: str) -> None:
@@ -1037,59 +405,11 @@ def _resolve(future: asyncio.Future) -> None:  # noqa: F821 - imported by its ca
         future.set_result(None)
 
 
-def compile_program(code: str) -> tuple[types.CodeType, types.CodeType | None]:
-    """The program's body, and its last expression separately (its value is the result)."""
-    linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
-    return _compiled(code)
-
-
-@functools.lru_cache(maxsize=32)  # code objects are immutable: a program run again reuses them
-def _compiled(code: str) -> tuple[types.CodeType, types.CodeType | None]:
-    tree = compile(code, CELL, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)  # ast.parse
-    last = None
-    if tree.body and isinstance(tree.body[-1], _ast.Expr):
-        last = _ast.Expression(tree.body.pop().value)
-    flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    body = compile(tree, CELL, "exec", flags=flags, dont_inherit=True)
-    expr = compile(last, CELL, "eval", flags=flags, dont_inherit=True) if last else None
-    return body, expr
-
-
-_CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE (inspect is not imported: it is slow to import)
-
-
-def run_program(code: str, namespace: dict) -> object:
-    body, expr = compile_program(code)
-    is_async = any(c is not None and c.co_flags & _CO_COROUTINE for c in (body, expr))
-    if not is_async:
-        exec(body, namespace)
-        return eval(expr, namespace) if expr is not None else None
-
-    async def main() -> object:
-        result = eval(body, namespace)
-        if isinstance(result, types.CoroutineType):
-            await result
-        if expr is None:
-            return None
-        value = eval(expr, namespace)
-        return await value if isinstance(value, types.CoroutineType) else value
-
-    import asyncio  # only programs that await pay for it (a third of a cold start)
-
-    return asyncio.run(main())
-
-
-def encode_value(value: object) -> dict:
-    if value is None:
-        return {"value": None, "repr": None}
-    text = repr(value)
-    if len(text) > 10000:
-        text = text[:10000] + "..."
-    try:
-        P.encode({"v": value})
-    except (TypeError, ValueError, RecursionError):
-        return {"value": None, "repr": text}
-    return {"value": value, "repr": text}
+@functools.cache
+def _hidden_files() -> frozenset[str]:
+    """The runtime's own files (every module next to this one): left out of a program's
+    tracebacks, so that it sees its own frames and not the runtime's internals."""
+    return frozenset(os.path.join(_HERE, name) for name in os.listdir(_HERE))
 
 
 def describe_error(exc: BaseException) -> dict:
@@ -1103,12 +423,13 @@ def describe_error(exc: BaseException) -> dict:
             "message": f"{exc.msg} (line {exc.lineno})",
             "traceback": text,
         }
+    hidden = _hidden_files()
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename in _HIDDEN_FILES:
+    while tb is not None and tb.tb_frame.f_code.co_filename in hidden:
         tb = tb.tb_next
     tb_exc = traceback.TracebackException(type(exc), exc, tb)  # any python3 of a sandbox image
     tb_exc.stack = traceback.StackSummary.from_list(
-        [f for f in tb_exc.stack if os.path.abspath(f.filename) not in _HIDDEN_FILES]
+        [f for f in tb_exc.stack if os.path.abspath(f.filename) not in hidden]
     )
     kind = type(exc).__name__
     if isinstance(exc, ToolError) and exc.remote_type:
@@ -1117,67 +438,10 @@ def describe_error(exc: BaseException) -> dict:
     return {"type": kind, "message": message, "traceback": "".join(tb_exc.format())}
 
 
-def take_standard_fds() -> tuple[int, int, list[tuple[int, int]]]:
-    """Move the control channel off fd 0/1 and give the program /dev/null and two pipes."""
-    in_fd, out_fd = os.dup(0), os.dup(1)  # dup'd fds are not inherited by subprocesses
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    pipes = []
-    for fd in (1, 2):
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, fd)
-        os.close(write_end)
-        pipes.append((fd, read_end))
-    return in_fd, out_fd, pipes
-
-
-#: The control channel's capacity toward the host (the default is 64 KiB): a burst of output
-#: fills fewer, larger reads. Not more: a user's pipes share one budget across all their
-#: sessions and programs (fs.pipe-user-pages-soft, 64 MiB), past which new pipes get a page.
-_CHANNEL_PIPE = 1 << 18
-
-
-def _widen_pipe(fd: int) -> None:
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _CHANNEL_PIPE)
-    except (ImportError, AttributeError, OSError):
-        pass  # not a pipe, or over the user's budget: the default capacity works too
-
-
-def apply_limits(argv: list[str]) -> None:
-    """`--limits MEM_MB,PROCS,CPU_S,FSIZE_MB` (0 = leave as is): set before any program runs,
-    so the program and everything it starts inherit them."""
-    if "--limits" not in argv:
-        return
-    import resource
-
-    values = [int(v) for v in argv[argv.index("--limits") + 1].split(",")]
-    kinds = (resource.RLIMIT_AS, resource.RLIMIT_NPROC, resource.RLIMIT_CPU, resource.RLIMIT_FSIZE)
-    scales = (1 << 20, 1, 1, 1 << 20)
-    for kind, value, scale in zip(kinds, values, scales, strict=False):
-        if value > 0:
-            _soft, hard = resource.getrlimit(kind)
-            limit = value * scale if hard == resource.RLIM_INFINITY else min(value * scale, hard)
-            resource.setrlimit(kind, (limit, limit))
-
-
-def take_ctrl_c() -> None:
-    """SIGINT raises KeyboardInterrupt in the main thread: how an interrupt frame stops the
-    program (Runtime._dispatch). Set here, not inherited: a signal ignored or blocked by
-    whatever started the runtime stays so through exec (ipykernel ignores SIGINT between
-    requests, so a spare started then had it ignored, and a shell ignores it in what it
-    starts with `&`), and then no interrupt could stop a program."""
-    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_signal.SIGINT,))
-
-
 def serve_session() -> None:
     take_ctrl_c()  # first: the threads started below inherit the mask
     in_fd, out_fd, pipes = take_standard_fds()
-    _widen_pipe(out_fd)
+    widen_pipe(out_fd)
     channel = Channel(out_fd)
     flusher = Flusher()
     flusher.start()

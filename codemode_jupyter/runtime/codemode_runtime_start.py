@@ -1,7 +1,7 @@
 """Runs codemode_runtime.py, next to this file, as a script, but from its cached bytecode.
 
 Python compiles a script anew on every start; only an imported module's bytecode is read from
-`__pycache__`. The local backend writes the runtime's bytecode there (backends/bytecode.py),
+`__pycache__`. The local backend writes the runtime's bytecode there (backends/local/bytecode.py),
 and this start script runs it exactly as `python codemode_runtime.py` would run the source:
 as the `__main__` module, with the same globals and sys.argv, so classes made by the runtime
 are still `__main__`'s. Without usable bytecode (another python version) the loader compiles

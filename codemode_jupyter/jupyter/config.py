@@ -7,10 +7,13 @@ A class of its own, named `CodeMode` because that is the section users write; IP
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Int, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
+
+from codemode_jupyter.backends import BACKENDS
 
 #: Settings that define a sandbox: a cell that changes one of them gets its own session.
 SESSION_KEYS = ("backend", "protocol", "network", "memory_mb", "backend_options")
@@ -67,6 +70,42 @@ class CodeMode(Configurable):
     view_updates_per_second = Float(10.0, help="At most this many live-view updates a second.").tag(
         config=True
     )
+
+    # Each setting is checked where it is set: a bad `%config CodeMode.x = ...` raises a
+    # TraitError naming the setting and keeps the value it had.
+
+    @validate("backend")
+    def _check_backend(self, proposal: Any) -> str:
+        if proposal["value"] not in BACKENDS:
+            raise TraitError(
+                f"CodeMode.backend must be one of {', '.join(BACKENDS)}, not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
+    @validate("timeout", "view_updates_per_second")
+    def _check_positive_seconds(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not (value > 0 and math.isfinite(value)):
+            name = proposal["trait"].name
+            raise TraitError(f"CodeMode.{name} must be a finite number above 0, not {value!r}")
+        return value
+
+    @validate("max_tool_calls", "max_output", "memory_mb", "view_output_chars")
+    def _check_count(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            name = proposal["trait"].name
+            raise TraitError(f"CodeMode.{name} must be 1 or more, not {proposal['value']!r}")
+        return proposal["value"]
+
+    @validate("daytona_auto_stop_minutes")
+    def _check_minutes(self, proposal: Any) -> int:
+        # 0 is Daytona's own "never stop by itself".
+        if proposal["value"] < 0:
+            raise TraitError(
+                f"CodeMode.daytona_auto_stop_minutes must be 0 (never) or more, "
+                f"not {proposal['value']!r}"
+            )
+        return proposal["value"]
 
     def daytona_options(self) -> dict[str, Any]:
         """The Daytona settings as the backend's keyword arguments (empty ones left out)."""

@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 TOKEN = "kernel-test-token-0123456789"
 SERVE = (
     "from codemode_jupyter.jupyter.extension import get_magics\n"
-    "from codemode_jupyter.jupyter import serve_cmd\n"
+    "from codemode_jupyter.jupyter.commands import serve as serve_cmd\n"
     "_magics = get_magics(get_ipython())\n"
     "_server = serve_cmd.serve(_magics, {line!r})\n"
 )
@@ -218,7 +218,7 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         assert kernel.execute(TOOLS).ok
         # A small bound, to see the feed drop its oldest run.
         assert kernel.execute(
-            "from codemode_jupyter.jupyter import agent_feed\nagent_feed.MAX_RUNS = 2"
+            "from codemode_jupyter.jupyter.views import agent_feed\nagent_feed.MAX_RUNS = 2"
         ).ok
         started = kernel.execute(SERVE.format(line=f"--token {TOKEN} --approve send"))
         assert started.ok, started.error

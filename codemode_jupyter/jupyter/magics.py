@@ -22,10 +22,15 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets.config import Configurable
 
+from codemode_jupyter.backends import BACKENDS
 from codemode_jupyter.jupyter.commands import usage
 from codemode_jupyter.jupyter.commands.dispatch import COMMANDS, run_command
-from codemode_jupyter.jupyter.commands.usage import CommandParser, argument, default_of
-from codemode_jupyter.jupyter.commands.usage import magic_arguments as options
+from codemode_jupyter.jupyter.commands.usage import (
+    CommandParser,
+    argument,
+    default_of,
+    magic_arguments,
+)
 from codemode_jupyter.jupyter.config import CodeMode as Settings
 from codemode_jupyter.jupyter.debugging import breakpoints_stop_in_tools
 from codemode_jupyter.jupyter.discovery import Discovery, ToolCache, UnknownToolError, discover
@@ -72,11 +77,12 @@ class CodeModeMagics(Magics, Configurable):
         #: Called with (code, result) after every run (the tools comm pushes `runs`).
         self.run_listeners: list[Callable[[str, RunResult], None]] = []
 
-    @options("%%codemode")
+    @magic_arguments("%%codemode")
     @argument(
         "--backend",
         metavar="NAME",
-        help=f"where to run: local or daytona (default: CodeMode.backend, {default_of('backend')})",
+        help=f"where to run: {' or '.join(BACKENDS)} "
+        f"(default: CodeMode.backend, {default_of('backend')})",
     )
     @argument(
         "--timeout",

@@ -10,11 +10,12 @@ from IPython.core.error import UsageError
 
 from codemode_jupyter import tool
 from codemode_jupyter.cli.main import render_output
-from codemode_jupyter.jupyter.commands.usage import cell_parser, command_parser, help_text
+from codemode_jupyter.jupyter.commands.dispatch import COMMANDS
+from codemode_jupyter.jupyter.commands.last import describe_run
 from codemode_jupyter.jupyter.config import CodeMode as Settings
 from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
 from codemode_jupyter.jupyter.errors import CodeModeError
-from codemode_jupyter.jupyter.magics import cell_value, describe_run
+from codemode_jupyter.jupyter.magics import cell_parser, cell_value, help_text
 from codemode_jupyter.jupyter.views.live import TextView, live_text
 from codemode_jupyter.jupyter.views.transcript import (
     MIME_RUN,
@@ -253,8 +254,8 @@ def test_a_wrong_option_prints_the_usage_line_with_the_error():
     assert message.startswith("usage: %%codemode [--backend NAME] [--timeout S]")
     assert message.endswith("%%codemode: error: argument --timeout: invalid float value: 'soon'")
     with pytest.raises(UsageError, match="unrecognized arguments: --everything"):
-        command_parser("last").parse_line("--everything")
-    assert command_parser("last").parse_line("--all").all is True
+        COMMANDS["last"].parser.parse_line("--everything")
+    assert COMMANDS["last"].parser.parse_line("--all").all is True
 
 
 # --- discovery -------------------------------------------------------------------------------

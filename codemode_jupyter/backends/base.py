@@ -58,6 +58,8 @@ class Setting:
     #: The setting's value when unset; its type is the setting's. An empty value ("" or {})
     #: leaves the option to the backend's own default.
     default: str | int | float | bool | dict = ""
+    #: The least value a number setting takes (None: any).
+    minimum: int | float | None = None
 
 
 _session_label: str | None = None

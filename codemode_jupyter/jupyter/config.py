@@ -7,9 +7,10 @@ A class of its own, named `CodeMode` because that is the section users write; IP
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Int, TraitType, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, TraitError, TraitType, Unicode, validate
 from traitlets.config import Configurable
 
 from codemode_jupyter.backends import BACKENDS, DEFAULT_BACKEND, Setting, options_class
@@ -32,7 +33,9 @@ def setting_name(backend: str, option: str) -> str:
 
 def _trait(setting: Setting) -> TraitType:
     trait = _TRAITS[type(setting.default)]
-    return trait(setting.default, help=setting.help).tag(config=True)
+    # A number's lower bound is checked where it is set, as the settings below are.
+    bounds = {} if setting.minimum is None else {"min": setting.minimum}
+    return trait(setting.default, help=setting.help, **bounds).tag(config=True)
 
 
 def _backend_settings() -> type[Configurable]:
@@ -80,6 +83,32 @@ class CodeMode(_backend_settings()):  # type: ignore[misc]
     view_updates_per_second = Float(10.0, help="At most this many live-view updates a second.").tag(
         config=True
     )
+
+    # Each setting is checked where it is set: a bad `%config CodeMode.x = ...` raises a
+    # TraitError naming the setting and keeps the value it had.
+
+    @validate("backend")
+    def _check_backend(self, proposal: Any) -> str:
+        if proposal["value"] not in BACKENDS:
+            raise TraitError(
+                f"CodeMode.backend must be one of {', '.join(BACKENDS)}, not {proposal['value']!r}"
+            )
+        return proposal["value"]
+
+    @validate("timeout", "view_updates_per_second")
+    def _check_positive_seconds(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not (value > 0 and math.isfinite(value)):
+            name = proposal["trait"].name
+            raise TraitError(f"CodeMode.{name} must be a finite number above 0, not {value!r}")
+        return value
+
+    @validate("max_tool_calls", "max_output", "memory_mb", "view_output_chars")
+    def _check_count(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            name = proposal["trait"].name
+            raise TraitError(f"CodeMode.{name} must be 1 or more, not {proposal['value']!r}")
+        return proposal["value"]
 
     def backend_settings(self, backend: str | None = None) -> dict[str, Any]:
         """The settings of `backend` (default: the configured one) as its options' keyword

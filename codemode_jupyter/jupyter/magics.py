@@ -3,8 +3,9 @@
 The cell body is handed to the engine untouched (IPython expands `{var}` in the options line
 only). Sync tools run on this thread, the kernel's main thread, because that is the thread
 that calls `run`: print, display and breakpoint() inside a tool work as in any cell. Its
-helpers: the options and help (usage.py), the sessions (sessions.py), the commands
-(commands.py), the debugger hooks (debugging.py) and the views (view.py).
+helpers: the parsers and help (commands/usage.py), the sessions (sessions.py), the commands
+(commands/, one module each, given this magic as their context), the debugger hooks
+(debugging.py) and the views (views/).
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets.config import Configurable
 
-from codemode_jupyter.jupyter.commands.dispatch import describe_run, run_command
-from codemode_jupyter.jupyter.commands.usage import cell_parser, help_text
+from codemode_jupyter.backends import BACKENDS
+from codemode_jupyter.jupyter.commands import usage
+from codemode_jupyter.jupyter.commands.dispatch import COMMANDS, run_command
+from codemode_jupyter.jupyter.commands.usage import (
+    CommandParser,
+    argument,
+    default_of,
+    magic_arguments,
+)
 from codemode_jupyter.jupyter.config import CodeMode as Settings
 from codemode_jupyter.jupyter.debugging import breakpoints_stop_in_tools
 from codemode_jupyter.jupyter.discovery import Discovery, ToolCache, UnknownToolError, discover
@@ -37,7 +45,7 @@ from codemode_jupyter.model.timeline import timeline_from_result
 #: Runs kept for the Tools panel (`{"op": "runs"}`), newest last.
 MAX_RUNS = 20
 
-__all__ = ["CodeModeMagics", "ValueRepr", "cell_value", "describe_run"]
+__all__ = ["CodeModeMagics", "ValueRepr", "cell_parser", "cell_value", "help_text"]
 
 
 class ValueRepr:
@@ -69,15 +77,113 @@ class CodeModeMagics(Magics, Configurable):
         #: Called with (code, result) after every run (the tools comm pushes `runs`).
         self.run_listeners: list[Callable[[str, RunResult], None]] = []
 
+    @magic_arguments("%%codemode")
+    @argument(
+        "--backend",
+        metavar="NAME",
+        help=f"where to run: {' or '.join(BACKENDS)} "
+        f"(default: CodeMode.backend, {default_of('backend')})",
+    )
+    @argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help=f"seconds the program may run (default: CodeMode.timeout, {default_of('timeout')})",
+    )
+    @argument(
+        "--max-tool-calls",
+        type=int,
+        metavar="N",
+        help="tool calls the program may make "
+        f"(default: CodeMode.max_tool_calls, {default_of('max_tool_calls')})",
+    )
+    @argument(
+        "--tools",
+        metavar="A,B",
+        help="only these tools, comma-separated; names of imported functions opt them in "
+        "(default: every function defined in the notebook)",
+    )
+    @argument(
+        "--fresh",
+        action="store_true",
+        help="run in an empty namespace (default: variables of earlier cells are kept)",
+    )
+    @argument(
+        "--out",
+        metavar="NAME",
+        help="store the RunResult in this notebook variable (default: not stored)",
+    )
+    @argument(
+        "--preview",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="PORT",
+        default=[],
+        help="show a link to a server the program runs on PORT; needs --network with the "
+        "local backend (default: none)",
+    )
+    @argument(
+        "--network",
+        action="store_true",
+        help="give the sandbox network access (default: CodeMode.network, off)",
+    )
+    @argument(
+        "--quiet",
+        action="store_true",
+        help="no view and no transcript, only the output and the value (default: off)",
+    )
+    @argument(
+        "--session",
+        metavar="NAME",
+        help="run in the named session, with its own variables and sandbox; the agents served "
+        "by %%codemode serve use 'agent' or their own (%%codemode status lists them) "
+        "(default: the notebook's session)",
+    )
+    @argument(
+        "--step",
+        action="store_true",
+        help="ask at a prompt before each tool call: a (approve), r REASON (reject), or = JSON "
+        "(return that value instead; the tool does not run) (default: off)",
+    )
+    @argument(
+        "--upload",
+        metavar="PATH[:DEST]",
+        action="append",
+        default=[],
+        help="copy a host file or folder into the sandbox's work dir first; repeatable "
+        "(default: none)",
+    )
+    @argument(
+        "--map",
+        metavar="NAME",
+        help="run the cell once per item of the iterable NAME, on a pool of sandboxes "
+        "(default: once)",
+    )
+    @argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --map: sandboxes at once (default: 4)",
+    )
+    @argument(
+        "--as",
+        dest="as_var",
+        default="item",
+        metavar="VAR",
+        help="with --map: the variable each item is bound to (default: item)",
+    )
     @line_cell_magic
     def codemode(self, line: str, cell: str | None = None) -> Any:
+        """Run the cell's program in the sandbox; notebook functions are its tools."""
         if cell is None:
             run_command(self, line)
             return None
         return self.run_cell(line, cell)
 
-    # `%%codemode?` and `%codemode?` show this: every option with its default.
-    codemode.__doc__ = help_text()
+    # `%%codemode?` and `%codemode?` show this: every option with its default, every command.
+    codemode.__doc__ = usage.help_text(codemode.parser, COMMANDS)
 
     def run_cell(self, line: str, code: str) -> Any:
         """Run `code` with the options in `line`; the program's value is the cell's result."""
@@ -258,6 +364,20 @@ class CodeModeMagics(Magics, Configurable):
     def tools(self) -> Discovery:
         """The tools a plain `%%codemode` cell would get now."""
         return self._discover(None)
+
+    def help_text(self, *, examples: bool = False) -> str:
+        """`%codemode help`: the magic's options, the commands, serve's options."""
+        return help_text(examples=examples)
+
+
+def cell_parser() -> CommandParser:
+    """The parser of `%%codemode [options]` (declared on the magic)."""
+    return CodeModeMagics.codemode.parser  # type: ignore[attr-defined]
+
+
+def help_text(*, examples: bool = False) -> str:
+    """What `%%codemode?` shows; `examples` adds the examples of `%codemode help`."""
+    return usage.help_text(cell_parser(), COMMANDS, examples=examples)
 
 
 class RunRecord:

@@ -46,7 +46,9 @@ class DaytonaOptions(BackendOptions):
         "snapshot": Setting("Snapshot new Daytona sandboxes start from."),
         "language": Setting("Language label of new Daytona sandboxes.", "python"),
         "auto_stop_minutes": Setting(
-            "Idle minutes after which a Daytona sandbox we created stops itself.", 15
+            "Idle minutes after which a Daytona sandbox we created stops itself (0: never).",
+            15,
+            minimum=0,
         ),
         "labels": Setting("Extra labels for the Daytona sandboxes we create.", {}),
     }

@@ -21,19 +21,20 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import shlex
 import sys
 from typing import Any
 
 from IPython.core.error import UsageError
 
+from codemode_jupyter.jupyter.commands.base import Command, CommandContext
+from codemode_jupyter.jupyter.commands.usage import argument, magic_arguments
 from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
 from codemode_jupyter.jupyter.views.tool_output import ToolOutput
 
 DEFAULT_SESSION = "agent"
 #: What the serving cell and the printed settings show instead of the token.
 TOKEN_PLACEHOLDER = "<TOKEN: %codemode serve --show-token>"
-#: The running server and what it registered, per magics instance.
+#: The running server and what it registered, per magics instance (the context).
 _servers: dict[int, _Serving] = {}
 
 
@@ -48,125 +49,69 @@ class _Serving:
         self.tools = tools
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="%codemode serve", add_help=False, exit_on_error=False)
-    for flags, options in OPTIONS:
-        p.add_argument(*flags, **options)
-    return p
-
-
-#: `%codemode serve`'s options (also the source of its help text, usage.serve_help).
-OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--port",), {"type": int, "default": 0, "help": "port (default: any free one)"}),
-    (
-        ("--host",),
-        {
-            "default": "127.0.0.1",
-            "help": "address to listen on; a non-loopback one needs --allow-remote "
-            "(default: 127.0.0.1)",
-        },
-    ),
-    (
-        ("--session",),
-        {
-            "default": DEFAULT_SESSION,
-            "metavar": "NAME",
-            "help": "the Code Mode session agents use, or the prefix of theirs when each client "
-            f"gets its own (default: {DEFAULT_SESSION})",
-        },
-    ),
-    (
-        ("--approve",),
-        {"metavar": "NAMES|all", "help": "tools whose calls wait for a person (default: none)"},
-    ),
-    (
-        ("--approval-timeout",),
-        {
-            "type": float,
-            "default": 300.0,
-            "metavar": "S",
-            "help": "seconds a call waits for a decision before it is rejected (default: 300)",
-        },
-    ),
-    (
-        ("--tools",),
-        {
-            "metavar": "a,b",
-            "help": "the only notebook functions an agent may call (default: every public "
-            "function of the notebook)",
-        },
-    ),
-    (
-        ("--shared",),
-        {
-            "action": "store_true",
-            "help": "every client shares one session, NAME (default: a session per client)",
-        },
-    ),
-    (
-        ("--token",),
-        {
-            "metavar": "T",
-            "help": "the bearer token, at least 16 characters (default: a new random one per "
-            "start)",
-        },
-    ),
-    (
-        ("--allow-remote",),
-        {"action": "store_true", "help": "listen on a non-loopback --host (default: off)"},
-    ),
-    (
-        ("--show-token",),
-        {
-            "action": "store_true",
-            "help": "print the running server's token and client settings (that cell's output "
-            "then holds the token: clear it before sharing the notebook)",
-        },
-    ),
-    (("--stop",), {"action": "store_true", "help": "stop the server"}),
-    (("--help",), {"action": "store_true", "help": "this text"}),
-]
-
-
-def serve_help() -> str:
-    """`%codemode serve --help` (and the serve part of `%codemode help`)."""
-    return parser().format_help().rstrip()
-
-
-def parse(line: str) -> argparse.Namespace:
-    try:
-        args, unknown = parser().parse_known_args(shlex.split(line))
-    except (argparse.ArgumentError, ValueError, SystemExit) as exc:
-        raise UsageError(f"%codemode serve: {exc}") from None
-    if unknown:
-        raise UsageError(
-            f"%codemode serve: unknown options {' '.join(unknown)}; see %codemode serve --help"
-        )
-    return args
-
-
-def session_for(magics: Any, name: str) -> Any:
-    """The named Code Mode session (created with the magics' settings on first use)."""
-    return magics.pool.named(name)
-
-
-def serving(magics: Any) -> _Serving | None:
-    """The magics' running server and what it keeps (None when none runs)."""
-    return _servers.get(id(magics))
-
-
-def serve(magics: Any, line: str) -> Any:
-    """Run `%codemode serve LINE`; returns the server (None after --stop, --show-token)."""
-    args = parse(line)
+@magic_arguments("%codemode serve")
+@argument("--port", type=int, default=0, help="port (default: any free one)")
+@argument(
+    "--host",
+    default="127.0.0.1",
+    help="address to listen on; a non-loopback one needs --allow-remote (default: 127.0.0.1)",
+)
+@argument(
+    "--session",
+    default=DEFAULT_SESSION,
+    metavar="NAME",
+    help="the Code Mode session agents use, or the prefix of theirs when each client gets its "
+    f"own (default: {DEFAULT_SESSION})",
+)
+@argument(
+    "--approve", metavar="NAMES|all", help="tools whose calls wait for a person (default: none)"
+)
+@argument(
+    "--approval-timeout",
+    type=float,
+    default=300.0,
+    metavar="S",
+    help="seconds a call waits for a decision before it is rejected (default: 300)",
+)
+@argument(
+    "--tools",
+    metavar="a,b",
+    help="the only notebook functions an agent may call (default: every public function of "
+    "the notebook)",
+)
+@argument(
+    "--shared",
+    action="store_true",
+    help="every client shares one session, NAME (default: a session per client)",
+)
+@argument(
+    "--token",
+    metavar="T",
+    help="the bearer token, at least 16 characters (default: a new random one per start)",
+)
+@argument(
+    "--allow-remote", action="store_true", help="listen on a non-loopback --host (default: off)"
+)
+@argument(
+    "--show-token",
+    action="store_true",
+    help="print the running server's token and client settings (that cell's output then holds "
+    "the token: clear it before sharing the notebook)",
+)
+@argument("--stop", action="store_true", help="stop the server")
+@argument("--help", action="store_true", help="this text")
+def run(context: CommandContext, args: argparse.Namespace) -> Any:
+    """Serve the notebook's tools to agents over MCP (needs the agents extra)."""
+    # Returns the server (None after --stop, --show-token, --help).
     if args.help:
-        print(serve_help())
+        print(run.parser.format_help().rstrip())  # type: ignore[attr-defined]
         return None
     if args.stop:
-        stopped = stop_server(magics)
+        stopped = stop_server(context)
         print("codemode: MCP server stopped" if stopped else "codemode: no MCP server is running")
         return None
     if args.show_token:
-        show_token(magics)
+        show_token(context)
         return None
     try:
         from codemode_jupyter.agents import require_mcp
@@ -174,16 +119,31 @@ def serve(magics: Any, line: str) -> Any:
         require_mcp()
     except ImportError as exc:
         raise UsageError(f"%codemode serve: {exc}") from None
-    if id(magics) in _servers:
-        stop_server(magics)  # a new serve replaces the old one (new port, token, options)
-    server = _start(magics, args)
-    _announce(server, args, _servers[id(magics)].tools)
+    if id(context) in _servers:
+        stop_server(context)  # a new serve replaces the old one (new port, token, options)
+    server = _start(context, args)
+    _announce(server, args, _servers[id(context)].tools)
     return server
 
 
-def show_token(magics: Any) -> None:
+def serve(context: CommandContext, line: str) -> Any:
+    """`%codemode serve LINE` from code: the server, or None (--stop, --show-token, --help)."""
+    return run(context, run.parser.parse_line(line))  # type: ignore[attr-defined]
+
+
+def session_for(context: CommandContext, name: str) -> Any:
+    """The named Code Mode session (created with the context's settings on first use)."""
+    return context.pool.named(name)
+
+
+def serving(context: CommandContext) -> _Serving | None:
+    """The context's running server and what it keeps (None when none runs)."""
+    return _servers.get(id(context))
+
+
+def show_token(context: CommandContext) -> None:
     """`--show-token`: the token and ready-to-paste settings, in this cell only."""
-    found = serving(magics)
+    found = serving(context)
     if found is None:
         print("codemode: no MCP server is running (start one with %codemode serve)")
         return
@@ -199,13 +159,13 @@ def _only(tools_option: str | None) -> list[str] | None:
     return [name.strip() for name in tools_option.split(",") if name.strip()]
 
 
-def _start(magics: Any, args: argparse.Namespace) -> Any:
+def _start(context: CommandContext, args: argparse.Namespace) -> Any:
     from codemode_jupyter.agents.server import CodeModeServer
     from codemode_jupyter.jupyter.views.agent_feed import AgentFeed
 
-    shell = magics.shell
+    shell = context.shell
     in_kernel = getattr(shell, "kernel", None) is not None
-    settings = magics.settings
+    settings = context.settings
     serving_cell = getattr(shell, "execution_count", 1) - 1  # IPython counts a cell first
     only = _only(args.tools)
     cache = ToolCache()  # its own: discovery runs on the agent thread, not the cell's
@@ -224,7 +184,7 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
     def record(job: Any, result: Any, entries: list[dict[str, Any]] | None) -> None:
         """Each finished agent run joins the Tools panel's recent runs, as an agent's, with
         the timeline its feed view recorded."""
-        magics.record_agent_run(job.code, result, serving_cell, entries)
+        context.record_agent_run(job.code, result, serving_cell, entries)
 
     sessions: list[str] = []
 
@@ -235,7 +195,7 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
         name = name or args.session
         if name not in sessions:
             sessions.append(name)
-        return session_for(magics, name)
+        return session_for(context, name)
 
     feed = AgentFeed(
         widgets=in_kernel,
@@ -282,7 +242,7 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
             print(f"codemode: could not update the MCP tool list: {exc}", file=sys.stderr)
 
     shell.events.register("post_run_cell", refresh)
-    _servers[id(magics)] = _Serving(server, shell, refresh, sessions, tools)
+    _servers[id(context)] = _Serving(server, shell, refresh, sessions, tools)
     return server
 
 
@@ -294,10 +254,10 @@ def _approve_option(value: str | None) -> Any:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def stop_server(magics: Any) -> bool:
-    """Stop the magics' server (for `--stop`, kernel shutdown, `%unload_ext`). Returns
+def stop_server(context: CommandContext) -> bool:
+    """Stop the context's server (for `--stop`, kernel shutdown, `%unload_ext`). Returns
     whether one was running. Idempotent."""
-    serving = _servers.pop(id(magics), None)
+    serving = _servers.pop(id(context), None)
     if serving is None:
         return False
     try:
@@ -312,9 +272,9 @@ def stop_server(magics: Any) -> bool:
     return True
 
 
-def shutdown(magics: Any) -> None:
-    """Everything serve started (its sessions close with the magics' pool)."""
-    stop_server(magics)
+def shutdown(context: CommandContext) -> None:
+    """Everything serve started (its sessions close with the context's pool)."""
+    stop_server(context)
 
 
 def client_config(server: Any, token: str) -> dict[str, Any]:
@@ -408,3 +368,13 @@ def settings_text(server: Any, token: str) -> str:
             client_snippet(server, token),
         ]
     )
+
+
+COMMAND = Command(
+    "serve",
+    "serve the notebook's tools to agents over MCP (needs the agents extra; "
+    "%codemode serve --help lists the options)",
+    run,
+    "[--port N] [--host H] [--session NAME] [--approve NAMES|all] [--approval-timeout S] "
+    "[--tools a,b] [--shared] [--token T] [--allow-remote] | --show-token | --stop",
+)

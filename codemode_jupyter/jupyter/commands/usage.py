@@ -1,37 +1,38 @@
-"""The options of `%%codemode` and the `%codemode` commands: parsers and help text.
+"""The parsers of `%%codemode` and the `%codemode` commands, and the help they write.
 
-Parsers are argparse's, made to raise IPython's UsageError (a short red line, no traceback)
-with the usage line and the error instead of exiting. The same parsers write the help that
-`%%codemode?`, `%codemode?` and `%codemode help` print, in plain text.
+Options are declared with IPython's `@magic_arguments()` / `@argument(...)` on the magic and on
+each command's function. The parser they build is IPython's `MagicArgumentParser` (its errors
+are UsageErrors, a short red line and no traceback, never SystemExit) with two changes: the
+error carries the usage line, and the help is plain text of a fixed width. The same parsers
+write what `%%codemode?`, `%codemode?` and `%codemode help` print.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, TypeVar
 
+from IPython.core import magic_arguments as ipython_arguments
 from IPython.core.error import UsageError
 
 from codemode_jupyter.jupyter.config import CodeMode as Settings
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
-    # A fixed width: the help reads the same in every terminal and front end.
+    # A fixed width: the help reads the same in every terminal and front end. (IPython's own
+    # formatter writes reStructuredText, which a notebook shows as is.)
     return argparse.RawDescriptionHelpFormatter(prog, width=96, max_help_position=30)
 
 
-class MagicParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are UsageErrors with the usage line."""
+class CommandParser(ipython_arguments.MagicArgumentParser):
+    """IPython's magic parser, with errors that carry the usage line and plain help."""
 
-    def __init__(self, prog: str, description: str = "", epilog: str = "") -> None:
-        super().__init__(
-            prog=prog,
-            description=description,
-            epilog=epilog,
-            add_help=False,
-            formatter_class=_formatter,
-        )
+    def __init__(self, prog: str, description: str = "", **kwds: Any) -> None:
+        kwds.setdefault("formatter_class", _formatter)
+        super().__init__(prog, description=description, **kwds)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.format_usage().rstrip()}\n{self.prog}: error: {message}")
@@ -40,143 +41,40 @@ class MagicParser(argparse.ArgumentParser):
         raise UsageError(message or f"{self.prog}: bad arguments")
 
     def parse_line(self, line: str) -> argparse.Namespace:
+        """The options in the rest of a magic's line (quoted as in a shell)."""
         try:
-            words = shlex.split(line)
+            return self.parse_argstring(line)
         except ValueError as exc:  # an unclosed quote
             self.error(str(exc))
-        return self.parse_args(words)
 
 
-def _default(name: str) -> Any:
+class magic_arguments(ipython_arguments.magic_arguments):
+    """IPython's `@magic_arguments(name)`, building a `CommandParser` named `name`.
+
+    The `@argument` decorators below it add the options, in the order they are written; the
+    parser is the function's `.parser`, its description the function's docstring.
+    """
+
+    def __call__(self, func: F) -> F:
+        if not getattr(func, "has_arguments", False):
+            func.has_arguments = True  # type: ignore[attr-defined]
+            func.decorators = []  # type: ignore[attr-defined]
+        name = self.name or ipython_arguments.real_name(func)
+        parser = CommandParser(name, description=(func.__doc__ or "").strip())
+        group = None
+        for decorator in func.decorators[::-1]:  # type: ignore[attr-defined]
+            group = decorator.add_to_parser(parser, group) or group
+        func.parser = parser  # type: ignore[attr-defined]
+        return func
+
+
+argument = ipython_arguments.argument
+
+
+def default_of(name: str) -> Any:
+    """The default of the `CodeMode` setting `name`, for the help text."""
     return Settings.class_traits()[name].default_value
 
-
-def cell_parser() -> MagicParser:
-    """`%%codemode [options]`: the options of a cell."""
-    parser = MagicParser(
-        "%%codemode",
-        description="Run the cell's program in the sandbox; notebook functions are its tools.",
-    )
-    add = parser.add_argument
-    add(
-        "--backend",
-        metavar="NAME",
-        help=f"where to run: local or daytona (default: CodeMode.backend, {_default('backend')})",
-    )
-    add(
-        "--timeout",
-        type=float,
-        metavar="S",
-        help=f"seconds the program may run (default: CodeMode.timeout, {_default('timeout')})",
-    )
-    add(
-        "--max-tool-calls",
-        type=int,
-        metavar="N",
-        help="tool calls the program may make "
-        f"(default: CodeMode.max_tool_calls, {_default('max_tool_calls')})",
-    )
-    add(
-        "--tools",
-        metavar="A,B",
-        help="only these tools, comma-separated; names of imported functions opt them in "
-        "(default: every function defined in the notebook)",
-    )
-    add(
-        "--fresh",
-        action="store_true",
-        help="run in an empty namespace (default: variables of earlier cells are kept)",
-    )
-    add(
-        "--out",
-        metavar="NAME",
-        help="store the RunResult in this notebook variable (default: not stored)",
-    )
-    add(
-        "--preview",
-        type=int,
-        nargs="+",
-        action="extend",
-        metavar="PORT",
-        default=[],
-        help="show a link to a server the program runs on PORT; needs --network with the "
-        "local backend (default: none)",
-    )
-    add(
-        "--network",
-        action="store_true",
-        help="give the sandbox network access (default: CodeMode.network, off)",
-    )
-    add(
-        "--quiet",
-        action="store_true",
-        help="no view and no transcript, only the output and the value (default: off)",
-    )
-    add(
-        "--session",
-        metavar="NAME",
-        help="run in the named session, with its own variables and sandbox; the agents served "
-        "by %%codemode serve use 'agent' or their own (%%codemode status lists them) "
-        "(default: the notebook's session)",
-    )
-    add(
-        "--step",
-        action="store_true",
-        help="ask at a prompt before each tool call: a (approve), r REASON (reject), or = JSON "
-        "(return that value instead; the tool does not run) (default: off)",
-    )
-    add(
-        "--upload",
-        metavar="PATH[:DEST]",
-        action="append",
-        default=[],
-        help="copy a host file or folder into the sandbox's work dir first; repeatable "
-        "(default: none)",
-    )
-    add(
-        "--map",
-        metavar="NAME",
-        help="run the cell once per item of the iterable NAME, on a pool of sandboxes "
-        "(default: once)",
-    )
-    add(
-        "--concurrency",
-        type=int,
-        default=4,
-        metavar="N",
-        help="with --map: sandboxes at once (default: 4)",
-    )
-    add(
-        "--as",
-        dest="as_var",
-        default="item",
-        metavar="VAR",
-        help="with --map: the variable each item is bound to (default: item)",
-    )
-    return parser
-
-
-COMMAND_HELP = {
-    "tools": ("", "list the tools a %%codemode cell would get now"),
-    "prompt": ("", "print the system prompt that describes the tools to a model"),
-    "status": ("", "backend, isolation, limits, tools and the last run"),
-    "reset": ("", "empty the session's namespace (variables of earlier cells)"),
-    "last": ("[--all]", "the last run's tool calls with timings (--all: every call)"),
-    "debug": ("", "post-mortem debugger in the last tool that raised"),
-    "attach": ("SANDBOX_ID", "run cells in an existing Daytona sandbox (never deleted)"),
-    "cleanup": (
-        "[--dry-run] [--all-hosts]",
-        "delete the Daytona sandboxes this machine's kernels left behind",
-    ),
-    "serve": (
-        "[--port N] [--host H] [--session NAME] [--approve NAMES|all] [--approval-timeout S] "
-        "[--tools a,b] [--shared] [--token T] [--allow-remote] | --show-token | --stop",
-        "serve the notebook's tools to agents over MCP (needs the agents extra; "
-        "%codemode serve --help lists the options)",
-    ),
-    "pip": ("install PKG [PKG ...]", "make packages importable in the sandbox"),
-    "help": ("", "this text, with examples"),
-}
 
 EXAMPLES = """\
 examples:
@@ -195,38 +93,25 @@ examples:
   %config CodeMode.timeout = 120           # settings for every cell (see %config CodeMode)"""
 
 
-def command_parser(name: str) -> MagicParser:
-    """The parser of `%codemode NAME ...`."""
-    _, summary = COMMAND_HELP[name]
-    parser = MagicParser(f"%codemode {name}", description=summary)
-    if name == "last":
-        parser.add_argument("--all", action="store_true", help="every call, not head and tail")
-    elif name == "attach":
-        parser.add_argument("sandbox_id", metavar="SANDBOX_ID", help="the Daytona sandbox")
-    elif name == "cleanup":
-        parser.add_argument("--dry-run", action="store_true", help="only list them")
-        parser.add_argument(
-            "--all-hosts", action="store_true", help="sandboxes of every machine's kernels"
-        )
-    return parser
-
-
-def commands_text() -> str:
-    width = max(len(f"{name} {args}".strip()) for name, (args, _) in COMMAND_HELP.items())
+def commands_text(commands: Iterable[Any]) -> str:
+    """The table of `%codemode COMMAND`s: each command's name, arguments and summary."""
+    rows = [(f"{c.name} {c.args}".strip(), c.summary) for c in commands]
+    width = max(len(usage) for usage, _ in rows)
     lines = ["%codemode COMMAND: manage the session", ""]
-    for name, (args, summary) in COMMAND_HELP.items():
-        lines.append(f"  %codemode {f'{name} {args}'.strip().ljust(width)}  {summary}")
+    lines.extend(f"  %codemode {usage.ljust(width)}  {summary}" for usage, summary in rows)
     return "\n".join(lines)
 
 
-def help_text(*, examples: bool = False) -> str:
-    """What `%%codemode?` and `%codemode?` show; `%codemode help` adds examples."""
-    from codemode_jupyter.jupyter.commands.serve import serve_help
+def help_text(cell: argparse.ArgumentParser, commands: Any, *, examples: bool = False) -> str:
+    """What `%%codemode?` and `%codemode?` show; `%codemode help` adds examples.
 
+    `cell` is the cell magic's parser, `commands` the commands by name (serve's options are
+    listed in full).
+    """
     parts = [
-        cell_parser().format_help().rstrip(),
-        commands_text(),
-        serve_help(),
+        cell.format_help().rstrip(),
+        commands_text(commands.values()),
+        commands["serve"].parser.format_help().rstrip(),
         "Settings for every cell: %config CodeMode (e.g. %config CodeMode.timeout = 120).",
     ]
     if examples:

@@ -17,7 +17,7 @@ BAD = [
     ("memory_mb", "0", "1 or more"),
     ("view_output_chars", "0", "1 or more"),
     ("view_updates_per_second", "0", "finite number above 0"),
-    ("daytona_auto_stop_minutes", "-1", "0 (never) or more"),
+    ("daytona_auto_stop_minutes", "-1", "0 or more"),
     ("backend", "'nowhere'", ", ".join(BACKENDS)),
 ]
 

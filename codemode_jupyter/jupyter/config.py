@@ -33,20 +33,35 @@ def setting_name(backend: str, option: str) -> str:
 
 def _trait(setting: Setting) -> TraitType:
     trait = _TRAITS[type(setting.default)]
-    # A number's lower bound is checked where it is set, as the settings below are.
-    bounds = {} if setting.minimum is None else {"min": setting.minimum}
-    return trait(setting.default, help=setting.help, **bounds).tag(config=True)
+    return trait(setting.default, help=setting.help).tag(config=True)
+
+
+def _minimum_check(minimums: dict[str, int | float]) -> Any:
+    """A validator of the backend settings that have a least value (`Setting.minimum`)."""
+
+    @validate(*minimums)
+    def _check_minimum(self: Configurable, proposal: Any) -> Any:
+        name, value = proposal["trait"].name, proposal["value"]
+        if value < minimums[name]:
+            raise TraitError(f"CodeMode.{name} must be {minimums[name]} or more, not {value!r}")
+        return value
+
+    return _check_minimum
 
 
 def _backend_settings() -> type[Configurable]:
     """The settings each backend's options class describes (`BackendOptions.settings`), as
     traits of a base class: `daytona_api_key` is the Daytona backend's `api_key`."""
-    traits = {
-        setting_name(name, option): _trait(setting)
+    settings = {
+        setting_name(name, option): setting
         for name in BACKENDS
         for option, setting in options_class(name).settings.items()
     }
-    return type("BackendSettings", (Configurable,), traits)
+    members: dict[str, Any] = {key: _trait(setting) for key, setting in settings.items()}
+    minimums = {key: s.minimum for key, s in settings.items() if s.minimum is not None}
+    if minimums:
+        members["_check_minimum"] = _minimum_check(minimums)
+    return type("BackendSettings", (Configurable,), members)
 
 
 class CodeMode(_backend_settings()):  # type: ignore[misc]

@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 TOKEN = "kernel-test-token-0123456789"
 SERVE = (
     "from codemode_jupyter.jupyter.extension import get_magics\n"
-    "from codemode_jupyter.jupyter import serve_cmd\n"
+    "from codemode_jupyter.jupyter.commands import serve as serve_cmd\n"
     "_magics = get_magics(get_ipython())\n"
     "_server = serve_cmd.serve(_magics, {line!r})\n"
 )
@@ -73,7 +73,8 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         assert defined.ok and "def mul(a: int, b: int) -> int:" in after
         assert second.structured_content["value"] == 50  # the agent session kept `total`
 
-        # The agent's variables live in the `agent` session, not in the person's cells.
+        # The agent's variables live in the `agent` session (a stateless client has no MCP
+        # session of its own: it shares NAME), not in the person's cells.
         checked = kernel.execute(
             "print(sorted(k[1] for k in _magics.pool.sessions if k[0] == 'named'), "
             "'total' in dir())\n"
@@ -218,7 +219,7 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         assert kernel.execute(TOOLS).ok
         # A small bound, to see the feed drop its oldest run.
         assert kernel.execute(
-            "from codemode_jupyter.jupyter import agent_feed\nagent_feed.MAX_RUNS = 2"
+            "from codemode_jupyter.jupyter.views import agent_feed\nagent_feed.MAX_RUNS = 2"
         ).ok
         started = kernel.execute(SERVE.format(line=f"--token {TOKEN} --approve send"))
         assert started.ok, started.error
@@ -265,7 +266,9 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
             )
         )
         (run,) = feed
-        assert run["number"] == 1 and run["header"].startswith("agent run 1\nprint('first:'")
+        assert run["number"] == 1 and run["header"].startswith(
+            "agent run 1 (session agent-1)\nprint('first:'"
+        )
         # What the tool printed on the host is under the run, in no cell's output.
         assert run["kinds"] == ["display_data", "display_data", "stream", "display_data"]
         assert run["streams"] == ["ponging\n"]

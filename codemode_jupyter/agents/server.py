@@ -217,6 +217,11 @@ class CodeModeServer:
             listed = list(self.runner.session().tools)
         return only_tools(listed, self.allowed_tools)
 
+    def current_tools(self) -> list[Any]:
+        """The tools an agent may call now (the tool source, kept to `allowed_tools`)."""
+        tools = self._current_tools()
+        return list(self.runner.session().tools) if tools is None else tools
+
     def describe_tools(self) -> str:
         """The run_code description: the prompt for the current tools (+ who needs approval)."""
         from codemode_jupyter.tools.tool import Tool

@@ -19,7 +19,6 @@ would outlive its use there): the cell says how to get it, `%codemode serve --sh
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import shlex
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
+from codemode_jupyter.jupyter.discovery import ToolCache, discover
 from codemode_jupyter.jupyter.views.tool_output import ToolOutput
 
 DEFAULT_SESSION = "agent"
@@ -38,14 +37,16 @@ _servers: dict[int, _Serving] = {}
 
 
 class _Serving:
-    def __init__(
-        self, server: Any, shell: Any, refresh: Any, sessions: list[str], tools: Any
-    ) -> None:
+    def __init__(self, server: Any, shell: Any, refresh: Any, tools: Any) -> None:
         self.server, self.shell, self.refresh = server, shell, refresh
-        #: The names of the Code Mode sessions agents ran in, in the order they were opened.
-        self.sessions = sessions
         #: The tools agents get now (called before each run).
         self.tools = tools
+
+    @property
+    def sessions(self) -> list[str]:
+        """The names of the Code Mode sessions agents run in, as the server knows them
+        (each is the notebook's named session of that name)."""
+        return list(self.server.agent_sessions())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,6 +95,15 @@ OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "metavar": "a,b",
             "help": "the only notebook functions an agent may call (default: every public "
             "function of the notebook)",
+        },
+    ),
+    (
+        ("--budget",),
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "characters of a whole result sent to the agent; the full record stays a "
+            "resource (default: 20000)",
         },
     ),
     (
@@ -177,7 +187,7 @@ def serve(magics: Any, line: str) -> Any:
     if id(magics) in _servers:
         stop_server(magics)  # a new serve replaces the old one (new port, token, options)
     server = _start(magics, args)
-    _announce(server, args, _servers[id(magics)].tools)
+    _announce(server, args, server.current_tools)
     return server
 
 
@@ -211,12 +221,9 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
     cache = ToolCache()  # its own: discovery runs on the agent thread, not the cell's
 
     def found() -> Any:
-        return discover(shell.user_ns, hidden=shell.user_ns_hidden, only=only, cache=cache)
+        return discover(shell.user_ns, hidden=shell.user_ns_hidden, cache=cache)
 
-    try:
-        found()  # a --tools name that is not a function of the notebook fails here, clearly
-    except UnknownToolError as exc:
-        raise UsageError(f"%codemode serve --tools: {exc}") from None
+    _check_only(only, found())
 
     def tools() -> list[Any]:
         return found().tool_list()
@@ -226,16 +233,11 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
         the timeline its feed view recorded."""
         magics.record_agent_run(job.code, result, serving_cell, entries)
 
-    sessions: list[str] = []
-
     def session(name: str | None = None) -> Any:
-        """The agents' Code Mode session: `name` is a client's own (the server names them
-        NAME-1, NAME-2, ...), None the shared one. Each is a named session of the notebook,
-        so `%%codemode --session NAME` opens it in a cell."""
-        name = name or args.session
-        if name not in sessions:
-            sessions.append(name)
-        return session_for(magics, name)
+        """An agent's Code Mode session: the client's own (the server names them NAME-1,
+        NAME-2, ...), or NAME, the shared one. Each is a named session of the notebook, so
+        `%%codemode --session NAME` opens it in a cell."""
+        return session_for(magics, name or args.session)
 
     feed = AgentFeed(
         widgets=in_kernel,
@@ -261,11 +263,12 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
         "allow_remote": args.allow_remote,
         "observers": [feed.on_event],
         "run_context": feed.capturing,
+        "sessions": session,
+        "shared": args.shared,
+        "session_name": args.session,
+        "allowed_tools": only,
+        "budget": args.budget,
     }
-    # The server half decides how clients map to sessions; it takes `shared` when it can
-    # give each client its own (without it, every client shares NAME, as --shared says).
-    if "shared" in inspect.signature(CodeModeServer).parameters:
-        options["shared"] = args.shared
     try:
         server = CodeModeServer(session, **options).start()
     except (ValueError, OSError) as exc:
@@ -282,8 +285,22 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
             print(f"codemode: could not update the MCP tool list: {exc}", file=sys.stderr)
 
     shell.events.register("post_run_cell", refresh)
-    _servers[id(magics)] = _Serving(server, shell, refresh, sessions, tools)
+    _servers[id(magics)] = _Serving(server, shell, refresh, tools)
     return server
+
+
+def _check_only(only: list[str] | None, found: Any) -> None:
+    """`--tools` names notebook functions: one that is not is refused at once (the server's
+    `allowed_tools` then keeps agents to the named ones)."""
+    if only is None:
+        return
+    unknown = [name for name in only if name not in found.tools]
+    if unknown:
+        available = ", ".join(found.tools) or "none"
+        raise UsageError(
+            f"%codemode serve --tools: not a function of the notebook: {', '.join(unknown)} "
+            f"(available: {available})"
+        )
 
 
 def _approve_option(value: str | None) -> Any:
@@ -360,7 +377,7 @@ def _announce(server: Any, args: argparse.Namespace, tools: Any) -> None:
 def serve_info(server: Any, args: argparse.Namespace, tools: list[str]) -> dict[str, Any]:
     """The server as the serving cell states it: where, which tools, which need approval,
     how to connect (the token left out: `--show-token`). `text` is all of it as lines."""
-    shared = args.shared or "shared" not in inspect.signature(type(server)).parameters
+    shared = args.shared
     sessions = (
         f"session {args.session!r}"
         if shared

@@ -164,3 +164,49 @@ def test_tools_limits_what_the_agent_may_call():
         assert "later" not in description
         assert added.structured_content["value"] == 4
         assert kernel.execute(SERVE.format(line="--stop")).ok
+
+
+def test_a_card_answered_in_the_notebook_withdraws_the_clients_question():
+    from codemode_jupyter import CodeMode, tool
+    from codemode_jupyter.agents.approval_card import WidgetApprover
+    from codemode_jupyter.agents.server import CodeModeServer
+
+    @tool(approve=True)
+    def send(to: str) -> str:
+        return f"sent to {to}"
+
+    placed: list = []
+    approver = WidgetApprover(placed.append)
+    events: list[str] = []
+    withdrawn = asyncio.Event()
+
+    async def never_answers(context, params):
+        events.append("asked")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            events.append("withdrawn")  # the server cancelled its question
+            withdrawn.set()
+            raise
+
+    def click_approve() -> None:
+        approver.wait_for_request(60)
+        placed[0].approve.click()  # a person clicks Approve on the card
+
+    with (
+        CodeMode([send], timeout=60) as cm,
+        CodeModeServer(cm, approver=approver, token=TOKEN) as server,
+    ):
+
+        async def agent():
+            async with _client(server.url, elicitation_callback=never_answers) as client:
+                clicked = asyncio.create_task(asyncio.to_thread(click_approve))
+                result = await client.call_tool("run_code", {"code": "send('ann')"})
+                await clicked
+                await asyncio.wait_for(withdrawn.wait(), 30)  # the cancel may trail the result
+                return result
+
+        result = asyncio.run(agent())
+    assert result.structured_content["value"] == "sent to ann"
+    assert events == ["asked", "withdrawn"]
+    assert placed[0].title.value.endswith("approved in the notebook")

@@ -351,7 +351,9 @@ def test_the_mcp_server_is_stopped_by_unload_and_by_kernel_shutdown(how):
     try:
         assert session.execute("%load_ext codemode_jupyter").ok
         served = session.execute(f"%codemode serve --port {port} --token t0123456789abcdef")
-        assert served.ok and f"127.0.0.1:{port}/mcp" in served.stream(), served.messages
+        # The serving cell's feed states the URL (a display, not a printed stream).
+        shown = "".join(served.displays())
+        assert served.ok and f"127.0.0.1:{port}/mcp" in shown, served.messages
         assert _listening(port)
         if how == "unload":
             assert session.execute("%unload_ext codemode_jupyter").ok

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -140,7 +141,8 @@ def test_tools_limits_what_the_agent_may_call():
             "def mul(a: int, b: int) -> int:\n    return a * b\n"
             "def wipe() -> str:\n    return 'wiped'"
         ).ok
-        started = kernel.execute(SERVE.format(line=f"--token {TOKEN} --tools add,mul"))
+        line = f"--token {TOKEN} --tools add,mul --budget 2000"
+        started = kernel.execute(SERVE.format(line=line))
         url = _url(started)
         assert "tools agents may call (--tools): add, mul\n" in started.displays()[0]
 
@@ -150,7 +152,9 @@ def test_tools_limits_what_the_agent_may_call():
                 results = [await client.call_tool("run_code", {"code": p}) for p in programs]
                 return description, results
 
-        description, (added, wiped) = asyncio.run(agent(["add(1, 2)", "wipe()"]))
+        programs = ["add(1, 2)", "wipe()", "print('y' * 30_000)"]
+        description, (added, wiped, long) = asyncio.run(agent(programs))
+        assert len(long.content[0].text) <= 2_000  # --budget sizes every result
         assert "def add(" in description and "wipe" not in description
         assert added.structured_content["value"] == 3
         assert wiped.structured_content["status"] == "error"
@@ -178,10 +182,12 @@ def test_a_card_answered_in_the_notebook_withdraws_the_clients_question():
     placed: list = []
     approver = WidgetApprover(placed.append)
     events: list[str] = []
+    asked = threading.Event()
     withdrawn = asyncio.Event()
 
     async def never_answers(context, params):
         events.append("asked")
+        asked.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -191,6 +197,7 @@ def test_a_card_answered_in_the_notebook_withdraws_the_clients_question():
 
     def click_approve() -> None:
         approver.wait_for_request(60)
+        assert asked.wait(60)  # the client holds the question too
         placed[0].approve.click()  # a person clicks Approve on the card
 
     with (

@@ -1,16 +1,18 @@
 """`%codemode serve`: a Code Mode MCP server inside the kernel, for agents.
 
     %codemode serve [--port N] [--host 127.0.0.1] [--session NAME] [--approve NAMES|all]
-                    [--tools a,b] [--shared] [--token T] [--allow-remote]
+                    [--tools a,b] [--budget N] [--shared] [--token T] [--allow-remote]
                     [--approval-timeout S]
     %codemode serve --show-token
     %codemode serve --stop
 
-Agent programs run in their own Code Mode session (`agent` unless `--session` names another;
-a cell's `%%codemode --session NAME` shares it), one at a time, on a thread of their own, with
-the notebook's functions as tools (discovered before each run, as for a cell; `--tools` keeps
-only those named). The cell that ran `serve` shows each agent run; approval cards appear there
-too.
+Each MCP client's programs run in a Code Mode session of its own, NAME-1, NAME-2, ... (NAME:
+`agent` unless `--session` names another; `--shared`: every client uses NAME), one at a time,
+on a thread of their own. Each is a named session of the notebook: `%%codemode --session
+agent-1` in a cell opens it, `%codemode status` lists them (the server's `agent_sessions()`).
+Tools are the notebook's functions, discovered before each run as for a cell; `--tools` gives
+the server's `allowed_tools` (the server keeps agents to those names). The cell that ran
+`serve` shows each agent run; approval cards appear there too.
 
 The token is never printed into the serving cell (a notebook is saved and shared; the token
 would outlive its use there): the cell says how to get it, `%codemode serve --show-token`.
@@ -37,10 +39,8 @@ _servers: dict[int, _Serving] = {}
 
 
 class _Serving:
-    def __init__(self, server: Any, shell: Any, refresh: Any, tools: Any) -> None:
+    def __init__(self, server: Any, shell: Any, refresh: Any) -> None:
         self.server, self.shell, self.refresh = server, shell, refresh
-        #: The tools agents get now (called before each run).
-        self.tools = tools
 
     @property
     def sessions(self) -> list[str]:
@@ -285,7 +285,7 @@ def _start(magics: Any, args: argparse.Namespace) -> Any:
             print(f"codemode: could not update the MCP tool list: {exc}", file=sys.stderr)
 
     shell.events.register("post_run_cell", refresh)
-    _servers[id(magics)] = _Serving(server, shell, refresh, tools)
+    _servers[id(magics)] = _Serving(server, shell, refresh)
     return server
 
 

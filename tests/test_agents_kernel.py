@@ -98,7 +98,7 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         helped = kernel.execute("%codemode serve --help").stream()
         for option in ("--host", "--token", "--approval-timeout", "--allow-remote", "--tools"):
             assert option in helped
-        assert "--shared" in helped and "--show-token" in helped
+        assert "--shared" in helped and "--show-token" in helped and "--budget" in helped
 
         stopped = kernel.execute(SERVE.format(line="--stop"))
         assert "MCP server stopped" in stopped.stream()

@@ -46,7 +46,7 @@ def test_each_run_is_a_run_view_with_its_code_displays_and_ending(cm):
     assert list(feed.widget.children[1:]) == [first.widget, second.widget]
     header, run, value = first.output.outputs
     # The agent's code, escaped (the feed's outputs are trusted by the front end).
-    assert header["data"]["text/plain"].startswith("agent run 1\nprint('x is'")
+    assert header["data"]["text/plain"].startswith("agent run 1 (session agent)\nprint('x is'")
     assert "&lt;script&gt;" in header["data"]["text/html"]
     payload = run["data"][MIME_RUN]
     assert payload["result"]["status"] == "ok" and payload["code"] == program
@@ -80,7 +80,7 @@ def test_without_widgets_the_feed_prints_lines(cm, capsys):
     feed = AgentFeed(widgets=False)
     run_all(feed, cm, ["print('hi')\ndouble(2)"])
     printed = capsys.readouterr().out
-    assert "[agent run 1] started" in printed
+    assert "[agent run 1] started in session agent" in printed
     assert "[agent run 1] call #1 double(x=2)" in printed
     assert "[agent run 1] finished: ok" in printed
     assert feed.widget is None
@@ -196,7 +196,7 @@ def test_a_card_names_the_runs_call_and_the_record_says_who_decided(cm):
     varying = record["metadata"][MIME_RUN]["timeline"]
     index = str(payload["timeline"].index(calls[1]))
     assert set(varying[index]) >= {"duration", "waited"}
-    assert "agent run 1\nping()" in record["data"]["text/plain"]
+    assert "agent run 1 (session agent)\nping()" in record["data"]["text/plain"]
 
 
 def test_a_rejected_stand_in_typed_as_bad_json_is_asked_again():

@@ -73,7 +73,8 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         assert defined.ok and "def mul(a: int, b: int) -> int:" in after
         assert second.structured_content["value"] == 50  # the agent session kept `total`
 
-        # The agent's variables live in the `agent` session, not in the person's cells.
+        # The agent's variables live in the `agent` session (a stateless client has no MCP
+        # session of its own: it shares NAME), not in the person's cells.
         checked = kernel.execute(
             "print(sorted(k[1] for k in _magics.pool.sessions if k[0] == 'named'), "
             "'total' in dir())\n"
@@ -97,7 +98,7 @@ def test_an_agent_runs_notebook_functions_in_the_kernel():
         helped = kernel.execute("%codemode serve --help").stream()
         for option in ("--host", "--token", "--approval-timeout", "--allow-remote", "--tools"):
             assert option in helped
-        assert "--shared" in helped and "--show-token" in helped
+        assert "--shared" in helped and "--show-token" in helped and "--budget" in helped
 
         stopped = kernel.execute(SERVE.format(line="--stop"))
         assert "MCP server stopped" in stopped.stream()
@@ -265,7 +266,9 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
             )
         )
         (run,) = feed
-        assert run["number"] == 1 and run["header"].startswith("agent run 1\nprint('first:'")
+        assert run["number"] == 1 and run["header"].startswith(
+            "agent run 1 (session agent-1)\nprint('first:'"
+        )
         # What the tool printed on the host is under the run, in no cell's output.
         assert run["kinds"] == ["display_data", "display_data", "stream", "display_data"]
         assert run["streams"] == ["ponging\n"]

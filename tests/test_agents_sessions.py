@@ -298,7 +298,7 @@ def test_host_and_origin_are_checked_on_every_loopback_address(cm, host):
     assert good.status_code == 200
 
 
-def test_a_card_that_cannot_be_answered_from_elsewhere_is_withdrawn_when_the_client_answers(cm):
+def test_a_card_is_settled_as_the_clients_when_the_client_answers(cm):
     pytest.importorskip("ipywidgets")
     from codemode_jupyter.agents.approval_card import WidgetApprover
 
@@ -316,8 +316,8 @@ def test_a_card_that_cannot_be_answered_from_elsewhere_is_withdrawn_when_the_cli
         )
     assert sent == ["d@x.org"] and result.structured_content["value"] == "sent to d@x.org"
     assert len(placed) == 1  # the card was shown, and says who decided
-    title = html.unescape(placed[0].children[0].value)
-    assert "answered in the agent's client: approved" in title
+    title = html.unescape(placed[0].widget.children[0].value)
+    assert title.endswith("approved in the agent's client") and "rejected" not in title
 
 
 def test_a_client_sizes_one_result_through_meta(cm):

@@ -8,7 +8,8 @@ sends a program that calls `send` twice, catches the rejection of the second cal
 `ping`. In the page the test approves the first card, types a reason into the second and
 rejects it; the MCP result and the feed (the run drawn by our run renderer, the decided
 cards) say what happened. "Insert as cell" on the run puts the agent's program below the
-serving cell as a `%%codemode --session agent` cell. `%codemode serve --stop` closes the port
+serving cell as a `%%codemode --session agent-1` cell (the client's own session). `%codemode
+serve --stop` closes the port
 and the serving cell then shows its saved record (the run, the decisions) instead of the live
 widget. Saved, with its kernel shut down and the page reloaded, the notebook draws the same
 record again, and no "model not found". Every wait is on a condition in the page or on the
@@ -189,14 +190,14 @@ def scenario(lab, page, port: int) -> None:
     card.scroll_into_view_if_needed()
     shot(page, "agent-feed")
 
-    # "Insert as cell": the agent's program, below the serving cell, in the agent's session.
+    # "Insert as cell": the agent's program, below the serving cell, in its client's session.
     card.locator(".codemode-InsertCell").click()
     page.wait_for_function(
         "() => window.jupyterapp.shell.currentWidget.content.widgets.length === 5"
     )
     inserted = cells(page)[SERVE_CELL + 1]
     assert inserted["type"] == "code"
-    assert inserted["source"] == f"%%codemode --session agent\n{PROGRAM}\n"
+    assert inserted["source"] == f"%%codemode --session agent-1\n{PROGRAM}\n"
     shot(page, "agent-inserted-cell")
 
     # While the server runs, the cell's saved record of the run stays hidden under the widget.

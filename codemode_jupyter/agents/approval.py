@@ -114,19 +114,24 @@ def decide(
 ) -> Decision:
     """Ask `approver` and, if given, the agent's `client` at once; the first answer wins.
 
-    An approver that can be answered from elsewhere (it has `answer(request_id, decision)`,
-    as QueueApprover) gets the client's answer delivered to it; one that can only be
-    withdrawn (`withdraw(request_id, reason)`) is withdrawn with a reason naming the client's
-    answer; one that can be neither (a terminal's input(), NoApprover) is not asked when a
-    client can be: the client decides alone."""
+    An approver that can be told who decided (`settle(request_id, decision, by)`, as the
+    notebook's cards) gets the client's answer as the client's; one that can be answered from
+    elsewhere (`answer(request_id, decision)`, as QueueApprover) gets it delivered; one that
+    can only be withdrawn (`withdraw(request_id, reason)`) is withdrawn with a reason naming
+    the client's answer; one that can be none of these (a terminal's input(), NoApprover) is
+    not asked when a client can be: the client decides alone. The approver answering first
+    cancels the client's question."""
     if client is None:
         return approver.decide(request, timeout)
     try:
         future = client(request, timeout)
     except Exception:
         return approver.decide(request, timeout)  # the client cannot be asked
+    settle = getattr(approver, "settle", None)
     answer = getattr(approver, "answer", None)
     withdraw = getattr(approver, "withdraw", None)
+    if settle is not None:
+        answer = functools.partial(_settle_as_client, settle)
     if answer is None and withdraw is None:
         try:
             return future.result()
@@ -156,6 +161,10 @@ def decide(
 
 
 _IN_CLIENT = "answered in the agent's client: "
+
+
+def _settle_as_client(settle: Callable[..., Any], request_id: int, decision: Decision) -> None:
+    settle(request_id, decision, by="client")
 
 
 def _said(decision: Decision) -> str:

@@ -102,7 +102,7 @@ WHO = {
     "notebook": "in the notebook",
     "cell": "at the cell's prompt",
     "timeout": "by the timeout",
-    "client": "by the agent's client",
+    "client": "in the agent's client",
     "run ended": "as the run ended",
 }
 
@@ -138,22 +138,35 @@ class WidgetApprover:
     def __init__(self, place: Callable[[Any], None]) -> None:
         self.place = place
         self._cards: dict[int, _Card] = {}
+        #: Calls being asked whose card is not shown yet, with a decision made elsewhere
+        #: meanwhile (the agent's client may answer before the card is placed).
+        self._early: dict[int, tuple[Decision, str] | None] = {}
         self._lock = threading.Condition()
 
     def decide(self, request: ApprovalRequest, timeout: float | None) -> Decision:
-        card = _Card(request)
-        self.place(card)  # shown and linked to its call before anyone can look it up
         with self._lock:
-            self._cards[request.id] = card
-            self._lock.notify_all()
+            self._early[request.id] = None
         try:
+            card = self._show(request)
             if not card.event.wait(timeout):
                 card.decide(Decision.reject(f"no decision within {timeout:g} s"), "timeout")
         finally:
             with self._lock:
                 self._cards.pop(request.id, None)
+                self._early.pop(request.id, None)
         assert card.decision is not None
         return card.decision
+
+    def _show(self, request: ApprovalRequest) -> _Card:
+        card = _Card(request)
+        self.place(card)  # shown and linked to its call before anyone can look it up
+        with self._lock:
+            self._cards[request.id] = card
+            early = self._early.pop(request.id, None)
+            self._lock.notify_all()
+        if early is not None:
+            card.decide(*early)  # decided elsewhere while it was being placed
+        return card
 
     def wait_for_request(self, timeout: float) -> ApprovalRequest:
         """The oldest call whose card waits for a click, waiting up to `timeout` seconds."""
@@ -178,6 +191,11 @@ class WidgetApprover:
         MCP elicitation): its card says so and who did. False if it was not waiting."""
         with self._lock:
             card = self._cards.get(request_id)
+            if card is None and request_id in self._early:
+                if self._early[request_id] is None:
+                    self._early[request_id] = (decision, by)  # the card takes it when shown
+                    return True
+                return False
         if card is None or card.decision is not None:
             return False
         card.decide(decision, by)

@@ -17,6 +17,7 @@ mid-run (its connection closes) stops its program.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import itertools
 import json
@@ -34,6 +35,7 @@ from codemode_jupyter.agents.approval import (
     ApprovalRequest,
     Approver,
     ClientAsk,
+    Decision,
     NoApprover,
     QueueApprover,
 )
@@ -217,6 +219,11 @@ class CodeModeServer:
             listed = list(self.runner.session().tools)
         return only_tools(listed, self.allowed_tools)
 
+    def current_tools(self) -> list[Any]:
+        """The tools an agent may call now (the tool source, kept to `allowed_tools`)."""
+        tools = self._current_tools()
+        return list(self.runner.session().tools) if tools is None else tools
+
     def describe_tools(self) -> str:
         """The run_code description: the prompt for the current tools (+ who needs approval)."""
         from codemode_jupyter.tools.tool import Tool
@@ -295,9 +302,10 @@ class CodeModeServer:
 
         async def run_code(code: str, ctx: Context, reset: bool = False) -> CallToolResult:
             runner = self.sessions.runner_for(client_key(ctx))
-            job, result = await run_job(
-                runner, code, reset, ctx, client_ask=self._client_ask(ctx, code)
-            )
+            questions = self._client_ask(ctx, code)
+            job, result = await run_job(runner, code, reset, ctx, client_ask=questions)
+            if questions is not None:
+                await questions.settled()  # a withdrawn question is told before the result
             budget = _meta_budget(ctx, self.budget)
             shaped = shape(result, budget, RUN_URI.format(id=job.id))
             images = [
@@ -320,7 +328,7 @@ class CodeModeServer:
         }
         return run_code
 
-    def _client_ask(self, ctx: Any, code: str) -> ClientAsk | None:
+    def _client_ask(self, ctx: Any, code: str) -> _ClientQuestions | None:
         """Asks this request's client about guarded calls, if it declared elicitation and the
         transport can carry a request to it (the stateless HTTP protocol cannot)."""
         session = ctx.request_context.session
@@ -329,12 +337,7 @@ class CodeModeServer:
             return None
         if not getattr(session, "can_send_request", True):
             return None
-        loop = asyncio.get_running_loop()
-
-        def ask(request: ApprovalRequest, timeout: float | None) -> Any:
-            return asyncio.run_coroutine_threadsafe(elicit(ctx, request, code, timeout), loop)
-
-        return ask
+        return _ClientQuestions(ctx, code)
 
     async def _remember_legacy_sessions(self, ctx: Any, call_next: Any) -> Any:
         """Handshake-era clients get tools/list_changed on their session; 2026-era ones
@@ -521,6 +524,37 @@ class CodeModeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _ClientQuestions:
+    """A ClientAsk for one request: asks its client (elicitation) from the agent thread, and
+    keeps the questions in flight, so the request ends only once a question the notebook
+    answered first has been withdrawn (its `notifications/cancelled` written; after the
+    result the request's stream would be closed)."""
+
+    def __init__(self, ctx: Any, code: str) -> None:
+        self.ctx, self.code = ctx, code
+        self.loop = asyncio.get_running_loop()
+        self.asking: set[asyncio.Task[Any]] = set()
+
+    def __call__(
+        self, request: ApprovalRequest, timeout: float | None
+    ) -> concurrent.futures.Future[Decision]:
+        return asyncio.run_coroutine_threadsafe(self._ask(request, timeout), self.loop)
+
+    async def _ask(self, request: ApprovalRequest, timeout: float | None) -> Decision:
+        task = asyncio.current_task()
+        assert task is not None
+        self.asking.add(task)
+        try:
+            return await elicit(self.ctx, request, self.code, timeout)
+        finally:
+            self.asking.discard(task)
+
+    async def settled(self) -> None:
+        """Wait for the questions still in flight (withdrawn ones end as they are told)."""
+        if self.asking:
+            await asyncio.gather(*self.asking, return_exceptions=True)
 
 
 def _speak_handshake_era(server: Any) -> None:

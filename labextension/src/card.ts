@@ -127,7 +127,7 @@ const DECIDERS: Record<string, string> = {
   notebook: 'in the notebook',
   cell: "at the cell's prompt",
   timeout: 'by the timeout',
-  client: "by the agent's client",
+  client: "in the agent's client",
   'run ended': 'as the run ended'
 };
 
@@ -371,7 +371,9 @@ export function renderRunView(
         doc,
         'span',
         'codemode-RunTitle',
-        view.agent ? `agent run ${view.agent.run}` : 'Code Mode'
+        view.agent
+          ? `agent run ${view.agent.run} (session ${view.agent.session})`
+          : 'Code Mode'
       ),
       el(doc, 'span', 'codemode-Facts', view.facts.join(' · ')),
       view.agent ? insertButton(doc, view.code, view.agent) : null

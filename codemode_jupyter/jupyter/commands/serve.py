@@ -1,16 +1,18 @@
 """`%codemode serve`: a Code Mode MCP server inside the kernel, for agents.
 
     %codemode serve [--port N] [--host 127.0.0.1] [--session NAME] [--approve NAMES|all]
-                    [--tools a,b] [--shared] [--token T] [--allow-remote]
+                    [--tools a,b] [--budget N] [--shared] [--token T] [--allow-remote]
                     [--approval-timeout S]
     %codemode serve --show-token
     %codemode serve --stop
 
-Agent programs run in their own Code Mode session (`agent` unless `--session` names another;
-a cell's `%%codemode --session NAME` shares it), one at a time, on a thread of their own, with
-the notebook's functions as tools (discovered before each run, as for a cell; `--tools` keeps
-only those named). The cell that ran `serve` shows each agent run; approval cards appear there
-too.
+Each MCP client's programs run in a Code Mode session of its own, NAME-1, NAME-2, ... (NAME:
+`agent` unless `--session` names another; `--shared`: every client uses NAME), one at a time,
+on a thread of their own. Each is a named session of the notebook: `%%codemode --session
+agent-1` in a cell opens it, `%codemode status` lists them (the server's `agent_sessions()`).
+Tools are the notebook's functions, discovered before each run as for a cell; `--tools` gives
+the server's `allowed_tools` (the server keeps agents to those names). The cell that ran
+`serve` shows each agent run; approval cards appear there too.
 
 The token is never printed into the serving cell (a notebook is saved and shared; the token
 would outlive its use there): the cell says how to get it, `%codemode serve --show-token`.
@@ -19,7 +21,6 @@ would outlive its use there): the cell says how to get it, `%codemode serve --sh
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from typing import Any
@@ -28,7 +29,7 @@ from IPython.core.error import UsageError
 
 from codemode_jupyter.jupyter.commands.base import Command, CommandContext
 from codemode_jupyter.jupyter.commands.usage import argument, magic_arguments
-from codemode_jupyter.jupyter.discovery import ToolCache, UnknownToolError, discover
+from codemode_jupyter.jupyter.discovery import ToolCache, discover
 from codemode_jupyter.jupyter.views.tool_output import ToolOutput
 
 DEFAULT_SESSION = "agent"
@@ -39,14 +40,14 @@ _servers: dict[int, _Serving] = {}
 
 
 class _Serving:
-    def __init__(
-        self, server: Any, shell: Any, refresh: Any, sessions: list[str], tools: Any
-    ) -> None:
+    def __init__(self, server: Any, shell: Any, refresh: Any) -> None:
         self.server, self.shell, self.refresh = server, shell, refresh
-        #: The names of the Code Mode sessions agents ran in, in the order they were opened.
-        self.sessions = sessions
-        #: The tools agents get now (called before each run).
-        self.tools = tools
+
+    @property
+    def sessions(self) -> list[str]:
+        """The names of the Code Mode sessions agents run in, as the server knows them
+        (each is the notebook's named session of that name)."""
+        return list(self.server.agent_sessions())
 
 
 @magic_arguments("%codemode serve")
@@ -78,6 +79,13 @@ class _Serving:
     metavar="a,b",
     help="the only notebook functions an agent may call (default: every public function of "
     "the notebook)",
+)
+@argument(
+    "--budget",
+    type=int,
+    metavar="N",
+    help="characters of a whole result sent to the agent; the full record stays a resource "
+    "(default: 20000)",
 )
 @argument(
     "--shared",
@@ -122,7 +130,7 @@ def run(context: CommandContext, args: argparse.Namespace) -> Any:
     if id(context) in _servers:
         stop_server(context)  # a new serve replaces the old one (new port, token, options)
     server = _start(context, args)
-    _announce(server, args, _servers[id(context)].tools)
+    _announce(server, args, server.current_tools)
     return server
 
 
@@ -171,12 +179,9 @@ def _start(context: CommandContext, args: argparse.Namespace) -> Any:
     cache = ToolCache()  # its own: discovery runs on the agent thread, not the cell's
 
     def found() -> Any:
-        return discover(shell.user_ns, hidden=shell.user_ns_hidden, only=only, cache=cache)
+        return discover(shell.user_ns, hidden=shell.user_ns_hidden, cache=cache)
 
-    try:
-        found()  # a --tools name that is not a function of the notebook fails here, clearly
-    except UnknownToolError as exc:
-        raise UsageError(f"%codemode serve --tools: {exc}") from None
+    _check_only(only, found())
 
     def tools() -> list[Any]:
         return found().tool_list()
@@ -186,16 +191,11 @@ def _start(context: CommandContext, args: argparse.Namespace) -> Any:
         the timeline its feed view recorded."""
         context.record_agent_run(job.code, result, serving_cell, entries)
 
-    sessions: list[str] = []
-
     def session(name: str | None = None) -> Any:
-        """The agents' Code Mode session: `name` is a client's own (the server names them
-        NAME-1, NAME-2, ...), None the shared one. Each is a named session of the notebook,
-        so `%%codemode --session NAME` opens it in a cell."""
-        name = name or args.session
-        if name not in sessions:
-            sessions.append(name)
-        return session_for(context, name)
+        """An agent's Code Mode session: the client's own (the server names them NAME-1,
+        NAME-2, ...), or NAME, the shared one. Each is a named session of the notebook, so
+        `%%codemode --session NAME` opens it in a cell."""
+        return session_for(context, name or args.session)
 
     feed = AgentFeed(
         widgets=in_kernel,
@@ -221,11 +221,12 @@ def _start(context: CommandContext, args: argparse.Namespace) -> Any:
         "allow_remote": args.allow_remote,
         "observers": [feed.on_event],
         "run_context": feed.capturing,
+        "sessions": session,
+        "shared": args.shared,
+        "session_name": args.session,
+        "allowed_tools": only,
+        "budget": args.budget,
     }
-    # The server half decides how clients map to sessions; it takes `shared` when it can
-    # give each client its own (without it, every client shares NAME, as --shared says).
-    if "shared" in inspect.signature(CodeModeServer).parameters:
-        options["shared"] = args.shared
     try:
         server = CodeModeServer(session, **options).start()
     except (ValueError, OSError) as exc:
@@ -242,8 +243,22 @@ def _start(context: CommandContext, args: argparse.Namespace) -> Any:
             print(f"codemode: could not update the MCP tool list: {exc}", file=sys.stderr)
 
     shell.events.register("post_run_cell", refresh)
-    _servers[id(context)] = _Serving(server, shell, refresh, sessions, tools)
+    _servers[id(context)] = _Serving(server, shell, refresh)
     return server
+
+
+def _check_only(only: list[str] | None, found: Any) -> None:
+    """`--tools` names notebook functions: one that is not is refused at once (the server's
+    `allowed_tools` then keeps agents to the named ones)."""
+    if only is None:
+        return
+    unknown = [name for name in only if name not in found.tools]
+    if unknown:
+        available = ", ".join(found.tools) or "none"
+        raise UsageError(
+            f"%codemode serve --tools: not a function of the notebook: {', '.join(unknown)} "
+            f"(available: {available})"
+        )
 
 
 def _approve_option(value: str | None) -> Any:
@@ -320,7 +335,7 @@ def _announce(server: Any, args: argparse.Namespace, tools: Any) -> None:
 def serve_info(server: Any, args: argparse.Namespace, tools: list[str]) -> dict[str, Any]:
     """The server as the serving cell states it: where, which tools, which need approval,
     how to connect (the token left out: `--show-token`). `text` is all of it as lines."""
-    shared = args.shared or "shared" not in inspect.signature(type(server)).parameters
+    shared = args.shared
     sessions = (
         f"session {args.session!r}"
         if shared
@@ -376,5 +391,5 @@ COMMAND = Command(
     "%codemode serve --help lists the options)",
     run,
     "[--port N] [--host H] [--session NAME] [--approve NAMES|all] [--approval-timeout S] "
-    "[--tools a,b] [--shared] [--token T] [--allow-remote] | --show-token | --stop",
+    "[--tools a,b] [--budget N] [--shared] [--token T] [--allow-remote] | --show-token | --stop",
 )

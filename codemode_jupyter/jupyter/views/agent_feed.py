@@ -89,7 +89,7 @@ class FeedRunView(RichView):
         self.on_change = on_change
         self.result: RunResult | None = None
         self.approvals = ApprovalMarks()
-        self._header = _header_output(number, code)
+        self._header = _header_output(number, code, session)
         self._tool_output: list[list[str]] = []  # [stream, text], consecutive writes merged
         self._show_lock = threading.Lock()
         self.output = w.Output()
@@ -254,7 +254,7 @@ CODE_STYLE = (
 )
 
 
-def _header_output(number: int, code: str) -> dict[str, Any]:
+def _header_output(number: int, code: str, session: str) -> dict[str, Any]:
     """The agent's program above its run (a cell shows it as its input). Escaped: the agent
     wrote it, and the feed's outputs are trusted."""
     lines = code.rstrip("\n").split("\n")
@@ -262,9 +262,10 @@ def _header_output(number: int, code: str) -> dict[str, Any]:
     more = len(lines) - CODE_LINES
     if more > 0:
         shown += f"\n… {more} more line{'s' if more != 1 else ''}"
-    text = f"agent run {number}\n{shown}"
+    text = f"agent run {number} (session {session})\n{shown}"
     markup = (
-        f"<div class='codemode-AgentRunHeader'><b>agent run {number}</b>"
+        f"<div class='codemode-AgentRunHeader'><b>agent run {number}</b> "
+        f"<span class='codemode-AgentRunSession'>(session {html.escape(session)})</span>"
         f"<pre style='{CODE_STYLE}'>{html.escape(shown)}</pre></div>"
     )
     return {
@@ -468,8 +469,7 @@ class AgentFeed:
             _running_job.reset(token)
 
     def _start(self, job: Any) -> FeedRunView:
-        # The server half names a client's own session on its job; one shared otherwise.
-        session = getattr(job, "session", None) or self.session
+        session = job.session_name or self.session  # the session the run ran in
         view = FeedRunView(job.id, job.code, session, self._push, **self.options)
         self._runs[job.id] = view
         self._current = view
@@ -546,7 +546,7 @@ class AgentFeed:
         with self._lock:
             if job.id not in self._printed:
                 self._printed.add(job.id)
-                print(f"[agent run {job.id}] started")
+                print(f"[agent run {job.id}] started in session {job.session_name}")
             if isinstance(event, ev.RunFinished):
                 self._printed.discard(job.id)
         line = event_line(event)

@@ -8,6 +8,8 @@ bash scripts/setup.sh --browser
 bash .ci/install-sandbox-packages.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The layers and what may import what (pyproject.toml [tool.importlinter]).
+.venv/bin/lint-imports
 if [ -f labextension/package.json ]; then
   [ -d labextension/node_modules ] || (cd labextension && npm ci --no-audit --no-fund)
   (cd labextension && npm run --silent lint:check && npm test --silent)

@@ -22,10 +22,10 @@ from codemode_jupyter.backends.base import (
     BackendOptions,
     BackendStatus,
     IsolationWarning,
-    MessageOnly,
     OneShot,
     Transport,
 )
+from codemode_jupyter.errors import BackendNotInstalled
 
 __all__ = [
     "Backend",
@@ -51,10 +51,6 @@ _CLASSES = {
 BACKENDS = tuple(_CLASSES)
 #: The SDK each backend imports that only an extra of the same name installs.
 _SDKS = {"daytona": "daytona"}
-
-
-class BackendNotInstalled(MessageOnly, BackendConfigError, ImportError):
-    """The backend's SDK is missing (or too old): the message names the extra to install."""
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from codemode_jupyter.errors import (  # noqa: F401 (imported from here by the backends)
+    BackendConfigError,
+    BackendOptionError,
+    MessageOnly,
+)
+
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 RUNTIME_FILES = ("codemode_protocol.py", "codemode_rich.py", "codemode_runtime.py")
 
@@ -20,23 +26,6 @@ RUNTIME_FILES = ("codemode_protocol.py", "codemode_rich.py", "codemode_runtime.p
 def runtime_sources() -> dict[str, bytes]:
     """The files the sandbox needs, by name: stdlib-only Python, uploaded or mounted as-is."""
     return {name: (RUNTIME_DIR / name).read_bytes() for name in RUNTIME_FILES}
-
-
-class BackendConfigError(RuntimeError):
-    """The backend cannot work until the user changes its configuration (e.g. a rejected key):
-    raised to the caller rather than reported as one failed run."""
-
-
-class MessageOnly:
-    """An error whose message is the whole story: IPython (a `%%codemode` cell) shows these
-    lines instead of the host's stack."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {self}"]
-
-
-class BackendOptionError(MessageOnly, BackendConfigError, TypeError):
-    """An option the backend does not have (a TypeError, as for any unexpected keyword)."""
 
 
 class IsolationWarning(UserWarning):

@@ -17,18 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codemode_jupyter.backends import BackendConfigError
+from codemode_jupyter.errors import PackageInstallError
 
 JAIL_PACKAGES = "/opt/codemode-packages"  # where the local jail sees the project's directory
 REMOTE_PACKAGES = "~/.codemode-packages"  # where pip installs inside a Daytona sandbox
 PIP_TIMEOUT = 600.0
-
-
-class PackageInstallError(BackendConfigError):
-    """pip could not install the session's packages; the message is pip's own output."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {self}"]
 
 
 @dataclass

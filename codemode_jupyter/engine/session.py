@@ -41,15 +41,16 @@ from codemode_jupyter.engine.calls import (
     submit_async,
 )
 from codemode_jupyter.engine.connection import Inbox, RuntimeConnection
+from codemode_jupyter.engine.inputs import check_inputs
 from codemode_jupyter.engine.replay import run_replay
 from codemode_jupyter.engine.rich_run import RichOptions, RichRun
 from codemode_jupyter.engine.run_state import Outcome, RunState
 from codemode_jupyter.engine.spares import SpareRuntime
 from codemode_jupyter.model import events as ev
 from codemode_jupyter.model.result import Preview, RunError, RunResult, ToolCall
-from codemode_jupyter.pool.tasks import check_inputs
 from codemode_jupyter.runtime import codemode_protocol as P
 from codemode_jupyter.support.loop_thread import LoopThread
+from codemode_jupyter.tools.definition import TOOL_NAME, definition
 from codemode_jupyter.tools.tool import ToolRegistry
 
 _POLL = 0.25  # how often a waiting run looks up from its inbox for cancel and Ctrl-C
@@ -111,6 +112,10 @@ class _Resources:
 
 class CodeMode:
     """A Code Mode session: one sandbox runtime, its tools, and the programs run in it."""
+
+    #: Runs `cm.handle_tool_call(...)`: agents/llm_tool.py's, set by the package's __init__
+    #: (the engine does not import the agents, which are built on it).
+    tool_call_handler: Callable[..., str] | None = None
 
     def __init__(
         self,
@@ -229,19 +234,24 @@ class CodeMode:
         """The tools as Python stubs, with how to call them: the prompt for an LLM."""
         return self._registry.system_prompt()
 
-    def tool_definition(self, format: str = "openai", **options: Any) -> dict[str, Any]:
+    def tool_definition(
+        self,
+        format: str = "openai",
+        *,
+        tools: Iterable[Any] | None = None,
+        name: str = TOOL_NAME,
+    ) -> dict[str, Any]:
         """The Code Mode tool (`run_code`, described by the prompt) in the shape an LLM API
-        takes: "openai", "openai-responses", "anthropic" or "mcp" (agents/llm_tool.py)."""
-        from codemode_jupyter.agents.llm_tool import tool_definition
-
-        return tool_definition(self, format, **options)
+        takes: "openai", "openai-responses", "anthropic" or "mcp" (tools/definition.py)."""
+        prompt = self.system_prompt() if tools is None else ToolRegistry(tools).system_prompt()
+        return definition(prompt, format, name)
 
     def handle_tool_call(self, arguments: str | dict[str, Any] | None, **options: Any) -> str:
         """Run a `run_code` call from an LLM (its arguments, a dict or a JSON string) and
-        return the text to send back as the tool result."""
-        from codemode_jupyter.agents.llm_tool import handle_tool_call
-
-        return handle_tool_call(self, arguments, **options)
+        return the text to send back as the tool result (agents/llm_tool.py)."""
+        if CodeMode.tool_call_handler is None:
+            raise RuntimeError("no tool call handler: import codemode_jupyter first")
+        return CodeMode.tool_call_handler(self, arguments, **options)
 
     def status(self) -> dict[str, Any]:
         """Backend, isolation, whether a runtime is alive, and how many runs it has served."""

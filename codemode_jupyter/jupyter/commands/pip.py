@@ -12,12 +12,9 @@ import sys
 from typing import Any, TextIO
 
 from codemode_jupyter.engine.packages import install
+from codemode_jupyter.errors import PipUsageError
 
 USAGE = "usage: %codemode pip install PKG [PKG ...]   (requirement strings, no pip options)"
-
-
-class PipUsageError(ValueError):
-    """Bad words after `%codemode pip`; the magic shows it as a UsageError."""
 
 
 def parse(words: str | list[str]) -> list[str]:

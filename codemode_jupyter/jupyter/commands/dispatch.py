@@ -14,17 +14,17 @@ from codemode_jupyter.model.format import clip, format_duration, plural
 from codemode_jupyter.model.result import RunResult
 
 if TYPE_CHECKING:
-    from codemode_jupyter.jupyter.magics import CodeModeMagics
+    from codemode_jupyter.jupyter.commands.context import CommandContext
 
 #: backend_options that say which Daytona account to use (what `cleanup` needs of them).
 DAYTONA_ACCOUNT = ("api_key", "api_url", "target")
 #: `%codemode last` shows this many calls from the start and from the end of a long run.
 LAST_HEAD = LAST_TAIL = 10
 
-Command = Callable[["CodeModeMagics", argparse.Namespace], None]
+Command = Callable[["CommandContext", argparse.Namespace], None]
 
 
-def run_command(magics: CodeModeMagics, line: str) -> None:
+def run_command(magics: CommandContext, line: str) -> None:
     """Parse `line` (`NAME [args]`; empty: status) and run the command."""
     name, _, rest = line.strip().partition(" ")
     name = name or "status"
@@ -39,7 +39,7 @@ def run_command(magics: CodeModeMagics, line: str) -> None:
     COMMANDS[name](magics, command_parser(name).parse_line(rest))
 
 
-def tools(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def tools(magics: CommandContext, args: argparse.Namespace) -> None:
     found = magics.tools()
     count = len(found.tools)
     print(f"{plural(count, 'tool')}:" if count else "no tools defined")
@@ -52,13 +52,13 @@ def tools(magics: CodeModeMagics, args: argparse.Namespace) -> None:
         print(f"  (not a tool: {name}: {why})")
 
 
-def prompt(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def prompt(magics: CommandContext, args: argparse.Namespace) -> None:
     session = magics.current_session()
     session.set_tools(magics.tools().tool_list())
     print(session.system_prompt())
 
 
-def status(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def status(magics: CommandContext, args: argparse.Namespace) -> None:
     session = magics.current_session()
     info = dict(session.status())
     info.setdefault("display", magics.settings.display)
@@ -77,7 +77,7 @@ def status(magics: CodeModeMagics, args: argparse.Namespace) -> None:
         print(f"{str(key).ljust(width)}  {value}")
 
 
-def agent_status(magics: CodeModeMagics) -> dict[str, str]:
+def agent_status(magics: CommandContext) -> dict[str, str]:
     """`%codemode serve`'s server and the sessions its agents ran in (each is a named
     session: `%%codemode --session NAME` opens it in a cell)."""
     from codemode_jupyter.jupyter.commands.serve import serving
@@ -101,12 +101,12 @@ def agent_status(magics: CodeModeMagics) -> dict[str, str]:
     }
 
 
-def reset(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def reset(magics: CommandContext, args: argparse.Namespace) -> None:
     magics.current_session().reset()
     print("codemode: the session's namespace is reset")
 
 
-def last(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def last(magics: CommandContext, args: argparse.Namespace) -> None:
     result = magics.last_result
     if result is None:
         print("codemode: no run yet")
@@ -117,11 +117,11 @@ def last(magics: CodeModeMagics, args: argparse.Namespace) -> None:
     print(describe_run(result, everything=args.all, entries=entries))
 
 
-def debug(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def debug(magics: CommandContext, args: argparse.Namespace) -> None:
     post_mortem(magics.shell, magics.last_result)
 
 
-def attach(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def attach(magics: CommandContext, args: argparse.Namespace) -> None:
     from codemode_jupyter.backends import require_backend
 
     require_backend("daytona")  # no SDK: say which extra to install, before switching
@@ -134,7 +134,7 @@ def attach(magics: CodeModeMagics, args: argparse.Namespace) -> None:
     )
 
 
-def cleanup(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def cleanup(magics: CommandContext, args: argparse.Namespace) -> None:
     from codemode_jupyter.backends import require_backend
 
     require_backend("daytona")  # no SDK: say which extra to install, not "no API key"
@@ -150,7 +150,7 @@ def cleanup(magics: CodeModeMagics, args: argparse.Namespace) -> None:
         print(f"{orphan.id}  {orphan.state:<10}  {orphan.reason}")
 
 
-def show_help(magics: CodeModeMagics, args: argparse.Namespace) -> None:
+def show_help(magics: CommandContext, args: argparse.Namespace) -> None:
     print(help_text(examples=True))
 
 
@@ -219,13 +219,13 @@ def _args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={clip(repr(v), 200)}" for k, v in args.items())
 
 
-def serve(magics: CodeModeMagics, rest: str) -> None:
+def serve(magics: CommandContext, rest: str) -> None:
     from codemode_jupyter.jupyter.commands.serve import serve as start_or_stop
 
     start_or_stop(magics, rest)
 
 
-def pip(magics: CodeModeMagics, rest: str) -> None:
+def pip(magics: CommandContext, rest: str) -> None:
     from codemode_jupyter.jupyter.commands.pip import PipUsageError, pip_command
 
     try:
@@ -235,5 +235,5 @@ def pip(magics: CodeModeMagics, rest: str) -> None:
 
 
 #: Commands that take the rest of the line as it is.
-RAW_COMMANDS: dict[str, Callable[[CodeModeMagics, str], None]] = {"serve": serve, "pip": pip}
+RAW_COMMANDS: dict[str, Callable[[CommandContext, str], None]] = {"serve": serve, "pip": pip}
 assert set(COMMANDS) | set(RAW_COMMANDS) == set(COMMAND_HELP), "every command has its help"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: set up (with Chromium for the browser test), lint, then pytest (engine,
+# The whole test suite: set up (with Chromium for the browser test), lint, the import contracts, then pytest (engine,
 # local sandbox, real kernels, Daytona SDK over loopback, nbval over notebooks/, the browser),
 # and the JupyterLab extension's own lint and unit tests.
 set -euo pipefail

@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from codemode_jupyter.engine.session import CodeMode
+from codemode_jupyter.errors import CodeModeError
 from codemode_jupyter.model import events
 from codemode_jupyter.model.result import Preview, RunError, RunResult, ToolCall
 from codemode_jupyter.tools.tool import Tool, ToolRegistry, tool
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CodeMode",
+    "CodeModeError",
     "Pool",
     "Preview",
     "RunError",
@@ -41,6 +43,17 @@ def __getattr__(name: str) -> Any:
 
         return TaskResult
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _handle_tool_call(cm: CodeMode, arguments: Any, **options: Any) -> str:
+    """`cm.handle_tool_call(...)`: the agents' code, wired here because the engine sits below
+    the agents and does not import them."""
+    from codemode_jupyter.agents.llm_tool import handle_tool_call
+
+    return handle_tool_call(cm, arguments, **options)
+
+
+CodeMode.tool_call_handler = _handle_tool_call
 
 
 def load_ipython_extension(ipython: object) -> None:

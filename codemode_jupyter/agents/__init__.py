@@ -6,11 +6,9 @@ lazily, so `llm_tool`, `approval` and `results` work with the base install.
 
 from __future__ import annotations
 
+from codemode_jupyter.errors import MissingExtraError
+
 EXTRA_HINT = "install the agents extra: pip install 'codemode-jupyter[agents]'"
-
-
-class MissingExtraError(ImportError):
-    """A feature needs the `agents` extra, which is not installed."""
 
 
 def require_mcp() -> None:

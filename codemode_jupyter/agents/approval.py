@@ -30,15 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from codemode_jupyter.errors import ToolRejected
 from codemode_jupyter.model.format import clip
 from codemode_jupyter.tools.tool import Tool
 
 DEFAULT_TIMEOUT = 300.0  # seconds a call waits for a decision before it counts as rejected
 _MARK = "__codemode_tool__"  # where @tool keeps its options (tools.py)
-
-
-class ToolRejected(PermissionError):
-    """A person (or the approval timeout) refused a tool call; the tool did not run."""
 
 
 @dataclass

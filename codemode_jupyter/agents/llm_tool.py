@@ -15,7 +15,6 @@ given: a marked tool never runs unasked.
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import weakref
@@ -26,50 +25,33 @@ from codemode_jupyter.agents.approval import ApprovalGate, Approver, NoApprover
 from codemode_jupyter.agents.results import result_text
 from codemode_jupyter.agents.runner import busy_result
 from codemode_jupyter.engine.session import CodeMode
+from codemode_jupyter.errors import ToolArgumentsError
 from codemode_jupyter.model import events as ev
 from codemode_jupyter.model.result import RunResult
+from codemode_jupyter.tools.definition import (
+    FORMATS,
+    INPUT_SCHEMA,
+    TOOL_NAME,
+    definition,
+    input_schema,
+    strict_schema,
+)
 from codemode_jupyter.tools.tool import Tool, ToolRegistry
 
-TOOL_NAME = "run_code"
-FORMATS = ("openai", "openai-responses", "anthropic", "mcp")
+__all__ = [
+    "FORMATS",
+    "INPUT_SCHEMA",
+    "TOOL_NAME",
+    "handle_tool_call",
+    "input_schema",
+    "run_tool_call",
+    "strict_schema",
+    "tool_definition",
+]
+
 #: How a failed program comes back: "result" (plain, the text says it failed) or
 #: "tool_error" (an error result: MCP isError, pydantic-ai's ModelRetry).
 ERROR_MODES = ("result", "tool_error")
-
-INPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "code": {
-            "type": "string",
-            "description": "The Python program to run. Its tools are already defined.",
-        },
-        "reset": {
-            "type": "boolean",
-            "default": False,
-            "description": "Start from a fresh namespace (forget the variables of earlier "
-            "programs) before running.",
-        },
-    },
-    "required": ["code"],
-    "additionalProperties": False,
-}
-
-
-def input_schema() -> dict[str, Any]:
-    """The JSON schema of the tool's arguments (a copy: callers may change it)."""
-    return copy.deepcopy(INPUT_SCHEMA)
-
-
-def strict_schema() -> dict[str, Any]:
-    """The schema in OpenAI's strict form: every property required, optional ones nullable
-    (null means the default), no defaults."""
-    schema = input_schema()
-    reset = schema["properties"]["reset"]
-    reset.pop("default")
-    reset["type"] = ["boolean", "null"]
-    reset["description"] += " null means false."
-    schema["required"] = list(schema["properties"])
-    return schema
 
 
 def tool_description(cm: CodeMode, tools: Iterable[Any] | None = None) -> str:
@@ -86,36 +68,8 @@ def tool_definition(
     tools: Iterable[Any] | None = None,
     name: str = TOOL_NAME,
 ) -> dict[str, Any]:
-    """The `run_code` tool in the shape an API takes.
-
-    "openai": Chat Completions (`{"type": "function", "function": {...}}`);
-    "openai-responses": the Responses API (flat); "anthropic": Messages API;
-    "mcp": an MCP Tool (`inputSchema`).
-    """
-    description = tool_description(cm, tools)
-    schema = input_schema()
-    if format == "openai":
-        return {
-            "type": "function",
-            "function": {"name": name, "description": description, "parameters": schema},
-        }
-    if format == "openai-responses":
-        return {
-            "type": "function",
-            "name": name,
-            "description": description,
-            "parameters": strict_schema(),
-            "strict": True,
-        }
-    if format == "anthropic":
-        return {"name": name, "description": description, "input_schema": schema}
-    if format == "mcp":
-        return {"name": name, "description": description, "inputSchema": schema}
-    raise ValueError(f"unknown format {format!r}; one of: {', '.join(FORMATS)}")
-
-
-class ToolArgumentsError(ValueError):
-    """The model's arguments for `run_code` do not fit its schema."""
+    """The `run_code` tool in the shape an API takes (tools/definition.py)."""
+    return definition(tool_description(cm, tools), format, name)
 
 
 def parse_arguments(arguments: str | dict[str, Any] | None) -> tuple[str, bool]:

@@ -22,8 +22,6 @@ import hmac
 import itertools
 import json
 import secrets
-import socket
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -72,6 +70,7 @@ from codemode_jupyter.engine.session import CodeMode
 from codemode_jupyter.model import events as ev
 from codemode_jupyter.model.format import clip
 from codemode_jupyter.model.result import RunResult
+from codemode_jupyter.support.loop_thread import LoopThread
 
 INSTRUCTIONS = (
     "Call run_code with a Python program that uses the tools described in its description; "
@@ -160,9 +159,9 @@ class CodeModeServer:
         self._description = self.describe_tools()
         self.mcp, self._bus = self._build_mcp()
         self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._uvicorn: Any = None
-        self._thread: threading.Thread | None = None
+        self._http: LoopThread | None = None  # the HTTP server's loop, on a thread of its own
+        self._serving: concurrent.futures.Future[None] | None = None
 
     def _sessions(
         self,
@@ -359,12 +358,10 @@ class CodeModeServer:
         if description == self._description:
             return False
         self._description = description
-        loop = self._loop
-        if loop is None or not loop.is_running():
+        if not self.running or self._http is None:
             self._replace_tool()
             return True
-        future = asyncio.run_coroutine_threadsafe(self._announce_change(), loop)
-        future.result(timeout=10)
+        self._http.run(self._announce_change(), timeout=10)
         return True
 
     def _replace_tool(self) -> None:
@@ -392,8 +389,13 @@ class CodeModeServer:
         return f"http://{host}:{self.port}{self.path}"
 
     @property
+    def _loop(self) -> asyncio.AbstractEventLoop | None:
+        """The HTTP server's loop while it serves."""
+        return self._http.loop if self.running and self._http is not None else None
+
+    @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._serving is not None and not self._serving.done()
 
     def start(self) -> CodeModeServer:
         """Listen (the port is bound before this returns, so a taken port fails here)."""
@@ -408,39 +410,19 @@ class CodeModeServer:
             app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, access_log=False
         )
         self._uvicorn = uvicorn.Server(config)
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._serve, args=(sock, ready), name="codemode-mcp-http", daemon=True
-        )
-        self._thread.start()
-        ready.wait(_START_TIMEOUT)
+        self._http = LoopThread("codemode-mcp-http")
+        self._serving = serving = self._http.submit(self._uvicorn.serve(sockets=[sock]))
+        serving.add_done_callback(lambda _: sock.close())
         deadline = time.monotonic() + _START_TIMEOUT
-        while not self._uvicorn.started and self._thread.is_alive():
+        while not self._uvicorn.started and not serving.done():
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("the MCP server did not start")
-            self._thread.join(0.02)
-        if not self._thread.is_alive():
+            concurrent.futures.wait([serving], 0.02)
+        if serving.done():
+            self._http.close()
             raise RuntimeError("the MCP server stopped while starting (see the log above)")
         return self
-
-    def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        ready.set()
-        try:
-            loop.run_until_complete(self._uvicorn.serve(sockets=[sock]))
-        finally:
-            sock.close()
-            # Tasks the transport left (sse-starlette's shutdown watcher) end with the loop.
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._loop = None
 
     def _guarded_app(self) -> Callable[..., Any]:
         """The MCP app behind a bearer-token check (without the token, 401) and a watch on
@@ -473,15 +455,16 @@ class CodeModeServer:
         """Stop serving: running programs are cancelled, the port is closed, the thread ends,
         the sessions the server made are closed."""
         self.sessions.stop(timeout)
-        server, thread = self._uvicorn, self._thread
+        server, serving, http = self._uvicorn, self._serving, self._http
         if server is not None:
             server.should_exit = True
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive() and server is not None:
+        if serving is not None and http is not None:
+            if not _ended(serving, timeout) and server is not None:
                 server.force_exit = True
-                thread.join(timeout)
-        self._thread = None
+                _ended(serving, timeout)
+            # Tasks the transport left (sse-starlette's shutdown watcher) end with the loop.
+            http.close(timeout)
+        self._serving = self._http = None
 
     def client_config(self) -> dict[str, Any]:
         """The JSON common MCP clients take (`mcpServers` entry for streamable HTTP)."""
@@ -693,6 +676,12 @@ class Progress:
         self.count += len(lines)
         self.last = self.loop.time()
         await _progress(self.ctx, self.count, clip("\n".join(lines), MAX_EVENT_LINE))
+
+
+def _ended(future: concurrent.futures.Future[Any], timeout: float) -> bool:
+    """Whether `future` ended (however) within `timeout` s."""
+    concurrent.futures.wait([future], timeout)
+    return future.done()
 
 
 def _post(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], Any], arg: Any) -> None:

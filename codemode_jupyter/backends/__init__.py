@@ -22,12 +22,12 @@ from codemode_jupyter.backends.base import (
     BackendOptions,
     BackendStatus,
     IsolationWarning,
-    MessageOnly,
     OneShot,
     Setting,
     Transport,
     set_session_label,
 )
+from codemode_jupyter.errors import BackendNotInstalled
 
 __all__ = [
     "BACKENDS",
@@ -67,10 +67,6 @@ BACKENDS = tuple(_CLASSES)
 DEFAULT_BACKEND = BACKENDS[0]
 #: The SDK each backend imports that only an extra of the same name installs.
 _SDKS = {"daytona": "daytona"}
-
-
-class BackendNotInstalled(MessageOnly, BackendConfigError, ImportError):
-    """The backend's SDK is missing (or too old): the message names the extra to install."""
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     from codemode_jupyter.backends.packages import InstallResult, PackageSession
 
+from codemode_jupyter.errors import (  # noqa: F401 (imported from here by the backends)
+    BackendConfigError,
+    BackendOptionError,
+    MessageOnly,
+)
 from codemode_jupyter.runtime import RUNTIME_FILES
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
@@ -24,23 +29,6 @@ RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 def runtime_sources() -> dict[str, bytes]:
     """The files the sandbox needs, by name: stdlib-only Python, uploaded or mounted as-is."""
     return {name: (RUNTIME_DIR / name).read_bytes() for name in RUNTIME_FILES}
-
-
-class BackendConfigError(RuntimeError):
-    """The backend cannot work until the user changes its configuration (e.g. a rejected key):
-    raised to the caller rather than reported as one failed run."""
-
-
-class MessageOnly:
-    """An error whose message is the whole story: IPython (a `%%codemode` cell) shows these
-    lines instead of the host's stack."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {self}"]
-
-
-class BackendOptionError(MessageOnly, BackendConfigError, TypeError):
-    """An option the backend does not have (a TypeError, as for any unexpected keyword)."""
 
 
 class IsolationWarning(UserWarning):

@@ -24,7 +24,6 @@ import json
 import runpy
 import signal
 import sys
-import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from codemode_jupyter.cli.batch_results import (
 )
 from codemode_jupyter.pool.scheduler import Pool
 from codemode_jupyter.pool.tasks import TaskResult
+from codemode_jupyter.support.progress import ProgressBar
 from codemode_jupyter.tools.tool import is_tool_marked
 
 EXIT_INTERRUPTED = 130
@@ -134,42 +134,6 @@ def rerun_statuses(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(FAILED) if args.retry_failed else frozenset()
 
 
-class ProgressBar:
-    """One line on stderr: redrawn in place on a terminal, a line every tenth otherwise."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.stream = total, stream
-        self.done = self.failed = self.retried = 0
-        self.started = time.monotonic()
-        self.tty = stream.isatty()
-        self._last_tenth = -1
-
-    def add(self, result: TaskResult) -> None:
-        self.done += 1
-        self.failed += not result.ok
-        self.retried += result.retried
-        tenth = 10 * self.done // max(1, self.total)
-        if self.tty or tenth != self._last_tenth or self.done == self.total:
-            self._last_tenth = tenth
-            self.draw()
-
-    def draw(self) -> None:
-        elapsed = time.monotonic() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = (self.total - self.done) / rate if rate > 0 else 0.0
-        filled = 30 * self.done // max(1, self.total)
-        line = (
-            f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} done, "
-            f"{self.failed} failed, {self.retried} retried, {rate:.1f} tasks/s, ~{left:.0f} s left"
-        )
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-
-
 def run_batch(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
     program = args.program.read_text() if args.program is not None else None
     tasks = read_tasks(args.tasks, program)
@@ -198,7 +162,7 @@ def _run_pool(
     results: ResultsFile,
     err: TextIO,
 ) -> int:
-    bar = ProgressBar(len(todo), err)
+    bar = ProgressBar(len(todo), "codemode-jupyter batch", err)
     with Pool(
         tools,
         args.backend,
@@ -212,15 +176,15 @@ def _run_pool(
                 if result.status in NOT_DONE:
                     continue
                 results.append(result.to_dict())
-                bar.add(result)
+                bar.add(result.ok, result.retried)
         except KeyboardInterrupt:
-            bar.end()
+            bar.close()
             err.write(
                 f"stopped: {bar.done} results written, {len(todo) - bar.done} tasks left; "
                 "run the same command again to finish\n"
             )
             return EXIT_INTERRUPTED
-    bar.end()
+    bar.close()
     summary = pool.summary()
     err.write(f"done: {json.dumps(summary['status'])}, {summary['retried']} retried\n")
     return 0

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from codemode_jupyter.errors import BatchError
 from codemode_jupyter.pool.scheduler import STATUSES
 
 #: How every record the command writes begins (json.dumps of TaskResult.to_dict()).
@@ -39,10 +40,6 @@ PROGRAM_FAILED = ("error", "timeout", "limit")
 _KNOWN = (*STATUSES, "cancelled")
 _WARN_LINES = 5  # bad lines named one by one; past that, a count
 _FIRST_LINE_MAX = 1 << 20  # bytes read to tell another file (a log, a dump) from results
-
-
-class BatchError(ValueError):
-    """Bad input (tasks file, tools file, results file): the message says which and why."""
 
 
 class ResultsFile:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from codemode_jupyter.errors import ResultNotSerialisable
 from codemode_jupyter.model.format import short_repr
 from codemode_jupyter.model.result import RunError, ToolCall
 from codemode_jupyter.runtime import codemode_protocol as P
@@ -104,10 +105,6 @@ MAX_RESULT = 64 << 20  # characters of JSON one tool result may take
 MAX_RESULT_DEPTH = 100  # how deep a converted result may nest
 MAX_RESULT_ITEMS = 1_000_000  # how many values a converted result may hold
 _dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
-
-
-class ResultNotSerialisable(TypeError):
-    """A tool's result cannot cross to the program as JSON."""
 
 
 def success(value: Any, duration: float) -> CallOutcome:

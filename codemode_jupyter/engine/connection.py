@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from codemode_jupyter.backends import Transport
 from codemode_jupyter.engine.displays import check_bundle, check_display_frame
+from codemode_jupyter.errors import FrameError
 from codemode_jupyter.model.output import CappedText
 from codemode_jupyter.runtime import codemode_protocol as P
 
@@ -65,10 +66,6 @@ _CHECK = 0.005  # how often the resting I/O thread looks whether the run's threa
 #: CPU) means something else runs on this CPU: maybe the runtime (Transport.separate).
 _CROWDED = 15e-6
 _SEPARATE_EVERY = 0.002  # at most one look per this many seconds: a look costs ~10 µs
-
-
-class FrameError(ValueError):
-    """A frame from the runtime that does not fit the protocol."""
 
 
 class OutputSink(Protocol):

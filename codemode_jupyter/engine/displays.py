@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from codemode_jupyter.errors import BadDisplay
+
 MAX_ONE_DISPLAY = 10 << 20
 MAX_DISPLAY_BYTES = 50 << 20
 MAX_DISPLAYS = 500
 _JSON_SUFFIX = "+json"
-
-
-class BadDisplay(ValueError):
-    """A display frame (or a done frame's bundle) that does not fit the protocol."""
 
 
 def check_bundle(data: Any, what: str = "'display' frame") -> None:

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from codemode_jupyter.backends import BackendConfigError
 from codemode_jupyter.backends.packages import InstallResult
-
-
-class PackageInstallError(BackendConfigError):
-    """pip could not install the session's packages; the message is pip's own output."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {self}"]
+from codemode_jupyter.errors import PackageInstallError
 
 
 def check_specs(specs: Any) -> list[str]:

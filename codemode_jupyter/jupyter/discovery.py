@@ -13,11 +13,8 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from codemode_jupyter.errors import UnknownToolError
 from codemode_jupyter.tools.tool import Tool, is_tool_marked
-
-
-class UnknownToolError(ValueError):
-    """`--tools` named something the notebook does not define."""
 
 
 @dataclass

@@ -7,46 +7,10 @@ deterministic.
 
 from __future__ import annotations
 
+from codemode_jupyter.errors import CodeModeError, result_lines
 from codemode_jupyter.model.result import RunResult
 
-_HINTS = {
-    "timeout": "raise the limit with --timeout S or %config CodeMode.timeout",
-    "limit": "raise the limit with --max-tool-calls N or %config CodeMode.max_tool_calls",
-    "crashed": "the runtime was replaced; variables from earlier cells are gone",
-}
-
-
-#: Statuses where the host stopped the program: the sandbox's traceback ends in the
-#: KeyboardInterrupt used to stop it, which is how, not why; the summary line says why.
-_STOPPED = ("timeout", "limit", "interrupted")
-
-
-def _lines(result: RunResult) -> list[str]:
-    error = result.error
-    lines = error.traceback.rstrip("\n").split("\n") if error and error.traceback else []
-    if result.status in _STOPPED and lines and lines[-1].strip() == "KeyboardInterrupt":
-        lines.pop()
-    summary = str(error) if error else result.status
-    if lines and summary.strip().startswith(lines[-1].strip()):
-        lines[-1] = summary  # the same line, or the summary says more ("... (line 2)")
-    else:
-        lines.append(summary)
-    hint = _HINTS.get(result.status)
-    if hint:
-        lines.append(f"({hint})")
-    return lines
-
-
-class CodeModeError(Exception):
-    """The cell's program did not finish ok: it raised, timed out, crashed or hit a limit."""
-
-    def __init__(self, result: RunResult) -> None:
-        self.result = result
-        error = result.error
-        super().__init__(str(error) if error else result.status)
-
-    def _render_traceback_(self) -> list[str]:
-        return _lines(self.result)
+__all__ = ["CodeModeError", "CodeModeInterrupted", "interrupted_line", "result_lines"]
 
 
 class CodeModeInterrupted(KeyboardInterrupt):

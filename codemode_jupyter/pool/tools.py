@@ -12,12 +12,11 @@ sandboxes overlap. The wrappers keep the function's signature and docstring
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from codemode_jupyter.support.loop_thread import LoopThread
 from codemode_jupyter.tools.tool import Tool
 
 
@@ -25,22 +24,16 @@ class HostTools:
     """The executor for sync tools and the loop for async ones, and the wrapped tools."""
 
     def __init__(self, tools: Iterable[Callable[..., Any] | Tool], workers: int = 1) -> None:
-        import asyncio  # here: importing codemode_jupyter (Pool with it) must not load it
-
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="codemode-pool-tool"
         )
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="codemode-pool-async-tools", daemon=True
-        )
-        self._thread.start()
+        self._async = LoopThread("codemode-pool-async-tools")  # started by the first async call
         self.tools = [self._wrap(Tool.from_callable(fn)) for fn in tools]
 
     def _wrap(self, tool: Tool) -> Tool:
         fn = tool.fn
         if tool.is_async:
-            loop = self._loop
+            host_loop = self._async
 
             @functools.wraps(fn)
             async def on_host_loop(*args: Any, **kwargs: Any) -> Any:
@@ -48,8 +41,7 @@ class HostTools:
 
                 # Cancelling the run's call cancels this await, and wrap_future passes the
                 # cancellation on to the task on the host's loop.
-                future = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop)
-                return await asyncio.wrap_future(future)
+                return await asyncio.wrap_future(host_loop.submit(fn(*args, **kwargs)))
 
             wrapped: Callable[..., Any] = on_host_loop
         else:
@@ -68,25 +60,5 @@ class HostTools:
 
     def close(self) -> None:
         """Stop the loop (cancelling what runs on it) and the workers. Idempotent."""
-        import asyncio
-
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError, concurrent.futures.TimeoutError):
-            asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(timeout=2)
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-        if not self._loop.is_running():
-            self._loop.close()
-
-
-async def _cancel_all() -> None:
-    import asyncio
-
-    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        self._async.close(timeout=2)

@@ -23,18 +23,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
+from codemode_jupyter.errors import ToolArgumentError, UnknownToolError
 from codemode_jupyter.model.format import clip
 from codemode_jupyter.support.loop_thread import run_coroutine
 
 _MARK = "__codemode_tool__"
-
-
-class ToolArgumentError(TypeError):
-    """The arguments of a tool call do not fit the tool's signature."""
-
-
-class UnknownToolError(NameError):
-    """A call named a tool that is not registered."""
 
 
 def tool(

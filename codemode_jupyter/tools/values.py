@@ -69,7 +69,7 @@ def convert(obj: Any) -> Any:
 
 def _check_size(size: int, what: str) -> None:
     if size > MAX_ITEMS:
-        from codemode_jupyter.engine.calls import ResultNotSerialisable
+        from codemode_jupyter.errors import ResultNotSerialisable
 
         raise ResultNotSerialisable(
             f"the result is {what} of {size:,} values, more than {MAX_ITEMS:,}; return less"
@@ -82,7 +82,7 @@ def _loads(text: str, what: str) -> Any:
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         obj = dict(pairs)
         if len(obj) < len(pairs):
-            from codemode_jupyter.engine.calls import ResultNotSerialisable
+            from codemode_jupyter.errors import ResultNotSerialisable
 
             key = _first_repeat(k for k, _ in pairs)
             raise ResultNotSerialisable(

@@ -15,14 +15,11 @@ from typing import Any, TextIO
 from IPython.core.error import UsageError
 
 from codemode_jupyter.engine.packages import install
+from codemode_jupyter.errors import PipUsageError
 from codemode_jupyter.jupyter.commands.base import Command, CommandContext
 from codemode_jupyter.jupyter.commands.usage import argument, magic_arguments
 
 USAGE = "usage: %codemode pip install PKG [PKG ...]   (requirement strings, no pip options)"
-
-
-class PipUsageError(ValueError):
-    """Bad words after `%codemode pip`; the magic shows it as a UsageError."""
 
 
 def parse(words: str | list[str]) -> list[str]:

@@ -30,6 +30,7 @@ from codemode_jupyter.jupyter.sessions import session_options
 from codemode_jupyter.model.format import plural, short_repr
 from codemode_jupyter.pool.scheduler import Pool
 from codemode_jupyter.pool.tasks import TaskResult
+from codemode_jupyter.support.progress import ProgressBar
 
 SLOWEST_SHOWN = 3
 COLUMNS = ("input", "status", "value", "error", "attempts", "duration")
@@ -256,17 +257,20 @@ class _WidgetView(_View):
 
 
 class _TextView(_View):
+    """Outside a notebook (IPython in a terminal): the one progress bar, on stderr."""
+
+    def show(self) -> None:
+        self.bar = ProgressBar(self.progress.total, "codemode map", sys.stderr)
+
+    def add(self, done: TaskResult) -> None:
+        super().add(done)
+        self.bar.add(done.ok, done.retried)
+
     def render(self) -> None:
-        p = self.progress
-        done = p.ok + p.failed
-        sys.stderr.write(
-            f"\rcodemode map: {done}/{p.total} done, {p.failed} failed, {p.running} running, "
-            f"{p.retried} retried"
-        )
-        sys.stderr.flush()
+        self.bar.set_running(self.progress.running)
 
     def end(self) -> None:
-        sys.stderr.write("\n")
+        self.bar.close()
 
 
 def _make_view(shell: Any, total: int, quiet: bool) -> _View:

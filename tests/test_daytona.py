@@ -21,8 +21,7 @@ import pytest
 from conftest import FAST, dead_pid, free_port
 
 from codemode_jupyter import CodeMode
-from codemode_jupyter.backends.daytona.backend import DaytonaBackend
-from codemode_jupyter.backends.daytona.cleanup import cleanup_orphans
+from codemode_jupyter.backends.daytona.backend import DaytonaBackend, cleanup_orphans
 from codemode_jupyter.backends.daytona.errors import DaytonaAuthError, DaytonaBackendError
 from codemode_jupyter.backends.daytona.options import (
     LABEL_CREATOR,

@@ -45,11 +45,6 @@ def is_json_type(mime: str) -> bool:
     return mime == "application/json" or mime.endswith(_JSON_SUFFIX)
 
 
-def bundle_size(data: dict[str, Any]) -> int:
-    """Characters the bundle's data take (about its size in a saved notebook)."""
-    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())
-
-
 def kept_size(data: dict[str, Any], metadata: Any = None, cap: int = -1) -> int:
     """Characters the host keeps of a display: its MIME types, their data and its metadata.
     Counting stops past `cap` (if given): then some size over `cap` is returned."""

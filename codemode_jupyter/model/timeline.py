@@ -12,9 +12,9 @@ The ending (status, value, error) is the RunResult, which travels next to the ti
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from codemode_jupyter.engine.displays import bundle_size
 from codemode_jupyter.model.entries import CallEntry, DisplayEntry, Entry, GapEntry, OutputEntry
 from codemode_jupyter.model.events import (
     Display,
@@ -276,3 +276,8 @@ def timeline_from_result(result: RunResult) -> list[Entry]:
         timeline.add_display(item["data"], item.get("metadata") or {})
     timeline.finish(result)
     return timeline.snapshot()
+
+
+def bundle_size(data: dict[str, Any]) -> int:
+    """Characters the bundle's data take (about its size in a saved notebook)."""
+    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values())

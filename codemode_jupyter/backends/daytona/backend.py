@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from codemode_jupyter.backends.base import Backend, BackendStatus, OneShot, Transport
+from codemode_jupyter.backends.daytona.cleanup import OrphanSandbox, find_orphans
 from codemode_jupyter.backends.daytona.errors import (
     DaytonaAuthError,
     DaytonaBackendError,
@@ -79,8 +80,6 @@ class DaytonaBackend(SandboxLifecycle, RuntimeStarts, Backend):
     def cleanup_orphans(
         cls, options: Mapping[str, Any], *, dry_run: bool = False, all_hosts: bool = False
     ) -> list[Any]:
-        from codemode_jupyter.backends.daytona.cleanup import cleanup_orphans
-
         account = {k: v for k, v in options.items() if k in DaytonaOptions.account}
         return cleanup_orphans(dry_run=dry_run, all_hosts=all_hosts, **account)
 
@@ -357,3 +356,28 @@ def _close_all() -> None:
 
 
 at_exit(_close_all)
+
+
+def cleanup_orphans(
+    *,
+    api_key: str | None = None,
+    api_url: str | None = None,
+    target: str | None = None,
+    dry_run: bool = False,
+    all_hosts: bool = False,
+    timeout: float = 120.0,
+) -> list[OrphanSandbox]:
+    """Find sandboxes labelled by codemode-jupyter that no live session uses, and delete them.
+
+    A sandbox is kept if a backend in this process uses it, or if it was created on this host
+    by a process that is still running. Sandboxes from other hosts are kept unless
+    `all_hosts`. With `dry_run`, nothing is deleted.
+    """
+    backend = DaytonaBackend(api_key=api_key, api_url=api_url, target=target)
+    LIVE.discard(backend)
+    in_use = {str(b._sandbox.id) for b in list(LIVE) if b._sandbox is not None}
+    try:
+        found = find_orphans(backend, in_use, dry_run, all_hosts)
+        return backend._run(found, timeout, "cleaning up")
+    finally:
+        backend.close()

@@ -1,11 +1,14 @@
-"""`cleanup_orphans`: delete the sandboxes codemode-jupyter made that no live session uses."""
+"""Orphans: the sandboxes codemode-jupyter made that no live session uses, found and deleted.
+
+`DaytonaBackend.cleanup_orphans` (and `cleanup_orphans` in backend.py) drive it with a backend
+of their own; this module knows the rules, not how a backend is made."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from codemode_jupyter.backends.daytona.backend import LIVE, DaytonaBackend
 from codemode_jupyter.backends.daytona.errors import is_not_found
 from codemode_jupyter.backends.daytona.options import (
     LABEL_CREATOR,
@@ -15,6 +18,9 @@ from codemode_jupyter.backends.daytona.options import (
 )
 from codemode_jupyter.backends.daytona.sandboxes import list_labelled, sandbox_state
 from codemode_jupyter.backends.processes import pid_alive
+
+if TYPE_CHECKING:
+    from codemode_jupyter.backends.daytona.backend import DaytonaBackend
 
 
 @dataclass
@@ -28,32 +34,12 @@ class OrphanSandbox:
     reason: str
 
 
-def cleanup_orphans(
-    *,
-    api_key: str | None = None,
-    api_url: str | None = None,
-    target: str | None = None,
-    dry_run: bool = False,
-    all_hosts: bool = False,
-    timeout: float = 120.0,
+async def find_orphans(
+    backend: DaytonaBackend, in_use: set[str], dry_run: bool, all_hosts: bool
 ) -> list[OrphanSandbox]:
-    """Find sandboxes labelled by codemode-jupyter that no live session uses, and delete them.
-
-    A sandbox is kept if a backend in this process uses it, or if it was created on this host
-    by a process that is still running. Sandboxes from other hosts are kept unless
-    `all_hosts`. With `dry_run`, nothing is deleted.
-    """
-    backend = DaytonaBackend(api_key=api_key, api_url=api_url, target=target)
-    LIVE.discard(backend)
-    try:
-        return backend._run(_cleanup(backend, dry_run, all_hosts), timeout, "cleaning up")
-    finally:
-        backend.close()
-
-
-async def _cleanup(backend: DaytonaBackend, dry_run: bool, all_hosts: bool) -> list[OrphanSandbox]:
+    """The labelled sandboxes, each deleted unless a live session uses it (`in_use`: the ids
+    this process's backends hold) or `dry_run`."""
     client = await backend._daytona()
-    in_use = {str(b._sandbox.id) for b in list(LIVE) if b._sandbox is not None}
     found = []
     listed = await backend.call(
         "list sandboxes", lambda: list_labelled(client, {LABEL_CREATOR: "true"})

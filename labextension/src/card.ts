@@ -222,7 +222,12 @@ function callEntry(
       : null,
     entry.state === 'ok' ? el(doc, 'pre', 'codemode-Pre', entry.result) : null,
     entry.error
-      ? el(doc, 'div', 'codemode-SectionTitle', formatError(entry.error))
+      ? el(
+          doc,
+          'div',
+          'codemode-SectionTitle codemode-ErrorTitle',
+          formatError(entry.error)
+        )
       : null,
     entry.error?.traceback
       ? el(doc, 'pre', 'codemode-Pre codemode-Traceback', entry.error.traceback)

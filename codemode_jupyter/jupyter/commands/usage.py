@@ -8,7 +8,9 @@ with the usage line and the error instead of exiting. The same parsers write the
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
+import textwrap
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -181,7 +183,7 @@ COMMAND_HELP = {
 EXAMPLES = """\
 examples:
   %%codemode
-  weather = get_weather(city="Paris")      # calls the notebook function get_weather
+  weather = get_weather(city="Paris")      # calls the notebook function
   print(weather)
 
   %%codemode --timeout 5 --tools get_weather --out run
@@ -191,8 +193,14 @@ examples:
   import subprocess
   subprocess.Popen(["python", "-m", "http.server", "8000"])
 
+  %%codemode --map cities --concurrency 4 --as city
+  get_weather(city=city)["temp_c"]         # once per city, 4 sandboxes at once
+
+  %%codemode --step
+  get_weather(city="Paris")                # asks first: a, r REASON or = JSON
+
   %codemode last --all
-  %config CodeMode.timeout = 120           # settings for every cell (see %config CodeMode)"""
+  %config CodeMode.timeout = 120           # a setting for every cell"""
 
 
 def command_parser(name: str) -> MagicParser:
@@ -211,12 +219,44 @@ def command_parser(name: str) -> MagicParser:
     return parser
 
 
+#: Columns of the help text: narrow outputs (Notebook 7) then never wrap a line mid-word.
+HELP_COLUMNS = 79
+#: Width of the command column; a longer command puts its summary on the next line.
+COMMAND_COLUMN = 30
+
+
 def commands_text() -> str:
-    width = max(len(f"{name} {args}".strip()) for name, (args, _) in COMMAND_HELP.items())
     lines = ["%codemode COMMAND: manage the session", ""]
+    indent = " " * (COMMAND_COLUMN + 4)
     for name, (args, summary) in COMMAND_HELP.items():
-        lines.append(f"  %codemode {f'{name} {args}'.strip().ljust(width)}  {summary}")
+        head = f"%codemode {name} {args}".strip()
+        first = ""
+        if len(head) <= COMMAND_COLUMN:
+            first = f"  {head.ljust(COMMAND_COLUMN)}  "
+        else:
+            # Options stay whole ("[--port N]"): the line breaks between them only.
+            words = re.findall(r"\[[^\]]*\]|\S+", head)
+            lines += _fill(words, "  ", "      ")
+        lines += textwrap.wrap(
+            summary,
+            HELP_COLUMNS,
+            initial_indent=first or indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
     return "\n".join(lines)
+
+
+def _fill(words: list[str], first: str, rest: str) -> list[str]:
+    """Words packed into lines of at most HELP_COLUMNS, never split."""
+    lines = [first]
+    for word in words:
+        line = lines[-1]
+        if line.strip() and len(line) + 1 + len(word) > HELP_COLUMNS:
+            lines.append(rest + word)
+        else:
+            lines[-1] = line + (" " if line.strip() else "") + word
+    return lines
 
 
 def help_text(*, examples: bool = False) -> str:

@@ -440,3 +440,58 @@ def test_tools_comm_pushes_after_a_cell_changes_the_tools(kernel):
     ]
     assert pushed and pushed[-1]["op"] == "tools"
     assert "brand_new_tool" in [t["name"] for t in pushed[-1]["tools"]]
+
+
+# --- the view fixes of issue 20 ----------------------------------------------------------------
+
+
+def run_bundle(execution) -> tuple[dict, dict]:
+    """The finished run's run+json data and metadata."""
+    bundle = next(
+        m["content"] for m in execution.of_type("display_data") if MIME_RUN in m["content"]["data"]
+    )
+    return bundle["data"][MIME_RUN], bundle["metadata"][MIME_RUN]
+
+
+def test_tool_tracebacks_in_the_run_start_in_the_tool_and_name_the_cell(kernel):
+    ok(kernel, "def shaky(n: int) -> int:\n    raise ValueError(f'n too big: {n}')\n")
+    failed = run(kernel, "%%codemode\ntry:\n    shaky(5)\nexcept ValueError:\n    pass\nshaky('x')")
+    data, meta = run_bundle(failed)
+    raised = meta["timeline"]["0"]["error"]["traceback"]
+    assert raised.startswith('Traceback (most recent call last):\n  File "Cell In['), raised
+    assert raised.endswith("ValueError: n too big: 5\n") and "codemode_jupyter" not in raised
+    assert "ipykernel_" not in raised and "calls.py" not in raised
+    # Bad arguments never reached the tool: the message alone, no frames of the library.
+    refused = meta["timeline"]["1"]["error"]["traceback"]
+    assert refused.startswith("ToolArgumentError: argument 'n'") and "File" not in refused
+
+
+MAP_CELL = "%%codemode --map cities --as city --concurrency 2\nprint('hello', city)\nlen(city)"
+
+
+def test_map_cell_saves_a_plain_view_with_prints_empty_errors_and_lists_its_runs(kernel):
+    ok(kernel, "cities = ['Oslo', 'Lima']")
+    panel = Panel(kernel)
+    panel.send("comm_open", {"op": "list"})
+    execution = ok(kernel, MAP_CELL)
+    # A display updated in place (no widget: its model would be gone after a restart); its
+    # last state, the one a saved notebook keeps, is plain HTML that draws without a kernel.
+    first = execution.of_type("display_data")[0]["content"]["data"]
+    assert set(first) == {"text/html", "text/plain"}, first
+    updates = execution.of_type("update_display_data")
+    assert updates and "2/2 done, 2 ok" in updates[-1]["content"]["data"]["text/html"]
+    summary = execution.displays()[-1]
+    assert summary.split("\n") == [
+        "codemode map: 2 tasks: 2 ok",
+        "  #0 printed:",
+        "    hello Oslo",
+        "  #1 printed:",
+        "    hello Lima",
+    ]
+    rows = ok(
+        kernel, "[dict(r) for r in (_.to_dict('records') if hasattr(_, 'to_dict') else _)]"
+    ).result
+    assert "'error': ''" in rows and "nan" not in rows.lower()
+    runs = panel.send("comm_msg", {"op": "runs"})["runs"]
+    mapped = [r for r in runs if r["source"] == "map"]
+    assert sorted(r["result"]["value"] for r in mapped[-2:]) == [4, 4], mapped

@@ -146,9 +146,21 @@ class CodeModeMagics(Magics, Configurable):
 
         options = pool_options(self.settings, backend=args.backend, network=args.network)
         tools = found.tool_list()
-        return run_map_cell(
-            self.shell, lambda size: Pool(tools=tools, size=size, **options), args, code
-        )
+        count = self.shell.execution_count - 1
+        finished: list[RunResult] = []
+
+        def on_done(done: Any) -> None:  # each task's run is listed in the Tools panel
+            if done.result is not None:
+                entries = timeline_from_result(done.result)
+                self.runs.append(RunRecord(code, done.result, entries, count, source="map"))
+                finished.append(done.result)
+
+        try:
+            pool = lambda size: Pool(tools=tools, size=size, **options)  # noqa: E731
+            return run_map_cell(self.shell, pool, args, code, on_done)
+        finally:
+            if finished:
+                self._tell_listeners(code, finished[-1])
 
     def _discover(self, tools_option: str | None) -> Discovery:
         only = None

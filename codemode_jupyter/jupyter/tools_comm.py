@@ -11,48 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from codemode_jupyter.jupyter.discovery import Discovery
 from codemode_jupyter.model.result import RunResult
+from codemode_jupyter.tools.tracebacks import tool_traceback
 
 TARGET = "codemode.tools"
-#: Frames from here (the comm, validation, invocation) are how a call got to the tool, not
-#: what went wrong in it: a traceback shown in the panel starts at the tool's own code.
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
-
-
-def tool_traceback(exc: BaseException) -> str:
-    """`exc`'s traceback without the leading frames of this package.
-
-    An error raised by this package itself (bad arguments, unknown tool) has no frames left
-    and is shown as its one-line `Type: message`.
-    """
-    frames = traceback.extract_tb(exc.__traceback__)
-    while frames and frames[0].filename.startswith(_PACKAGE_DIR):
-        frames.pop(0)
-    for frame in frames:
-        frame.filename = _cell_name(frame.filename)
-    lines = ["Traceback (most recent call last):\n", *frames.format()] if frames else []
-    if type(exc).__module__.startswith("codemode_jupyter"):
-        lines.append(f"{type(exc).__name__}: {exc}\n")  # not codemode_jupyter.tools.tool.X
-    else:
-        lines.extend(traceback.format_exception_only(type(exc), exc))
-    return "".join(lines)
-
-
-def _cell_name(filename: str) -> str:
-    """`Cell In[3]` for code from a notebook cell (as IPython's tracebacks say), else as is."""
-    try:
-        from IPython import get_ipython
-
-        label = get_ipython().compile.format_code_name(filename)
-    except Exception:
-        return filename
-    return " ".join(label) if label else filename
 
 
 def _jsonable(value: Any) -> Any:

@@ -456,7 +456,7 @@ def run_bundle(execution) -> tuple[dict, dict]:
 def test_tool_tracebacks_in_the_run_start_in_the_tool_and_name_the_cell(kernel):
     ok(kernel, "def shaky(n: int) -> int:\n    raise ValueError(f'n too big: {n}')\n")
     failed = run(kernel, "%%codemode\ntry:\n    shaky(5)\nexcept ValueError:\n    pass\nshaky('x')")
-    data, meta = run_bundle(failed)
+    _, meta = run_bundle(failed)
     raised = meta["timeline"]["0"]["error"]["traceback"]
     assert raised.startswith('Traceback (most recent call last):\n  File "Cell In['), raised
     assert raised.endswith("ValueError: n too big: 5\n") and "codemode_jupyter" not in raised

@@ -55,8 +55,15 @@ def test_cell_runs_in_the_sandbox_with_notebook_tools(kernel):
         "    return 2 * x\n",
     )
     execution = ok(kernel, "%%codemode\nimport os\nprint(double(21))\nos.getpid() != 1, 'v'")
-    # print() inside the tool runs on the kernel's main thread: it lands in the cell.
-    assert execution.stream() == "double 21\n"
+    # print() inside the tool runs on the kernel's main thread: it lands in the run's view,
+    # under its call and before the program's own print of the result (time order).
+    assert execution.stream() == ""
+    data, _ = run_bundle(execution)
+    assert [(e["kind"], e.get("call"), e.get("text")) for e in data["timeline"]] == [
+        ("call", None, None),
+        ("output", 1, "double 21\n"),
+        ("output", None, "42\n"),
+    ]
     assert transcript(execution).splitlines() == [
         "42",
         "── codemode: ok, 1 tool call in 1 round",
@@ -423,6 +430,15 @@ def test_tools_comm_lists_calls_and_reports_runs(kernel):
     assert "raise ValueError(f'bad n {n}')" in trace and trace.endswith("ValueError: bad n 4\n")
     assert "codemode_jupyter" not in trace
     assert 'File "Cell In[' in trace and "ipykernel_" not in trace  # named as IPython does
+    # What a tool prints when the panel calls it comes back with its result, in order.
+    ok(
+        kernel,
+        "import sys\n"
+        "def chatty() -> int:\n    print('a')\n    print('b', file=sys.stderr)\n    return 1\n",
+    )
+    chat = panel.send("comm_msg", {"op": "call", "request_id": "r4", "name": "chatty", "args": {}})
+    assert chat["ok"] and chat["output"] == [["stdout", "a\n"], ["stderr", "b\n"]], chat
+    assert "a\n" not in ok(kernel, "1").stream()
     ok(kernel, "%%codemode\nadd(a=40, b=2)")
     runs = panel.send("comm_msg", {"op": "runs"})
     assert runs["runs"][-1]["code"] == "add(a=40, b=2)\n"

@@ -112,7 +112,11 @@ class CodeModeMagics(Magics, Configurable):
                 view.on_event(event)
                 displays.on_event(event)
 
-            with _isolation_warnings(view), breakpoints_stop_in_tools(session):
+            with (
+                _isolation_warnings(view),
+                breakpoints_stop_in_tools(session),
+                _tool_prints_in(view),
+            ):
                 announced = [session.preview(port, view.on_event) for port in args.preview]
                 if args.preview and session.status().get("network") == "off":
                     view.warn(preview_warning(args.preview))
@@ -292,6 +296,24 @@ class RunRecord:
 
     def payload(self) -> dict[str, Any]:
         return merged_payload(self.code, self.result, self.entries)
+
+
+@contextmanager
+def _tool_prints_in(view: View) -> Iterator[None]:
+    """What sync tools print on the kernel's thread goes to the rich view, under their call
+    and in time order (not above the card as a stream of the cell)."""
+    if not isinstance(view, RichView):
+        yield
+        return
+    from codemode_jupyter.jupyter.views.tool_output import ToolOutput, capture
+
+    routed = ToolOutput()
+    routed.install()
+    try:
+        with capture(view.tool_output):
+            yield
+    finally:
+        routed.uninstall()
 
 
 def _run_of_this_cell(session: Any, earlier: RunResult | None) -> RunResult | None:

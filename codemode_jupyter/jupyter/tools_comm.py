@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from codemode_jupyter.jupyter.discovery import Discovery
+from codemode_jupyter.jupyter.views.tool_output import ToolOutput, capture
+from codemode_jupyter.model.format import clip
 from codemode_jupyter.model.result import RunResult
 from codemode_jupyter.tools.tracebacks import tool_traceback
 
 TARGET = "codemode.tools"
+#: Characters of what a tool called from the panel printed that its reply carries.
+PRINTED_CHARS = 100_000
 
 
 def _jsonable(value: Any) -> Any:
@@ -130,6 +135,7 @@ class ToolsComm:
             "result": None,
             "error": None,
             "duration": 0.0,
+            "output": [],  # what the tool printed: [[stream, text], ...] in time order
         }
         started = time.perf_counter()
         try:
@@ -139,7 +145,8 @@ class ToolsComm:
             args = request.get("args") or {}
             if not isinstance(args, dict):
                 raise TypeError("args must be an object")
-            reply["result"] = _jsonable(tool.invoke(args))
+            with _printed(reply["output"]):
+                reply["result"] = _jsonable(tool.invoke(args))
             reply["ok"] = True
         except Exception as exc:
             reply["error"] = {
@@ -172,6 +179,25 @@ class ToolsComm:
                 comm.send(message)
             except Exception:
                 self._comms.pop(comm_id, None)
+
+
+@contextmanager
+def _printed(output: list[list[str]]) -> Iterator[None]:
+    """What a tool called from the panel prints goes to its reply (the panel shows it)."""
+
+    def sink(stream: str, text: str) -> None:
+        if output and output[-1][0] == stream:
+            output[-1][1] = clip(output[-1][1] + text, PRINTED_CHARS)
+        else:
+            output.append([stream, clip(text, PRINTED_CHARS)])
+
+    routed = ToolOutput()
+    routed.install()
+    try:
+        with capture(sink):
+            yield
+    finally:
+        routed.uninstall()
 
 
 def _data(msg: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Entries are JSON objects in the order things happened, so a print made after a t
 after it:
 
 - `{"kind": "output", "stream": "stdout" | "stderr", "text": str}` (consecutive chunks of one
-  stream merged)
+  stream merged); with `"call": id` it is what that tool printed on the host while it ran
+  (`add_tool_output`), in time order after the call's entry
 - `{"kind": "call", "id", "name", "round", "args": str, "state": "running" | "ok" | "error" |
   "cancelled", "result": str, "error": {"type", "message", "traceback"}, "duration": float}`;
   `args` (`city='Paris'`) and `result` are Python literals as the program sees them, cut at
@@ -78,17 +79,29 @@ class Timeline:
         elif isinstance(event, RunFinished):
             self.finish(event.result)
 
-    def add_output(self, stream: str, text: str) -> None:
+    def add_tool_output(self, call_id: int, stream: str, text: str) -> None:
+        """What the tool of call `call_id` printed on the host (see the module doc)."""
+        self.add_output(stream, text, call=call_id)
+
+    def add_output(self, stream: str, text: str, call: int | None = None) -> None:
         if not text:
             return
         last = self.entries[-1] if self.entries else None
         # Chunks of one stream merge, except into the last entry of the head (never trimmed).
         mergeable = self._head is None or len(self.entries) > self._head
-        if last is not None and last["kind"] == "output" and last["stream"] == stream and mergeable:
+        if (
+            last is not None
+            and last["kind"] == "output"
+            and last["stream"] == stream
+            and last.get("call") == call
+            and mergeable
+        ):
             self._parts[id(last)].append(text)
             self._grow(len(text))
             return
-        entry = {"kind": "output", "stream": stream, "text": ""}
+        entry: dict[str, Any] = {"kind": "output", "stream": stream, "text": ""}
+        if call is not None:
+            entry["call"] = call
         self.entries.append(entry)
         self._parts[id(entry)] = [text]
         self._grow(len(text))

@@ -56,6 +56,16 @@ class View:
         with self._lock:
             self.timeline.apply(event)
 
+    def tool_output(self, stream: str, text: str) -> bool:
+        """A write to sys.stdout/stderr on the host during the run (tool_output.capture):
+        filed under the newest call in flight; False (not taken) when no call runs."""
+        with self._lock:
+            running = self.timeline.running_calls()
+            if not running:
+                return False
+            self.timeline.add_tool_output(running[-1]["id"], stream, text)
+        return True
+
     def warn(self, message: str) -> None:
         with self._lock:
             if message not in self.warnings:
@@ -121,6 +131,11 @@ class RichView(View):
     def on_event(self, event: Event) -> None:
         super().on_event(event)
         self._dirty.set()
+
+    def tool_output(self, stream: str, text: str) -> bool:
+        taken = super().tool_output(stream, text)
+        self._dirty.set()
+        return taken
 
     def warn(self, message: str) -> None:
         super().warn(message)
@@ -221,6 +236,8 @@ def live_text(payload: dict[str, Any]) -> str:
 def entry_lines(entry: dict[str, Any], *, timings: bool) -> list[str]:
     """An entry as text lines (the live text/plain, and the text view)."""
     kind = entry["kind"]
+    if kind == "output" and "call" in entry:  # printed by a tool, under its call
+        return [f"    {line}" for line in entry["text"].rstrip("\n").split("\n")]
     if kind == "output":
         return entry["text"].rstrip("\n").split("\n")
     if kind == "call":

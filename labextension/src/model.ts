@@ -53,7 +53,13 @@ export interface IAgentInfo {
 
 /** One entry of a run's timeline. */
 export type Entry =
-  | { kind: 'output'; stream: 'stdout' | 'stderr'; text: string }
+  | {
+      kind: 'output';
+      stream: 'stdout' | 'stderr';
+      text: string;
+      /** Set when a tool printed it on the host: the id of that call. */
+      call?: number;
+    }
   | {
       kind: 'call';
       id: number;
@@ -258,7 +264,8 @@ export function readEntry(value: unknown, index: number): Entry {
       return {
         kind: 'output',
         stream: data.stream === 'stderr' ? 'stderr' : 'stdout',
-        text: asString(data.text)
+        text: asString(data.text),
+        ...(typeof data.call === 'number' ? { call: data.call } : {})
       };
     case 'call': {
       const error = asError(data.error);

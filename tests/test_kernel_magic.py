@@ -511,3 +511,18 @@ def test_map_cell_saves_a_plain_view_with_prints_empty_errors_and_lists_its_runs
     runs = panel.send("comm_msg", {"op": "runs"})["runs"]
     mapped = [r for r in runs if r["source"] == "map"]
     assert sorted(r["result"]["value"] for r in mapped[-2:]) == [4, 4], mapped
+
+
+def test_step_cell_keeps_its_finished_run_above_its_prompts(kernel):
+    ok(kernel, "def lookup(city: str) -> int:\n    return len(city)\n")
+    stepped = ok(kernel, "%%codemode --step\nlookup('Oslo')", stdin=["a"])
+    kinds = [m["msg_type"] for m in stepped.messages]
+    live = kinds.index("display_data")
+    assert live < kinds.index("input_request"), kinds
+    # The finished run fills the live display (where it was, above the prompt); no new
+    # display lands below the prompt, and the saved output is not left empty.
+    runs = [m for m in stepped.of_type("display_data") if m["content"]["data"]]
+    assert not [m for m in runs if MIME_RUN in m["content"]["data"]], runs
+    final = stepped.of_type("update_display_data")[-1]["content"]
+    assert final["data"][MIME_RUN]["result"]["status"] == "ok"
+    assert final["metadata"][MIME_RUN]["result"]["duration"] > 0

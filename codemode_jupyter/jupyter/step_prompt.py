@@ -83,7 +83,13 @@ class StepPrompt:
 
 
 class SteppedView(RichView):
-    """A cell's run view that shows its calls' approvals (live and finished)."""
+    """A cell's run view that shows its calls' approvals (live and finished).
+
+    The finished run stays where the live view was, above the prompts it asked (nbval
+    cannot run a cell that reads stdin, so the live display's first message is compared
+    with nothing)."""
+
+    final_in_place = True
 
     def __init__(self, code: str, marks: ApprovalMarks, **options: Any) -> None:
         super().__init__(code, **options)

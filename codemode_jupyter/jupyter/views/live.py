@@ -107,7 +107,13 @@ class RichView(View):
 
     Each update resends the whole (capped) payload, so the pause after one grows with its
     size: at most `rate` updates a second and `LIVE_CHARS_PER_SECOND` characters a second.
+
+    `final_in_place`: the finished run replaces the live display's data instead (the saved
+    output is then the live one). A cell that asks at prompts while it runs (`--step`) needs
+    it: its prompts come after the live display, and a new display would land below them.
     """
+
+    final_in_place = False
 
     def __init__(
         self,
@@ -166,6 +172,9 @@ class RichView(View):
             self._send(self._live_bundle(), update=True)
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        if self.final_in_place:
+            self._send(data, update=True, metadata=metadata)
+            return
         self._send({}, update=True)
         super().publish(data, metadata)
 
@@ -213,10 +222,14 @@ class RichView(View):
             payload["warnings"] = warnings
         return {MIME_RUN: payload, "text/plain": live_text(payload)}
 
-    def _send(self, data: dict[str, Any], *, update: bool) -> None:
+    def _send(
+        self, data: dict[str, Any], *, update: bool, metadata: dict[str, Any] | None = None
+    ) -> None:
         from IPython.display import publish_display_data
 
-        publish_display_data(data, {}, transient={"display_id": self.display_id}, update=update)
+        publish_display_data(
+            data, metadata or {}, transient={"display_id": self.display_id}, update=update
+        )
 
 
 def live_text(payload: dict[str, Any]) -> str:

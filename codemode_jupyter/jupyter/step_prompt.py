@@ -21,6 +21,7 @@ from typing import Any
 from codemode_jupyter.agents.approval import ApprovalRequest, Decision
 from codemode_jupyter.jupyter.approval_marks import ApprovalMarks
 from codemode_jupyter.jupyter.views.live import RichView, live_text
+from codemode_jupyter.jupyter.views.tool_output import to_the_person
 from codemode_jupyter.jupyter.views.transcript import MIME_RUN
 from codemode_jupyter.model.events import Event, ToolCallFinished, ToolCallStarted
 
@@ -79,7 +80,8 @@ class StepPrompt:
                         call_id, decision.action, "cell", decision.reason, decision.value
                     )
                 return decision
-            print(f"codemode: {problem}")
+            with to_the_person():
+                print(f"codemode: {problem}")
 
 
 class SteppedView(RichView):

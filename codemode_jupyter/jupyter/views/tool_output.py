@@ -84,3 +84,14 @@ def release() -> None:
     """Writes from here on in this context go to the real streams (a debugger opened in a
     tool talks to the person, not to the run's card); the capture's end restores it."""
     _sink.set(None)
+
+
+@contextmanager
+def to_the_person() -> Iterator[None]:
+    """Writes in this block go to the real streams: the host talking to the person (a step
+    prompt's answer refused) while a call runs, not the tool printing."""
+    token = _sink.set(None)
+    try:
+        yield
+    finally:
+        _sink.reset(token)

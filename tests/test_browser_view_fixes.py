@@ -5,6 +5,11 @@ A saved notebook (no kernel needed to draw it) holds a run with a warning and a 
     computed from the colours the browser rendered;
   - a call's error title is shown as written, not uppercased;
   - Notebook 7's View menu opens the Code Mode Tools panel.
+In a kernel (JupyterLab):
+  - a tool's print is drawn under its call, in time order, and the Tools panel shows what a
+    tool it called printed;
+  - a `--map` cell saved and reopened after a restart shows its progress and summary as plain
+    outputs (no "Error displaying widget"), and its tasks are in the panel's recent runs.
 Screenshots go to test-artifacts/browser/ (fixes-*.png).
 """
 
@@ -17,9 +22,13 @@ from browser_lab import (
     BROWSER_MARKS,
     LONG,
     RUN_MIME,
+    add_code_cell,
     browser_page,
     cell_node,
     lab_server,
+    open_notebook,
+    run_cells,
+    save_notebook,
     shot,
     wait_cell_shows,
 )
@@ -27,6 +36,7 @@ from browser_lab import (
 pytestmark = BROWSER_MARKS
 
 NAME = "fixes.ipynb"
+LIVE = "live.ipynb"
 WARNING = "--preview 8000 with the local backend needs --network"
 PAYLOAD = {
     "version": 2,
@@ -76,6 +86,9 @@ def saved_notebook() -> dict:
 def lab(tmp_path_factory):
     with lab_server(tmp_path_factory.mktemp("lab"), [], "jupyter-lab-fixes.log") as lab:
         (lab["root"] / NAME).write_text(json.dumps(saved_notebook()))
+        empty = saved_notebook()
+        empty["cells"] = []
+        (lab["root"] / LIVE).write_text(json.dumps(empty))
         yield lab
 
 
@@ -167,4 +180,78 @@ def test_notebook7_view_menu_opens_the_tools_panel(lab):
             shot(page, "fixes-notebook7-tools-panel")
         except BaseException:
             shot(page, "fixes-failure-notebook7")
+            raise
+
+
+SHOUT = (
+    "%load_ext codemode_jupyter\n"
+    "def shout(word: str) -> str:\n"
+    "    print('shouting', word)\n"
+    "    return word.upper()\n"
+    "cities = ['Oslo', 'Lima']"
+)
+
+# A cell's card timeline: program output, calls, and tools' prints (by their call).
+JS_ROWS = """(index) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[index];
+  const list = cell.node.querySelector('.jp-OutputArea .codemode-Timeline');
+  return list ? Array.from(list.children).map(li =>
+    li.classList.contains('codemode-ToolCall') ? 'call:' + li.dataset.tool
+    : li.classList.contains('codemode-ToolPrint') ? 'printed:' + li.textContent
+    : 'out:' + li.textContent) : null;
+}"""
+
+
+def test_tool_prints_under_their_call_and_map_cells_after_a_restart(lab):
+    with browser_page("console-fixes-live.log") as page:
+        try:
+            open_notebook(page, lab, LIVE)
+            run_cells(page, [add_code_cell(page, SHOUT)])
+            cell = add_code_cell(page, "%%codemode\nprint('before')\nshout('hi')\nprint('after')")
+            run_cells(page, [cell])
+            wait_cell_shows(page, cell, '.codemode-RunCard[data-status="ok"]')
+            assert page.evaluate(JS_ROWS, cell) == [
+                "out:before",
+                "call:shout",
+                "printed:shouting hi",
+                "out:after",
+            ]
+            outputs = cell_node(page, cell).locator(".jp-OutputArea-output").all_inner_texts()
+            assert len(outputs) == 1, outputs  # the card alone: no stream above it
+            cell_node(page, cell).scroll_into_view_if_needed()
+            shot(page, "fixes-tool-print-under-call")
+
+            page.evaluate("() => window.jupyterapp.commands.execute('codemode:open-tools')")
+            tool = page.locator('#codemode-tools .codemode-Tool[data-tool="shout"]')
+            tool.locator("input").fill("hey")
+            tool.locator(".codemode-ToolCallButton").click()
+            printed = tool.locator(".codemode-ToolPrinted")
+            printed.wait_for(state="visible")
+            assert printed.inner_text() == "shouting hey\n"
+            shot(page, "fixes-tools-panel-printed")
+
+            mapped = add_code_cell(
+                page, "%%codemode --map cities --as city\nprint('task', city)\nshout(city)"
+            )
+            run_cells(page, [mapped])
+            map_tasks = page.locator(
+                '#codemode-tools .codemode-RunCell[title^="A task of a %%codemode --map"]'
+            )
+            map_tasks.nth(1).wait_for(state="attached")
+            save_notebook(page)
+            page.evaluate(
+                "async () => {"
+                " await window.jupyterapp.shell.currentWidget.sessionContext.restartKernel(); }"
+            )
+            page.reload()
+            open_notebook(page, lab, LIVE)
+            wait_cell_shows(page, mapped, ".jp-OutputArea-output")
+            text = cell_node(page, mapped).locator(".jp-OutputArea").inner_text()
+            assert "Error displaying widget" not in text and "model not found" not in text
+            assert "2/2 done, 2 ok" in text, text
+            assert "#0 printed:\n    task Oslo" in text and "NaN" not in text, text
+            cell_node(page, mapped).scroll_into_view_if_needed()
+            shot(page, "fixes-map-after-restart")
+        except BaseException:
+            shot(page, "fixes-failure-live")
             raise

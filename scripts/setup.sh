@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.codemode-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ labextension/package.json -nt "$stamp" ] \
-   || [ -n "$(find labextension/src labextension/style -newer "$stamp" -print -quit 2>/dev/null)" ]; then
+   || [ -n "$(find labextension/src labextension/style labextension/schema -newer "$stamp" -print -quit 2>/dev/null)" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[test]"
   touch "$stamp"

@@ -120,11 +120,17 @@ def test_what_tools_print_during_an_agent_run_goes_to_its_view(cm, capsys):
         routed.uninstall()
     assert result.ok and result.value == "HIho", result.error
     (view,) = feed.runs()
-    streams = [o for o in view.output.outputs if o["output_type"] == "stream"]
-    assert [(s["name"], s["text"]) for s in streams] == [
-        ("stdout", "shouting hi\n"),
-        ("stderr", "whispering HO\n"),
+    # In the run's timeline, under the call that printed, in time order (as in a cell).
+    entries = view.entries()
+    printed = [(e["call"], e["stream"], e["text"]) for e in entries if "call" in e]
+    calls = {e["id"]: e["name"] for e in entries if e["kind"] == "call"}
+    assert [(calls[c], s, t) for c, s, t in printed] == [
+        ("shout", "stdout", "shouting hi\n"),
+        ("whisper", "stderr", "whispering HO\n"),
     ]
+    kinds = [e["kind"] if "call" not in e else "printed" for e in entries]
+    assert kinds == ["call", "printed", "call", "printed"], entries
+    assert not [o for o in view.output.outputs if o["output_type"] == "stream"]
     # Nothing of the run reached the process's own streams; other prints still do.
     captured = capsys.readouterr()
     assert captured.out == "printed by the test itself\n" and "whispering" not in captured.err

@@ -55,8 +55,15 @@ def test_cell_runs_in_the_sandbox_with_notebook_tools(kernel):
         "    return 2 * x\n",
     )
     execution = ok(kernel, "%%codemode\nimport os\nprint(double(21))\nos.getpid() != 1, 'v'")
-    # print() inside the tool runs on the kernel's main thread: it lands in the cell.
-    assert execution.stream() == "double 21\n"
+    # print() inside the tool runs on the kernel's main thread: it lands in the run's view,
+    # under its call and before the program's own print of the result (time order).
+    assert execution.stream() == ""
+    data, _ = run_bundle(execution)
+    assert [(e["kind"], e.get("call"), e.get("text")) for e in data["timeline"]] == [
+        ("call", None, None),
+        ("output", 1, "double 21\n"),
+        ("output", None, "42\n"),
+    ]
     assert transcript(execution).splitlines() == [
         "── codemode: ok, 1 tool call in 1 round",
         "  double(x=21) -> 42",
@@ -425,6 +432,15 @@ def test_tools_comm_lists_calls_and_reports_runs(kernel):
     assert "raise ValueError(f'bad n {n}')" in trace and trace.endswith("ValueError: bad n 4\n")
     assert "codemode_jupyter" not in trace
     assert 'File "Cell In[' in trace and "ipykernel_" not in trace  # named as IPython does
+    # What a tool prints when the panel calls it comes back with its result, in order.
+    ok(
+        kernel,
+        "import sys\n"
+        "def chatty() -> int:\n    print('a')\n    print('b', file=sys.stderr)\n    return 1\n",
+    )
+    chat = panel.send("comm_msg", {"op": "call", "request_id": "r4", "name": "chatty", "args": {}})
+    assert chat["ok"] and chat["output"] == [["stdout", "a\n"], ["stderr", "b\n"]], chat
+    assert "a\n" not in ok(kernel, "1").stream()
     ok(kernel, "%%codemode\nadd(a=40, b=2)")
     runs = panel.send("comm_msg", {"op": "runs"})
     assert runs["runs"][-1]["code"] == "add(a=40, b=2)\n"
@@ -442,3 +458,73 @@ def test_tools_comm_pushes_after_a_cell_changes_the_tools(kernel):
     ]
     assert pushed and pushed[-1]["op"] == "tools"
     assert "brand_new_tool" in [t["name"] for t in pushed[-1]["tools"]]
+
+
+# --- the view fixes of issue 20 ----------------------------------------------------------------
+
+
+def run_bundle(execution) -> tuple[dict, dict]:
+    """The finished run's run+json data and metadata."""
+    bundle = next(
+        m["content"] for m in execution.of_type("display_data") if MIME_RUN in m["content"]["data"]
+    )
+    return bundle["data"][MIME_RUN], bundle["metadata"][MIME_RUN]
+
+
+def test_tool_tracebacks_in_the_run_start_in_the_tool_and_name_the_cell(kernel):
+    ok(kernel, "def shaky(n: int) -> int:\n    raise ValueError(f'n too big: {n}')\n")
+    failed = run(kernel, "%%codemode\ntry:\n    shaky(5)\nexcept ValueError:\n    pass\nshaky('x')")
+    _, meta = run_bundle(failed)
+    raised = meta["timeline"]["0"]["error"]["traceback"]
+    assert raised.startswith('Traceback (most recent call last):\n  File "Cell In['), raised
+    assert raised.endswith("ValueError: n too big: 5\n") and "codemode_jupyter" not in raised
+    assert "ipykernel_" not in raised and "calls.py" not in raised
+    # Bad arguments never reached the tool: the message alone, no frames of the library.
+    refused = meta["timeline"]["1"]["error"]["traceback"]
+    assert refused.startswith("ToolArgumentError: argument 'n'") and "File" not in refused
+
+
+MAP_CELL = "%%codemode --map cities --as city --concurrency 2\nprint('hello', city)\nlen(city)"
+
+
+def test_map_cell_saves_a_plain_view_with_prints_empty_errors_and_lists_its_runs(kernel):
+    ok(kernel, "cities = ['Oslo', 'Lima']")
+    panel = Panel(kernel)
+    panel.send("comm_open", {"op": "list"})
+    execution = ok(kernel, MAP_CELL)
+    # A display updated in place (no widget: its model would be gone after a restart); its
+    # last state, the one a saved notebook keeps, is plain HTML that draws without a kernel.
+    first = execution.of_type("display_data")[0]["content"]["data"]
+    assert set(first) == {"text/html", "text/plain"}, first
+    updates = execution.of_type("update_display_data")
+    assert updates and "2/2 done, 2 ok" in updates[-1]["content"]["data"]["text/html"]
+    summary = execution.displays()[-1]
+    assert summary.split("\n") == [
+        "codemode map: 2 tasks: 2 ok",
+        "  #0 printed:",
+        "    hello Oslo",
+        "  #1 printed:",
+        "    hello Lima",
+    ]
+    rows = ok(
+        kernel, "[dict(r) for r in (_.to_dict('records') if hasattr(_, 'to_dict') else _)]"
+    ).result
+    assert "'error': ''" in rows and "nan" not in rows.lower()
+    runs = panel.send("comm_msg", {"op": "runs"})["runs"]
+    mapped = [r for r in runs if r["source"] == "map"]
+    assert sorted(r["result"]["value"] for r in mapped[-2:]) == [4, 4], mapped
+
+
+def test_step_cell_keeps_its_finished_run_above_its_prompts(kernel):
+    ok(kernel, "def lookup(city: str) -> int:\n    return len(city)\n")
+    stepped = ok(kernel, "%%codemode --step\nlookup('Oslo')", stdin=["a"])
+    kinds = [m["msg_type"] for m in stepped.messages]
+    live = kinds.index("display_data")
+    assert live < kinds.index("input_request"), kinds
+    # The finished run fills the live display (where it was, above the prompt); no new
+    # display lands below the prompt, and the saved output is not left empty.
+    runs = [m for m in stepped.of_type("display_data") if m["content"]["data"]]
+    assert not [m for m in runs if MIME_RUN in m["content"]["data"]], runs
+    final = stepped.of_type("update_display_data")[-1]["content"]
+    assert final["data"][MIME_RUN]["result"]["status"] == "ok"
+    assert final["metadata"][MIME_RUN]["result"]["duration"] > 0

@@ -10,8 +10,12 @@ from conftest import loaded_kernel
 
 
 def shown(run) -> str:
-    """What the cell showed as text: streams and the run view's transcript."""
-    return run.stream() + "\n".join(str(d) for d in run.displays())
+    """What the cell showed as text: streams and the run view's transcript (a `--step`
+    cell's finished run replaces its live view: the last update)."""
+    updates = [
+        m["content"]["data"].get("text/plain", "") for m in run.of_type("update_display_data")
+    ]
+    return run.stream() + "\n".join(str(d) for d in run.displays() + updates[-1:])
 
 
 TOOLS = """

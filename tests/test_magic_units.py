@@ -247,6 +247,18 @@ def test_help_explains_every_option_with_its_default_in_plain_text():
     assert "examples:" not in text and "examples:" in help_text(examples=True)
 
 
+def test_help_command_table_and_examples_fit_a_narrow_output():
+    """Notebook 7's output wraps long lines mid-word: the table and examples never need it."""
+    from codemode_jupyter.jupyter.commands.usage import EXAMPLES, HELP_COLUMNS, commands_text
+
+    table = commands_text()
+    assert max(len(line) for line in (table + "\n" + EXAMPLES).split("\n")) <= HELP_COLUMNS
+    assert "[--approval-timeout S]" in table and "[--allow-remote]" in table  # kept whole
+    examples = help_text(examples=True)
+    assert "%%codemode --map cities --concurrency 4 --as city" in examples
+    assert "%%codemode --step" in examples
+
+
 def test_a_wrong_option_prints_the_usage_line_with_the_error():
     with pytest.raises(UsageError) as caught:
         cell_parser().parse_line("--timeout soon")

@@ -179,7 +179,7 @@ def test_map_cell_in_a_real_kernel_with_progress_and_stop() -> None:
         )
         assert run.ok, run.messages
         assert "codemode map: 5 tasks: 5 ok" in run.displays()
-        assert "codemode map progress" in run.displays()  # the widget's constant fallback
+        assert "codemode map progress" in run.displays()  # the display's constant text/plain
         # a DataFrame where pandas is installed, else a list of dicts
         table = kernel.execute(
             "rows = RESULTS.to_dict('records') if hasattr(RESULTS, 'to_dict') else RESULTS\n"
@@ -197,7 +197,7 @@ def test_map_cell_in_a_real_kernel_with_progress_and_stop() -> None:
         interrupted = []
 
         def stop_when_two_done(msg: dict) -> None:  # the stop button, pressed once
-            if interrupted or msg["msg_type"] != "comm_msg":
+            if interrupted or msg["msg_type"] != "update_display_data":
                 return
             if "2/5 done" in json.dumps(msg["content"]):
                 interrupted.append(1)

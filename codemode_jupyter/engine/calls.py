@@ -10,7 +10,6 @@ import dataclasses
 import inspect
 import json
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from codemode_jupyter.model.result import RunError, ToolCall
 from codemode_jupyter.runtime import codemode_protocol as P
 from codemode_jupyter.support.loop_thread import LoopThread, run_coroutine
 from codemode_jupyter.tools.tool import Tool, ToolArgumentError, ToolRegistry, UnknownToolError
+from codemode_jupyter.tools.tracebacks import tool_traceback
 
 
 @dataclass
@@ -207,9 +207,10 @@ def _not_json(value: Any, exc: BaseException) -> ResultNotSerialisable:
 
 
 def failure(exc: BaseException, duration: float) -> CallOutcome:
-    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return CallOutcome(
-        error=RunError(type(exc).__name__, str(exc), trace), exception=exc, duration=duration
+        error=RunError(type(exc).__name__, str(exc), tool_traceback(exc)),
+        exception=exc,
+        duration=duration,
     )
 
 

@@ -28,6 +28,9 @@ def breakpoints_stop_in_tools(session: Any) -> Iterator[None]:
             return original(*args, **kwargs)
         from IPython.core.debugger import set_trace
 
+        from codemode_jupyter.jupyter.views.tool_output import release
+
+        release()  # the debugger talks to the person, not to the run's card
         return set_trace(sys._getframe(1))
 
     sys.breakpointhook = hook

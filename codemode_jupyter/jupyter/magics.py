@@ -218,7 +218,11 @@ class CodeModeMagics(Magics, Configurable):
                 view.on_event(event)
                 displays.on_event(event)
 
-            with _isolation_warnings(view), breakpoints_stop_in_tools(session):
+            with (
+                _isolation_warnings(view),
+                breakpoints_stop_in_tools(session),
+                _tool_prints_in(view),
+            ):
                 announced = [session.preview(port, view.on_event) for port in args.preview]
                 if args.preview and session.status().get("network") == "off":
                     view.warn(preview_warning(args.preview))
@@ -252,9 +256,21 @@ class CodeModeMagics(Magics, Configurable):
 
         options = pool_options(self.settings, backend=args.backend, network=args.network)
         tools = found.tool_list()
-        return run_map_cell(
-            self.shell, lambda size: Pool(tools=tools, size=size, **options), args, code
-        )
+        count = self.shell.execution_count - 1
+        finished: list[RunResult] = []
+
+        def on_done(done: Any) -> None:  # each task's run is listed in the Tools panel
+            if done.result is not None:
+                entries = timeline_from_result(done.result)
+                self.runs.append(RunRecord(code, done.result, entries, count, source="map"))
+                finished.append(done.result)
+
+        try:
+            pool = lambda size: Pool(tools=tools, size=size, **options)  # noqa: E731
+            return run_map_cell(self.shell, pool, args, code, on_done)
+        finally:
+            if finished:
+                self._tell_listeners(code, finished[-1])
 
     def _discover(self, tools_option: str | None) -> Discovery:
         only = None
@@ -400,6 +416,24 @@ class RunRecord:
 
     def payload(self) -> dict[str, Any]:
         return merged_payload(self.code, self.result, self.entries)
+
+
+@contextmanager
+def _tool_prints_in(view: View) -> Iterator[None]:
+    """What sync tools print on the kernel's thread goes to the rich view, under their call
+    and in time order (not above the card as a stream of the cell)."""
+    if not isinstance(view, RichView):
+        yield
+        return
+    from codemode_jupyter.jupyter.views.tool_output import ToolOutput, capture
+
+    routed = ToolOutput()
+    routed.install()
+    try:
+        with capture(view.tool_output):
+            yield
+    finally:
+        routed.uninstall()
 
 
 def _run_of_this_cell(session: Any, earlier: RunResult | None) -> RunResult | None:

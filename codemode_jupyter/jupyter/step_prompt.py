@@ -21,6 +21,7 @@ from typing import Any
 from codemode_jupyter.agents.approval import ApprovalRequest, Decision
 from codemode_jupyter.jupyter.approval_marks import ApprovalMarks
 from codemode_jupyter.jupyter.views.live import RichView, live_text
+from codemode_jupyter.jupyter.views.tool_output import to_the_person
 from codemode_jupyter.jupyter.views.transcript import MIME_RUN
 from codemode_jupyter.model.events import Event, ToolCallFinished, ToolCallStarted
 
@@ -79,11 +80,18 @@ class StepPrompt:
                         call_id, decision.action, "cell", decision.reason, decision.value
                     )
                 return decision
-            print(f"codemode: {problem}")
+            with to_the_person():
+                print(f"codemode: {problem}")
 
 
 class SteppedView(RichView):
-    """A cell's run view that shows its calls' approvals (live and finished)."""
+    """A cell's run view that shows its calls' approvals (live and finished).
+
+    The finished run stays where the live view was, above the prompts it asked (nbval
+    cannot run a cell that reads stdin, so the live display's first message is compared
+    with nothing)."""
+
+    final_in_place = True
 
     def __init__(self, code: str, marks: ApprovalMarks, **options: Any) -> None:
         super().__init__(code, **options)

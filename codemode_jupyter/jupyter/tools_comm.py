@@ -11,48 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from codemode_jupyter.jupyter.discovery import Discovery
+from codemode_jupyter.jupyter.views.tool_output import ToolOutput, capture
+from codemode_jupyter.model.format import clip
 from codemode_jupyter.model.result import RunResult
+from codemode_jupyter.tools.tracebacks import tool_traceback
 
 TARGET = "codemode.tools"
-#: Frames from here (the comm, validation, invocation) are how a call got to the tool, not
-#: what went wrong in it: a traceback shown in the panel starts at the tool's own code.
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
-
-
-def tool_traceback(exc: BaseException) -> str:
-    """`exc`'s traceback without the leading frames of this package.
-
-    An error raised by this package itself (bad arguments, unknown tool) has no frames left
-    and is shown as its one-line `Type: message`.
-    """
-    frames = traceback.extract_tb(exc.__traceback__)
-    while frames and frames[0].filename.startswith(_PACKAGE_DIR):
-        frames.pop(0)
-    for frame in frames:
-        frame.filename = _cell_name(frame.filename)
-    lines = ["Traceback (most recent call last):\n", *frames.format()] if frames else []
-    if type(exc).__module__.startswith("codemode_jupyter"):
-        lines.append(f"{type(exc).__name__}: {exc}\n")  # not codemode_jupyter.tools.tool.X
-    else:
-        lines.extend(traceback.format_exception_only(type(exc), exc))
-    return "".join(lines)
-
-
-def _cell_name(filename: str) -> str:
-    """`Cell In[3]` for code from a notebook cell (as IPython's tracebacks say), else as is."""
-    try:
-        from IPython import get_ipython
-
-        label = get_ipython().compile.format_code_name(filename)
-    except Exception:
-        return filename
-    return " ".join(label) if label else filename
+#: Characters of what a tool called from the panel printed that its reply carries.
+PRINTED_CHARS = 100_000
 
 
 def _jsonable(value: Any) -> Any:
@@ -164,6 +135,7 @@ class ToolsComm:
             "result": None,
             "error": None,
             "duration": 0.0,
+            "output": [],  # what the tool printed: [[stream, text], ...] in time order
         }
         started = time.perf_counter()
         try:
@@ -173,7 +145,8 @@ class ToolsComm:
             args = request.get("args") or {}
             if not isinstance(args, dict):
                 raise TypeError("args must be an object")
-            reply["result"] = _jsonable(tool.invoke(args))
+            with _printed(reply["output"]):
+                reply["result"] = _jsonable(tool.invoke(args))
             reply["ok"] = True
         except Exception as exc:
             reply["error"] = {
@@ -206,6 +179,25 @@ class ToolsComm:
                 comm.send(message)
             except Exception:
                 self._comms.pop(comm_id, None)
+
+
+@contextmanager
+def _printed(output: list[list[str]]) -> Iterator[None]:
+    """What a tool called from the panel prints goes to its reply (the panel shows it)."""
+
+    def sink(stream: str, text: str) -> None:
+        if output and output[-1][0] == stream:
+            output[-1][1] = clip(output[-1][1] + text, PRINTED_CHARS)
+        else:
+            output.append([stream, clip(text, PRINTED_CHARS)])
+
+    routed = ToolOutput()
+    routed.install()
+    try:
+        with capture(sink):
+            yield
+    finally:
+        routed.uninstall()
 
 
 def _data(msg: dict[str, Any]) -> dict[str, Any]:

@@ -29,11 +29,13 @@ class ErrorInfo(TypedDict):
 
 
 class OutputEntry(TypedDict):
-    """Text the program wrote; consecutive chunks of one stream merged."""
+    """Text the program wrote; consecutive chunks of one stream merged. With `call`, what that
+    tool printed on the host while it ran, after the call's entry."""
 
     kind: Literal["output"]
     stream: Literal["stdout", "stderr"]
     text: str
+    call: NotRequired[int]
 
 
 class Approval(TypedDict):

@@ -144,6 +144,8 @@ def entry_lines(entry: Entry, *, live: bool = False, timings: bool = False) -> l
     else a saved transcript, which leaves out what varies or is shown by an output of its
     own (displays, URLs)."""
     kind = entry["kind"]
+    if kind == "output" and "call" in entry:  # printed by a tool, under its call
+        return [f"    {line}" for line in entry["text"].rstrip("\n").split("\n")]
     if kind == "output":
         return entry["text"].rstrip("\n").split("\n")
     if kind == "call":

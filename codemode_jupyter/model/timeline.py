@@ -5,7 +5,8 @@ The entries are typed in entries.py (`OutputEntry`, `CallEntry`, `PreviewEntry`,
 after a tool call comes after it. Consecutive output chunks of one stream merge; a call's
 entry sits where the call started; previews lead the timeline (see `add_preview`); a `gap`
 marks output dropped to keep within the cap; a live update may carry a display as a stub
-(see `stub_displays`), the finished run has them all.
+(see `stub_displays`), the finished run has them all. An output entry with `"call": id`
+is what that tool printed on the host while it ran (`add_tool_output`), after the call's entry.
 
 The ending (status, value, error) is the RunResult, which travels next to the timeline.
 """
@@ -70,17 +71,29 @@ class Timeline:
         elif isinstance(event, RunFinished):
             self.finish(event.result)
 
-    def add_output(self, stream: str, text: str) -> None:
+    def add_tool_output(self, call_id: int, stream: str, text: str) -> None:
+        """What the tool of call `call_id` printed on the host (see the module doc)."""
+        self.add_output(stream, text, call=call_id)
+
+    def add_output(self, stream: str, text: str, call: int | None = None) -> None:
         if not text:
             return
         last = self.entries[-1] if self.entries else None
         # Chunks of one stream merge, except into the last entry of the head (never trimmed).
         mergeable = self._head is None or len(self.entries) > self._head
-        if last is not None and last["kind"] == "output" and last["stream"] == stream and mergeable:
+        if (
+            last is not None
+            and last["kind"] == "output"
+            and last["stream"] == stream
+            and last.get("call") == call
+            and mergeable
+        ):
             self._parts[id(last)].append(text)
             self._grow(len(text))
             return
         entry: OutputEntry = {"kind": "output", "stream": stream, "text": ""}
+        if call is not None:
+            entry["call"] = call
         self.entries.append(entry)
         self._parts[id(entry)] = [text]
         self._grow(len(text))

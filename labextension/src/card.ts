@@ -222,7 +222,12 @@ function callEntry(
       : null,
     entry.state === 'ok' ? el(doc, 'pre', 'codemode-Pre', entry.result) : null,
     entry.error
-      ? el(doc, 'div', 'codemode-SectionTitle', formatError(entry.error))
+      ? el(
+          doc,
+          'div',
+          'codemode-SectionTitle codemode-ErrorTitle',
+          formatError(entry.error)
+        )
       : null,
     entry.error?.traceback
       ? el(doc, 'pre', 'codemode-Pre codemode-Traceback', entry.error.traceback)
@@ -296,13 +301,20 @@ function entryNode(
 ): HTMLElement {
   switch (entry.kind) {
     case 'output': {
+      const printed = entry.call !== undefined;
       const item = el(
         doc,
         'li',
-        `codemode-Output codemode-Output-${entry.stream}`,
+        `codemode-Output codemode-Output-${entry.stream}` +
+          (printed ? ' codemode-ToolPrint' : ''),
         el(doc, 'pre', 'codemode-Pre', entry.text.replace(/\n$/, ''))
       );
       item.dataset.stream = entry.stream;
+      if (printed) {
+        // Under its call: printed by the tool on the host, while the call ran.
+        item.dataset.call = String(entry.call);
+        item.title = `printed by the tool of call ${entry.call}, on the host`;
+      }
       return item;
     }
     case 'call':

@@ -31,7 +31,7 @@ export interface IRunRecord {
   /** When the run finished, in seconds since the epoch; null if unknown. */
   finishedAt: number | null;
   /** Who ran it: a notebook cell, or an agent through `%codemode serve`. */
-  source: 'cell' | 'agent';
+  source: 'cell' | 'agent' | 'map';
 }
 
 /** The reply to a `call`. */
@@ -41,6 +41,8 @@ export interface ICallResult {
   result: unknown;
   error: { type: string; message: string; traceback: string } | null;
   duration: number;
+  /** What the tool printed while it ran, in order. */
+  output: { stream: 'stdout' | 'stderr'; text: string }[];
 }
 
 /**
@@ -84,7 +86,7 @@ export function readRuns(value: unknown): IRunRecord[] {
     executionCount:
       typeof run.execution_count === 'number' ? run.execution_count : null,
     finishedAt: typeof run.finished_at === 'number' ? run.finished_at : null,
-    source: run.source === 'agent' ? 'agent' : 'cell'
+    source: run.source === 'agent' || run.source === 'map' ? run.source : 'cell'
   }));
 }
 
@@ -101,8 +103,27 @@ function readCallResult(data: Record<string, unknown>): ICallResult {
     ok: data.ok === true && error === null,
     result: data.result,
     error,
-    duration: typeof data.duration === 'number' ? data.duration : 0
+    duration: typeof data.duration === 'number' ? data.duration : 0,
+    output: readPrinted(data.output)
   };
+}
+
+/** `[[stream, text], ...]` from the kernel, pairs that are not strings dropped. */
+function readPrinted(value: unknown): ICallResult['output'] {
+  if (!Array.isArray(value)) {
+    return [];
+  }
+  return value
+    .filter(
+      (pair): pair is [string, string] =>
+        Array.isArray(pair) &&
+        typeof pair[0] === 'string' &&
+        typeof pair[1] === 'string'
+    )
+    .map(([stream, text]) => ({
+      stream: stream === 'stderr' ? 'stderr' : 'stdout',
+      text
+    }));
 }
 
 /** A placeholder value for a JSON-schema property, for the arguments template. */

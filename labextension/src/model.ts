@@ -45,6 +45,8 @@ export interface IWireOutputEntry {
   kind: 'output';
   stream: 'stdout' | 'stderr';
   text: string;
+  /** What this tool call printed on the host while it ran (its entry comes first). */
+  call?: number;
 }
 
 /** A paused call's approval. */
@@ -204,7 +206,13 @@ export interface IAgentInfo {
 
 /** One entry of a run's timeline. */
 export type Entry =
-  | { kind: 'output'; stream: 'stdout' | 'stderr'; text: string }
+  | {
+      kind: 'output';
+      stream: 'stdout' | 'stderr';
+      text: string;
+      /** Set when a tool printed it on the host: the id of that call. */
+      call?: number;
+    }
   | {
       kind: 'call';
       id: number;
@@ -404,7 +412,8 @@ export function readEntry(value: unknown, index: number): Entry {
       return {
         kind: 'output',
         stream: data.stream === 'stderr' ? 'stderr' : 'stdout',
-        text: asString(data.text)
+        text: asString(data.text),
+        ...(typeof data.call === 'number' ? { call: data.call } : {})
       };
     case 'call': {
       const error = asError(data.error);

@@ -1,61 +1,37 @@
 /**
- * The Tools panel: the tools the next `%%codemode` cell would get, a form to call each one
- * (built from its schema, or raw JSON), and the kernel's recent runs drawn by the same
- * renderer as the notebook's outputs. It follows the active notebook's
- * kernel and talks to the kernel extension over the `codemode.tools` comm.
+ * The Tools panel: the tools the next `%%codemode` cell would get, a form to call each one,
+ * and the kernel's recent runs. This module follows the active notebook's kernel, keeps the
+ * `codemode.tools` comm (client.ts speaks its protocol) and lays out the panel; a tool's row
+ * is toolview.ts, the recent runs runlist.ts.
  */
 import { ISessionContext } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
-import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { el, openKeys, renderRunView } from './card';
+import { el } from './card';
 import { DisplayHost } from './displays';
 import {
-  argsTemplate,
   COMM_TARGET,
   ICallResult,
-  IRunRecord,
   IToolInfo,
   LOAD_HINT,
   parseArgs,
   ToolsClient
 } from './client';
-import { checkArgs, FormValues, formFields, IField, readForm } from './form';
-import { formatDuration, pyValue } from './format';
-import { formatError, toRunView } from './model';
+import { checkArgs, readForm } from './form';
+import { codemodeIcon } from './icon';
+import { RunList } from './runlist';
+import {
+  createToolView,
+  formValues,
+  IToolView,
+  showReply,
+  showResult,
+  updateToolView
+} from './toolview';
 
-const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
-  <g class="jp-icon3" fill="#616161">
-    <path d="M8.6 16.6 4 12l4.6-4.6L7.2 6 1.2 12l6 6zm6.8 0L20 12l-4.6-4.6L16.8 6l6 6-6 6z"/>
-    <path d="M13.4 4h-2.1l-2.7 16h2.1z"/>
-  </g>
-</svg>`;
-
-/** The sidebar icon. */
-export const codemodeIcon = new LabIcon({
-  name: 'codemode-jupyter:tools',
-  svgstr: ICON_SVG
-});
-
-/** Per-tool DOM kept across refreshes, so typed arguments and results survive. */
-interface IToolView {
-  node: HTMLElement;
-  head: HTMLElement;
-  doc: HTMLElement;
-  /** One input per parameter. */
-  form: HTMLElement;
-  fields: IField[];
-  inputs: Map<string, HTMLInputElement | HTMLTextAreaElement>;
-  /** Raw JSON arguments, used when its section is open. */
-  json: HTMLDetailsElement;
-  args: HTMLTextAreaElement;
-  result: HTMLElement;
-  button: HTMLButtonElement;
-  key: string;
-  schema: Record<string, unknown> | null;
-}
+export { codemodeIcon } from './icon';
 
 /** The Tools panel widget. */
 export class ToolsPanel extends Widget {
@@ -85,14 +61,7 @@ export class ToolsPanel extends Widget {
       'No tools yet. Functions defined in notebook cells become tools for the next %%codemode cell.'
     );
     this._toolList = el(doc, 'ul', 'codemode-ToolList');
-    this._runCount = el(doc, 'span', 'codemode-Count');
-    this._runsEmpty = el(
-      doc,
-      'p',
-      'codemode-Empty',
-      'No %%codemode runs yet in this kernel.'
-    );
-    this._runList = el(doc, 'ol', 'codemode-RunList');
+    this._runs = new RunList(doc, count => this._scrollToCell(count));
 
     this.node.append(
       el(
@@ -116,9 +85,9 @@ export class ToolsPanel extends Widget {
         doc,
         'section',
         'codemode-PanelSection codemode-RunsSection',
-        el(doc, 'h3', '', 'Recent runs ', this._runCount),
-        this._runsEmpty,
-        this._runList
+        el(doc, 'h3', '', 'Recent runs ', this._runs.count),
+        this._runs.empty,
+        this._runs.list
       )
     );
 
@@ -151,7 +120,7 @@ export class ToolsPanel extends Widget {
     if (panel) {
       // Runs' displays drawn as the notebook's outputs are (its sanitizer and resolver);
       // untrusted: the panel's runs include programs an agent wrote.
-      this._runHost = new DisplayHost(panel.content.rendermime);
+      this._runs.host = new DisplayHost(panel.content.rendermime);
       const ctx = panel.sessionContext;
       ctx.kernelChanged.connect(this._onKernelChanged, this);
       ctx.statusChanged.connect(this._onStatus, this);
@@ -179,9 +148,9 @@ export class ToolsPanel extends Widget {
       ctx.iopubMessage.disconnect(this._onIopub, this);
       panel.disposed.disconnect(this._onPanelDisposed, this);
     }
-    this._runHost?.dispose();
-    this._runHost = null;
-    this._shownRuns = null; // drawn again with the next notebook's host
+    this._runs.host?.dispose();
+    this._runs.host = null;
+    this._runs.forget(); // drawn again with the next notebook's host
     this._panel = null;
     this._dropComm();
   }
@@ -326,7 +295,7 @@ export class ToolsPanel extends Widget {
     this.node.dataset.state = this._status.dataset.state;
 
     this._renderTools(this._client.tools);
-    this._renderRuns(this._client.runs);
+    this._runs.render(this._client.runs, this._client.state === 'ready');
   }
 
   private _renderTools(tools: readonly IToolInfo[]): void {
@@ -340,10 +309,14 @@ export class ToolsPanel extends Widget {
       seen.add(tool.name);
       let view = this._toolViews.get(tool.name);
       if (!view) {
-        view = this._createToolView(doc, tool);
+        view = createToolView(
+          doc,
+          tool,
+          shown => void this._callTool(shown, tool.name)
+        );
         this._toolViews.set(tool.name, view);
       }
-      this._updateToolView(doc, view, tool);
+      updateToolView(doc, view, tool);
       // Keep the kernel's order.
       const expected: ChildNode | null = previous
         ? previous.nextSibling
@@ -361,206 +334,22 @@ export class ToolsPanel extends Widget {
     }
   }
 
-  private _createToolView(doc: Document, tool: IToolInfo): IToolView {
-    const head = el(doc, 'div', 'codemode-ToolHead');
-    const docNode = el(doc, 'pre', 'codemode-ToolDoc');
-    const form = el(doc, 'div', 'codemode-ToolForm');
-    const args = el(
-      doc,
-      'textarea',
-      'codemode-ToolArgs jp-mod-styled'
-    ) as HTMLTextAreaElement;
-    args.spellcheck = false;
-    args.rows = 2;
-    args.setAttribute('aria-label', `JSON arguments for ${tool.name}`);
-    args.value = argsTemplate(tool.schema);
-    const json = el(
-      doc,
-      'details',
-      'codemode-ToolJson',
-      el(doc, 'summary', '', 'arguments as JSON'),
-      args
-    ) as HTMLDetailsElement;
-    const button = el(
-      doc,
-      'button',
-      'codemode-ToolCallButton jp-mod-styled jp-mod-accept',
-      'Call'
-    ) as HTMLButtonElement;
-    const result = el(doc, 'div', 'codemode-ToolResult');
-    const node = el(
-      doc,
-      'li',
-      'codemode-Tool',
-      head,
-      docNode,
-      form,
-      json,
-      el(doc, 'div', 'codemode-ToolCallRow', button),
-      result
-    );
-    node.dataset.tool = tool.name;
-    const view: IToolView = {
-      node,
-      head,
-      doc: docNode,
-      form,
-      fields: [],
-      inputs: new Map(),
-      json,
-      args,
-      result,
-      button,
-      key: '',
-      schema: tool.schema
-    };
-    button.addEventListener(
-      'click',
-      () => void this._callTool(view, tool.name)
-    );
-    node.addEventListener('keydown', event => {
-      const target = event.target as HTMLElement;
-      const submit =
-        event.key === 'Enter' &&
-        (target.tagName === 'INPUT' ||
-          event.ctrlKey ||
-          event.metaKey ||
-          event.shiftKey);
-      if (
-        submit &&
-        (target.tagName === 'INPUT' || target.tagName === 'TEXTAREA')
-      ) {
-        event.preventDefault();
-        void this._callTool(view, tool.name);
-      }
-    });
-    return view;
-  }
-
-  /** One labelled input per parameter; values typed before a redefinition are kept. */
-  private _buildForm(doc: Document, view: IToolView): void {
-    const typed: FormValues = this._formValues(view);
-    view.fields = formFields(view.schema);
-    view.inputs.clear();
-    const rows = view.fields.map(field => {
-      let input: HTMLInputElement | HTMLTextAreaElement;
-      if (field.kind === 'json') {
-        input = el(
-          doc,
-          'textarea',
-          'codemode-FieldInput jp-mod-styled'
-        ) as HTMLTextAreaElement;
-        input.rows = 1;
-        input.spellcheck = false;
-      } else {
-        input = el(
-          doc,
-          'input',
-          'codemode-FieldInput jp-mod-styled'
-        ) as HTMLInputElement;
-        input.type = field.kind === 'boolean' ? 'checkbox' : 'text';
-        if (field.kind === 'integer' || field.kind === 'number') {
-          input.inputMode = 'decimal';
-        }
-      }
-      input.name = field.name;
-      input.placeholder =
-        (field.kind === 'json' ? 'JSON' : field.kind) +
-        (field.defaultText ? ` (default ${field.defaultText})` : '');
-      const previous = typed[field.name];
-      if (input instanceof HTMLInputElement && input.type === 'checkbox') {
-        input.checked =
-          typeof previous === 'boolean'
-            ? previous
-            : field.defaultText === 'true';
-      } else if (typeof previous === 'string') {
-        input.value = previous;
-      }
-      input.setAttribute('aria-label', `${field.name} (${field.kind})`);
-      view.inputs.set(field.name, input);
-      const label = el(
-        doc,
-        'label',
-        'codemode-FieldLabel',
-        el(doc, 'code', '', field.name),
-        field.required ? el(doc, 'span', 'codemode-Required', '*') : null
-      );
-      label.title = field.description || `${field.name}: ${field.kind}`;
-      const row = el(doc, 'div', 'codemode-Field', label, input);
-      row.dataset.field = field.name;
-      row.dataset.kind = field.kind;
-      return row;
-    });
-    view.form.replaceChildren(...rows);
-    view.form.hidden = rows.length === 0;
-  }
-
-  private _formValues(view: IToolView): FormValues {
-    const values: FormValues = {};
-    for (const [name, input] of view.inputs) {
-      values[name] =
-        input instanceof HTMLInputElement && input.type === 'checkbox'
-          ? input.checked
-          : input.value;
-    }
-    return values;
-  }
-
-  private _updateToolView(
-    doc: Document,
-    view: IToolView,
-    tool: IToolInfo
-  ): void {
-    const key = JSON.stringify([
-      tool.signature,
-      tool.doc,
-      tool.is_async,
-      tool.schema
-    ]);
-    if (key === view.key) {
-      return;
-    }
-    const redefined = view.key !== '';
-    view.key = key;
-    view.head.replaceChildren(
-      el(doc, 'code', 'codemode-ToolName', tool.name),
-      el(doc, 'code', 'codemode-ToolSignature', tool.signature || '()')
-    );
-    if (tool.is_async) {
-      view.head.appendChild(el(doc, 'span', 'codemode-Tag', 'async'));
-    }
-    view.doc.textContent = tool.doc;
-    view.doc.hidden = !tool.doc;
-    view.schema = tool.schema;
-    this._buildForm(doc, view);
-    if (redefined) {
-      // The function changed: offer the new template unless the user typed something.
-      const template = argsTemplate(tool.schema);
-      if (view.args.dataset.template === view.args.value) {
-        view.args.value = template;
-      }
-      view.args.dataset.template = template;
-    } else {
-      view.args.dataset.template = view.args.value;
-    }
-  }
-
   private async _callTool(view: IToolView, name: string): Promise<void> {
     const doc = this.node.ownerDocument;
     // The JSON section, when open, says it all; else the form does.
     const parsed = view.json.open
       ? parseArgs(view.args.value)
-      : readForm(view.fields, this._formValues(view));
+      : readForm(view.fields, formValues(view));
     const problem =
       'error' in parsed ? parsed.error : checkArgs(view.schema, parsed.args);
     if (problem !== null || 'error' in parsed) {
-      this._showResult(doc, view, 'error', [
+      showResult(doc, view, 'error', [
         el(doc, 'div', 'codemode-ResultTitle', problem ?? '')
       ]);
       return;
     }
     view.button.disabled = true;
-    this._showResult(doc, view, 'pending', [
+    showResult(doc, view, 'pending', [
       el(doc, 'div', 'codemode-ResultTitle', `Calling ${name}…`)
     ]);
     let reply: ICallResult;
@@ -569,145 +358,13 @@ export class ToolsPanel extends Widget {
     } catch (reason) {
       view.button.disabled = false;
       const message = reason instanceof Error ? reason.message : String(reason);
-      this._showResult(doc, view, 'error', [
+      showResult(doc, view, 'error', [
         el(doc, 'div', 'codemode-ResultTitle', message)
       ]);
       return;
     }
     view.button.disabled = false;
-    const took = formatDuration(reply.duration);
-    if (reply.ok) {
-      this._showResult(doc, view, 'ok', [
-        el(
-          doc,
-          'div',
-          'codemode-ResultTitle',
-          `returned${took ? ` in ${took}` : ''}`
-        ),
-        el(
-          doc,
-          'pre',
-          'codemode-Pre codemode-ResultValue',
-          pyValue(reply.result)
-        )
-      ]);
-    } else {
-      const error = reply.error ?? {
-        type: 'Error',
-        message: '',
-        traceback: ''
-      };
-      this._showResult(doc, view, 'error', [
-        el(
-          doc,
-          'div',
-          'codemode-ResultTitle',
-          `${formatError(error)}${took ? ` (after ${took})` : ''}`
-        ),
-        // Bad arguments or an unknown tool come without frames: the title says it all.
-        error.traceback.startsWith('Traceback')
-          ? el(doc, 'pre', 'codemode-Pre codemode-Traceback', error.traceback)
-          : null
-      ]);
-    }
-  }
-
-  private _showResult(
-    doc: Document,
-    view: IToolView,
-    state: string,
-    children: (Node | null)[]
-  ): void {
-    view.result.dataset.state = state;
-    view.result.replaceChildren(
-      ...children.filter((c): c is Node => c !== null)
-    );
-  }
-
-  private _renderRuns(runs: readonly IRunRecord[]): void {
-    const doc = this.node.ownerDocument;
-    this._runCount.textContent = `(${runs.length})`;
-    this._runsEmpty.hidden = runs.length > 0 || this._client.state !== 'ready';
-    // The client replaces its run list only when the kernel sends one: tool pushes and
-    // call replies need not rebuild up to 20 cards.
-    if (runs === this._shownRuns) {
-      return;
-    }
-    this._shownRuns = runs;
-    // Keep open what the user opened (runs keyed by execution count and finish time).
-    const open = openKeys(this._runList);
-    this._runHost?.beginDraw();
-    const items = runs.map(run => this._runItem(doc, run, open));
-    this._runHost?.endDraw();
-    this._runList.replaceChildren(...items.reverse()); // newest first
-  }
-
-  private _runItem(
-    doc: Document,
-    run: IRunRecord,
-    open: ReadonlySet<string>
-  ): HTMLElement {
-    const view = toRunView(run.payload);
-    const key = `run-${run.executionCount}-${run.finishedAt}`;
-    const firstLine = run.code
-      .split('\n')
-      .map(line => line.trim())
-      .find(line => line && !line.startsWith('#') && !line.startsWith('%%'));
-    const agent = run.source === 'agent';
-    const cell = el(
-      doc,
-      'button',
-      agent ? 'codemode-RunCell codemode-RunCell-agent' : 'codemode-RunCell',
-      agent
-        ? 'agent'
-        : run.executionCount !== null
-          ? `[${run.executionCount}]`
-          : '[ ]'
-    ) as HTMLButtonElement;
-    cell.type = 'button';
-    cell.title = agent
-      ? "An agent's run (%codemode serve): scroll to the cell that serves it"
-      : 'Scroll to the cell that ran this';
-    cell.addEventListener('click', event => {
-      event.preventDefault();
-      event.stopPropagation();
-      this._scrollToCell(run.executionCount);
-    });
-    const summary = el(
-      doc,
-      'summary',
-      'codemode-RunSummary',
-      el(
-        doc,
-        'span',
-        `codemode-Badge codemode-Badge-${view.severity}`,
-        view.statusLabel
-      ),
-      cell,
-      el(doc, 'code', 'codemode-RunFirstLine', firstLine || '(empty)'),
-      el(doc, 'span', 'codemode-RunTime', formatTime(run.finishedAt))
-    );
-    const details = el(
-      doc,
-      'details',
-      'codemode-RunDetails',
-      summary,
-      renderRunView(doc, view, {
-        showCode: true,
-        showError: true,
-        showValue: true,
-        open,
-        host: this._runHost ?? undefined,
-        keyPrefix: `${key}:`
-      })
-    );
-    details.dataset.key = key;
-    if (open.has(key)) {
-      details.setAttribute('open', '');
-    }
-    const item = el(doc, 'li', 'codemode-RunItem', details);
-    item.dataset.status = view.status;
-    return item;
+    showReply(doc, view, reply);
   }
 
   /** Scroll the notebook to the cell whose execution count is `count`. */
@@ -730,29 +387,14 @@ export class ToolsPanel extends Widget {
 
   private _client = new ToolsClient();
   private _panel: NotebookPanel | null = null;
-  private _runHost: DisplayHost | null = null;
   private _comm: Kernel.IComm | null = null;
   private _executed = false;
   private _toolViews = new Map<string, IToolView>();
-  private _shownRuns: readonly IRunRecord[] | null = null;
   private _refreshButton: HTMLButtonElement;
   private _context: HTMLElement;
   private _status: HTMLElement;
   private _toolCount: HTMLElement;
   private _toolsEmpty: HTMLElement;
   private _toolList: HTMLElement;
-  private _runCount: HTMLElement;
-  private _runsEmpty: HTMLElement;
-  private _runList: HTMLElement;
-}
-
-/** `14:03:07` in the browser's time zone ('' if unknown). */
-function formatTime(seconds: number | null): string {
-  if (seconds === null) {
-    return '';
-  }
-  const date = new Date(seconds * 1000);
-  return [date.getHours(), date.getMinutes(), date.getSeconds()]
-    .map(n => String(n).padStart(2, '0'))
-    .join(':');
+  private _runs: RunList;
 }

@@ -10,6 +10,8 @@ write what `%%codemode?`, `%codemode?` and `%codemode help` print.
 from __future__ import annotations
 
 import argparse
+import re
+import textwrap
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
@@ -79,7 +81,7 @@ def default_of(name: str) -> Any:
 EXAMPLES = """\
 examples:
   %%codemode
-  weather = get_weather(city="Paris")      # calls the notebook function get_weather
+  weather = get_weather(city="Paris")      # calls the notebook function
   print(weather)
 
   %%codemode --timeout 5 --tools get_weather --out run
@@ -89,17 +91,55 @@ examples:
   import subprocess
   subprocess.Popen(["python", "-m", "http.server", "8000"])
 
+  %%codemode --map cities --concurrency 4 --as city
+  get_weather(city=city)["temp_c"]         # once per city, 4 sandboxes at once
+
+  %%codemode --step
+  get_weather(city="Paris")                # asks first: a, r REASON or = JSON
+
   %codemode last --all
-  %config CodeMode.timeout = 120           # settings for every cell (see %config CodeMode)"""
+  %config CodeMode.timeout = 120           # a setting for every cell"""
+
+
+#: Columns of the help text: narrow outputs (Notebook 7) then never wrap a line mid-word.
+HELP_COLUMNS = 79
+#: Width of the command column; a longer command puts its summary on the next line.
+COMMAND_COLUMN = 30
 
 
 def commands_text(commands: Iterable[Any]) -> str:
-    """The table of `%codemode COMMAND`s: each command's name, arguments and summary."""
-    rows = [(f"{c.name} {c.args}".strip(), c.summary) for c in commands]
-    width = max(len(usage) for usage, _ in rows)
+    """The table of `%codemode COMMAND`s: each command's name, arguments and summary, within
+    HELP_COLUMNS (an option such as `[--port N]` is never split)."""
     lines = ["%codemode COMMAND: manage the session", ""]
-    lines.extend(f"  %codemode {usage.ljust(width)}  {summary}" for usage, summary in rows)
+    indent = " " * (COMMAND_COLUMN + 4)
+    for command in commands:
+        head = f"%codemode {command.name} {command.args}".strip()
+        first = ""
+        if len(head) <= COMMAND_COLUMN:
+            first = f"  {head.ljust(COMMAND_COLUMN)}  "
+        else:
+            words = re.findall(r"\[[^\]]*\]|\S+", head)
+            lines += _fill(words, "  ", "      ")
+        lines += textwrap.wrap(
+            command.summary,
+            HELP_COLUMNS,
+            initial_indent=first or indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
     return "\n".join(lines)
+
+
+def _fill(words: list[str], first: str, rest: str) -> list[str]:
+    """Words packed into lines of at most HELP_COLUMNS, never split."""
+    lines = [first]
+    for word in words:
+        line = lines[-1]
+        if line.strip() and len(line) + 1 + len(word) > HELP_COLUMNS:
+            lines.append(rest + word)
+        else:
+            lines[-1] = line + (" " if line.strip() else "") + word
+    return lines
 
 
 def help_text(cell: argparse.ArgumentParser, commands: Any, *, examples: bool = False) -> str:

@@ -97,9 +97,11 @@ class FeedRunView(RichView):
         self.widget = w.VBox([self.output, self.cards])
         self.widget.add_class("codemode-AgentRun")
 
-    def tool_output(self, stream: str, text: str) -> None:
-        """Text a tool printed on the host during this run (shown under the run, as a cell
-        shows its tools' prints as its own stream output)."""
+    def tool_output(self, stream: str, text: str) -> bool:
+        """Text a tool printed on the host during this run: in the timeline under the call
+        that printed it, as in a cell; printed while no call runs, it is shown under the run."""
+        if super().tool_output(stream, text):
+            return True
         with self._lock:
             last = self._tool_output[-1] if self._tool_output else None
             if last is not None and last[0] == stream:
@@ -107,6 +109,7 @@ class FeedRunView(RichView):
             else:
                 self._tool_output.append([stream, clip(text, TOOL_OUTPUT_CHARS)])
         self._dirty.set()
+        return True
 
     def _streams(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -52,6 +52,16 @@ class View:
         with self._lock:
             self.timeline.apply(event)
 
+    def tool_output(self, stream: str, text: str) -> bool:
+        """A write to sys.stdout/stderr on the host during the run (tool_output.capture):
+        filed under the newest call in flight; False (not taken) when no call runs."""
+        with self._lock:
+            running = self.timeline.running_calls()
+            if not running:
+                return False
+            self.timeline.add_tool_output(running[-1]["id"], stream, text)
+        return True
+
     def warn(self, message: str) -> None:
         with self._lock:
             if message not in self.warnings:
@@ -93,7 +103,13 @@ class RichView(View):
 
     Each update resends the whole (capped) payload, so the pause after one grows with its
     size: at most `rate` updates a second and `LIVE_CHARS_PER_SECOND` characters a second.
+
+    `final_in_place`: the finished run replaces the live display's data instead (the saved
+    output is then the live one). A cell that asks at prompts while it runs (`--step`) needs
+    it: its prompts come after the live display, and a new display would land below them.
     """
+
+    final_in_place = False
 
     def __init__(
         self,
@@ -117,6 +133,11 @@ class RichView(View):
     def on_event(self, event: Event) -> None:
         super().on_event(event)
         self._dirty.set()
+
+    def tool_output(self, stream: str, text: str) -> bool:
+        taken = super().tool_output(stream, text)
+        self._dirty.set()
+        return taken
 
     def warn(self, message: str) -> None:
         super().warn(message)
@@ -147,6 +168,9 @@ class RichView(View):
             self._send(self._live_bundle(), update=True)
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        if self.final_in_place:
+            self._send(data, update=True, metadata=metadata)
+            return
         self._send({}, update=True)
         super().publish(data, metadata)
 
@@ -194,10 +218,14 @@ class RichView(View):
             payload["warnings"] = warnings
         return {MIME_RUN: payload, "text/plain": live_text(payload)}
 
-    def _send(self, data: dict[str, Any], *, update: bool) -> None:
+    def _send(
+        self, data: dict[str, Any], *, update: bool, metadata: dict[str, Any] | None = None
+    ) -> None:
         from IPython.display import publish_display_data
 
-        publish_display_data(data, {}, transient={"display_id": self.display_id}, update=update)
+        publish_display_data(
+            data, metadata or {}, transient={"display_id": self.display_id}, update=update
+        )
 
 
 def live_text(payload: dict[str, Any]) -> str:

@@ -3,23 +3,26 @@ Pool, with one progress view and a results table.
 
 The item is bound as `item` (or `--as VAR`) in each run; items travel as JSON. The view shows
 done / failed / running / retried, throughput, elapsed and estimated time left, and the
-slowest tasks; it is an ipywidgets HTML updated through its `value` trait at most `rate`
-times a second (text on stderr outside a kernel). When the cell ends, a one-line summary with
-counts only (nothing timed, so nbval can compare it) is displayed. The stop button cancels the
-tasks not yet finished and keeps the finished ones.
+slowest tasks; it is a display (HTML, with a constant text/plain) updated in place at most
+`rate` times a second (text on stderr outside a kernel), so a saved notebook keeps its final
+state as a plain output that draws without a kernel (a widget's model is gone after a
+restart). When the cell ends, a summary with counts (nothing timed, so nbval can compare it)
+and what each task printed is displayed. An interrupt cancels the tasks not yet finished and
+keeps the finished ones.
 
 The table (a pandas DataFrame when pandas is installed, else a list of dicts, in input order:
-input, status, value, error, attempts, duration) goes to `--out RESULTS`; without `--out` it is
-the cell's value.
+input, status, value, error ("" when none), attempts, duration) goes to `--out RESULTS`;
+without `--out` it is the cell's value. `on_done` receives each task as it finishes (the magic
+lists the tasks' runs in the Tools panel).
 """
 
 from __future__ import annotations
 
-import functools
 import html
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +36,11 @@ from codemode_jupyter.pool.tasks import TaskResult
 from codemode_jupyter.support.progress import ProgressBar
 
 SLOWEST_SHOWN = 3
+#: Tasks whose prints the summary shows, and lines of each.
+PRINTS_SHOWN = 20
+PRINT_LINES = 10
+#: The progress display's text/plain (constant: it is what nbval would compare).
+PROGRESS_TEXT = "codemode map progress"
 COLUMNS = ("input", "status", "value", "error", "attempts", "duration")
 #: Where a stopped cell without `--out` leaves the finished results.
 INTERRUPTED_OUT = "codemode_map_results"
@@ -43,7 +51,13 @@ def pool_options(settings: Any, backend: str | None = None, network: bool | None
     return session_options(settings, backend=backend, network=network)
 
 
-def run_map_cell(shell: Any, pool_factory: Callable[[int], Pool], args: Any, code: str) -> Any:
+def run_map_cell(
+    shell: Any,
+    pool_factory: Callable[[int], Pool],
+    args: Any,
+    code: str,
+    on_done: Callable[[TaskResult], None] | None = None,
+) -> Any:
     """Run `code` once per item of `shell.user_ns[args.map]` on `pool_factory(concurrency)`.
 
     `args` carries map, concurrency, as_var, out, timeout, fresh and quiet. Returns the table,
@@ -73,6 +87,8 @@ def run_map_cell(shell: Any, pool_factory: Callable[[int], Pool], args: Any, cod
             ):
                 results[done.index] = done
                 view.add(done)
+                if on_done is not None:
+                    on_done(done)
         except ValueError as exc:  # an item JSON cannot carry, a name that clashes...
             view.stop()
             raise UsageError(f"%%codemode --map: {exc}") from None
@@ -114,7 +130,8 @@ def results_table(items: list[Any], results: dict[int, TaskResult]) -> Any:
                 "input": item,
                 "status": done.status if done else "cancelled",
                 "value": done.value if done else None,
-                "error": str(done.error) if done and done.error else None,
+                # "" not None: pandas would show NaN in the rows that have no error.
+                "error": str(done.error) if done and done.error else "",
                 "attempts": len(done.attempts) if done else 0,
                 "duration": round(done.duration, 3) if done else None,
             }
@@ -185,7 +202,7 @@ class Progress:
             text += f"\n  #{failure.index} {failure.status}: {short_repr(str(failure.error))}"
         if interrupted:
             text += f"\n  stopped: the finished tasks were kept in {out}"
-        return text
+        return text + printed_text(results)
 
 
 class _View:
@@ -243,17 +260,27 @@ class _View:
         pass
 
 
-class _WidgetView(_View):
-    def show(self) -> None:
-        from IPython.display import display
+class _DisplayView(_View):
+    """One display updated in place; its last state (the final progress) is what is saved."""
 
-        self.widget = _progress_widget_class()(value=self.progress.render_html())
-        display(self.widget)
+    def show(self) -> None:
+        self.display_id = uuid.uuid4().hex
+        self._shown = ""
+        self._publish(update=False)
 
     def render(self) -> None:
+        self._publish(update=True)
+
+    def _publish(self, *, update: bool) -> None:
         value = self.progress.render_html()
-        if self.widget.value != value:
-            self.widget.value = value
+        if update and value == self._shown:
+            return
+        self._shown = value
+        publish_display_data(
+            {"text/html": value, "text/plain": PROGRESS_TEXT},
+            transient={"display_id": self.display_id},
+            update=update,
+        )
 
 
 class _TextView(_View):
@@ -277,18 +304,24 @@ def _make_view(shell: Any, total: int, quiet: bool) -> _View:
     if quiet:
         return _View(total, quiet=True)
     if getattr(shell, "kernel", None) is not None:
-        return _WidgetView(total)
+        return _DisplayView(total)
     return _TextView(total)
 
 
-@functools.cache
-def _progress_widget_class() -> type:
-    import ipywidgets as widgets
-
-    class MapProgress(widgets.HTML):
-        """An HTML widget whose text/plain fallback never varies, so nbval can compare it."""
-
-        def __repr__(self) -> str:
-            return "codemode map progress"
-
-    return MapProgress
+def printed_text(results: dict[int, TaskResult]) -> str:
+    """What the tasks printed, by task in input order (the first lines of each)."""
+    parts = []
+    for done in sorted(results.values(), key=lambda r: r.index):
+        result = done.result
+        text = (result.stdout + result.stderr) if result is not None else ""
+        if not text.strip():
+            continue
+        if len(parts) == PRINTS_SHOWN:
+            parts.append("  [… later tasks printed too: the Tools panel lists their runs …]")
+            break
+        lines = text.rstrip("\n").split("\n")
+        shown = [f"    {line}" for line in lines[:PRINT_LINES]]
+        if len(lines) > PRINT_LINES:
+            shown.append(f"    [… {len(lines) - PRINT_LINES} more lines …]")
+        parts.append(f"  #{done.index} printed:\n" + "\n".join(shown))
+    return "".join(f"\n{part}" for part in parts)

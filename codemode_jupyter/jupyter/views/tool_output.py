@@ -1,11 +1,13 @@
-"""What tools print during an agent run goes to that run's view in the feed.
+"""What tools print while a run goes belongs to that run's view: its feed card, its cell's card.
 
 An agent run's sync tools run on the agent thread, its async tools on the session's loop;
 their prints would go out under whatever cell the kernel last attributed output to (the serve
 cell, long finished, or a person's running cell). `ToolOutput` stands in for `sys.stdout` and
 `sys.stderr` while the server runs: a write made inside `capture(sink)` (a context variable,
-so it follows the run into its async tools) goes to `sink(stream, text)`; every other write
-goes to the stream it replaced, unchanged.
+so it follows the run into its async tools) goes to `sink(stream, text)`, unless the sink
+returns False (it has no place for it); every other write goes to the stream it replaced,
+unchanged. A `%%codemode` cell captures its sync tools' prints the same way: they run on the
+kernel's thread inside the cell's run, and its view files them under the call that printed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-Sink = Callable[[str, str], None]
+Sink = Callable[[str, str], "bool | None"]
 
 _sink: contextvars.ContextVar[Sink | None] = contextvars.ContextVar(
     "codemode_tool_output", default=None
@@ -34,8 +36,8 @@ class _Routed:
         sink = _sink.get()
         if sink is None:
             return self.target.write(text)
-        if text:
-            sink(self._name, text)
+        if text and sink(self._name, text) is False:
+            return self.target.write(text)
         return len(text)
 
     def flush(self) -> None:
@@ -72,6 +74,23 @@ class ToolOutput:
 def capture(sink: Sink) -> Iterator[None]:
     """Writes to the routed streams from this context (and tasks it starts) go to `sink`."""
     token = _sink.set(sink)
+    try:
+        yield
+    finally:
+        _sink.reset(token)
+
+
+def release() -> None:
+    """Writes from here on in this context go to the real streams (a debugger opened in a
+    tool talks to the person, not to the run's card); the capture's end restores it."""
+    _sink.set(None)
+
+
+@contextmanager
+def to_the_person() -> Iterator[None]:
+    """Writes in this block go to the real streams: the host talking to the person (a step
+    prompt's answer refused) while a call runs, not the tool printing."""
+    token = _sink.set(None)
     try:
         yield
     finally:

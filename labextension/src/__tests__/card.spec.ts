@@ -79,6 +79,34 @@ describe('renderRun', () => {
     expect(full[1].textContent).toBe(long);
   });
 
+  it("draws a tool's prints under its call, before the program's later output", () => {
+    const card = renderRun(document, {
+      version: 2,
+      timeline: [
+        {
+          kind: 'call',
+          id: 1,
+          name: 'double',
+          round: 1,
+          args: 'x=21',
+          state: 'ok',
+          result: '42'
+        },
+        { kind: 'output', stream: 'stdout', text: 'double 21\n', call: 1 },
+        { kind: 'output', stream: 'stdout', text: '42\n' }
+      ],
+      result: { status: 'ok' }
+    });
+    const rows = Array.from(card.querySelectorAll('.codemode-Timeline > li'));
+    expect(rows.map(li => li.className)).toEqual([
+      'codemode-ToolCall codemode-ToolCall-ok',
+      'codemode-Output codemode-Output-stdout codemode-ToolPrint',
+      'codemode-Output codemode-Output-stdout'
+    ]);
+    expect((rows[1] as HTMLElement).dataset.call).toBe('1');
+    expect(rows[1].textContent).toBe('double 21');
+  });
+
   it('shows cancelled calls and keeps open what the user opened', () => {
     const data = {
       version: 2,

@@ -121,6 +121,30 @@ describe('ToolsClient', () => {
     expect(client.pendingCalls).toBe(0);
   });
 
+  it('keeps what the tool printed, in order, and drops what is not text', async () => {
+    const client = new ToolsClient();
+    const comm = new FakeComm();
+    client.attach(comm);
+    client.handleMessage(TOOLS);
+    const call = client.call('get_weather', { city: 'Paris' });
+    const [request] = comm.sent.filter(m => m.op === 'call');
+    client.handleMessage({
+      op: 'call_result',
+      request_id: request.request_id,
+      ok: true,
+      result: 1,
+      error: null,
+      duration: 0.001,
+      output: [['stdout', 'a\n'], ['stderr', 'b\n'], [1, 2], 'x']
+    });
+    await expect(call).resolves.toMatchObject({
+      output: [
+        { stream: 'stdout', text: 'a\n' },
+        { stream: 'stderr', text: 'b\n' }
+      ]
+    });
+  });
+
   it('reports a closed comm as the missing kernel extension and fails pending calls', async () => {
     const client = new ToolsClient();
     client.attach(new FakeComm());

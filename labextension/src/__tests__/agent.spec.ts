@@ -97,7 +97,7 @@ describe('an agent run', () => {
       'waiting for approval'
     );
     expect(card.querySelector('.codemode-RunTitle')!.textContent).toBe(
-      'agent run 3'
+      'agent run 3 (session agent-2)'
     );
     // The live view leaves the program, prints and value to the feed's own outputs.
     expect(card.querySelector('[data-kind="program"]')).toBeNull();

@@ -269,9 +269,9 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
         assert run["number"] == 1 and run["header"].startswith(
             "agent run 1 (session agent-1)\nprint('first:'"
         )
-        # What the tool printed on the host is under the run, in no cell's output.
-        assert run["kinds"] == ["display_data", "display_data", "stream", "display_data"]
-        assert run["streams"] == ["ponging\n"]
+        # What the tool printed on the host is in the run, under its call, in no cell's output.
+        assert run["kinds"] == ["display_data", "display_data", "display_data"]
+        assert run["streams"] == [] and "ponging\n" in run["output"]
         assert run["calls"] == [["send", "ok"], ["send", "error"], ["ping", "ok"]]
         assert (
             "first: sent to ann\nrejected: send: the call was rejected (not today)" in run["output"]
@@ -290,7 +290,8 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
             )
         )
         agent_info, approvals, number = record
-        assert agent_info["record"] and agent_info["tool_output"] == [["stdout", "ponging\n"]]
+        # The tool's print is in the timeline under its call; nothing was printed outside a call.
+        assert agent_info["record"] and agent_info["tool_output"] == []
         assert approvals == [
             {"decision": "approve", "by": "notebook"},
             {"decision": "reject", "by": "notebook", "reason": "not today"},
@@ -307,7 +308,8 @@ def test_the_feed_shows_agent_runs_as_run_views_and_cards_decide_calls():
                 "print(json.dumps([_run['source']] + [e['kind'] for e in _run['timeline']]))"
             )
         )
-        assert panel == ["agent", "call", "output", "call", "output", "call"]
+        # The last output is what the ping tool printed, under its call.
+        assert panel == ["agent", "call", "output", "call", "output", "call", "output"]
 
         # Newest last, bounded: two more runs push the first out and close its widgets.
         assert kernel.execute("_first = _server.feed.runs()[0]").ok

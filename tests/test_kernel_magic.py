@@ -67,6 +67,7 @@ def test_cell_runs_in_the_sandbox_with_notebook_tools(kernel):
     assert transcript(execution).splitlines() == [
         "── codemode: ok, 1 tool call in 1 round",
         "  double(x=21) -> 42",
+        "    double 21",
         "42",
     ]  # in time order (the print comes after the call); the value is Out[n], not repeated
     assert execution.result == "(True, 'v')"

@@ -251,7 +251,7 @@ def test_help_command_table_and_examples_fit_a_narrow_output():
     """Notebook 7's output wraps long lines mid-word: the table and examples never need it."""
     from codemode_jupyter.jupyter.commands.usage import EXAMPLES, HELP_COLUMNS, commands_text
 
-    table = commands_text()
+    table = commands_text(COMMANDS.values())
     assert max(len(line) for line in (table + "\n" + EXAMPLES).split("\n")) <= HELP_COLUMNS
     assert "[--approval-timeout S]" in table and "[--allow-remote]" in table  # kept whole
     examples = help_text(examples=True)

@@ -14,7 +14,12 @@ class ProgressBar:
     """`total` tasks, counted as they end; `close()` leaves the final line."""
 
     def __init__(self, total: int, desc: str, stream: TextIO | None = None) -> None:
-        from tqdm.auto import tqdm
+        # A stream given is written to as text; with none, tqdm.auto picks a notebook widget
+        # when an IPython kernel runs, a text bar on a terminal otherwise.
+        if stream is None:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm.std import tqdm
 
         self.total = total
         self.done = self.failed = self.retried = self.running = 0

@@ -9,20 +9,24 @@ cell is named `Cell In[n]`, as IPython's own tracebacks name it, not `/tmp/ipyke
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import sys
 import traceback
+from importlib.util import find_spec
 from pathlib import Path
+
+
+def _directory(package: str) -> str:
+    """Where `package` lives, found without importing it (a session of sync tools never
+    loads asyncio)."""
+    spec = find_spec(package)
+    origin = spec.origin if spec is not None else None
+    return str(Path(origin).resolve().parent) + os.sep if origin else os.sep + "nowhere" + os.sep
+
 
 #: Directories whose leading frames are the way to the tool: this package and the stdlib's
 #: futures and event loop (an async tool's result is re-raised through them).
-_CARRIERS = tuple(
-    str(Path(module.__file__).resolve().parent) + os.sep
-    for module in (sys.modules["codemode_jupyter"], asyncio, concurrent.futures)
-    if module.__file__
-)
+_CARRIERS = tuple(_directory(p) for p in ("codemode_jupyter", "asyncio", "concurrent.futures"))
 
 
 def tool_traceback(exc: BaseException) -> str:

@@ -65,3 +65,15 @@ def daytona_faults_cleared(server: Any) -> Iterator[None]:
     server.reset_counts()
     yield
     server.clear_faults()
+
+
+def tool_returns(messages: list[Any]) -> list[Any]:
+    """What the tools returned so far in a pydantic-ai conversation (for a FunctionModel)."""
+    from pydantic_ai.messages import ToolReturnPart
+
+    return [
+        p.content
+        for m in messages
+        for p in getattr(m, "parts", [])
+        if isinstance(p, ToolReturnPart)
+    ]

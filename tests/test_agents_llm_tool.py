@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import tool_returns
 
 from codemode_jupyter import CodeMode
 from codemode_jupyter.agents.approval import (
@@ -124,7 +125,7 @@ def test_the_stdin_fallback_asks_until_it_understands(cm):
 def test_pydantic_ai_agent_completes_a_two_step_task(cm):
     pytest.importorskip("pydantic_ai")
     from pydantic_ai import Agent
-    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
     from codemode_jupyter.agents.pydantic_ai import codemode_tool
@@ -132,12 +133,7 @@ def test_pydantic_ai_agent_completes_a_two_step_task(cm):
     seen: list[str] = []
 
     def model(messages: list, info: AgentInfo) -> ModelResponse:
-        returns = [
-            p.content
-            for m in messages
-            for p in getattr(m, "parts", [])
-            if isinstance(p, ToolReturnPart)
-        ]
+        returns = tool_returns(messages)
         seen.append(info.function_tools[0].description)
         if not returns:  # step 1: look the city up, keep the result in a variable
             return ModelResponse(
@@ -248,7 +244,7 @@ def test_a_marked_tool_asks_on_every_path_and_is_rejected_with_no_one_to_ask(cm)
 def test_pydantic_ai_parallel_calls_failures_and_marked_tools(cm):
     pytest.importorskip("pydantic_ai")
     from pydantic_ai import Agent
-    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
     from codemode_jupyter import tool
@@ -262,12 +258,7 @@ def test_pydantic_ai_parallel_calls_failures_and_marked_tools(cm):
         ran.append("deleted")
 
     def model(messages: list, info: AgentInfo) -> ModelResponse:
-        returns = [
-            p.content
-            for m in messages
-            for p in getattr(m, "parts", [])
-            if isinstance(p, ToolReturnPart)
-        ]
+        returns = tool_returns(messages)
         step = sum(1 for m in messages if getattr(m, "kind", "") == "response")
         if step == 0:  # two programs at once, as models send parallel tool calls
             return ModelResponse(

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("mcp")
 import httpx2
+from conftest import tool_returns
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -162,18 +163,13 @@ def test_every_part_of_a_result_fits_a_small_budget(cm, budget):
 def test_pydantic_ai_gets_the_same_budget(cm):
     pytest.importorskip("pydantic_ai")
     from pydantic_ai import Agent
-    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
     from codemode_jupyter.agents.pydantic_ai import codemode_tool
 
     def model(messages: list, info: AgentInfo) -> ModelResponse:
-        returns = [
-            p.content
-            for m in messages
-            for p in getattr(m, "parts", [])
-            if isinstance(p, ToolReturnPart)
-        ]
+        returns = tool_returns(messages)
         if not returns:
             return ModelResponse(parts=[ToolCallPart("run_code", {"code": SUM_OF_ROWS})])
         return ModelResponse(parts=[TextPart(returns[-1])])

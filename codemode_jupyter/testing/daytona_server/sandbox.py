@@ -80,7 +80,7 @@ class Runner:
 
 def _make_jail(workdir: Path, network: bool) -> Any:
     try:
-        from codemode_jupyter.backends.local.backend import Jail
+        from codemode_jupyter.backends.local.jail import Jail
     except ImportError:
         return None
     with warnings.catch_warnings():
